@@ -1,0 +1,379 @@
+"""Fleet configuration: models, tiers, routing policy, ledger, server.
+
+Sources, later ones win: the built-in default fleet, ``smallfleet.toml`` (path from ``--config``,
+``$SMALLFLEET_CONFIG``, or ``./smallfleet.toml`` when present), then environment variables (see
+:data:`ENV_VARS`). Everything is validated once at load time; errors name the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .step import StepKind
+
+BACKENDS = ("llamacpp", "openai", "anthropic")
+
+#: Environment variables read by :func:`load_config` (documented in the README and `--help`).
+ENV_VARS: dict[str, str] = {
+    "SMALLFLEET_CONFIG": "path of a smallfleet.toml to load",
+    "SMALLFLEET_LEDGER": "path of the SQLite ledger (default: ~/.local/share/smallfleet/ledger.db)",
+    "SMALLFLEET_HOST": "gateway bind address (default 127.0.0.1)",
+    "SMALLFLEET_PORT": "gateway port (default 8088)",
+    "SMALLFLEET_THREADS": "CPU threads per embedded model (default: all cores)",
+    "SMALLFLEET_SMALL_MODEL": "GGUF path or package:NAME for the small tier",
+    "SMALLFLEET_LARGE_MODEL": "GGUF path or package:NAME for the large tier",
+    "SMALLFLEET_FRONTIER_URL": "base URL of an OpenAI- or Anthropic-style API for the frontier tier",
+    "SMALLFLEET_FRONTIER_MODEL": "model name at that API",
+    "SMALLFLEET_FRONTIER_STYLE": "openai (default) or anthropic",
+    "SMALLFLEET_FRONTIER_API_KEY": "API key for the frontier tier (else OPENAI_API_KEY / ANTHROPIC_API_KEY)",
+    "SMALLFLEET_FRONTIER_PRICE": "frontier price per 1M tokens as IN,OUT in USD (default 2.50,10.00)",
+    "SMALLFLEET_CACHE_DIR": "where assembled GGUF files are cached (default ~/.cache/smallfleet/models)",
+    "SMALLFLEET_RUN_BUDGET": "default budget in USD per agent run (x-smallfleet-run); unset = unlimited",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the fleet. Prices are USD per 1M tokens."""
+
+    name: str
+    backend: str
+    tier: str
+    location: str = ""  # GGUF path / package:NAME (llamacpp) or base URL (http backends)
+    remote_model: str = ""  # model name sent to an HTTP API
+    api_key_env: str = ""
+    api_key: str = ""
+    price_in: float = 0.0
+    price_out: float = 0.0
+    context: int = 4096
+    max_output: int = 1024
+    tags: tuple[str, ...] = ()
+    threads: int = 0  # 0 = all cores
+    parallel: int = 1  # llama.cpp slots; 1 keeps the whole context for prefix reuse
+    timeout_s: float = 120.0
+    retries: int = 2
+    stands_in_for: str = ""  # set when a local model fills the frontier tier
+
+    @property
+    def is_local(self) -> bool:
+        return self.backend == "llamacpp"
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000
+
+    def resolved_api_key(self) -> str:
+        if self.api_key:
+            return self.api_key
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    """How one step kind is routed: where it starts, what must pass, whether to escalate."""
+
+    start: str
+    checks: tuple[str, ...]
+    escalate: bool = True
+    min_confidence: float = 0.0  # mean token probability floor for the confidence check
+
+
+@dataclass(frozen=True)
+class Config:
+    models: dict[str, ModelSpec]
+    tiers: tuple[str, ...]
+    routing: dict[StepKind, KindPolicy]
+    max_escalations: int = 2
+    reference_price_in: float = 2.50  # the counterfactual "all-frontier" price when no frontier API
+    reference_price_out: float = 10.00
+    ledger_path: Path = field(default_factory=lambda: default_data_dir() / "ledger.db")
+    host: str = "127.0.0.1"
+    port: int = 8088
+    run_budget_usd: float | None = None
+    source: str = "built-in defaults"
+
+    def tier_model(self, tier: str) -> ModelSpec:
+        for m in self.models.values():
+            if m.tier == tier:
+                return m
+        raise ConfigError(f"no model is assigned to tier {tier!r}.", hint="add a [models.NAME] with tier = ...")
+
+    def next_tier(self, tier: str) -> str | None:
+        i = self.tiers.index(tier)
+        return self.tiers[i + 1] if i + 1 < len(self.tiers) else None
+
+    @property
+    def frontier(self) -> ModelSpec:
+        return self.tier_model(self.tiers[-1])
+
+    def frontier_price(self) -> tuple[float, float]:
+        """Prices for the all-frontier counterfactual: the real frontier's, else the reference price."""
+        f = self.frontier
+        if f.stands_in_for or f.is_local:
+            return self.reference_price_in, self.reference_price_out
+        return f.price_in, f.price_out
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "smallfleet"
+
+
+def _default_threads() -> int:
+    env = os.environ.get("SMALLFLEET_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ConfigError(f"SMALLFLEET_THREADS={env!r} is not an integer.") from None
+        if n < 1:
+            raise ConfigError("SMALLFLEET_THREADS must be at least 1.")
+        return n
+    return os.cpu_count() or 2
+
+
+DEFAULT_ROUTING: dict[StepKind, KindPolicy] = {
+    StepKind.TOOL_CHOICE: KindPolicy("small", ("tool_call_valid", "nonempty"), True, 0.55),
+    StepKind.EXTRACTION: KindPolicy("small", ("schema_valid", "confidence"), True, 0.55),
+    StepKind.CLASSIFICATION: KindPolicy("small", ("schema_valid", "confidence"), True, 0.60),
+    StepKind.RESHAPING: KindPolicy("small", ("tool_call_valid", "nonempty", "not_refusal"), True, 0.0),
+    StepKind.REASONING: KindPolicy("small", ("nonempty", "not_refusal", "confidence"), True, 0.75),
+    StepKind.GENERATION: KindPolicy("small", ("nonempty", "not_refusal"), True, 0.0),
+}
+
+
+def _local(name: str, tier: str, location: str, price_in: float, price_out: float, tags: tuple[str, ...]) -> ModelSpec:
+    return ModelSpec(
+        name=name, backend="llamacpp", tier=tier, location=location, price_in=price_in, price_out=price_out,
+        context=4096, tags=tags, threads=_default_threads(),
+    )
+
+
+def default_models() -> dict[str, ModelSpec]:
+    """The built-in fleet. Local prices are small but non-zero (electricity + hardware), so savings are honest."""
+    small = _local("qwen2.5-coder-0.5b", "small", "package:qwen2.5-coder-0.5b", 0.02, 0.04, ("tools", "json"))
+    large = _local("qwen2.5-coder-1.5b", "large", "package:qwen2.5-coder-1.5b", 0.06, 0.12, ("tools", "json", "reasoning"))
+    return {small.name: small, large.name: large}
+
+
+def _frontier_from_env(env: dict[str, str]) -> ModelSpec | None:
+    url = env.get("SMALLFLEET_FRONTIER_URL", "")
+    style = env.get("SMALLFLEET_FRONTIER_STYLE", "")
+    key = env.get("SMALLFLEET_FRONTIER_API_KEY", "")
+    model = env.get("SMALLFLEET_FRONTIER_MODEL", "")
+    key_env = ""
+    if not url:
+        if env.get("OPENAI_API_KEY"):
+            url, style, key_env, model = "https://api.openai.com/v1", "openai", "OPENAI_API_KEY", model or "gpt-4o"
+        elif env.get("ANTHROPIC_API_KEY"):
+            url, style, key_env = "https://api.anthropic.com", "anthropic", "ANTHROPIC_API_KEY"
+            model = model or "claude-sonnet-4-5"
+        else:
+            return None
+    style = style or "openai"
+    if style not in ("openai", "anthropic"):
+        raise ConfigError(f"SMALLFLEET_FRONTIER_STYLE={style!r}: use 'openai' or 'anthropic'.")
+    if not model:
+        raise ConfigError("SMALLFLEET_FRONTIER_URL is set but SMALLFLEET_FRONTIER_MODEL is not.",
+                          hint="set SMALLFLEET_FRONTIER_MODEL to the model name at that API")
+    pin, pout = _parse_price(env.get("SMALLFLEET_FRONTIER_PRICE", "2.50,10.00"))
+    if not key and not key_env:
+        key_env = "OPENAI_API_KEY" if style == "openai" else "ANTHROPIC_API_KEY"
+    return ModelSpec(name=model, backend=style, tier="frontier", location=url, remote_model=model, api_key=key,
+                     api_key_env=key_env, price_in=pin, price_out=pout, context=128_000, tags=("tools", "json", "reasoning"))
+
+
+def _parse_price(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"price {text!r} must look like IN,OUT in USD per 1M tokens, e.g. 2.50,10.00.") from None
+    if a < 0 or b < 0:
+        raise ConfigError(f"price {text!r} must not be negative.")
+    return a, b
+
+
+def _stand_in_frontier(models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> dict[str, ModelSpec]:
+    """No frontier API configured: the largest local tier answers for it, and reports say so."""
+    if any(m.tier == tiers[-1] for m in models.values()):
+        return models
+    below = [m for m in models.values() if m.tier in tiers[:-1]]
+    if not below:
+        return models
+    biggest = max(below, key=lambda m: tiers.index(m.tier))
+    out = dict(models)
+    out["frontier-stand-in"] = replace(biggest, name="frontier-stand-in", tier=tiers[-1], stands_in_for=biggest.name)
+    return out
+
+
+def _get(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, default: Any = None) -> Any:
+    if key not in d:
+        return default
+    v = d[key]
+    if typ is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    if not isinstance(v, typ) or (isinstance(v, bool) and typ is not bool):
+        tname = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise ConfigError(f"{where}.{key} must be a {tname}, got {type(v).__name__} {v!r}.")
+    return v
+
+
+_MODEL_KEYS = {"backend", "tier", "path", "url", "model", "api_key_env", "api_key", "price_in", "price_out",
+               "context", "max_output", "tags", "threads", "parallel", "timeout_s", "retries"}
+
+
+def _parse_model(name: str, d: Any, tiers: tuple[str, ...]) -> ModelSpec:
+    where = f"models.{name}"
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a table.")
+    unknown = set(d) - _MODEL_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.", hint=f"allowed: {', '.join(sorted(_MODEL_KEYS))}")
+    backend = _get(d, "backend", str, where, "llamacpp")
+    if backend not in BACKENDS:
+        raise ConfigError(f"{where}.backend = {backend!r} is not one of {', '.join(BACKENDS)}.")
+    tier = _get(d, "tier", str, where)
+    if tier is None:
+        raise ConfigError(f"{where}.tier is missing.", hint=f"set tier to one of: {', '.join(tiers)}")
+    if tier not in tiers:
+        raise ConfigError(f"{where}.tier = {tier!r} is not one of the fleet tiers {list(tiers)}.")
+    if backend == "llamacpp":
+        location = _get(d, "path", str, where)
+        if not location:
+            raise ConfigError(f"{where}.path is missing: a GGUF file path or package:NAME.")
+    else:
+        location = _get(d, "url", str, where)
+        if not location or not location.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url must be an http(s) base URL, got {location!r}.")
+    spec = ModelSpec(
+        name=name, backend=backend, tier=tier, location=location,
+        remote_model=_get(d, "model", str, where, name), api_key_env=_get(d, "api_key_env", str, where, ""),
+        api_key=_get(d, "api_key", str, where, ""),
+        price_in=_get(d, "price_in", float, where, 0.0), price_out=_get(d, "price_out", float, where, 0.0),
+        context=_get(d, "context", int, where, 4096), max_output=_get(d, "max_output", int, where, 1024),
+        tags=tuple(_get(d, "tags", list, where, [])), threads=_get(d, "threads", int, where, 0) or _default_threads(),
+        parallel=_get(d, "parallel", int, where, 1), timeout_s=_get(d, "timeout_s", float, where, 120.0),
+        retries=_get(d, "retries", int, where, 2),
+    )
+    if spec.price_in < 0 or spec.price_out < 0:
+        raise ConfigError(f"{where}: prices must not be negative.")
+    if spec.context < 256:
+        raise ConfigError(f"{where}.context = {spec.context} is too small (at least 256).")
+    if spec.parallel < 1 or spec.threads < 1:
+        raise ConfigError(f"{where}: threads and parallel must be at least 1.")
+    return spec
+
+
+def _parse_routing(d: Any, tiers: tuple[str, ...]) -> dict[StepKind, KindPolicy]:
+    routing = dict(DEFAULT_ROUTING)
+    if d is None:
+        return routing
+    if not isinstance(d, dict):
+        raise ConfigError("routing must be a table of step kinds.")
+    for kind_name, pol in d.items():
+        try:
+            kind = StepKind(kind_name)
+        except ValueError:
+            raise ConfigError(f"routing.{kind_name}: unknown step kind.",
+                              hint=f"use one of: {', '.join(k.value for k in StepKind)}") from None
+        where = f"routing.{kind_name}"
+        if not isinstance(pol, dict):
+            raise ConfigError(f"{where} must be a table.")
+        base = routing[kind]
+        start = _get(pol, "start", str, where, base.start)
+        if start not in tiers:
+            raise ConfigError(f"{where}.start = {start!r} is not one of the tiers {list(tiers)}.")
+        checks = tuple(_get(pol, "checks", list, where, list(base.checks)))
+        from .checks import registered_checks  # late: checks imports this module
+
+        bad = [c for c in checks if c not in registered_checks()]
+        if bad:
+            raise ConfigError(f"{where}.checks: unknown check(s) {bad}.", hint=f"known: {', '.join(registered_checks())}")
+        conf = _get(pol, "min_confidence", float, where, base.min_confidence)
+        if not 0.0 <= conf <= 1.0:
+            raise ConfigError(f"{where}.min_confidence must be between 0 and 1.")
+        routing[kind] = KindPolicy(start, checks, _get(pol, "escalate", bool, where, base.escalate), conf)
+    return routing
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load and validate the fleet configuration (see module doc for the precedence)."""
+    env = dict(os.environ) if env is None else env
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    path = path or env.get("SMALLFLEET_CONFIG") or ("smallfleet.toml" if Path("smallfleet.toml").is_file() else None)
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist.", hint="check --config or SMALLFLEET_CONFIG")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}.") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {p} is not UTF-8 text.") from None
+        source = str(p)
+    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}.",
+                          hint="sections: fleet, models, routing, ledger, server")
+    fleet = data.get("fleet", {})
+    if not isinstance(fleet, dict):
+        raise ConfigError("fleet must be a table.")
+    tiers = tuple(_get(fleet, "tiers", list, "fleet", ["small", "large", "frontier"]))
+    if len(tiers) < 1 or len(set(tiers)) != len(tiers) or not all(isinstance(t, str) for t in tiers):
+        raise ConfigError("fleet.tiers must be a non-empty list of distinct names, cheapest first.")
+
+    models = default_models() if "models" not in data else {}
+    if "models" in data:
+        if not isinstance(data["models"], dict) or not data["models"]:
+            raise ConfigError("models must be a non-empty table of [models.NAME] entries.")
+        for name, d in data["models"].items():
+            models[name] = _parse_model(name, d, tiers)
+    for tier_env, tier in (("SMALLFLEET_SMALL_MODEL", "small"), ("SMALLFLEET_LARGE_MODEL", "large")):
+        if env.get(tier_env):
+            for n, m in list(models.items()):
+                if m.tier == tier and m.is_local:
+                    models[n] = replace(m, location=env[tier_env])
+    frontier = _frontier_from_env(env)
+    if frontier is not None and tiers[-1] == "frontier" and not any(m.tier == "frontier" for m in models.values()):
+        models[frontier.name] = frontier
+    models = _stand_in_frontier(models, tiers)
+    for t in tiers:
+        if not any(m.tier == t for m in models.values()):
+            raise ConfigError(f"tier {t!r} has no model.", hint=f"add a [models.NAME] with tier = \"{t}\"")
+
+    routing = _parse_routing(data.get("routing"), tiers)
+    ref_in, ref_out = _parse_price(",".join(str(x) for x in _get(fleet, "reference_price", list, "fleet", [2.5, 10.0])))
+    ledger = data.get("ledger", {})
+    server = data.get("server", {})
+    if not isinstance(ledger, dict) or not isinstance(server, dict):
+        raise ConfigError("ledger and server must be tables.")
+    ledger_path = Path(env.get("SMALLFLEET_LEDGER") or _get(ledger, "path", str, "ledger", "")
+                       or default_data_dir() / "ledger.db").expanduser()
+    try:
+        port = int(env.get("SMALLFLEET_PORT") or _get(server, "port", int, "server", 8088))
+    except ValueError:
+        raise ConfigError(f"SMALLFLEET_PORT={env.get('SMALLFLEET_PORT')!r} is not a port number.") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port {port} is out of range.")
+    budget_txt = env.get("SMALLFLEET_RUN_BUDGET")
+    budget = _get(ledger, "run_budget_usd", float, "ledger", None)
+    if budget_txt:
+        try:
+            budget = float(budget_txt)
+        except ValueError:
+            raise ConfigError(f"SMALLFLEET_RUN_BUDGET={budget_txt!r} is not a number.") from None
+    max_esc = _get(fleet, "max_escalations", int, "fleet", 2)
+    if max_esc < 0 or max_esc > len(tiers):
+        raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
+    return Config(
+        models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
+        reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
+        host=env.get("SMALLFLEET_HOST") or _get(server, "host", str, "server", "127.0.0.1"), port=port,
+        run_budget_usd=budget, source=source,
+    )

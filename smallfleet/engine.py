@@ -1,0 +1,45 @@
+"""The engine: config + fleet + cascade + ledger behind one call. The gateway, CLI and demo use it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .assets import ProgressFn
+from .cascade import Cascade, Outcome
+from .config import Config, load_config
+from .ledger import Ledger
+from .models import Fleet
+from .request import validate_request
+from .step import Step, classify_step
+
+
+class Engine:
+    """``await Engine().complete({"model": "auto", "messages": [...]})`` runs one verified step."""
+
+    def __init__(self, config: Config | None = None, *, ledger: Ledger | None | bool = True,
+                 progress: ProgressFn | None = None) -> None:
+        self.config = config or load_config()
+        self.fleet = Fleet(self.config, progress)
+        if ledger is True:
+            self.ledger: Ledger | None = Ledger(self.config.ledger_path)
+        else:
+            self.ledger = ledger or None
+        self.cascade = Cascade(self.config, self.fleet, self.ledger)
+
+    def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
+                  session_id: str | None = None, budget_usd: float | None = None) -> Step:
+        validate_request(request)
+        budget = budget_usd if budget_usd is not None else (self.config.run_budget_usd if run_id else None)
+        return Step(request=request, kind=classify_step(request, step_kind), run_id=run_id,
+                    session_id=session_id, budget_usd=budget)
+
+    async def run_step(self, step: Step) -> Outcome:
+        return await self.cascade.run(step, step.request.get("model") or "auto")
+
+    async def complete(self, request: dict[str, Any], **kw: Any) -> Outcome:
+        return await self.run_step(self.make_step(request, **kw))
+
+    async def aclose(self) -> None:
+        await self.fleet.aclose()
+        if self.ledger is not None:
+            self.ledger.close()

@@ -1,0 +1,90 @@
+"""Errors that say what went wrong and how to fix it.
+
+Every error carries an HTTP status and an OpenAI error ``type``/``code`` so the gateway can answer in
+OpenAI's error format, and a ``hint`` the CLI prints under the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SmallfleetError(Exception):
+    """Base class: ``message`` says what happened, ``hint`` says what to do about it."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.param = param
+
+    def to_openai(self) -> dict[str, Any]:
+        msg = self.message if not self.hint else f"{self.message} Hint: {self.hint}"
+        return {"error": {"message": msg, "type": self.type, "param": self.param, "code": self.code}}
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(SmallfleetError):
+    """The fleet configuration (file or environment) is invalid."""
+
+    status = 500
+    type = "config_error"
+    code = "invalid_config"
+
+
+class InvalidRequestError(SmallfleetError):
+    """The request is malformed (bad JSON, bad tool schema, unknown field values)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ModelNotFoundError(InvalidRequestError):
+    status = 404
+    code = "model_not_found"
+
+
+class ContextLengthError(InvalidRequestError):
+    code = "context_length_exceeded"
+
+
+class BudgetExceededError(SmallfleetError):
+    status = 429
+    type = "budget_exceeded"
+    code = "run_budget_exceeded"
+
+
+class ModelUnavailableError(SmallfleetError):
+    """A model file is missing or corrupted, or its package is not installed."""
+
+    status = 503
+    type = "model_unavailable"
+    code = "model_unavailable"
+
+
+class BackendError(SmallfleetError):
+    """The model backend failed (down, refused, answered garbage)."""
+
+    status = 502
+    type = "backend_error"
+    code = "backend_error"
+
+
+class BackendTimeoutError(BackendError):
+    status = 504
+    code = "backend_timeout"
+
+
+class NotAvailableError(SmallfleetError):
+    """A feature that cannot run on this machine or with this configuration."""
+
+    status = 501
+    type = "not_available"
+    code = "not_available"

@@ -1,0 +1,79 @@
+"""Tool calls for models whose chat template has no native tool-call output (the local Qwen GGUFs).
+
+They write the call as JSON text. For ``tool_choice`` ``required`` or a named tool, decoding is
+constrained to a schema whose branches are ``{"name": <tool>, "arguments": <its parameters>}``; with
+``auto`` the model writes freely and a JSON call in its text is lifted into ``tool_calls``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+
+_FENCE = re.compile(r"```(?:json|tool_call)?\s*(.*?)```", re.S)
+
+
+def call_schema(tools: list[dict[str, Any]], tool_choice: Any) -> dict[str, Any]:
+    """JSON schema that admits exactly one call of an offered (or the named) tool."""
+    named = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
+    branches = []
+    for t in tools:
+        fn = t["function"]
+        if named and fn["name"] != named:
+            continue
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        branches.append({
+            "type": "object",
+            "properties": {"name": {"const": fn["name"]}, "arguments": params},
+            "required": ["name", "arguments"],
+        })
+    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+
+def _candidates(text: str) -> list[str]:
+    out = [m.group(1).strip() for m in _FENCE.finditer(text)]
+    t = text.strip()
+    if t.startswith("<tool_call>"):
+        t = t.removeprefix("<tool_call>").split("</tool_call>")[0].strip()
+    out.append(t)
+    i = t.find("{")
+    if i > 0:
+        out.append(t[i:])
+    return out
+
+
+def parse_tool_calls(text: str, tool_names: set[str]) -> list[dict[str, Any]]:
+    """Lift JSON tool calls out of model text; [] when the text is not a call of an offered tool."""
+    for cand in _candidates(text):
+        try:
+            obj = orjson.loads(cand)
+        except orjson.JSONDecodeError:
+            continue
+        items = obj if isinstance(obj, list) else [obj]
+        calls = []
+        for it in items:
+            if not isinstance(it, dict):
+                break
+            fn = it.get("function")
+            name = fn.get("name") if isinstance(fn, dict) else it.get("name")
+            args = fn.get("arguments") if isinstance(fn, dict) else it.get("arguments", it.get("parameters", {}))
+            if not isinstance(name, str) or name not in tool_names:
+                break
+            if isinstance(args, str):
+                try:
+                    args = orjson.loads(args)
+                except orjson.JSONDecodeError:
+                    pass
+            calls.append(make_call(name, args))
+        else:
+            if calls:
+                return calls
+    return []
+
+
+def make_call(name: str, arguments: Any) -> dict[str, Any]:
+    args = arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
+    return {"id": "call_" + uuid.uuid4().hex[:24], "type": "function", "function": {"name": name, "arguments": args}}

@@ -1,0 +1,185 @@
+"""Embedded llama.cpp through ``xllamacpp``: llama.cpp's own server logic, in-process.
+
+One ``xllamacpp.Server`` per model, loaded lazily on first use. Calls run in worker threads (the
+extension releases the GIL) and llama.cpp queues them onto its slots, so concurrent requests are
+safe. With the default single slot consecutive steps that share a prefix (system prompt + tool
+definitions) reuse its KV cache instead of re-reading it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from ..assets import ProgressFn, ensure_packaged, verify_file
+from ..config import ModelSpec
+from ..errors import BackendError, ContextLengthError, InvalidRequestError, ModelUnavailableError
+from ._toolcalls import call_schema, parse_tool_calls
+from .base import ChatResult
+
+# Fields llama.cpp understands; everything else (metadata, user, stream_options...) stays out.
+_PASS = ("messages", "tools", "tool_choice", "response_format", "max_tokens", "temperature", "top_p", "stop",
+         "seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "stream")
+
+
+def resolve_location(spec: ModelSpec, progress: ProgressFn | None = None) -> Path:
+    """GGUF path for a spec: ``package:NAME`` is assembled and verified; a plain path must exist."""
+    loc = spec.location
+    if loc.startswith("package:"):
+        return ensure_packaged(loc.removeprefix("package:"), progress)
+    path = Path(loc).expanduser()
+    if not path.is_file():
+        raise ModelUnavailableError(f"model {spec.name}: GGUF file {path} does not exist.",
+                                    hint="fix models.<name>.path in smallfleet.toml or SMALLFLEET_*_MODEL")
+    verify_file(path, None)
+    return path
+
+
+class LlamaCppBackend:
+    def __init__(self, spec: ModelSpec, progress: ProgressFn | None = None) -> None:
+        self.spec = spec
+        self._server: Any = None
+        self._lock = threading.Lock()
+        self._progress = progress
+        self.path: Path | None = None
+        self.load_seconds: float | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._server is not None
+
+    def load(self) -> None:
+        if self._server is not None:
+            return
+        with self._lock:
+            if self._server is not None:
+                return
+            import xllamacpp  # heavy native module: imported once, at load time, never per request
+
+            t0 = time.perf_counter()
+            self.path = resolve_location(self.spec, self._progress)
+            p = xllamacpp.CommonParams()
+            p.model.path = str(self.path)
+            p.n_ctx = self.spec.context * self.spec.parallel
+            p.n_parallel = self.spec.parallel
+            p.cpuparams.n_threads = self.spec.threads
+            p.cpuparams_batch.n_threads = self.spec.threads
+            p.verbosity = -1
+            p.cache_ram_mib = 256  # host-side prompt cache for prefixes evicted from the slot
+            try:
+                self._server = xllamacpp.Server(p)
+            except Exception as e:  # the extension raises plain RuntimeError/ValueError
+                raise ModelUnavailableError(f"llama.cpp could not load {self.path}: {e}",
+                                            hint="is it a GGUF file? run `smallfleet doctor`") from e
+            self.load_seconds = time.perf_counter() - t0
+
+    def _prepare(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        req = {k: request[k] for k in _PASS if k in request}
+        req["max_tokens"] = min(int(request.get("max_tokens") or request.get("max_completion_tokens") or self.spec.max_output),
+                                self.spec.context)
+        req.setdefault("temperature", 0.0)  # agent steps want repeatable answers unless asked otherwise
+        if "logprobs" not in req:
+            req["logprobs"] = True  # feeds the confidence check; cheap
+        tools = req.get("tools") or []
+        names = {t["function"]["name"] for t in tools}
+        tc = req.get("tool_choice", "auto")
+        if tools and tc == "none":
+            req.pop("tools")
+            names = set()
+        elif tools and (tc == "required" or isinstance(tc, dict)) and "response_format" not in req:
+            # The template has no native tool-call format: constrain the JSON instead.
+            req["response_format"] = {"type": "json_schema", "json_schema": {"name": "tool_call", "schema": call_schema(tools, tc)}}
+        req.pop("tool_choice", None)
+        return req, names
+
+    def _call(self, req: dict[str, Any], callback: Callable[[dict[str, Any]], bool] | None = None) -> Any:
+        self.load()
+        try:
+            if callback is None:
+                return self._server.handle_chat_completions(req)
+            return self._server.handle_chat_completions(req, callback)
+        except ValueError as e:
+            raise InvalidRequestError(f"llama.cpp rejected the request: {e}") from e
+
+    def _raise_for(self, res: Any) -> None:
+        if not isinstance(res, dict):
+            raise BackendError(f"llama.cpp returned {type(res).__name__}, expected a response object.")
+        err = res.get("error")
+        if err:
+            msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            if isinstance(err, dict) and err.get("type") == "exceed_context_size_error":
+                raise ContextLengthError(f"{self.spec.name}: {msg}",
+                                         hint="shorten the conversation or use a model with a larger context")
+            raise BackendError(f"{self.spec.name}: {msg}")
+
+    async def chat(self, request: dict[str, Any]) -> ChatResult:
+        req, names = self._prepare(request)
+        req["stream"] = False
+        t0 = time.perf_counter()
+        res = await asyncio.to_thread(self._call, req)
+        latency = (time.perf_counter() - t0) * 1000
+        self._raise_for(res)
+        choice = res["choices"][0]
+        msg = dict(choice.get("message") or {})
+        msg["role"] = "assistant"
+        finish = choice.get("finish_reason") or "stop"
+        if names and not msg.get("tool_calls"):
+            calls = parse_tool_calls(msg.get("content") or "", names)
+            if calls:
+                msg["tool_calls"] = calls
+                msg["content"] = None
+                finish = "tool_calls"
+        lp = choice.get("logprobs") or {}
+        token_lps = [c["logprob"] for c in (lp.get("content") or []) if isinstance(c, dict) and "logprob" in c]
+        usage = res.get("usage") or {}
+        return ChatResult(
+            model=self.spec.name, message=msg, finish_reason=finish,
+            tokens_in=int(usage.get("prompt_tokens", 0)), tokens_out=int(usage.get("completion_tokens", 0)),
+            cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
+            latency_ms=latency, token_logprobs=token_lps or None, extra={"timings": res.get("timings", {})},
+        )
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        req, _ = self._prepare(request)
+        req["stream"] = True
+        req.pop("logprobs", None)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+        done = object()
+
+        def on_chunk(chunk: Any) -> bool:
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            return cancelled.is_set()  # True asks llama.cpp to stop generating
+
+        def run() -> None:
+            try:
+                res = self._call(req, on_chunk)
+                if isinstance(res, dict) and res.get("error"):
+                    loop.call_soon_threadsafe(queue.put_nowait, res)
+            except Exception as e:  # surfaced to the consumer below
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        worker = loop.run_in_executor(None, run)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, Exception):
+                    raise item
+                if isinstance(item, dict) and item.get("error"):
+                    self._raise_for(item)
+                yield item
+        finally:
+            cancelled.set()
+            await worker
+
+    async def aclose(self) -> None:
+        self._server = None

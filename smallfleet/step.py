@@ -1,0 +1,153 @@
+"""The step: one chat request plus what kind of agent step it is.
+
+The kind is derived from the request's *structure* first; wording is only consulted for the last two
+buckets. Rules, first match wins:
+
+1. an explicit override (header ``x-smallfleet-step-kind`` or ``metadata.smallfleet_step_kind``);
+2. ``tools`` offered and the last message is a tool result → ``reshaping`` (turn the result into an
+   answer; a follow-up tool call is still allowed and checked);
+3. ``tools`` offered (``tool_choice`` not ``none``) → ``tool_choice``;
+4. ``response_format`` with a JSON schema that is a closed label set (an ``enum``/``const`` at the
+   root, or an object whose properties are all enums/booleans) → ``classification``;
+5. any other JSON schema or ``json_object`` → ``extraction``;
+6. last message is a tool result, or the last user message is mostly a data payload (JSON, a fenced
+   block, a table) → ``reshaping``;
+7. the last user message names a closed answer set ("answer with one of: a, b, c") → ``classification``;
+8. the last user message is a problem (several numbers and a question, or plan/step-by-step wording)
+   → ``reasoning``;
+9. otherwise → ``generation``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import InvalidRequestError
+
+
+class StepKind(str, Enum):
+    TOOL_CHOICE = "tool_choice"
+    EXTRACTION = "extraction"
+    CLASSIFICATION = "classification"
+    RESHAPING = "reshaping"
+    REASONING = "reasoning"
+    GENERATION = "generation"
+
+
+_LABEL_SET = re.compile(r"\b(?:one of|choose from|pick one of|label(?:s)?:|categor(?:y|ies):|answer (?:with|only with))\b[^\n]{0,200}[,|/]", re.I)
+_PLAN = re.compile(r"\b(step[- ]by[- ]step|plan|how many|how much|calculate|compute|prove|derive|figure out|what is the total)\b", re.I)
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?")
+
+
+def message_text(msg: dict[str, Any]) -> str:
+    """Plain text of a message's content (string or list of text parts)."""
+    c = msg.get("content")
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list):
+        return "\n".join(p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _schema_of(response_format: Any) -> dict[str, Any] | None:
+    if not isinstance(response_format, dict):
+        return None
+    if response_format.get("type") == "json_schema":
+        js = response_format.get("json_schema") or {}
+        schema = js.get("schema") if isinstance(js, dict) else None
+        return schema if isinstance(schema, dict) else None
+    return None
+
+
+def is_label_schema(schema: dict[str, Any]) -> bool:
+    """A closed label set: enum/const at the root, or an object of enum/boolean properties only."""
+    if "enum" in schema or "const" in schema:
+        return True
+    props = schema.get("properties")
+    if schema.get("type") == "object" and isinstance(props, dict) and props:
+        return all(isinstance(p, dict) and ("enum" in p or "const" in p or p.get("type") == "boolean") for p in props.values())
+    return False
+
+
+def _mostly_payload(text: str) -> bool:
+    t = text.strip()
+    if not t:
+        return False
+    if "```" in t:
+        inside = sum(len(b) for b in t.split("```")[1::2])
+        return inside >= 0.5 * len(t)
+    brace = max(t.find("{"), t.find("["))
+    if brace >= 0:
+        tail = t[brace:]
+        return len(tail) >= 0.6 * len(t) and tail.rstrip()[-1:] in "}]"
+    lines = t.splitlines()
+    return len(lines) >= 3 and sum(1 for ln in lines if ln.count("|") >= 2 or ln.count(",") >= 2 or ln.count("\t") >= 1) >= 0.6 * len(lines)
+
+
+def classify_step(request: dict[str, Any], override: str | None = None) -> StepKind:
+    """Decide the step kind of an OpenAI chat-completions request (rules in the module doc)."""
+    meta = request.get("metadata")
+    override = override or (meta.get("smallfleet_step_kind") if isinstance(meta, dict) else None)
+    if override:
+        try:
+            return StepKind(override)
+        except ValueError:
+            raise InvalidRequestError(
+                f"unknown step kind {override!r}.", param="x-smallfleet-step-kind",
+                hint=f"use one of: {', '.join(k.value for k in StepKind)}",
+            ) from None
+    messages = request.get("messages") or []
+    last = messages[-1] if messages else {}
+    last_role = last.get("role") if isinstance(last, dict) else None
+    tools = request.get("tools")
+    if tools and request.get("tool_choice") != "none":
+        return StepKind.RESHAPING if last_role == "tool" else StepKind.TOOL_CHOICE
+    rf = request.get("response_format")
+    schema = _schema_of(rf)
+    if schema is not None:
+        return StepKind.CLASSIFICATION if is_label_schema(schema) else StepKind.EXTRACTION
+    if isinstance(rf, dict) and rf.get("type") == "json_object":
+        return StepKind.EXTRACTION
+    if last_role == "tool":
+        return StepKind.RESHAPING
+    user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
+    text = message_text(user) if user else ""
+    if _mostly_payload(text):
+        return StepKind.RESHAPING
+    if _LABEL_SET.search(text):
+        return StepKind.CLASSIFICATION
+    if (len(_NUMBER.findall(text)) >= 2 and "?" in text) or _PLAN.search(text):
+        return StepKind.REASONING
+    return StepKind.GENERATION
+
+
+@dataclass
+class Step:
+    """One agent step: the (validated) request and its metadata."""
+
+    request: dict[str, Any]
+    kind: StepKind
+    step_id: str = field(default_factory=lambda: "step_" + uuid.uuid4().hex[:16])
+    run_id: str | None = None
+    session_id: str | None = None
+    budget_usd: float | None = None
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return self.request["messages"]
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        return self.request.get("tools") or []
+
+    @property
+    def schema(self) -> dict[str, Any] | None:
+        return _schema_of(self.request.get("response_format"))
+
+    def wants_json(self) -> bool:
+        rf = self.request.get("response_format")
+        return isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
