@@ -70,7 +70,7 @@ class Outcome:
     def reason(self) -> str:
         f = self.final
         if not self.escalated:
-            why = "passed " + ",".join(v.check for v in f.verdicts) if f.passed else "checks failed, no tier left: " + f.failed_reason
+            why = "passed " + ",".join(v.check for v in f.verdicts) if f.passed else "kept despite failed checks (no escalation): " + f.failed_reason
             return f"{f.tier} answered; {why}" if f.verdicts or not f.passed else f"{f.tier} answered"
         hops = " -> ".join(f"{a.tier} ({a.failed_reason})" for a in self.attempts[:-1])
         tail = "passed" if f.passed else "still failing: " + f.failed_reason

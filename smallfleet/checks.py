@@ -110,12 +110,14 @@ def check_tool_call_valid(step: Step, result: ChatResult, policy: KindPolicy) ->
     if not calls:
         if tc == "required" or isinstance(tc, dict):
             return Verdict("tool_call_valid", False, "tool_choice demands a call but the answer has none")
-        try:  # text that looks like a call of a tool that does not exist
+        try:  # a call written as text instead of an answer
             obj = parse_json_answer(result.content)
         except orjson.JSONDecodeError:
             return None
-        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
-            return Verdict("tool_call_valid", False, f"calls {obj['name']!r}, which was not offered")
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str) and ("arguments" in obj or "parameters" in obj):
+            if tc == "none" or obj["name"] not in offered:
+                why = "tool_choice is none" if obj["name"] in offered else "that tool was not offered"
+                return Verdict("tool_call_valid", False, f"wrote a call of {obj['name']!r} as text, but {why}")
         return None
     for c in calls:
         fn = c.get("function") or {}
@@ -156,12 +158,115 @@ def check_not_refusal(step: Step, result: ChatResult, policy: KindPolicy) -> Ver
     return Verdict("not_refusal", True)
 
 
+def json_value_spans(text: str) -> list[tuple[int, int, str | None]]:
+    """(start, end, key) of every scalar value in JSON text — strings and numbers, not keys or nulls.
+
+    A tolerant scanner: it never fails, so a fenced or truncated answer still yields its spans.
+    """
+    spans: list[tuple[int, int, str | None]] = []
+    i, n = 0, len(text)
+    last_key: str | None = None
+    expect_key = False
+    stack: list[str] = []
+    while i < n:
+        c = text[i]
+        if c in "{[":
+            stack.append(c)
+            expect_key = c == "{"
+            i += 1
+        elif c in "}]":
+            if stack:
+                stack.pop()
+            i += 1
+        elif c == ",":
+            expect_key = bool(stack) and stack[-1] == "{"
+            i += 1
+        elif c == ":":
+            expect_key = False
+            i += 1
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if expect_key:
+                last_key = text[i + 1:j]
+            else:
+                spans.append((i + 1, j, last_key))
+            i = j + 1
+        elif c == "-" or c.isdigit():
+            j = i + 1
+            while j < n and (text[j].isdigit() or text[j] in ".eE+-"):
+                j += 1
+            spans.append((i, j, last_key))
+            i = j
+        else:
+            i += 1
+    return spans
+
+
+def _enum_keys(schema: dict[str, Any] | None) -> set[str]:
+    """Property names (any depth) whose values are closed sets."""
+    keys: set[str] = set()
+    stack = [schema] if isinstance(schema, dict) else []
+    while stack:
+        node = stack.pop()
+        for k, sub in (node.get("properties") or {}).items():
+            if isinstance(sub, dict):
+                if "enum" in sub or "const" in sub:
+                    keys.add(k)
+                stack.append(sub)
+        for key in ("anyOf", "oneOf", "allOf", "items"):
+            v = node.get(key)
+            stack.extend(x for x in (v if isinstance(v, list) else [v]) if isinstance(x, dict))
+    return keys
+
+
+def value_token_probs(result: ChatResult, skip_keys: set[str]) -> list[float]:
+    """Probabilities of the tokens that spell *copyable* JSON values: numbers and single-word strings
+    (ids, codes, e-mail addresses). Multi-word free text is generative, so its low-probability tokens
+    say nothing about invention; it is left out, as are values under ``skip_keys``."""
+    import math
+
+    toks, lps = result.token_texts, result.token_logprobs
+    if not toks or not lps:
+        return []
+    text = "".join(toks)  # offsets come from the tokens themselves, so they always line up
+    spans = [(a, b) for a, b, k in json_value_spans(text) if k not in skip_keys and b > a and not any(ch.isspace() for ch in text[a:b])]
+    probs, pos, si = [], 0, 0
+    for tok, lp in zip(toks, lps):
+        end = pos + len(tok)
+        while si < len(spans) and spans[si][1] <= pos:
+            si += 1
+        if si < len(spans) and spans[si][0] < end and tok.strip():
+            probs.append(math.exp(lp))
+        pos = end
+    return probs
+
+
 def check_confidence(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
-    p = result.mean_token_prob()
-    if p is None or policy.min_confidence <= 0:
-        return None  # backend gives no log-probabilities: the check abstains rather than guesses
+    """Token-probability confidence.
+
+    Free text: mean probability of all generated tokens. JSON (schema output or tool call): the
+    *lowest* probability among the tokens that spell scalar values — an invented amount or id shows
+    up there. llama.cpp reports the unconstrained distribution, so tokens forced by a grammar (JSON
+    punctuation, keys, enum labels) carry no signal and are left out; with none left, it abstains.
+    """
+    if policy.min_confidence <= 0 or not result.token_logprobs:
+        return None  # backend gives no log-probabilities: abstain rather than guess
+    if step.wants_json() or result.tool_calls:
+        skip = _enum_keys(step.schema)
+        if result.tool_calls:
+            skip.add("name")  # the tool name is a grammar-forced choice, not a copied value
+        for t in step.tools:
+            skip |= _enum_keys(t["function"].get("parameters"))
+        probs = value_token_probs(result, skip)
+        if not probs:
+            return None
+        p, what = min(probs), "lowest value-token probability"
+    else:
+        p, what = result.mean_token_prob() or 0.0, "mean token probability"
     ok = p >= policy.min_confidence
-    return Verdict("confidence", ok, "" if ok else f"mean token probability {p:.2f} < {policy.min_confidence:.2f}", p)
+    return Verdict("confidence", ok, "" if ok else f"{what} {p:.2f} < {policy.min_confidence:.2f}", p)
 
 
 for _name, _fn in (("schema_valid", check_schema_valid), ("tool_call_valid", check_tool_call_valid),

@@ -137,8 +137,8 @@ def _default_threads() -> int:
 
 
 DEFAULT_ROUTING: dict[StepKind, KindPolicy] = {
-    StepKind.TOOL_CHOICE: KindPolicy("small", ("tool_call_valid", "nonempty"), True, 0.55),
-    StepKind.EXTRACTION: KindPolicy("small", ("schema_valid", "confidence"), True, 0.55),
+    StepKind.TOOL_CHOICE: KindPolicy("small", ("tool_call_valid", "nonempty", "confidence"), True, 0.45),
+    StepKind.EXTRACTION: KindPolicy("small", ("schema_valid", "confidence"), True, 0.45),
     StepKind.CLASSIFICATION: KindPolicy("small", ("schema_valid", "confidence"), True, 0.60),
     StepKind.RESHAPING: KindPolicy("small", ("tool_call_valid", "nonempty", "not_refusal"), True, 0.0),
     StepKind.REASONING: KindPolicy("small", ("nonempty", "not_refusal", "confidence"), True, 0.75),

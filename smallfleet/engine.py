@@ -17,9 +17,9 @@ class Engine:
     """``await Engine().complete({"model": "auto", "messages": [...]})`` runs one verified step."""
 
     def __init__(self, config: Config | None = None, *, ledger: Ledger | None | bool = True,
-                 progress: ProgressFn | None = None) -> None:
+                 progress: ProgressFn | None = None, fleet: Fleet | None = None) -> None:
         self.config = config or load_config()
-        self.fleet = Fleet(self.config, progress)
+        self.fleet = fleet or Fleet(self.config, progress)
         if ledger is True:
             self.ledger: Ledger | None = Ledger(self.config.ledger_path)
         else:

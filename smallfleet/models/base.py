@@ -22,6 +22,8 @@ class ChatResult:
     latency_ms: float
     cached_tokens: int = 0
     token_logprobs: list[float] | None = None  # log-probability of each generated token
+    token_texts: list[str] | None = None  # the tokens themselves, aligned with token_logprobs
+    raw_text: str = ""  # the generated text before tool calls were lifted out of it
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

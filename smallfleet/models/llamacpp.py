@@ -23,7 +23,8 @@ from .base import ChatResult
 
 # Fields llama.cpp understands; everything else (metadata, user, stream_options...) stays out.
 _PASS = ("messages", "tools", "tool_choice", "response_format", "max_tokens", "temperature", "top_p", "stop",
-         "seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "stream")
+         "seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "stream",
+         "cache_prompt")  # llama.cpp's own switch for prefix reuse (benchmarks turn it off)
 
 
 def resolve_location(spec: ModelSpec, progress: ProgressFn | None = None) -> Path:
@@ -127,6 +128,7 @@ class LlamaCppBackend:
         msg = dict(choice.get("message") or {})
         msg["role"] = "assistant"
         finish = choice.get("finish_reason") or "stop"
+        raw_text = msg.get("content") or ""
         if names and not msg.get("tool_calls"):
             calls = parse_tool_calls(msg.get("content") or "", names)
             if calls:
@@ -134,13 +136,15 @@ class LlamaCppBackend:
                 msg["content"] = None
                 finish = "tool_calls"
         lp = choice.get("logprobs") or {}
-        token_lps = [c["logprob"] for c in (lp.get("content") or []) if isinstance(c, dict) and "logprob" in c]
+        toks = [c for c in (lp.get("content") or []) if isinstance(c, dict) and "logprob" in c]
         usage = res.get("usage") or {}
         return ChatResult(
             model=self.spec.name, message=msg, finish_reason=finish,
             tokens_in=int(usage.get("prompt_tokens", 0)), tokens_out=int(usage.get("completion_tokens", 0)),
             cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
-            latency_ms=latency, token_logprobs=token_lps or None, extra={"timings": res.get("timings", {})},
+            latency_ms=latency, token_logprobs=[c["logprob"] for c in toks] or None,
+            token_texts=[c.get("token", "") for c in toks] or None, raw_text=raw_text,
+            extra={"timings": res.get("timings", {})},
         )
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

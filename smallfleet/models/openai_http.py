@@ -115,12 +115,13 @@ class OpenAIHTTPBackend:
         msg["role"] = "assistant"
         usage = data.get("usage") or {}
         lp = choice.get("logprobs") or {}
-        token_lps = [c["logprob"] for c in (lp.get("content") or []) if isinstance(c, dict) and "logprob" in c]
+        toks = [c for c in (lp.get("content") or []) if isinstance(c, dict) and "logprob" in c]
         return ChatResult(
             model=self.spec.name, message=msg, finish_reason=choice.get("finish_reason") or "stop",
             tokens_in=int(usage.get("prompt_tokens", 0)), tokens_out=int(usage.get("completion_tokens", 0)),
             cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0) or 0),
-            latency_ms=latency, token_logprobs=token_lps or None,
+            latency_ms=latency, token_logprobs=[c["logprob"] for c in toks] or None,
+            token_texts=[c.get("token", "") for c in toks] or None, raw_text=msg.get("content") or "",
             extra={k: resp.headers[k] for k in resp.headers if k.startswith("x-smallfleet-")},
         )
 

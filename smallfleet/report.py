@@ -1,0 +1,75 @@
+"""Reports from the ledger: spend, tier shares, escalation per step kind, savings vs all-frontier."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .config import Config
+from .ledger import Ledger
+
+
+@dataclass
+class Report:
+    steps: int
+    attempts: int
+    spend_usd: float
+    counterfactual_usd: float
+    basis: str
+    by_tier: list[dict[str, Any]] = field(default_factory=list)
+    by_kind: list[dict[str, Any]] = field(default_factory=list)
+    by_model: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str | None = None
+
+    @property
+    def savings_usd(self) -> float:
+        return self.counterfactual_usd - self.spend_usd
+
+    @property
+    def savings_pct(self) -> float:
+        return 100.0 * self.savings_usd / self.counterfactual_usd if self.counterfactual_usd else 0.0
+
+    @property
+    def escalation_rate(self) -> float:
+        esc = sum(k["escalated"] for k in self.by_kind)
+        return esc / self.steps if self.steps else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(savings_usd=self.savings_usd, savings_pct=self.savings_pct, escalation_rate=self.escalation_rate)
+        return d
+
+
+def counterfactual_basis(config: Config) -> str:
+    f = config.frontier
+    pin, pout = config.frontier_price()
+    if f.stands_in_for or f.is_local:
+        return (f"no frontier API configured: the frontier tier is the local {f.stands_in_for or f.name} standing in; "
+                f"'all-frontier' is priced at the reference ${pin:.2f}/${pout:.2f} per 1M tokens in/out")
+    return f"'all-frontier' = every step on {f.name} at ${pin:.2f}/${pout:.2f} per 1M tokens in/out"
+
+
+def build_report(ledger: Ledger, config: Config, run_id: str | None = None) -> Report:
+    where, params = ("WHERE run_id=?", (run_id,)) if run_id else ("", ())
+    and_ = "AND" if run_id else "WHERE"
+    steps, attempts, spend = ledger.query(
+        f"SELECT COUNT(DISTINCT step_id), COUNT(*), COALESCE(SUM(cost_usd),0) FROM attempts {where}", params)[0]
+    cf = ledger.query(f"SELECT COALESCE(SUM(frontier_cost_usd),0) FROM attempts {where} {and_} final=1", params)[0][0]
+    rep = Report(steps=steps, attempts=attempts, spend_usd=spend, counterfactual_usd=cf,
+                 basis=counterfactual_basis(config), run_id=run_id)
+    for tier, n, stand_in in ledger.query(
+            f"SELECT tier, COUNT(*), MAX(stand_in) FROM attempts {where} {and_} final=1 GROUP BY tier", params):
+        rep.by_tier.append({"tier": tier, "steps": n, "share": n / steps if steps else 0.0, "stand_in": bool(stand_in)})
+    order = {t: i for i, t in enumerate(config.tiers)}
+    rep.by_tier.sort(key=lambda r: order.get(r["tier"], 99))
+    for kind, n, esc, cost, lat in ledger.query(
+            f"SELECT step_kind, COUNT(DISTINCT step_id), COUNT(DISTINCT CASE WHEN escalated=1 THEN step_id END), "
+            f"SUM(cost_usd), AVG(CASE WHEN final=1 THEN latency_ms END) FROM attempts {where} GROUP BY step_kind ORDER BY 2 DESC", params):
+        rep.by_kind.append({"step_kind": kind, "steps": n, "escalated": esc, "escalation_rate": esc / n if n else 0.0,
+                            "spend_usd": cost, "mean_latency_ms": lat or 0.0})
+    for model, tier, n, tin, tout, cost, fails in ledger.query(
+            f"SELECT model, tier, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_usd), SUM(1-passed) "
+            f"FROM attempts {where} GROUP BY model, tier ORDER BY 3 DESC", params):
+        rep.by_model.append({"model": model, "tier": tier, "attempts": n, "tokens_in": tin, "tokens_out": tout,
+                             "spend_usd": cost, "failed_checks": fails})
+    return rep

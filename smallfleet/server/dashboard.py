@@ -1,0 +1,53 @@
+"""A one-page HTML dashboard over the report: no JavaScript build, no external assets."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+
+def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for key, _ in cols:
+            v = r.get(key)
+            if isinstance(v, float):
+                v = f"{v:.1%}" if key.endswith(("share", "rate")) else (f"${v:.6f}" if "usd" in key else f"{v:.0f}")
+            cells.append(f"<td>{html.escape(str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _bars(rows: list[dict[str, Any]]) -> str:
+    colors = ["#2b8a3e", "#1971c2", "#c92a2a", "#868e96"]
+    parts, x = [], 0.0
+    for i, r in enumerate(rows):
+        w = 600 * r["share"]
+        parts.append(f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="28" fill="{colors[i % 4]}">'
+                     f'<title>{html.escape(r["tier"])}: {r["share"]:.1%}</title></rect>')
+        if w > 60:
+            parts.append(f'<text x="{x + 6:.1f}" y="19" fill="white" font-size="13">{html.escape(r["tier"])} {r["share"]:.0%}</text>')
+        x += w
+    return f'<svg width="600" height="28" role="img" aria-label="share of steps per tier">{"".join(parts)}</svg>'
+
+
+def render_dashboard(rep: dict[str, Any]) -> str:
+    if "error" in rep:
+        return f"<p>{html.escape(rep['error'])}</p>"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>smallfleet</title>
+<meta http-equiv="refresh" content="10">
+<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:.5em 0 1.5em}}
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}th{{background:#f1f3f5}}.big{{font-size:22px}}</style></head>
+<body><h1>smallfleet</h1>
+<p class="big">{rep['steps']} steps · spend ${rep['spend_usd']:.6f} · all-frontier ${rep['counterfactual_usd']:.6f} ·
+saved <b>{rep['savings_pct']:.1f}%</b> · escalation rate {rep['escalation_rate']:.1%}</p>
+<p><small>{html.escape(rep['basis'])}</small></p>
+<h2>Share of steps per tier</h2>{_bars(rep['by_tier'])}
+{_table(rep['by_tier'], [('tier', 'tier'), ('steps', 'steps'), ('share', 'share')])}
+<h2>Escalation per step kind</h2>
+{_table(rep['by_kind'], [('step_kind', 'step kind'), ('steps', 'steps'), ('escalated', 'escalated'), ('escalation_rate', 'rate'), ('spend_usd', 'spend'), ('mean_latency_ms', 'mean latency ms')])}
+<h2>Models</h2>
+{_table(rep['by_model'], [('model', 'model'), ('tier', 'tier'), ('attempts', 'attempts'), ('tokens_in', 'tokens in'), ('tokens_out', 'tokens out'), ('spend_usd', 'spend'), ('failed_checks', 'failed checks')])}
+</body></html>"""

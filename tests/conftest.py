@@ -1,0 +1,104 @@
+"""Shared fixtures. Model tests use the smallest models that do the job: SmolLM2-135M as the small
+tier and Qwen2.5-Coder-0.5B as the large tier (both installed by `make test`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from smallfleet.config import Config, load_config
+
+TINY_TOML = """
+[fleet]
+tiers = ["small", "large", "frontier"]
+
+[models.smollm2]
+backend = "llamacpp"
+path = "package:smollm2-135m"
+tier = "small"
+price_in = 0.01
+price_out = 0.02
+context = 2048
+threads = 2
+
+[models.qwen05]
+backend = "llamacpp"
+path = "package:qwen2.5-coder-0.5b"
+tier = "large"
+price_in = 0.02
+price_out = 0.04
+context = 4096
+threads = 2
+"""
+
+
+def write_config(tmp: Path, extra: str = "") -> Path:
+    p = tmp / "smallfleet.toml"
+    p.write_text(TINY_TOML + extra + f'\n[ledger]\npath = "{tmp / "ledger.db"}"\n')
+    return p
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Config:
+    return load_config(write_config(tmp_path), env={})
+
+
+@pytest.fixture(scope="session")
+def shared_fleet(tmp_path_factory: pytest.TempPathFactory):
+    """One loaded fleet for the whole session: loading models once keeps CI short."""
+    from smallfleet.models import Fleet
+
+    tmp = tmp_path_factory.mktemp("fleet")
+    cfg = load_config(write_config(tmp), env={})
+    return Fleet(cfg)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    def __init__(self, base: str, proc: subprocess.Popen, ledger: Path) -> None:
+        self.base, self.proc, self.ledger = base, proc, ledger
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory):
+    """A real `smallfleet serve` process on a free port, serving the tiny fleet."""
+    tmp = tmp_path_factory.mktemp("gw")
+    cfg = write_config(tmp)
+    port = free_port()
+    env = {**os.environ, "SMALLFLEET_CONFIG": str(cfg)}
+    for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "SMALLFLEET_FRONTIER_URL"):
+        env.pop(k, None)
+    log = (tmp / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "smallfleet.cli", "serve", "--port", str(port), "--preload"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited: {(tmp / 'serve.log').read_text()}")
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        raise RuntimeError("gateway did not start in 120 s")
+    yield Gateway(base, proc, tmp / "ledger.db")
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

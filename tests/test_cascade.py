@@ -1,0 +1,70 @@
+"""The cascade on real models: escalation on a failed check, bounded, recorded, budgeted."""
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from smallfleet.checks import Verdict, register_check
+from smallfleet.config import KindPolicy
+from smallfleet.engine import Engine
+from smallfleet.errors import BudgetExceededError
+from smallfleet.ledger import Ledger
+from smallfleet.step import StepKind
+
+pytestmark = pytest.mark.model
+
+
+def _engine(cfg, fleet, tmp_path, **routing):
+    cfg = replace(cfg, routing={**cfg.routing, **routing}, ledger_path=tmp_path / "l.db")
+    return Engine(cfg, fleet=fleet, ledger=Ledger(cfg.ledger_path))
+
+
+# A check registered through the public plug-in interface: rejects answers of the small tier.
+register_check("reject_small_tier", lambda step, res, pol: Verdict("reject_small_tier", res.model != "smollm2", "test rule"))
+
+
+def test_failed_check_escalates_once_and_both_attempts_are_recorded(tiny_config, shared_fleet, tmp_path) -> None:
+    pol = KindPolicy("small", ("nonempty", "reject_small_tier"), True, 0.0)
+    eng = _engine(tiny_config, shared_fleet, tmp_path, generation=pol)
+    req = {"model": "auto", "messages": [{"role": "user", "content": "Write one word"}], "max_tokens": 5}
+    out = asyncio.run(eng.complete(req, run_id="run-a"))
+    assert [a.spec.name for a in out.attempts] == ["smollm2", "qwen05"]  # stand-in of qwen05 is not retried
+    assert out.escalated and out.final.tier == "large" and out.final.passed
+    h = out.headers()
+    assert h["x-smallfleet-escalated"] == "true" and h["x-smallfleet-model"] == "qwen05"
+    rows = eng.ledger.attempts(step_id=out.step.step_id)
+    assert [(r["tier"], r["passed"], r["escalated"], r["final"]) for r in rows] == [("small", 0, 1, 0), ("large", 1, 0, 1)]
+    assert rows[0]["cost_usd"] > 0 and rows[1]["frontier_cost_usd"] > rows[1]["cost_usd"]
+
+
+def test_no_escalation_when_policy_says_so(tiny_config, shared_fleet, tmp_path) -> None:
+    pol = KindPolicy("small", ("reject_small_tier",), False, 0.0)
+    eng = _engine(tiny_config, shared_fleet, tmp_path, generation=pol)
+    out = asyncio.run(eng.complete({"messages": [{"role": "user", "content": "Write one word"}], "max_tokens": 4}))
+    assert len(out.attempts) == 1 and not out.final.passed and "reject_small_tier" in out.reason
+
+
+def test_passthrough_model_is_not_escalated(tiny_config, shared_fleet, tmp_path) -> None:
+    pol = KindPolicy("small", ("reject_small_tier",), True, 0.0)
+    eng = _engine(tiny_config, shared_fleet, tmp_path, generation=pol)
+    out = asyncio.run(eng.complete({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}))
+    assert len(out.attempts) == 1 and out.final.spec.name == "smollm2"
+
+
+def test_budget_exceeded_stops_the_run_and_writes_nothing(tiny_config, shared_fleet, tmp_path) -> None:
+    eng = _engine(tiny_config, shared_fleet, tmp_path)
+    req = {"messages": [{"role": "user", "content": "Write one word"}], "max_tokens": 4}
+    with pytest.raises(BudgetExceededError):
+        asyncio.run(eng.complete(req, run_id="tight", budget_usd=1e-12))
+    assert eng.ledger.attempts(run_id="tight") == []
+
+
+def test_extraction_step_end_to_end(tiny_config, shared_fleet, tmp_path) -> None:
+    eng = _engine(tiny_config, shared_fleet, tmp_path)
+    schema = {"type": "object", "properties": {"order_id": {"type": "string", "maxLength": 12}}, "required": ["order_id"]}
+    out = asyncio.run(eng.complete({"messages": [{"role": "user", "content": "Order ORD-12345 is late. Extract the order id."}],
+                                    "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": schema}},
+                                    "max_tokens": 30}))
+    assert out.step.kind == StepKind.EXTRACTION
+    assert any(v.check == "schema_valid" and v.passed for a in out.attempts for v in a.verdicts)

@@ -1,0 +1,113 @@
+"""Checks on hand-built results: the inputs are what a backend returns, the verdicts are the contract."""
+
+import math
+
+from smallfleet.checks import json_value_spans, run_checks
+from smallfleet.config import KindPolicy
+from smallfleet.models._toolcalls import make_call, parse_tool_calls
+from smallfleet.models.base import ChatResult
+from smallfleet.step import Step, StepKind
+
+TOOLS = [{"type": "function", "function": {"name": "refund", "parameters": {
+    "type": "object", "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
+    "required": ["order_id", "amount"]}}}]
+POLICY = KindPolicy("small", (), True, 0.6)
+
+
+def result(content=None, tool_calls=None, finish="stop", tokens=None):
+    msg = {"role": "assistant", "content": content}
+    if tool_calls:
+        msg["tool_calls"] = tool_calls
+    texts = [t for t, _ in tokens] if tokens else None
+    lps = [math.log(p) for _, p in tokens] if tokens else None
+    return ChatResult("m", msg, finish, 10, 5, 1.0, token_texts=texts, token_logprobs=lps, raw_text=content or "")
+
+
+def step(**req):
+    r = {"messages": [{"role": "user", "content": "x"}], **req}
+    return Step(r, StepKind.EXTRACTION)
+
+
+def verdict(name, st, res):
+    v = run_checks([name], st, res, POLICY)
+    return v[0] if v else None
+
+
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+    "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}
+
+
+def test_schema_valid() -> None:
+    st = step(response_format=SCHEMA)
+    assert verdict("schema_valid", st, result('{"n": 3}')).passed
+    assert verdict("schema_valid", st, result('```json\n{"n": 3}\n```')).passed  # fences tolerated
+    v = verdict("schema_valid", st, result('{"n": "three"}'))
+    assert not v.passed and "n:" in v.reason
+    v = verdict("schema_valid", st, result('{"n": 3', finish="length"))
+    assert not v.passed and "cut off" in v.reason
+    assert verdict("schema_valid", step(), result("plain")) is None  # not a JSON step
+
+
+def test_tool_call_valid() -> None:
+    st = step(tools=TOOLS, tool_choice="required")
+    assert verdict("tool_call_valid", st, result(tool_calls=[make_call("refund", {"order_id": "A1", "amount": 5})])).passed
+    v = verdict("tool_call_valid", st, result(tool_calls=[make_call("delete_all", {})]))
+    assert not v.passed and "not offered" in v.reason
+    v = verdict("tool_call_valid", st, result(tool_calls=[make_call("refund", {"order_id": "A1"})]))
+    assert not v.passed and "'amount' is a required property" in v.reason
+    v = verdict("tool_call_valid", st, result(tool_calls=[make_call("refund", {"order_id": "A1", "amount": "lots"})]))
+    assert not v.passed and "amount" in v.reason
+    v = verdict("tool_call_valid", st, result("I will not call anything"))
+    assert not v.passed and "demands a call" in v.reason
+    auto = step(tools=TOOLS)
+    assert verdict("tool_call_valid", auto, result("Your refund is on its way.")) is None
+    assert "not offered" in verdict("tool_call_valid", auto, result('{"name": "wire_money", "arguments": {}}')).reason
+    none = step(tools=TOOLS, tool_choice="none")
+    v = verdict("tool_call_valid", none, result('{"name": "refund", "arguments": {"order_id": "A", "amount": 1}}'))
+    assert not v.passed and "tool_choice is none" in v.reason
+
+
+def test_nonempty_and_refusal() -> None:
+    assert not verdict("nonempty", step(), result("   ")).passed
+    assert verdict("nonempty", step(), result("ok")).passed
+    assert not verdict("not_refusal", step(), result("I'm sorry, but I can't help with that.")).passed
+    assert verdict("not_refusal", step(), result("Sorry to hear the lamp broke; a refund is on its way.")).passed
+
+
+def test_confidence_free_text_uses_mean_probability() -> None:
+    st = Step({"messages": [{"role": "user", "content": "x"}]}, StepKind.REASONING)
+    assert verdict("confidence", st, result("a b", tokens=[("a", 0.9), (" b", 0.8)])).passed
+    v = verdict("confidence", st, result("a b", tokens=[("a", 0.5), (" b", 0.4)]))
+    assert not v.passed and abs(v.score - 0.45) < 1e-6
+
+
+def test_confidence_json_looks_only_at_value_tokens() -> None:
+    st = step(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "object", "properties": {"label": {"enum": ["a", "b"]}, "amount": {"type": "number"}}}}})
+    # grammar-forced punctuation and the enum label have low (unconstrained) probability: ignored
+    toks = [("{", 0.01), ('"label', 0.05), ('":', 0.9), (' "', 0.9), ("a", 0.02), ('",', 0.9), (' "amount', 0.9),
+            ('":', 0.9), (" ", 0.3), ("1", 0.95), ("2", 0.97), ("}", 0.2)]
+    text = "".join(t for t, _ in toks)
+    assert verdict("confidence", st, result(text, tokens=toks)).passed
+    toks[10] = ("2", 0.41)  # an unsure digit of the amount
+    v = verdict("confidence", st, result(text, tokens=toks))
+    assert not v.passed and abs(v.score - 0.41) < 1e-6
+    assert verdict("confidence", st, result(text)) is None  # no logprobs: abstain
+
+
+def test_json_value_spans() -> None:
+    t = '{"name": "Ann", "id": null, "amt": 12.5, "tags": ["x", 3]}'
+    assert [(t[a:b], k) for a, b, k in json_value_spans(t)] == [("Ann", "name"), ("12.5", "amt"), ("x", "tags"), ("3", "tags")]
+
+
+def test_parse_tool_calls_from_text() -> None:
+    names = {"refund"}
+    for text in ('{"name": "refund", "arguments": {"order_id": "A", "amount": 1}}',
+                 '```json\n{"name": "refund", "arguments": {"order_id": "A", "amount": 1}}\n```',
+                 'Sure: {"name": "refund", "arguments": {"order_id": "A", "amount": 1}}',
+                 '<tool_call>{"name": "refund", "arguments": "{\\"order_id\\": \\"A\\", \\"amount\\": 1}"}</tool_call>'):
+        calls = parse_tool_calls(text, names)
+        assert len(calls) == 1 and calls[0]["function"]["name"] == "refund", text
+        assert '"order_id":"A"' in calls[0]["function"]["arguments"]
+    assert parse_tool_calls('{"name": "other", "arguments": {}}', names) == []
+    assert parse_tool_calls("no json here", names) == []

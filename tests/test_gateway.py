@@ -1,0 +1,111 @@
+"""The gateway as users meet it: a real `smallfleet serve` process and the official openai client."""
+
+import json
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from smallfleet.ledger import Ledger
+
+pytestmark = pytest.mark.model
+
+HEADERS = ("x-smallfleet-model", "x-smallfleet-tier", "x-smallfleet-step-kind", "x-smallfleet-escalated", "x-smallfleet-cost")
+
+
+@pytest.fixture(scope="module")
+def client(gateway) -> OpenAI:
+    return OpenAI(base_url=gateway.base + "/v1", api_key="unused", max_retries=0)
+
+
+def test_plain_completion_with_headers(client) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Write a haiku about lamps"}], max_tokens=12)
+    for h in HEADERS:
+        assert raw.headers.get(h), h
+    assert raw.headers["x-smallfleet-step-kind"] == "generation"
+    assert float(raw.headers["x-smallfleet-cost"]) > 0
+    resp = raw.parse()
+    assert resp.choices[0].message.content and resp.usage.completion_tokens > 0
+    assert resp.model == raw.headers["x-smallfleet-model"]
+
+
+def test_streaming(client) -> None:
+    with client.chat.completions.with_streaming_response.create(
+            model="auto", messages=[{"role": "user", "content": "Say hi to Ann"}], max_tokens=10, stream=True,
+            stream_options={"include_usage": True}) as raw:
+        assert raw.headers["x-smallfleet-tier"] in ("small", "large")
+        chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+def test_tools(client) -> None:
+    tools = [{"type": "function", "function": {"name": "track_shipment", "description": "Where is a parcel",
+                                               "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}]
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Where is order ORD-12345?"}], tools=tools,
+        tool_choice="required", max_tokens=40)
+    assert raw.headers["x-smallfleet-step-kind"] == "tool_choice"
+    msg = raw.parse().choices[0].message
+    assert msg.tool_calls and msg.tool_calls[0].function.name == "track_shipment"
+    assert "order_id" in json.loads(msg.tool_calls[0].function.arguments)
+    # the same through a stream
+    stream = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Track ORD-55555"}],
+                                            tools=tools, tool_choice="required", max_tokens=40, stream=True)
+    calls = [tc for c in stream if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls and calls[0].function.name == "track_shipment"
+
+
+def test_json_schema(client) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 30}, "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Bob is 30 years old. Extract name and age."}], max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}})
+    assert raw.headers["x-smallfleet-step-kind"] == "extraction"
+    data = json.loads(raw.parse().choices[0].message.content)
+    assert set(data) == {"name", "age"} and isinstance(data["age"], int)
+
+
+def test_models_and_health(client, gateway) -> None:
+    ids = [m.id for m in client.models.list().data]
+    assert {"auto", "smollm2", "qwen05", "frontier-stand-in"} <= set(ids)
+    h = httpx.get(gateway.base + "/health").json()
+    assert h["status"] == "ok" and h["models"]["smollm2"] is True  # --preload loaded it
+    assert "steps" in httpx.get(gateway.base + "/v1/smallfleet/report").json()
+    assert "<svg" in httpx.get(gateway.base + "/").text
+
+
+@pytest.mark.parametrize("body, status, code", [
+    (b"{not json", 400, "invalid_request"),
+    (json.dumps({"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "model_not_found"),
+    (json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x"}],
+                 "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "banana"}}}]}).encode(), 400, "invalid_request"),
+    (json.dumps({"model": "auto", "messages": []}).encode(), 400, "invalid_request"),
+    (json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": "word " * 3000}]}).encode(), 400, "context_length_exceeded"),
+])
+def test_errors_in_openai_format(gateway, body, status, code) -> None:
+    r = httpx.post(gateway.base + "/v1/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"]
+
+
+def test_budget_gets_429_and_the_client_sees_it(client, gateway) -> None:
+    import openai
+
+    h = {"x-smallfleet-run": "tiny-budget", "x-smallfleet-budget": "0.0000001"}
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=4, extra_headers=h)
+    assert "budget" in str(e.value)
+
+
+def test_ledger_has_the_gateway_steps(client, gateway) -> None:
+    client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}], max_tokens=4,
+                                   extra_headers={"x-smallfleet-run": "ledger-check"})
+    led = Ledger(gateway.ledger)
+    rows = led.attempts(run_id="ledger-check")
+    assert rows and rows[-1]["final"] == 1 and rows[-1]["tokens_out"] > 0

@@ -1,0 +1,64 @@
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from smallfleet.config import load_config
+from smallfleet.errors import BudgetExceededError, ConfigError
+from smallfleet.ledger import AttemptRow, Ledger
+from smallfleet.report import build_report
+
+
+def row(step: str, attempt: int, final: bool, tier: str = "small", cost: float = 0.001, run: str | None = "r1", **kw) -> AttemptRow:
+    base = dict(step_id=step, run_id=run, session_id=None, step_kind="extraction", attempt=attempt, model="m-" + tier,
+                tier=tier, stand_in=False, tokens_in=100, tokens_out=20, cached_tokens=0, cost_usd=cost,
+                frontier_cost_usd=0.01, latency_ms=5.0, checks=[{"check": "schema_valid", "passed": final}],
+                passed=final, escalated=not final, final=final)
+    base.update(kw)
+    return AttemptRow(**base)
+
+
+def test_record_and_report(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.db")
+    led.record_step([row("s1", 0, True)])
+    led.record_step([row("s2", 0, False), row("s2", 1, True, tier="large", cost=0.003)])
+    rep = build_report(led, load_config(env={}))
+    assert (rep.steps, rep.attempts) == (2, 3)
+    assert rep.spend_usd == pytest.approx(0.005)
+    assert rep.counterfactual_usd == pytest.approx(0.02)  # final attempts at the frontier price
+    assert rep.savings_pct == pytest.approx(75.0)
+    assert {r["tier"]: r["steps"] for r in rep.by_tier} == {"small": 1, "large": 1}
+    assert rep.by_kind[0]["escalation_rate"] == pytest.approx(0.5)
+    assert led.query("SELECT spent_usd, steps FROM runs WHERE run_id='r1'")[0] == (pytest.approx(0.005), 2)
+
+
+def test_a_failed_write_leaves_nothing_half_written(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.db")
+    bad = row("s1", 1, True, tokens_in=None)  # NOT NULL violation on the second row of the step
+    with pytest.raises(sqlite3.IntegrityError):
+        led.record_step([row("s1", 0, False), bad])
+    assert led.query("SELECT COUNT(*) FROM attempts")[0][0] == 0
+    assert led.query("SELECT COUNT(*) FROM runs")[0][0] == 0
+    led.record_step([row("s2", 0, True)])  # the connection is still usable
+    assert led.query("SELECT COUNT(*) FROM attempts")[0][0] == 1
+
+
+def test_budget_per_run(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.db")
+    led.check_budget("r1", 0.002, 0.001)
+    led.record_step([row("s1", 0, True, cost=0.0015)], budget=0.002)
+    with pytest.raises(BudgetExceededError) as e:
+        led.check_budget("r1", None, 0.001)  # the stored budget applies
+    assert e.value.status == 429 and "r1" in e.value.message
+    led.check_budget("other-run", None, 1.0)  # no budget: unlimited
+    led.close()
+    again = Ledger(tmp_path / "l.db")  # spend survives a restart
+    with pytest.raises(BudgetExceededError):
+        again.check_budget("r1", None, 0.001)
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    p = tmp_path / "junk.db"
+    p.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError, match="cannot open the ledger"):
+        Ledger(p)
