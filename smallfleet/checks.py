@@ -101,20 +101,33 @@ def check_schema_valid(step: Step, result: ChatResult, policy: KindPolicy) -> Ve
     return Verdict("schema_valid", err is None, err or "")
 
 
+def _text_call(result: ChatResult) -> dict[str, Any] | None:
+    """A tool call written as the whole answer text (small models echo the call format)."""
+    try:
+        obj = parse_json_answer(result.content)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("name"), str) and ("arguments" in obj or "parameters" in obj):
+        return obj
+    return None
+
+
 def check_tool_call_valid(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
     if not step.tools:
-        return None
+        if result.tool_calls or step.wants_json():
+            return None
+        obj = _text_call(result)
+        if obj is None:
+            return None
+        return Verdict("tool_call_valid", False, f"answered with a call of {obj['name']!r} as text, but no tools were offered")
     offered = {t["function"]["name"]: t["function"] for t in step.tools}
     calls = result.tool_calls
     tc = step.request.get("tool_choice", "auto")
     if not calls:
         if tc == "required" or isinstance(tc, dict):
             return Verdict("tool_call_valid", False, "tool_choice demands a call but the answer has none")
-        try:  # a call written as text instead of an answer
-            obj = parse_json_answer(result.content)
-        except orjson.JSONDecodeError:
-            return None
-        if isinstance(obj, dict) and isinstance(obj.get("name"), str) and ("arguments" in obj or "parameters" in obj):
+        obj = _text_call(result)  # a call written as text instead of an answer
+        if obj is not None:
             if tc == "none" or obj["name"] not in offered:
                 why = "tool_choice is none" if obj["name"] in offered else "that tool was not offered"
                 return Verdict("tool_call_valid", False, f"wrote a call of {obj['name']!r} as text, but {why}")

@@ -21,7 +21,7 @@ from .config import ENV_VARS, Config, load_config
 from .errors import SmallfleetError
 
 console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI get full-width tables
+out = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI get full-width tables
 
 ENV_HELP = "\n".join(f"  {k:<28} {v}" for k, v in ENV_VARS.items())
 

@@ -65,6 +65,9 @@ def test_tool_call_valid() -> None:
     none = step(tools=TOOLS, tool_choice="none")
     v = verdict("tool_call_valid", none, result('{"name": "refund", "arguments": {"order_id": "A", "amount": 1}}'))
     assert not v.passed and "tool_choice is none" in v.reason
+    v = verdict("tool_call_valid", step(), result('{"name": "refund", "arguments": {}}'))
+    assert not v.passed and "no tools were offered" in v.reason
+    assert verdict("tool_call_valid", step(), result("Your refund is on its way.")) is None
 
 
 def test_nonempty_and_refusal() -> None:

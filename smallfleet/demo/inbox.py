@@ -133,9 +133,12 @@ async def process_email(engine: Engine, company: str, mail: dict[str, Any], run_
         except json.JSONDecodeError:
             args = {}
         result = run_tool(call["function"]["name"], args)
-        convo = ask + [{"role": "assistant", "content": None, "tool_calls": [call]},
-                       {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(result)}]
-        await step("draft reply", {"messages": convo, "max_tokens": 120})
+        # The tool result comes back as data to reshape into a reply. Small models echo the call format
+        # when shown raw tool-call history, so the agent hands it over as text and names the step kind.
+        await step("draft reply", {
+            "messages": [system, {"role": "user", "content": f"{email_text}\n\nThe tool {call['function']['name']} returned: "
+                                                             f"{json.dumps(result)}\n\nWrite the reply to the customer (at most 3 sentences)."}],
+            "metadata": {"smallfleet_step_kind": "reshaping"}, "max_tokens": 120})
     else:
         await step("draft reply", {"messages": ask[:1] + [{"role": "user", "content": f"Write a short reply to this e-mail.\n\n{email_text}"}],
                                    "max_tokens": 120})
@@ -151,10 +154,10 @@ def run_demo(config: Config, out: Console, err: Console, *, limit: int | None = 
         load(engine)
     run_id = f"demo-{int(time.time())}"
     rows: list[dict[str, Any]] = []
-    table = Table(title=f"support inbox · {len(mails)} e-mails · run {run_id}", show_lines=False)
-    for col, just in (("mail", "left"), ("step", "left"), ("kind", "left"), ("model", "left"), ("checks", "left"),
+    table = Table(title=f"support inbox · {len(mails)} e-mails · run {run_id}")
+    for col, just in (("mail", "left"), ("step", "left"), ("kind", "left"), ("tier", "left"), ("checks (✗ = failed)", "left"),
                       ("esc", "center"), ("s", "right"), ("cost $", "right"), ("answer", "left")):
-        table.add_column(col, justify=just, no_wrap=True, overflow="ellipsis", max_width=48 if col == "answer" else None)
+        table.add_column(col, justify=just, no_wrap=True, overflow="ellipsis", max_width=50 if col == "answer" else None)
 
     def on_step(rec: StepRecord) -> None:
         r = rec.row()
@@ -173,8 +176,8 @@ def run_demo(config: Config, out: Console, err: Console, *, limit: int | None = 
     asyncio.run(go())
     wall = time.perf_counter() - t0
     for r in rows:
-        table.add_row(r["email"], r["step"], r["kind"], r["model"], r["checks"], "↑" if r["escalated"] else "",
-                      f"{r['latency_s']:.1f}", f"{r['cost_usd']:.6f}", " ".join(r["answer"].split())[:48])
+        table.add_row(r["email"], r["step"], r["kind"], r["tier"], r["checks"], "↑" if r["escalated"] else "",
+                      f"{r['latency_s']:.1f}", f"{r['cost_usd']:.6f}", " ".join(r["answer"].split())[:50])
     out.print(table)
     from ..ledger import Ledger
 
@@ -183,6 +186,8 @@ def run_demo(config: Config, out: Console, err: Console, *, limit: int | None = 
     led.close()
     small = sum(1 for r in rows if r["tier"] == config.tiers[0])
     esc = sum(1 for r in rows if r["escalated"])
+    tiers = ", ".join(f"{t} = {config.tier_model(t).name}" for t in config.tiers)
+    out.print(f"[dim]{tiers}[/]")
     out.print(f"{len(rows)} steps in {wall:.0f} s · {small} answered by the {config.tiers[0]} tier · {esc} escalated")
     for r in rows:
         if r["escalated"]:
