@@ -122,12 +122,13 @@ def main() -> None:
             ll_cfg = tmp / "litellm.yaml"
             ll_cfg.write_text(f"model_list:\n  - model_name: standin\n    litellm_params:\n      model: openai/standin\n"
                               f"      api_base: {up_url}\n      api_key: unused\n")
+            ll_env = {**os.environ, "LITELLM_MASTER_KEY": "sk-bench-local-only"}
             ll = subprocess.Popen([a.litellm, "--config", str(ll_cfg), "--port", str(ll_port), "--num_workers", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ll_env)
             procs.append(ll)
             wait_ready(f"http://127.0.0.1:{ll_port}/health/liveliness", ll, 180)
             results.append(measure("litellm proxy", f"http://127.0.0.1:{ll_port}/v1/chat/completions", ll.pid,
-                                   a.requests, a.concurrency, "standin", {"authorization": "Bearer unused"}))
+                                   a.requests, a.concurrency, "standin", {"authorization": "Bearer sk-bench-local-only"}))
     finally:
         for p in procs:
             p.terminate()

@@ -7,7 +7,6 @@ in one transaction.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,7 +205,7 @@ class Cascade:
                 escalated=a.escalated, final=i == len(outcome.attempts) - 1, error=a.error,
                 reason=outcome.reason if i == len(outcome.attempts) - 1 else a.failed_reason or None,
             ))
-        await asyncio.to_thread(self.ledger.record_step, rows, step.budget_usd)
+        await self.ledger.record_step_async(rows, step.budget_usd)
 
 
 __all__ = ["Attempt", "Cascade", "Outcome", "SmallfleetError", "estimate_tokens"]

@@ -317,12 +317,12 @@ def _model_state(spec: Any) -> tuple[str, str]:
 
 
 def _gateway_health(cfg: Config) -> dict[str, bool] | None:
-    import httpx
+    import urllib.request
 
     try:
-        r = httpx.get(f"http://{cfg.host}:{cfg.port}/health", timeout=0.5)
-        return r.json().get("models") if r.status_code == 200 else None
-    except Exception:
+        with urllib.request.urlopen(f"http://{cfg.host}:{cfg.port}/health", timeout=0.5) as r:
+            return orjson.loads(r.read()).get("models")
+    except Exception:  # nothing there, or not a smallfleet gateway
         return None
 
 

@@ -1,12 +1,16 @@
 """The ledger: one SQLite row per attempt, written per step in one transaction.
 
 WAL mode so the report can read while the gateway writes. A step's attempts and its run's spend are
-committed together or not at all: a crash mid-request leaves no half-written step. Budgets per agent
-run are enforced from an in-memory view of spend that is seeded from the database.
+committed together or not at all: a crash mid-request leaves no half-written step. The gateway
+writes through :meth:`Ledger.record_step_async`: one writer thread commits whatever steps are waiting
+in a single transaction (group commit) and answers each request only after its step is on disk.
+Budgets per agent run are enforced from an in-memory view of spend seeded from the database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import sqlite3
 import threading
 import time
@@ -105,8 +109,14 @@ class Ledger:
                               hint="is it a SQLite file? move it away or set SMALLFLEET_LEDGER") from e
         self._lock = threading.Lock()
         self._spent: dict[str, tuple[float, float | None]] = {}  # run -> (spent, budget)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
         with self._lock:
             self._db.close()
 
@@ -136,15 +146,60 @@ class Ledger:
     # -- writes ----------------------------------------------------------------------------------
     def record_step(self, rows: list[AttemptRow], budget: float | None = None) -> None:
         """Write all attempts of one step atomically (and the run's spend)."""
+        if rows:
+            self._write([(rows, budget)])
+
+    async def record_step_async(self, rows: list[AttemptRow], budget: float | None = None) -> None:
+        """Like :meth:`record_step`, through the group-commit writer thread; returns once committed."""
         if not rows:
             return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if self._writer is None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_loop, name="smallfleet-ledger", daemon=True)
+                    self._writer.start()
+        self._queue.put((rows, budget, loop, fut))
+        await fut
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while True:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(nxt)
+            try:
+                self._write([(rows, budget) for rows, budget, _, _ in batch])
+                errors: list[BaseException | None] = [None] * len(batch)
+            except Exception:
+                # One bad step must not sink the others: retry each in its own transaction.
+                errors = []
+                for rows, budget, _, _ in batch:
+                    try:
+                        self._write([(rows, budget)])
+                        errors.append(None)
+                    except Exception as e:
+                        errors.append(e)
+            for (_, _, loop, fut), err in zip(batch, errors):
+                loop.call_soon_threadsafe(_settle, fut, err)
+
+    def _write(self, steps: list[tuple[list[AttemptRow], float | None]]) -> None:
         now = time.time()
         vals = [(now, r.step_id, r.run_id, r.session_id, r.step_kind, r.attempt, r.model, r.tier, int(r.stand_in),
                  r.tokens_in, r.tokens_out, r.cached_tokens, r.cost_usd, r.frontier_cost_usd, r.latency_ms,
                  orjson.dumps(r.checks).decode(), int(r.passed), int(r.escalated), int(r.final), r.error, r.reason)
-                for r in rows]
-        run_id = rows[0].run_id
-        cost = sum(r.cost_usd for r in rows)
+                for rows, _ in steps for r in rows]
+        runs = [(rows[0].run_id, budget, sum(r.cost_usd for r in rows)) for rows, budget in steps if rows[0].run_id]
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -152,19 +207,18 @@ class Ledger:
                     "INSERT INTO attempts (ts, step_id, run_id, session_id, step_kind, attempt, model, tier, stand_in, "
                     "tokens_in, tokens_out, cached_tokens, cost_usd, frontier_cost_usd, latency_ms, checks, passed, "
                     "escalated, final, error, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vals)
-                if run_id:
-                    self._db.execute(
-                        "INSERT INTO runs (run_id, budget_usd, spent_usd, steps, created, updated) VALUES (?,?,?,1,?,?) "
-                        "ON CONFLICT(run_id) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, steps = steps + 1, "
-                        "budget_usd = COALESCE(excluded.budget_usd, budget_usd), updated = excluded.updated",
-                        (run_id, budget, cost, now, now))
+                self._db.executemany(
+                    "INSERT INTO runs (run_id, budget_usd, spent_usd, steps, created, updated) VALUES (?,?,?,1,?,?) "
+                    "ON CONFLICT(run_id) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, steps = steps + 1, "
+                    "budget_usd = COALESCE(excluded.budget_usd, budget_usd), updated = excluded.updated",
+                    [(run, budget, cost, now, now) for run, budget, cost in runs])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            if run_id:
-                spent, stored = self._spent.get(run_id, (0.0, None))
-                self._spent[run_id] = (spent + cost, budget if budget is not None else stored)
+            for run, budget, cost in runs:
+                spent, stored = self._spent.get(run, (0.0, None))
+                self._spent[run] = (spent + cost, budget if budget is not None else stored)
 
     # -- reads -----------------------------------------------------------------------------------
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -184,3 +238,12 @@ class Ledger:
             cur = self._db.execute(sql, tuple(params))
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def _settle(fut: asyncio.Future[None], err: BaseException | None) -> None:
+    if fut.done():  # the request was cancelled meanwhile; the step is still on disk
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(err)

@@ -62,3 +62,21 @@ def test_not_a_database(tmp_path: Path) -> None:
     p.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ConfigError, match="cannot open the ledger"):
         Ledger(p)
+
+
+def test_group_commit_writes_concurrent_steps_and_isolates_a_bad_one(tmp_path: Path) -> None:
+    import asyncio
+
+    led = Ledger(tmp_path / "l.db")
+
+    async def go():
+        good = [led.record_step_async([row(f"s{i}", 0, True)]) for i in range(20)]
+        bad = led.record_step_async([row("bad", 0, False), row("bad", 1, True, tokens_in=None)])
+        return await asyncio.gather(*good, bad, return_exceptions=True)
+
+    results = asyncio.run(go())
+    assert results[:20] == [None] * 20 and isinstance(results[20], sqlite3.IntegrityError)
+    assert led.query("SELECT COUNT(DISTINCT step_id) FROM attempts")[0][0] == 20
+    assert led.query("SELECT COUNT(*) FROM attempts WHERE step_id='bad'")[0][0] == 0
+    assert led.query("SELECT steps FROM runs WHERE run_id='r1'")[0][0] == 20
+    led.close()

@@ -19,6 +19,13 @@ def spec(url: str, **kw) -> ModelSpec:
                              timeout_s=30, retries=1), **kw)
 
 
+async def _chat_and_close(b: OpenAIHTTPBackend):
+    try:
+        return await b.chat({"messages": [{"role": "user", "content": "x"}]})
+    finally:
+        await b.aclose()
+
+
 def test_chat_and_stream_through_http(gateway) -> None:
     b = OpenAIHTTPBackend(spec(gateway.base + "/v1"))
 
@@ -36,7 +43,7 @@ def test_chat_and_stream_through_http(gateway) -> None:
 def test_upstream_4xx_is_the_callers_fault(gateway) -> None:
     b = OpenAIHTTPBackend(spec(gateway.base + "/v1", remote_model="no-such-model"))
     with pytest.raises(InvalidRequestError, match="404"):
-        asyncio.run(b.chat({"messages": [{"role": "user", "content": "x"}]}))
+        asyncio.run(_chat_and_close(b))
 
 
 def test_backend_down() -> None:
@@ -45,7 +52,7 @@ def test_backend_down() -> None:
         port = s.getsockname()[1]  # closed again: nothing listens there
     b = OpenAIHTTPBackend(spec(f"http://127.0.0.1:{port}/v1"))
     with pytest.raises(BackendError, match="cannot reach"):
-        asyncio.run(b.chat({"messages": [{"role": "user", "content": "x"}]}))
+        asyncio.run(_chat_and_close(b))
 
 
 def test_backend_timeout_after_retries() -> None:
@@ -68,7 +75,7 @@ def test_backend_timeout_after_retries() -> None:
     try:
         b = OpenAIHTTPBackend(spec(f"http://127.0.0.1:{srv.getsockname()[1]}/v1", timeout_s=0.5, retries=1))
         with pytest.raises(BackendTimeoutError, match="timed out"):
-            asyncio.run(b.chat({"messages": [{"role": "user", "content": "x"}]}))
+            asyncio.run(_chat_and_close(b))
         assert len(conns) == 2  # first try + one retry
     finally:
         stop.set()

@@ -95,23 +95,17 @@ class AnthropicBackend(OpenAIHTTPBackend):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         self.url = spec.location.rstrip("/") + "/v1/messages"
+        self._headers = {"anthropic-version": "2023-06-01", "content-type": "application/json"}
 
     def load(self) -> None:
-        if self._client is None:
-            import httpx
-
-            self._client = httpx.AsyncClient(
-                headers={"x-api-key": self.spec.resolved_api_key(), "anthropic-version": "2023-06-01",
-                         "content-type": "application/json"},
-                timeout=httpx.Timeout(self.spec.timeout_s, connect=10.0),
-            )
+        self._headers["x-api-key"] = self.spec.resolved_api_key()
 
     async def chat(self, request: dict[str, Any]) -> ChatResult:
         body = to_messages_request(request, self.spec.remote_model or self.spec.name, self.spec.max_output)
         t0 = time.perf_counter()
         resp = await self._post(orjson.dumps(body))
         forced = isinstance(request.get("response_format"), dict) and request["response_format"].get("type") == "json_schema"
-        msg, finish, tin, tout = from_messages_response(orjson.loads(resp.content), forced)
+        msg, finish, tin, tout = from_messages_response(orjson.loads(resp.body), forced)
         return ChatResult(model=self.spec.name, message=msg, finish_reason=finish, tokens_in=tin, tokens_out=tout,
                           latency_ms=(time.perf_counter() - t0) * 1000)
 

@@ -19,4 +19,5 @@ def serve(engine: Engine, host: str, port: int, preload: bool = False, log_level
     except ImportError:
         loop = "asyncio"
     uvicorn.run(Gateway(engine, preload=preload), host=host, port=port, loop=loop, http="httptools",
-                log_level=log_level, access_log=False, lifespan="on")
+                log_level=log_level, access_log=False, lifespan="on",
+                proxy_headers=False, server_header=False, date_header=False)
