@@ -8,6 +8,7 @@ in one transaction.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,6 +190,16 @@ class Cascade:
                 attempts.append(best)
         return attempts
 
+    def can_stream_live(self, step: Step) -> bool:
+        """Live streaming is for text answers only: tool calls and JSON must be checked before they leave."""
+        return not step.tools and not step.wants_json()
+
+    def live(self, step: Step, model: str = "auto") -> "LiveStream":
+        spec = self.fleet.spec(model) if model != "auto" else self.config.tier_model(self.router.policy(step).start)
+        if self.ledger is not None:
+            self.ledger.check_budget(step.run_id, step.budget_usd, self._estimate_cost(spec, step))
+        return LiveStream(self, step, spec)
+
     async def _record(self, outcome: Outcome) -> None:
         if self.ledger is None:
             return
@@ -208,4 +219,63 @@ class Cascade:
         await self.ledger.record_step_async(rows, step.budget_usd)
 
 
-__all__ = ["Attempt", "Cascade", "Outcome", "SmallfleetError", "estimate_tokens"]
+class LiveStream:
+    """A text step streamed straight from its starting tier (opt-in: ``x-smallfleet-stream: live``).
+
+    Tokens reach the client as they are generated, so nothing can be escalated: the checks still run
+    on the finished text and are recorded with the attempt, and the final chunk carries the summary.
+    """
+
+    def __init__(self, cascade: Cascade, step: Step, spec: ModelSpec) -> None:
+        self.cascade, self.step, self.spec = cascade, step, spec
+        self.outcome: Outcome | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"x-smallfleet-model": self.spec.name, "x-smallfleet-tier": self.spec.tier,
+                "x-smallfleet-step-kind": self.step.kind.value, "x-smallfleet-escalated": "false",
+                "x-smallfleet-step-id": self.step.step_id, "x-smallfleet-stream": "live"}
+
+    async def chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+        backend = self.cascade.fleet.get(self.spec.name)
+        cid = "chatcmpl-" + self.step.step_id.removeprefix("step_")
+        created = int(time.time())
+        parts: list[str] = []
+        finish, tin, tout, error = "stop", 0, 0, None
+        t0 = time.perf_counter()
+        try:
+            async for ch in backend.stream(self.step.request):
+                usage, timings = ch.get("usage"), ch.get("timings")
+                if usage:
+                    tin, tout = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+                elif timings:
+                    tin = int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
+                    tout = int(timings.get("predicted_n", 0))
+                for c in ch.get("choices") or []:
+                    delta = c.get("delta") or {}
+                    if delta.get("content"):
+                        parts.append(delta["content"])
+                    if c.get("finish_reason"):
+                        finish = c["finish_reason"]
+                    yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.spec.name,
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": c.get("finish_reason")}]}
+        except BaseException as e:  # client gone or backend failed: record what was generated
+            error = f"stream ended early: {e.__class__.__name__}"
+            raise
+        finally:
+            res = ChatResult(self.spec.name, {"role": "assistant", "content": "".join(parts)}, finish, tin,
+                             tout or len(parts), (time.perf_counter() - t0) * 1000)
+            fin, fout = self.cascade.config.frontier_price()
+            att = Attempt(self.spec, self.spec.tier, res, error=error, cost_usd=self.spec.cost(tin, res.tokens_out),
+                          frontier_cost_usd=(tin * fin + res.tokens_out * fout) / 1_000_000)
+            att.verdicts = run_checks(self.cascade.router.policy(self.step).checks, self.step, res,
+                                      self.cascade.router.policy(self.step))
+            self.outcome = Outcome(self.step, [att])
+            await self.cascade._record(self.outcome)
+        summary = self.outcome.summary()
+        yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.spec.name,
+               "choices": [], "smallfleet": summary,
+               **({"usage": {"prompt_tokens": tin, "completion_tokens": res.tokens_out, "total_tokens": tin + res.tokens_out}}
+                  if include_usage else {})}
+
+
+__all__ = ["Attempt", "Cascade", "LiveStream", "Outcome", "SmallfleetError", "estimate_tokens"]

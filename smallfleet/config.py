@@ -34,6 +34,7 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_FRONTIER_PRICE": "frontier price per 1M tokens as IN,OUT in USD (default 2.50,10.00)",
     "SMALLFLEET_CACHE_DIR": "where assembled GGUF files are cached (default ~/.cache/smallfleet/models)",
     "SMALLFLEET_RUN_BUDGET": "default budget in USD per agent run (x-smallfleet-run); unset = unlimited",
+    "SMALLFLEET_STREAM": "verified (default: run the cascade, then stream) or live (text steps stream as generated)",
 }
 
 
@@ -94,6 +95,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8088
     run_budget_usd: float | None = None
+    stream_mode: str = "verified"  # or "live": text steps stream token by token, checks recorded after
     source: str = "built-in defaults"
 
     def tier_model(self, tier: str) -> ModelSpec:
@@ -368,6 +370,9 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             budget = float(budget_txt)
         except ValueError:
             raise ConfigError(f"SMALLFLEET_RUN_BUDGET={budget_txt!r} is not a number.") from None
+    stream_mode = env.get("SMALLFLEET_STREAM") or _get(server, "stream", str, "server", "verified")
+    if stream_mode not in ("verified", "live"):
+        raise ConfigError(f"stream mode {stream_mode!r}: use 'verified' or 'live'.")
     max_esc = _get(fleet, "max_escalations", int, "fleet", 2)
     if max_esc < 0 or max_esc > len(tiers):
         raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
@@ -375,5 +380,5 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or _get(server, "host", str, "server", "127.0.0.1"), port=port,
-        run_budget_usd=budget, source=source,
+        run_budget_usd=budget, stream_mode=stream_mode, source=source,
     )

@@ -109,3 +109,24 @@ def test_ledger_has_the_gateway_steps(client, gateway) -> None:
     led = Ledger(gateway.ledger)
     rows = led.attempts(run_id="ledger-check")
     assert rows and rows[-1]["final"] == 1 and rows[-1]["tokens_out"] > 0
+
+
+def test_live_streaming_is_opt_in_and_recorded(client, gateway) -> None:
+    h = {"x-smallfleet-stream": "live", "x-smallfleet-run": "live-run"}
+    with client.chat.completions.with_streaming_response.create(
+            model="auto", messages=[{"role": "user", "content": "Write a haiku about lamps"}], max_tokens=16, stream=True,
+            stream_options={"include_usage": True}, extra_headers=h) as raw:
+        assert raw.headers["x-smallfleet-stream"] == "live" and "x-smallfleet-cost" not in raw.headers
+        chunks = list(raw.parse())
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(deltas) >= 3  # token by token, not one replayed block
+    last = chunks[-1]
+    assert last.usage.completion_tokens > 0 and last.model_extra["smallfleet"]["step_kind"] == "generation"
+    rows = Ledger(gateway.ledger).attempts(run_id="live-run")
+    assert len(rows) == 1 and rows[0]["tokens_out"] > 0 and rows[0]["cost_usd"] > 0
+    # JSON answers must be checked before they leave: the live header falls back to verified streaming
+    with client.chat.completions.with_streaming_response.create(
+            model="auto", messages=[{"role": "user", "content": "Bob is 3. JSON please."}], max_tokens=20, stream=True,
+            response_format={"type": "json_object"}, extra_headers=h) as raw:
+        assert "x-smallfleet-stream" not in raw.headers and raw.headers["x-smallfleet-cost"]
+        list(raw.parse())

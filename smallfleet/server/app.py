@@ -110,11 +110,24 @@ class Gateway:
                 raise InvalidRequestError("x-smallfleet-budget must be a number of USD.", param="x-smallfleet-budget") from None
         step = self.engine.make_step(body, step_kind=h.get("x-smallfleet-step-kind"), run_id=h.get("x-smallfleet-run"),
                                      session_id=h.get("x-smallfleet-session"), budget_usd=budget)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        mode = h.get("x-smallfleet-stream", self.engine.config.stream_mode)
+        if mode not in ("verified", "live"):
+            raise InvalidRequestError("x-smallfleet-stream must be 'verified' or 'live'.", param="x-smallfleet-stream")
+        if body.get("stream") and mode == "live" and self.engine.cascade.can_stream_live(step):
+            live = self.engine.cascade.live(step, body.get("model") or "auto")
+            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *_hdrs(live.headers())]})
+            try:
+                async for chunk in live.chunks(include_usage):
+                    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+            except SmallfleetError as e:  # headers are gone: report in-band, as OpenAI does
+                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(e.to_openai()) + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            return
         outcome = await self.engine.run_step(step)
         headers = _hdrs(outcome.headers())
         if not body.get("stream"):
             return await self._send(send, 200, orjson.dumps(outcome.response()), [_JSON, *headers])
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *headers]})
         for chunk in stream_chunks(outcome.response(), include_usage):
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
