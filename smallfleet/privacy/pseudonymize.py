@@ -1,0 +1,195 @@
+"""Reversible pseudonymisation: text → ``<PERSON_1>``-style placeholders → text again.
+
+- Placeholder-like strings already in the input (a user typing ``<PERSON_1>``) are themselves
+  pseudonymised as ``<LITERAL_n>``, so restoring never turns the user's literal into someone's name.
+- Restoration repairs placeholders a model mangled (``[PERSON 1]``, ``person_1``, ``<PERSON-1>``) when
+  the type and number name a vault entry, and reports them; unknown placeholders (the model invented
+  ``<PERSON_9>``) are left as they are and reported, never guessed.
+- Tool-call arguments are handled value by value inside their JSON; streamed text is restored by
+  :class:`StreamRestorer`, which holds back a possible half placeholder until it is complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .detector import Detector, chunk_text
+from .entities import ENTITY_TYPES
+from .vault import Vault
+
+_TYPES = "|".join(sorted(ENTITY_TYPES + ("LITERAL",), key=len, reverse=True))
+PLACEHOLDER = re.compile(rf"<({_TYPES})_(\d+)>")
+_LITERAL_LIKE = re.compile(r"<[A-Z][A-Z_]*_\d+>")
+# Mangled forms: any bracket and case with a separator ("[person 1]", "<PERSON-1>", "<PERSON_1"), or bare
+# upper case ("PERSON_1"); lower-case bare words ("person 1") are ordinary text and stay as they are.
+_MANGLED = re.compile(rf"(?i:[<\[{{(]\s*({_TYPES})[\s_-]?(\d+)\s*[>\]}})]?)|\b({_TYPES})[_-]?(\d+)\b")
+_PARTIAL_TAIL = re.compile(rf"(?:<[A-Za-z_]*\d*|[\[{{(]?\s*(?:{_TYPES})[\s_-]?\d*)$", re.I)
+
+
+@dataclass
+class Redaction:
+    text: str
+    entities: list[dict[str, Any]]  # {type, start, end, placeholder}: offsets into the input
+    chunks: int = 1
+
+
+@dataclass
+class Restoration:
+    text: str
+    restored: int = 0
+    mangled: list[str] = field(default_factory=list)  # repaired forms, e.g. "[PERSON 1]"
+    unknown: list[str] = field(default_factory=list)  # placeholders the vault does not know
+
+
+class Pseudonymizer:
+    def __init__(self, detector: Detector | None = None, vault: Vault | None = None) -> None:
+        self.detector = detector or Detector()
+        self.vault = vault if vault is not None else Vault()
+
+    # -- text ---------------------------------------------------------------------------------
+    def redact(self, text: str) -> Redaction:
+        if not text:
+            return Redaction(text, [], 1)
+        literals = [(m.start(), m.end()) for m in _LITERAL_LIKE.finditer(text)]
+        spans: list[tuple[int, int, str]] = [(s, e, "LITERAL") for s, e in literals]
+        for ent in self.detector.detect(text):
+            if not any(ent.start < e and s < ent.end for s, e in literals):
+                spans.append((ent.start, ent.end, ent.type))
+        spans.sort()
+        out, ents, pos = [], [], 0
+        for s, e, kind in spans:
+            ph = self.vault.placeholder_for(kind, text[s:e])
+            out.append(text[pos:s])
+            out.append(ph)
+            ents.append({"type": kind, "start": s, "end": e, "placeholder": ph})
+            pos = e
+        out.append(text[pos:])
+        return Redaction("".join(out), ents, len(chunk_text(text)))
+
+    def restore(self, text: str) -> Restoration:
+        res = Restoration(text)
+        if not text:
+            return res
+
+        def exact(m: re.Match[str]) -> str:
+            val = self.vault.value(m.group())
+            if val is None:
+                res.unknown.append(m.group())
+                return "\x00" + m.group()[1:]  # shield it from the mangled pass below
+            res.restored += 1
+            return val
+
+        text = PLACEHOLDER.sub(exact, text)
+
+        def mangled(m: re.Match[str]) -> str:
+            kind, num = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+            ph = f"<{kind.upper()}_{num}>"
+            val = self.vault.value(ph)
+            if val is None or m.group() == ph:
+                return m.group()
+            res.mangled.append(m.group())
+            res.restored += 1
+            return val
+
+        # Only forms carrying a type and number the vault knows are repaired; plain words stay words.
+        text = _MANGLED.sub(mangled, text).replace("\x00", "<")
+        res.text = text
+        return res
+
+    # -- chat structures ---------------------------------------------------------------------
+    def _map_json_strings(self, raw: str, fn: Any) -> str:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return fn(raw)
+
+        def walk(v: Any) -> Any:
+            if isinstance(v, str):
+                return fn(v)
+            if isinstance(v, list):
+                return [walk(x) for x in v]
+            if isinstance(v, dict):
+                return {k: walk(x) for k, x in v.items()}
+            return v
+
+        return orjson.dumps(walk(obj)).decode()
+
+    def redact_messages(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """A redacted deep copy of chat messages (content, text parts, tool-call arguments) and the entity count."""
+        count = 0
+
+        def red(t: str) -> str:
+            nonlocal count
+            r = self.redact(t)
+            count += len(r.entities)
+            return r.text
+
+        out = copy.deepcopy(messages)
+        for m in out:
+            c = m.get("content")
+            if isinstance(c, str):
+                m["content"] = red(c)
+            elif isinstance(c, list):
+                for part in c:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        part["text"] = red(part["text"])
+            for tc in m.get("tool_calls") or []:
+                fn = tc.get("function") or {}
+                if isinstance(fn.get("arguments"), str):
+                    fn["arguments"] = self._map_json_strings(fn["arguments"], red)
+        return out, count
+
+    def restore_message(self, message: dict[str, Any]) -> tuple[dict[str, Any], Restoration]:
+        """Restore an assistant message's content and tool-call arguments; the report covers both."""
+        total = Restoration("")
+        msg = copy.deepcopy(message)
+
+        def rest(t: str) -> str:
+            r = self.restore(t)
+            total.restored += r.restored
+            total.mangled += r.mangled
+            total.unknown += r.unknown
+            return r.text
+
+        if isinstance(msg.get("content"), str):
+            msg["content"] = rest(msg["content"])
+        for tc in msg.get("tool_calls") or []:
+            fn = tc.get("function") or {}
+            if isinstance(fn.get("arguments"), str):
+                fn["arguments"] = self._map_json_strings(fn["arguments"], rest)
+        return msg, total
+
+    def stream_restorer(self) -> StreamRestorer:
+        return StreamRestorer(self)
+
+
+class StreamRestorer:
+    """Restores placeholders in streamed text, even when one is split across chunks."""
+
+    def __init__(self, pz: Pseudonymizer) -> None:
+        self.pz = pz
+        self.buf = ""
+        self.report = Restoration("")
+
+    def _emit(self, text: str) -> str:
+        r = self.pz.restore(text)
+        self.report.restored += r.restored
+        self.report.mangled += r.mangled
+        self.report.unknown += r.unknown
+        return r.text
+
+    def feed(self, delta: str) -> str:
+        self.buf += delta
+        m = _PARTIAL_TAIL.search(self.buf)
+        cut = m.start() if m and len(self.buf) - m.start() < 40 else len(self.buf)
+        ready, self.buf = self.buf[:cut], self.buf[cut:]
+        return self._emit(ready) if ready else ""
+
+    def flush(self) -> str:
+        ready, self.buf = self.buf, ""
+        return self._emit(ready) if ready else ""
