@@ -19,6 +19,7 @@ from .config import Config, ModelSpec
 from .errors import BackendError, ContextLengthError, SmallfleetError
 from .ledger import AttemptRow, Ledger
 from .models import ChatResult, Fleet
+from .privacy.guard import PrivacyGuard
 from .routing import Router
 from .step import Step
 
@@ -33,6 +34,8 @@ class Attempt:
     cost_usd: float = 0.0
     frontier_cost_usd: float = 0.0
     escalated: bool = False
+    pseudonymised: int = -1  # entities replaced before a remote call; -1 = sent as is (local model)
+    restore_note: str = ""  # mangled / unknown placeholders met when restoring the answer
 
     @property
     def passed(self) -> bool:
@@ -68,6 +71,14 @@ class Outcome:
 
     @property
     def reason(self) -> str:
+        notes = [*self.step.notes, *(a.restore_note for a in self.attempts if a.restore_note)]
+        hidden = [a for a in self.attempts if a.pseudonymised >= 0]
+        if hidden:
+            notes.append(f"sent to {', '.join(a.spec.name for a in hidden)} pseudonymised "
+                         f"({max(a.pseudonymised for a in hidden)} entities)")
+        return self._why() + ("; " + "; ".join(notes) if notes else "")
+
+    def _why(self) -> str:
         f = self.final
         if not self.escalated:
             why = "passed " + ",".join(v.check for v in f.verdicts) if f.passed else "kept despite failed checks (no escalation): " + f.failed_reason
@@ -119,11 +130,17 @@ def estimate_tokens(request: dict[str, Any]) -> int:
 
 
 class Cascade:
-    def __init__(self, config: Config, fleet: Fleet, ledger: Ledger | None = None) -> None:
+    def __init__(self, config: Config, fleet: Fleet, ledger: Ledger | None = None,
+                 privacy: PrivacyGuard | None = None) -> None:
         self.config = config
         self.fleet = fleet
         self.ledger = ledger
         self.router = Router(config)
+        self.privacy = privacy
+
+    def _guarded(self, spec: ModelSpec) -> bool:
+        """Personal data is pseudonymised for every model that does not run on this machine."""
+        return self.privacy is not None and self.privacy.enabled and not spec.is_local
 
     def _estimate_cost(self, spec: ModelSpec, step: Step) -> float:
         out = step.request.get("max_tokens") or step.request.get("max_completion_tokens") or min(256, spec.max_output)
@@ -133,15 +150,27 @@ class Cascade:
         if self.ledger is not None:
             self.ledger.check_budget(step.run_id, step.budget_usd, self._estimate_cost(spec, step))
         backend = self.fleet.get(spec.name)
+        request, pz, hidden = step.request, None, -1
+        if self._guarded(spec):
+            assert self.privacy is not None
+            request, pz, hidden = self.privacy.outbound(step.request, step.privacy_key)
         try:
-            res = await backend.chat(step.request)
+            res = await backend.chat(request)
         except ContextLengthError as e:
-            return Attempt(spec, tier, None, error=f"context: {e.message}")
+            return Attempt(spec, tier, None, error=f"context: {e.message}", pseudonymised=hidden)
         except BackendError as e:
-            return Attempt(spec, tier, None, error=f"backend: {e.message}")
+            return Attempt(spec, tier, None, error=f"backend: {e.message}", pseudonymised=hidden)
+        note = ""
+        if pz is not None:
+            res.message, rep = pz.restore_message(res.message)
+            res.raw_text = res.message.get("content") or res.raw_text
+            if rep.mangled or rep.unknown:
+                note = (f"repaired mangled placeholders {rep.mangled}; " if rep.mangled else "") + \
+                       (f"left unknown placeholders {rep.unknown}" if rep.unknown else "")
         fin, fout = self.config.frontier_price()
         att = Attempt(spec, tier, res, cost_usd=spec.cost(res.tokens_in, res.tokens_out),
-                      frontier_cost_usd=(res.tokens_in * fin + res.tokens_out * fout) / 1_000_000)
+                      frontier_cost_usd=(res.tokens_in * fin + res.tokens_out * fout) / 1_000_000,
+                      pseudonymised=hidden, restore_note=note)
         policy = self.router.policy(step)
         att.verdicts = run_checks(checks, step, res, policy)
         return att
@@ -164,9 +193,26 @@ class Cascade:
             raise BackendError(f"no model could answer this step ({errs}).", hint="run `smallfleet doctor`")
         return outcome
 
+    def _start_tier(self, step: Step) -> str:
+        """The policy's start tier — moved down to the largest local tier when personal data is present."""
+        start = self.router.policy(step).start
+        if not self._guarded(self.config.tier_model(start)):
+            return start
+        assert self.privacy is not None
+        if not self.privacy.settings.prefer_local:
+            return start
+        i = self.config.tiers.index(start)
+        below = [t for t in self.config.tiers[:i] if self.config.tier_model(t).is_local]
+        above = [t for t in self.config.tiers[i + 1:] if self.config.tier_model(t).is_local]
+        local = below[-1] if below else (above[0] if above else None)  # the nearest local tier
+        if local is not None and self.privacy.has_pii(step.request):
+            step.notes.append(f"personal data present: started on local tier {local} instead of {start}")
+            return local
+        return start
+
     async def _cascade(self, step: Step) -> list[Attempt]:
         policy = self.router.policy(step)
-        tier: str | None = policy.start
+        tier: str | None = self._start_tier(step)
         attempts: list[Attempt] = []
         while tier is not None:
             spec = self.config.tier_model(tier)
@@ -200,11 +246,19 @@ class Cascade:
             self.ledger.check_budget(step.run_id, step.budget_usd, self._estimate_cost(spec, step))
         return LiveStream(self, step, spec)
 
+    def _scrub(self, text: str | None, step: Step) -> str | None:
+        """Errors and failed-check reasons can quote the request; the ledger keeps no personal data."""
+        if self.privacy is None or not self.privacy.enabled or not text:
+            return text
+        return self.privacy.scrub(text, step.privacy_key)
+
     async def _record(self, outcome: Outcome) -> None:
         if self.ledger is None:
             return
         step = outcome.step
         rows = []
+        clean = all(a.passed for a in outcome.attempts)  # generated text only: nothing to scrub
+        final_reason = outcome.reason if clean else self._scrub(outcome.reason, step)
         for i, a in enumerate(outcome.attempts):
             r = a.result
             rows.append(AttemptRow(
@@ -213,8 +267,8 @@ class Cascade:
                 tokens_in=r.tokens_in if r else 0, tokens_out=r.tokens_out if r else 0,
                 cached_tokens=r.cached_tokens if r else 0, cost_usd=a.cost_usd, frontier_cost_usd=a.frontier_cost_usd,
                 latency_ms=r.latency_ms if r else 0.0, checks=[v.as_dict() for v in a.verdicts], passed=a.passed,
-                escalated=a.escalated, final=i == len(outcome.attempts) - 1, error=a.error,
-                reason=outcome.reason if i == len(outcome.attempts) - 1 else a.failed_reason or None,
+                escalated=a.escalated, final=i == len(outcome.attempts) - 1, error=self._scrub(a.error, step),
+                reason=final_reason if i == len(outcome.attempts) - 1 else self._scrub(a.failed_reason, step) or None,
             ))
         await self.ledger.record_step_async(rows, step.budget_usd)
 
@@ -237,13 +291,18 @@ class LiveStream:
 
     async def chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
         backend = self.cascade.fleet.get(self.spec.name)
+        request, restorer, hidden = self.step.request, None, -1
+        if self.cascade._guarded(self.spec):
+            assert self.cascade.privacy is not None
+            request, pz, hidden = self.cascade.privacy.outbound(self.step.request, self.step.privacy_key)
+            restorer = pz.stream_restorer()
         cid = "chatcmpl-" + self.step.step_id.removeprefix("step_")
         created = int(time.time())
         parts: list[str] = []
         finish, tin, tout, error = "stop", 0, 0, None
         t0 = time.perf_counter()
         try:
-            async for ch in backend.stream(self.step.request):
+            async for ch in backend.stream(request):
                 usage, timings = ch.get("usage"), ch.get("timings")
                 if usage:
                     tin, tout = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
@@ -252,6 +311,9 @@ class LiveStream:
                     tout = int(timings.get("predicted_n", 0))
                 for c in ch.get("choices") or []:
                     delta = c.get("delta") or {}
+                    if restorer is not None and (delta.get("content") or c.get("finish_reason")):
+                        delta = {**delta, "content": restorer.feed(delta.get("content") or "")
+                                 + (restorer.flush() if c.get("finish_reason") else "")}
                     if delta.get("content"):
                         parts.append(delta["content"])
                     if c.get("finish_reason"):
@@ -266,7 +328,7 @@ class LiveStream:
                              tout or len(parts), (time.perf_counter() - t0) * 1000)
             fin, fout = self.cascade.config.frontier_price()
             att = Attempt(self.spec, self.spec.tier, res, error=error, cost_usd=self.spec.cost(tin, res.tokens_out),
-                          frontier_cost_usd=(tin * fin + res.tokens_out * fout) / 1_000_000)
+                          frontier_cost_usd=(tin * fin + res.tokens_out * fout) / 1_000_000, pseudonymised=hidden)
             att.verdicts = run_checks(self.cascade.router.policy(self.step).checks, self.step, res,
                                       self.cascade.router.policy(self.step))
             self.outcome = Outcome(self.step, [att])

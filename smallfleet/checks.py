@@ -73,7 +73,11 @@ def validate_json(instance: Any, schema: dict[str, Any]) -> str | None:
     if err is None:
         return None
     where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-    return f"{where}: {err.message}"
+    if err.validator in ("required", "additionalProperties", "dependentRequired"):
+        return f"{where}: {err.message}"  # names keys only
+    # Other messages quote the offending value, which may be personal data: say what rule failed instead.
+    rule = orjson.dumps(err.validator_value).decode()
+    return f"{where}: fails {err.validator} {rule[:80]}"
 
 
 _FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .privacy.guard import PrivacySettings
 from .step import StepKind
 
 BACKENDS = ("llamacpp", "openai", "anthropic")
@@ -34,6 +35,8 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_FRONTIER_PRICE": "frontier price per 1M tokens as IN,OUT in USD (default 2.50,10.00)",
     "SMALLFLEET_CACHE_DIR": "where assembled GGUF files are cached (default ~/.cache/smallfleet/models)",
     "SMALLFLEET_RUN_BUDGET": "default budget in USD per agent run (x-smallfleet-run); unset = unlimited",
+    "SMALLFLEET_PRIVACY": "on (default) or off: pseudonymise personal data before any remote model call",
+    "SMALLFLEET_VAULT_KEY": "Fernet key for encrypted vault files (smallfleet redact --vault)",
     "SMALLFLEET_STREAM": "verified (default: run the cascade, then stream) or live (text steps stream as generated)",
 }
 
@@ -96,6 +99,7 @@ class Config:
     port: int = 8088
     run_budget_usd: float | None = None
     stream_mode: str = "verified"  # or "live": text steps stream token by token, checks recorded after
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     source: str = "built-in defaults"
 
     def tier_model(self, tier: str) -> ModelSpec:
@@ -304,6 +308,32 @@ def _parse_routing(d: Any, tiers: tuple[str, ...]) -> dict[StepKind, KindPolicy]
     return routing
 
 
+def _parse_privacy(d: Any, env: dict[str, str]) -> PrivacySettings:
+    if not isinstance(d, dict):
+        raise ConfigError("privacy must be a table.")
+    unknown = set(d) - {"enabled", "prefer_local", "entities", "threshold", "ner"}
+    if unknown:
+        raise ConfigError(f"privacy: unknown key(s) {', '.join(sorted(unknown))}.",
+                          hint="allowed: enabled, prefer_local, entities, threshold, ner")
+    from .privacy.entities import ENTITY_TYPES
+
+    entities = tuple(_get(d, "entities", list, "privacy", []))
+    bad = [e for e in entities if e not in ENTITY_TYPES]
+    if bad:
+        raise ConfigError(f"privacy.entities: unknown type(s) {bad}.", hint=f"known: {', '.join(ENTITY_TYPES)}")
+    threshold = _get(d, "threshold", float, "privacy", 0.5)
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError("privacy.threshold must be between 0 and 1.")
+    enabled = _get(d, "enabled", bool, "privacy", True)
+    flag = env.get("SMALLFLEET_PRIVACY", "").lower()
+    if flag:
+        if flag not in ("on", "off"):
+            raise ConfigError(f"SMALLFLEET_PRIVACY={flag!r}: use on or off.")
+        enabled = flag == "on"
+    return PrivacySettings(enabled=enabled, prefer_local=_get(d, "prefer_local", bool, "privacy", True),
+                           entities=entities, threshold=threshold, ner=_get(d, "ner", bool, "privacy", True))
+
+
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
     """Load and validate the fleet configuration (see module doc for the precedence)."""
     env = dict(os.environ) if env is None else env
@@ -321,10 +351,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         except UnicodeDecodeError:
             raise ConfigError(f"config file {p} is not UTF-8 text.") from None
         source = str(p)
-    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server"}
+    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}.",
-                          hint="sections: fleet, models, routing, ledger, server")
+                          hint="sections: fleet, models, routing, ledger, server, privacy")
     fleet = data.get("fleet", {})
     if not isinstance(fleet, dict):
         raise ConfigError("fleet must be a table.")
@@ -375,6 +405,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     stream_mode = env.get("SMALLFLEET_STREAM") or _get(server, "stream", str, "server", "verified")
     if stream_mode not in ("verified", "live"):
         raise ConfigError(f"stream mode {stream_mode!r}: use 'verified' or 'live'.")
+    privacy = _parse_privacy(data.get("privacy", {}), env)
     max_esc = _get(fleet, "max_escalations", int, "fleet", 2)
     if max_esc < 0 or max_esc > len(tiers):
         raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
@@ -382,5 +413,5 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or _get(server, "host", str, "server", "127.0.0.1"), port=port,
-        run_budget_usd=budget, stream_mode=stream_mode, source=source,
+        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, source=source,
     )

@@ -9,6 +9,7 @@ from .cascade import Cascade, Outcome
 from .config import Config, load_config
 from .ledger import Ledger
 from .models import Fleet
+from .privacy.guard import PrivacyGuard
 from .request import validate_request
 from .step import Step, classify_step
 
@@ -24,7 +25,8 @@ class Engine:
             self.ledger: Ledger | None = Ledger(self.config.ledger_path)
         else:
             self.ledger = ledger or None
-        self.cascade = Cascade(self.config, self.fleet, self.ledger)
+        self.privacy = PrivacyGuard(self.config.privacy)
+        self.cascade = Cascade(self.config, self.fleet, self.ledger, self.privacy)
 
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None) -> Step:

@@ -135,6 +135,12 @@ class Step:
     run_id: str | None = None
     session_id: str | None = None
     budget_usd: float | None = None
+    notes: list[str] = field(default_factory=list)  # routing remarks that end up in the reason
+
+    @property
+    def privacy_key(self) -> str:
+        """Whose vault: the session, else the agent run, else this step alone."""
+        return self.session_id or self.run_id or self.step_id
 
     @property
     def messages(self) -> list[dict[str, Any]]:

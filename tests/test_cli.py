@@ -73,3 +73,28 @@ def test_models_and_doctor(tmp_path: Path) -> None:
     missing.write_text(cfg.read_text().replace("package:smollm2-135m", str(tmp_path / "gone.gguf")))
     r = sf("doctor", "--no-load", env={"SMALLFLEET_CONFIG": str(missing)})
     assert r.returncode == 1 and "gone.gguf" in r.stdout and "fix:" in r.stdout
+
+
+def test_redact_and_restore_json_lines(tmp_path: Path) -> None:
+    from smallfleet.privacy import new_key
+
+    env = {"SMALLFLEET_VAULT_KEY": new_key()}
+    vault = tmp_path / "v.vault"
+    lines = '{"text": "Mail Jane Doe at jane.doe@example.com"}\nnot json\n{"text": "jane.doe@example.com again"}\n'
+    r = sf("redact", "--vault", str(vault), input=lines, env=env)
+    assert r.returncode == 1 and "1 line(s) failed" in r.stderr  # the bad line is reported, the rest go on
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert out[0]["redacted"] == "Mail <PERSON_1> at <EMAIL_ADDRESS_1>"
+    assert out[0]["entities"][1] == {"type": "EMAIL_ADDRESS", "start": 17, "end": 37, "placeholder": "<EMAIL_ADDRESS_1>"}
+    assert out[1]["line"] == 2 and "not valid JSON" in out[1]["error"]
+    assert out[2]["redacted"] == "<EMAIL_ADDRESS_1> again"  # one vault across lines
+    r = sf("redact", "--restore", "--vault", str(vault), env=env,
+           input='{"text": "Dear [PERSON 1], see <EMAIL_ADDRESS_1> and <PERSON_4>"}\n')
+    assert r.returncode == 0, r.stderr
+    back = json.loads(r.stdout)
+    assert back == {"restored": "Dear Jane Doe, see jane.doe@example.com and <PERSON_4>", "mangled": ["[PERSON 1]"],
+                    "unknown": ["<PERSON_4>"]}
+    r = sf("redact", "--restore", input="{}\n")
+    assert r.returncode == 2 and "--vault" in r.stderr
+    r = sf("redact", "--restore", "--vault", str(vault), env={"SMALLFLEET_VAULT_KEY": new_key()}, input="{}\n")
+    assert r.returncode != 0 and "cannot decrypt" in r.stderr

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from .detector import Detector, chunk_text
-from .entities import ENTITY_TYPES
+from .entities import ENTITY_TYPES, Entity
 from .vault import Vault
 
 _TYPES = "|".join(sorted(ENTITY_TYPES + ("LITERAL",), key=len, reverse=True))
@@ -52,12 +52,13 @@ class Pseudonymizer:
         self.vault = vault if vault is not None else Vault()
 
     # -- text ---------------------------------------------------------------------------------
-    def redact(self, text: str) -> Redaction:
+    def redact(self, text: str, entities: list[Entity] | None = None) -> Redaction:
+        """Replace personal data by placeholders; ``entities`` may come from a batched detection."""
         if not text:
             return Redaction(text, [], 1)
         literals = [(m.start(), m.end()) for m in _LITERAL_LIKE.finditer(text)]
         spans: list[tuple[int, int, str]] = [(s, e, "LITERAL") for s, e in literals]
-        for ent in self.detector.detect(text):
+        for ent in (self.detector.detect(text) if entities is None else entities):
             if not any(ent.start < e and s < ent.end for s, e in literals):
                 spans.append((ent.start, ent.end, ent.type))
         spans.sort()

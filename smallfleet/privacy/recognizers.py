@@ -31,7 +31,7 @@ def _ents(kind: str, pattern: re.Pattern[str], text: str, score: float, group: i
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,24}\b")
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'()\[\]{}]+[^\s<>\"'()\[\]{}.,;:!?]", re.I)
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{1,4}(?![\w:])|(?<![\w:])(?:[0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{0,4}(?![\w:])")
+_IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{3,45}(?![\w:])")  # validated below
 
 
 def _valid_ip(v: str) -> bool:
@@ -101,7 +101,7 @@ def ibans(text: str) -> Iterator[Entity]:
 def ssns(text: str) -> Iterator[Entity]:
     for m in _SSN.finditer(text):
         if _ssn_ok(*m.groups()):
-            yield Entity("US_SSN", m.start(), m.end(), m.group(), 0.85, "pattern")
+            yield Entity("US_SSN", m.start(), m.end(), m.group(), 0.95, "pattern")  # 3-2-4 is no phone grouping
     for m in _SSN_CTX.finditer(text):
         yield Entity("US_SSN", m.start(1), m.end(1), m.group(1), 0.9, "context")
 

@@ -1,0 +1,111 @@
+"""The privacy guard in the request path: what may leave the machine, and how it comes back.
+
+- Before a call to a remote model (any backend that is not embedded), the request's messages and
+  tool-call arguments are pseudonymised with the session's vault; the answer (content and tool-call
+  arguments) is restored before anything else sees it. Local models see the raw text.
+- A step whose content holds personal data starts on a local tier when its policy would start it on
+  a remote one; it may still escalate to the remote tier — pseudonymised.
+- Vaults are per session (``x-smallfleet-session``), else per agent run, else per step, kept in memory
+  (least recently used dropped past ``max_sessions``).
+Detection only runs when a remote model is involved, so all-local traffic pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from .detector import Detector
+from .pseudonymize import Pseudonymizer, Restoration
+from .recognizers import RECOGNIZERS
+from .vault import Vault
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    enabled: bool = True
+    prefer_local: bool = True
+    entities: tuple[str, ...] = ()  # empty = all types
+    threshold: float = 0.5
+    ner: bool = True
+    max_sessions: int = 4096
+
+
+class PrivacyGuard:
+    def __init__(self, settings: PrivacySettings | None = None, detector: Detector | None = None) -> None:
+        self.settings = settings or PrivacySettings()
+        self._detector = detector
+        self._vaults: OrderedDict[str, Vault] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.enabled
+
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            s = self.settings
+            self._detector = Detector(entities=s.entities or None, threshold=s.threshold, ner=s.ner)
+        return self._detector
+
+    def vault_for(self, key: str) -> Vault:
+        with self._lock:
+            v = self._vaults.get(key)
+            if v is None:
+                v = self._vaults[key] = Vault()
+                while len(self._vaults) > self.settings.max_sessions:
+                    self._vaults.popitem(last=False)
+            else:
+                self._vaults.move_to_end(key)
+            return v
+
+    def pseudonymizer(self, key: str) -> Pseudonymizer:
+        return Pseudonymizer(self.detector, self.vault_for(key))
+
+    @staticmethod
+    def texts(request: dict[str, Any]) -> list[str]:
+        out = []
+        for m in request.get("messages") or []:
+            c = m.get("content")
+            if isinstance(c, str):
+                out.append(c)
+            elif isinstance(c, list):
+                out.extend(p.get("text", "") for p in c if isinstance(p, dict))
+            out.extend(tc.get("function", {}).get("arguments", "") for tc in m.get("tool_calls") or [])
+        return [t for t in out if t]
+
+    def has_pii(self, request: dict[str, Any]) -> bool:
+        texts = self.texts(request)
+        return bool(texts) and any(self.detector.detect_batch(texts))
+
+    def outbound(self, request: dict[str, Any], key: str) -> tuple[dict[str, Any], Pseudonymizer, int]:
+        """A copy of the request safe to send to a remote model, the pseudonymizer to undo it, the entity count."""
+        pz = self.pseudonymizer(key)
+        req = dict(request)
+        req["messages"], n = pz.redact_messages(request.get("messages") or [])
+        return req, pz, n
+
+    @staticmethod
+    def inbound(pz: Pseudonymizer, message: dict[str, Any]) -> tuple[dict[str, Any], Restoration]:
+        return pz.restore_message(message)
+
+    def scrub(self, text: str | None, key: str | None = None) -> str | None:
+        """Remove personal data from text bound for the ledger (errors, failed-check reasons)."""
+        if not text:
+            return text
+        if key is not None:
+            vault = self._vaults.get(key)
+            for ph, value in vault.items() if vault else ():
+                text = text.replace(value, ph)
+        spans = sorted((e.start, e.end, e.type) for rec in RECOGNIZERS.values() for e in rec(text) if e.score >= 0.6)
+        out, pos = [], 0
+        for s, e, kind in spans:
+            if s < pos:
+                continue
+            out.append(text[pos:s] + f"<{kind}>")
+            pos = e
+        out.append(text[pos:])
+        return "".join(out)

@@ -1,0 +1,149 @@
+"""Personal data and routing, end to end: what a remote endpoint receives, and what the ledger keeps.
+
+The "remote" model is a real HTTP server on loopback that records every request body and forwards it
+to a real smallfleet gateway serving SmolLM2, so the answers are real model output.
+"""
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from smallfleet.checks import Verdict, register_check
+from smallfleet.config import load_config
+from smallfleet.engine import Engine
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.model
+
+PII = {"name": "Jane Doe", "email": "jane.doe@example.com", "phone": "+1 415 555 0199",
+       "card": "4111 1111 1111 1111", "iban": "GB82 WEST 1234 5698 7654 32"}
+PROMPT = (f"Hi, this is {PII['name']}. Please confirm the refund to {PII['email']} or call {PII['phone']}. "
+          f"Card {PII['card']}, IBAN {PII['iban']}. Reply in one short sentence.")
+
+register_check("remote_only", lambda step, res, pol: Verdict("remote_only", res.model == "remote", "test: local answers rejected"))
+
+
+class CaptureProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream, self.bodies, self.port = upstream, [], free_port()
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.bodies.append(body)
+        data = orjson.loads(body)
+        data["model"] = "smollm2"
+        async with aiohttp.ClientSession() as s, s.post(self.upstream, data=orjson.dumps(data),
+                                                        headers={"content-type": "application/json"}) as r:
+            return web.Response(body=await r.read(), status=r.status, content_type="application/json")
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        loop.run_forever()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+@pytest.fixture(scope="module")
+def proxy(gateway) -> CaptureProxy:
+    return CaptureProxy(gateway.base + "/v1/chat/completions")
+
+
+def engine(tmp_path: Path, proxy: CaptureProxy, tiers: tuple[str, str], checks: list[str]) -> Engine:
+    local, remote = tiers
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+[fleet]
+tiers = ["small", "frontier"]
+[models.smollm2]
+path = "package:smollm2-135m"
+tier = "{local}"
+price_in = 0.01
+price_out = 0.02
+context = 2048
+threads = 2
+[models.remote]
+backend = "openai"
+url = "{proxy.url}"
+model = "whatever"
+tier = "{remote}"
+price_in = 2.5
+price_out = 10.0
+[routing.generation]
+start = "small"
+checks = {orjson.dumps(checks).decode()}
+[ledger]
+path = "{tmp_path / 'ledger.db'}"
+""")
+    return Engine(load_config(cfg, env={}))
+
+
+def test_only_pseudonymised_text_reaches_the_remote_model_and_the_ledger_keeps_no_pii(tmp_path, proxy) -> None:
+    eng = engine(tmp_path, proxy, ("small", "frontier"), ["nonempty", "remote_only"])
+    before = len(proxy.bodies)
+
+    async def go():
+        try:
+            outs = []
+            for turn in range(2):  # two turns of one session: same placeholders both times
+                outs.append(await eng.complete({"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 24},
+                                               session_id="sess-1", run_id="pii-run"))
+            return outs
+        finally:
+            await eng.aclose()
+
+    outs = asyncio.run(go())
+    sent = proxy.bodies[before:]
+    assert len(sent) == 2
+    for body in sent:
+        text = body.decode()
+        for raw in PII.values():
+            assert raw not in text, f"{raw!r} left the machine"
+        assert "<PERSON_1>" in text and "<EMAIL_ADDRESS_1>" in text and "<CREDIT_CARD_1>" in text
+    assert sent[0] == sent[1]  # consistent pseudonyms across turns of the session
+    for o in outs:
+        assert [a.spec.name for a in o.attempts] == ["smollm2", "remote"]
+        assert "pseudonymised" in o.reason
+    # The ledger (database and WAL) holds no raw personal data.
+    db = tmp_path / "ledger.db"
+    blob = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
+    for raw in PII.values():
+        assert raw.encode() not in blob
+    rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM attempts WHERE run_id='pii-run'").fetchone()[0]
+    assert rows == 4
+
+
+def test_a_step_with_pii_prefers_the_local_tier(tmp_path, proxy) -> None:
+    # The remote model is the *cheapest* tier here, so the policy would start there.
+    eng = engine(tmp_path, proxy, ("frontier", "small"), ["nonempty"])
+    before = len(proxy.bodies)
+
+    async def go():
+        try:
+            with_pii = await eng.complete({"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 12})
+            without = await eng.complete({"messages": [{"role": "user", "content": "Say hello to the team."}], "max_tokens": 12})
+            return with_pii, without
+        finally:
+            await eng.aclose()
+
+    with_pii, without = asyncio.run(go())
+    assert with_pii.attempts[0].spec.name == "smollm2" and "personal data present" in with_pii.reason
+    assert without.attempts[0].spec.name == "remote"
+    assert len(proxy.bodies) - before == 1  # only the PII-free step went out
