@@ -60,21 +60,26 @@ REQUEST = {"model": "auto", "max_tokens": 32, "messages": [
     {"role": "user", "content": "Where is my parcel? Order ORD-10422."}]}
 
 
+def request_body(i: int, model: str) -> dict:
+    """The system prompt repeats (as in real agent traffic); the user turn differs on every request."""
+    msgs = [REQUEST["messages"][0], {"role": "user", "content": f"Where is my parcel? Order ORD-{10000 + i}, placed {i % 28 + 1} days ago."}]
+    return dict(REQUEST, model=model, messages=msgs)
+
+
 async def load(url: str, n: int, conc: int, model: str, headers: dict[str, str]) -> float:
-    body = dict(REQUEST, model=model)
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=conc)) as c:
         sem = asyncio.Semaphore(conc)
         errors = 0
 
-        async def one() -> None:
+        async def one(i: int) -> None:
             nonlocal errors
             async with sem:
-                r = await c.post(url, json=body, headers=headers)
+                r = await c.post(url, json=request_body(i, model), headers=headers)
                 if r.status_code != 200:
                     errors += 1
 
         t0 = time.perf_counter()
-        await asyncio.gather(*[one() for _ in range(n)])
+        await asyncio.gather(*[one(i) for i in range(n)])
         wall = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"{errors} of {n} requests failed at {url}")
@@ -99,7 +104,7 @@ def main() -> None:
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sf-overhead-"))
-    up_port, sf_port = free_port(), free_port()
+    up_port = free_port()
     procs: list[subprocess.Popen] = []
     results = []
     try:
@@ -111,12 +116,17 @@ def main() -> None:
         cfg.write_text("\n".join(
             f'[models.standin-{t}]\nbackend = "openai"\nurl = "{up_url}"\nmodel = "standin"\ntier = "{t}"\n'
             f"price_in = {p}\nprice_out = {p * 2}\nretries = 0\n" for t, p in (("small", 0.02), ("large", 0.06), ("frontier", 2.5))))
-        env = {**os.environ, "SMALLFLEET_CONFIG": str(cfg), "SMALLFLEET_LEDGER": str(tmp / "ledger.db")}
-        sf = subprocess.Popen([sys.executable, "-m", "smallfleet.cli", "serve", "--port", str(sf_port)], env=env)
-        procs.append(sf)
-        wait_ready(f"http://127.0.0.1:{sf_port}/health", sf)
-        results.append(measure("smallfleet", f"http://127.0.0.1:{sf_port}/v1/chat/completions", sf.pid, a.requests,
-                               a.concurrency, "auto", {"x-smallfleet-run": "overhead"}))
+        # The stand-in counts as a remote model, so with privacy on every request is scanned for personal
+        # data (patterns + spaCy NER) and pseudonymised: measured apart from the gateway core.
+        for privacy in ("off", "on"):
+            port = free_port()
+            env = {**os.environ, "SMALLFLEET_CONFIG": str(cfg), "SMALLFLEET_LEDGER": str(tmp / f"ledger-{privacy}.db"),
+                   "SMALLFLEET_PRIVACY": privacy}
+            sf = subprocess.Popen([sys.executable, "-m", "smallfleet.cli", "serve", "--port", str(port)], env=env)
+            procs.append(sf)
+            wait_ready(f"http://127.0.0.1:{port}/health", sf)
+            results.append(measure(f"smallfleet, privacy {privacy}", f"http://127.0.0.1:{port}/v1/chat/completions",
+                                   sf.pid, a.requests, a.concurrency, "auto", {"x-smallfleet-run": "overhead"}))
         if a.litellm:
             ll_port = free_port()
             ll_cfg = tmp / "litellm.yaml"
@@ -137,9 +147,9 @@ def main() -> None:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    print(f"\n{'gateway':<16}{'CPU ms/request':>16}{'req/s':>10}{'req per CPU-s':>16}")
+    print(f"\n{'gateway':<26}{'CPU ms/request':>16}{'req/s':>10}{'req per CPU-s':>16}")
     for r in results:
-        print(f"{r['gateway']:<16}{r['cpu_ms_per_request']:>16.3f}{r['requests_per_s']:>10.1f}{r['requests_per_cpu_s']:>16.1f}")
+        print(f"{r['gateway']:<26}{r['cpu_ms_per_request']:>16.3f}{r['requests_per_s']:>10.1f}{r['requests_per_cpu_s']:>16.1f}")
     print("(upstream: stand-in with an instant canned answer; measures gateway overhead only)")
     out = {"results": results, "setup": {"requests": a.requests, "concurrency": a.concurrency, "cores": os.cpu_count(),
                                          "date": time.strftime("%Y-%m-%d %H:%M")}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -89,6 +90,9 @@ class Detector:
         self.spacy_model = spacy_model
         self._nlp: Any = None
         self._lock = threading.Lock()
+        # Agent conversations resend the same system prompt and history every turn: remember results.
+        self._cache: OrderedDict[str, list[Entity]] = OrderedDict()
+        self.cache_size = 2048
 
     def _load(self) -> Any:
         if self._nlp is None:
@@ -134,10 +138,32 @@ class Detector:
 
     def detect_batch(self, texts: Sequence[str], batch_size: int = 64) -> list[list[Entity]]:
         """Entities per text; long texts are chunked (see :func:`chunk_text`) and offsets mapped back."""
+        out: list[list[Entity] | None] = []
+        todo: list[int] = []
+        with self._lock:
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise TypeError(f"text {i} is {type(t).__name__}, expected str")
+                hit = self._cache.get(t)
+                if hit is not None:
+                    self._cache.move_to_end(t)
+                else:
+                    todo.append(i)
+                out.append(hit)
+        if todo:
+            fresh = self._detect([texts[i] for i in todo], batch_size)
+            with self._lock:
+                for i, ents in zip(todo, fresh):
+                    out[i] = ents
+                    if len(texts[i]) <= CHUNK_CHARS:
+                        self._cache[texts[i]] = ents
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return [list(x or []) for x in out]
+
+    def _detect(self, texts: Sequence[str], batch_size: int) -> list[list[Entity]]:
         pieces: list[tuple[int, int, str]] = []  # (text index, offset, chunk)
         for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"text {i} is {type(t).__name__}, expected str")
             pieces.extend((i, off, chunk) for off, chunk in chunk_text(t))
         found: list[list[Entity]] = [[] for _ in texts]
         pats = [self._patterns(chunk) for _, _, chunk in pieces]

@@ -123,14 +123,23 @@ class Pseudonymizer:
     def redact_messages(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         """A redacted deep copy of chat messages (content, text parts, tool-call arguments) and the entity count."""
         count = 0
+        out = copy.deepcopy(messages)
+        # One batched detection for every text in the conversation (one spaCy pass, cached per text).
+        texts: list[str] = []
+        for m in out:
+            c = m.get("content")
+            if isinstance(c, str):
+                texts.append(c)
+            elif isinstance(c, list):
+                texts.extend(p["text"] for p in c if isinstance(p, dict) and isinstance(p.get("text"), str))
+        found = dict(zip(texts, self.detector.detect_batch(texts))) if texts else {}
 
         def red(t: str) -> str:
             nonlocal count
-            r = self.redact(t)
+            r = self.redact(t, found.get(t))
             count += len(r.entities)
             return r.text
 
-        out = copy.deepcopy(messages)
         for m in out:
             c = m.get("content")
             if isinstance(c, str):

@@ -254,8 +254,46 @@ def street_addresses(text: str) -> Iterator[Entity]:
         yield Entity("STREET_ADDRESS", m.start(1), m.end(1), m.group(1), 0.8, "context")
 
 
+# -- places ------------------------------------------------------------------------------------------
+def _place_pattern() -> re.Pattern[str]:
+    from importlib import resources
+
+    raw = resources.files("smallfleet.privacy").joinpath("data/places.txt").read_text(encoding="utf-8")
+    names = [ln.strip() for ln in raw.splitlines() if ln.strip() and not ln.startswith("#")]
+    alt = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alt})(?!\w)", re.I)
+
+
+_PLACES = _place_pattern()
+
+
+def places(text: str) -> Iterator[Entity]:
+    """Countries, capitals and US states (spaCy's small model misses many, e.g. "Cyprus", "TROMSØ")."""
+    for m in _PLACES.finditer(text):
+        v = m.group()
+        if v[0].isupper():  # "chad" or "georgia" in lower case are rarely places in running text
+            yield Entity("LOCATION", m.start(), m.end(), v, 0.7, "pattern")
+
+
+# -- names from context -----------------------------------------------------------------------------
+_NAME_CTX = re.compile(
+    rf"(?:\b(?:my name is|i am|i'm|this is|name\s*:|dear|hi|hello|thanks|regards|sincerely|cheers|from|signed|"
+    rf"contact|ask for|speak to|talk to|mr\.?|mrs\.?|ms\.?|miss|dr\.?|prof\.?)[ \t,:]+)({_CAPW}(?:[ \t]+{_CAPW}){{0,2}})", re.I)
+_NAME_LINE = re.compile(rf"^[ \t>*-]*({_CAPW}(?:[ \t]+(?:[A-Z]\.?|{_CAPW})){{1,3}})[ \t]*$", re.M)
+
+
+def names(text: str) -> Iterator[Entity]:
+    """Names that NER misses, found by where they stand: after "my name is", "Dear", a title; or a
+    line that is nothing but two to four capitalised words (a signature or an address label)."""
+    for m in _NAME_CTX.finditer(text):
+        yield Entity("PERSON", m.start(1), m.end(1), m.group(1), 0.6, "context")
+    for m in _NAME_LINE.finditer(text):
+        yield Entity("PERSON", m.start(1), m.end(1), m.group(1), 0.55, "context")
+
+
 RECOGNIZERS: dict[str, Recognizer] = {
     "EMAIL_ADDRESS": emails, "URL": urls, "IP_ADDRESS": ips, "CREDIT_CARD": cards, "IBAN_CODE": ibans,
     "US_SSN": ssns, "US_DRIVER_LICENSE": licenses, "PHONE_NUMBER": phones, "DATE_TIME": dates, "AGE": ages,
-    "TITLE": titles, "ZIP_CODE": zips, "STREET_ADDRESS": street_addresses,
+    "TITLE": titles, "ZIP_CODE": zips, "STREET_ADDRESS": street_addresses, "LOCATION": places,
+    "PERSON": names,
 }
