@@ -105,7 +105,7 @@ class Outcome:
     def summary(self) -> dict[str, Any]:
         return {
             "step_id": self.step.step_id, "step_kind": self.step.kind.value, "tier": self.final.tier,
-            "escalated": self.escalated, "cost_usd": round(self.cost_usd, 8), "reason": self.reason,
+            "escalated": self.escalated, "verdict": self.verdict, "cost_usd": round(self.cost_usd, 8), "reason": self.reason,
             "attempts": [{"model": a.spec.name, "tier": a.tier, "passed": a.passed, "error": a.error,
                           "checks": [v.as_dict() for v in a.verdicts]} for a in self.attempts],
         }
@@ -120,7 +120,16 @@ class Outcome:
             "x-smallfleet-cost": f"{self.cost_usd:.8f}",
             "x-smallfleet-step-id": self.step.step_id,
             "x-smallfleet-reason": self.reason.encode("ascii", "replace").decode()[:300],
+            "x-smallfleet-verdict": self.verdict,
         }
+
+    @property
+    def verdict(self) -> str:
+        """"pass", or "fail:" and the checks the final answer still fails."""
+        f = self.final
+        if f.passed:
+            return "pass"
+        return "fail:" + (",".join(v.check for v in f.verdicts if not v.passed) or "error")
 
 
 def estimate_tokens(request: dict[str, Any]) -> int:

@@ -289,3 +289,6 @@ def check_confidence(step: Step, result: ChatResult, policy: KindPolicy) -> Verd
 for _name, _fn in (("schema_valid", check_schema_valid), ("tool_call_valid", check_tool_call_valid),
                    ("nonempty", check_nonempty), ("not_refusal", check_not_refusal), ("confidence", check_confidence)):
     register_check(_name, _fn)
+
+# The verifiers register themselves the same way a plug-in would (imported last: they use this module).
+from .verify import checks as _verify_checks  # noqa: E402,F401

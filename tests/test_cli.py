@@ -98,3 +98,14 @@ def test_redact_and_restore_json_lines(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--vault" in r.stderr
     r = sf("redact", "--restore", "--vault", str(vault), env={"SMALLFLEET_VAULT_KEY": new_key()}, input="{}\n")
     assert r.returncode != 0 and "cannot decrypt" in r.stderr
+
+
+def test_verify_json_lines() -> None:
+    lines = ('{"problem": "Tom has 3 apples and buys 5 more.", "steps": ["3 + 5 = 9", "So 9."], "id": 7}\n'
+             '{"problem": "x", "steps": []}\nnot json\n')
+    r = sf("verify", input=lines)
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.returncode == 1 and "2 line(s) failed" in r.stderr
+    assert out[0]["first_error_step"] == 0 and 0 <= out[0]["p_flawed"] <= 1 and len(out[0]["step_scores"]) == 2
+    assert out[0]["arithmetic_errors"][0]["actual"] == 8.0
+    assert out[1] == {"line": 2, "error": "the trace has no steps."} and out[2]["line"] == 3

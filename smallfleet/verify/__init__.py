@@ -1,0 +1,17 @@
+"""Verify before trusting: a fast distilled process verifier, full arithmetic/provenance checks,
+grounding of tool arguments and extracted fields, and an LLM-judge baseline."""
+
+from .grounding import Context, ungrounded
+from .process import ProcessVerifier, TraceResult, first_error, processbench_f1, train_verifier
+
+
+def __getattr__(name: str):  # the judge pulls in llama.cpp: only on demand
+    if name == "LLMJudge":
+        from .judge import LLMJudge
+
+        return LLMJudge
+    raise AttributeError(name)
+
+
+__all__ = ["Context", "LLMJudge", "ProcessVerifier", "TraceResult", "first_error", "processbench_f1",
+           "train_verifier", "ungrounded"]

@@ -1,0 +1,96 @@
+"""Verifiers as cascade checks: grounding of tool arguments and extracted fields, and the process
+verifier (plus a full arithmetic check) on reasoning answers."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+import orjson
+
+from ..checks import Verdict, parse_json_answer, register_check
+from ..config import KindPolicy
+from ..models.base import ChatResult
+from ..step import Step, message_text
+from .arith import equations
+from .grounding import Context, ungrounded
+
+_lock = threading.Lock()
+_verifier: Any = None
+
+
+def verifier() -> Any:
+    """The shipped process verifier, loaded on first use."""
+    global _verifier
+    if _verifier is None:
+        with _lock:
+            if _verifier is None:
+                from .process import ProcessVerifier
+
+                _verifier = ProcessVerifier.load()
+    return _verifier
+
+
+def check_args_grounded(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+    if not result.tool_calls:
+        return None
+    ctx = Context.from_messages(step.messages)
+    params = {t["function"]["name"]: t["function"].get("parameters") or {} for t in step.tools}
+    bad: list[str] = []
+    for c in result.tool_calls:
+        fn = c.get("function") or {}
+        try:
+            args = orjson.loads(fn.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            continue  # tool_call_valid reports it
+        bad += [f"{fn.get('name')}.{p}" for p in ungrounded(args, ctx, params.get(fn.get("name"), {}))]
+    if bad:
+        return Verdict("args_grounded", False, "appears nowhere in the conversation: " + "; ".join(bad[:4]))
+    return Verdict("args_grounded", True)
+
+
+def check_extraction_grounded(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+    if not step.wants_json() or result.tool_calls:
+        return None
+    try:
+        value = parse_json_answer(result.content)
+    except orjson.JSONDecodeError:
+        return None  # schema_valid reports it
+    bad = ungrounded(value, Context.from_messages(step.messages), step.schema)
+    if bad:
+        return Verdict("extraction_grounded", False, "not found in the source: " + "; ".join(bad[:4]))
+    return Verdict("extraction_grounded", True)
+
+
+_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\\])")
+
+
+def split_steps(text: str) -> list[str]:
+    """A free-text answer as reasoning steps: its lines, or its sentences when it is one paragraph."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) >= 2:
+        return lines
+    return [s.strip() for s in _SENT.split(text) if s.strip()]
+
+
+def check_process(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+    if result.tool_calls or step.wants_json() or not result.content.strip():
+        return None
+    steps = split_steps(result.content)
+    if len(steps) < 2:
+        return None
+    problem = next((message_text(m) for m in reversed(step.messages) if m.get("role") == "user"), "")
+    for i, s in enumerate(steps):  # full check first: a wrong computation is a certain error
+        for eq in equations(s):
+            if eq.ok is False:
+                return Verdict("process", False, f"step {i + 1}: {eq.expr} = {eq.claimed:g} is wrong ({eq.actual:g})", 1.0)
+    res = verifier().verify(problem, steps)
+    if res.first_error_step >= 0:
+        return Verdict("process", False, f"step {res.first_error_step + 1} looks wrong (p={res.p_flawed:.2f})", res.p_flawed)
+    return Verdict("process", True, "", res.p_flawed)
+
+
+for _name, _fn in (("args_grounded", check_args_grounded), ("extraction_grounded", check_extraction_grounded),
+                   ("process", check_process)):
+    register_check(_name, _fn)

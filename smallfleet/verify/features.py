@@ -1,0 +1,52 @@
+"""Per-step features for the distilled process verifier: symbolic checks plus light text cues.
+
+Every feature is computed from the problem and the steps up to and including the one scored, so a
+step's score never depends on what comes after it (the verifier can score a trace as it streams).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .arith import equations, invented, known_values, numbers
+
+_ANSWER = re.compile(r"\b(?:answer|therefore|thus|so the|in total|total of|final)\b|\\boxed|####|^A:", re.I | re.M)
+_HEDGE = re.compile(r"\b(?:assum\w*|approximately|roughly|about|let'?s say|wait|however|but|actually|mistake|"
+                    r"re-?evaluate|correct(?:ion)?|instead|not|cannot|can't)\b", re.I)
+_OPS = re.compile(r"[-+*/×÷=]|\\times|\\frac|\\cdot")
+
+NAMES: tuple[str, ...] = (
+    "bias", "n_eq", "n_wrong", "any_wrong", "log_max_rel_err", "n_unevaluated", "n_invented", "any_invented",
+    "share_invented", "n_numbers", "log_len", "position", "is_first", "is_last", "log_n_steps", "earlier_wrong",
+    "earlier_invented", "answer_cue", "hedge_cues", "op_density", "no_numbers", "eq_and_invented",
+    "wrong_and_last", "steps_since_problem_number",
+)
+
+
+def trace_features(problem: str, steps: list[str]) -> list[list[float]]:
+    """One feature row per step (order of :data:`NAMES`)."""
+    rows: list[list[float]] = []
+    n = len(steps)
+    earlier_wrong = earlier_invented = 0.0
+    for i, step in enumerate(steps):
+        known = known_values([problem, *steps[:i]])
+        eqs = equations(step)
+        wrong = [e for e in eqs if e.ok is False]
+        unevaluated = sum(1 for e in eqs if e.ok is None)
+        inv = invented(step, known)
+        nums = numbers(step)
+        max_err = max((e.rel_error for e in wrong), default=0.0)
+        problem_nums = known_values([problem])
+        uses_problem = any(round(v, 4) in problem_nums for v in nums)
+        row = [
+            1.0, float(len(eqs)), float(len(wrong)), float(bool(wrong)), math.log1p(min(max_err, 1e6)), float(unevaluated),
+            float(len(inv)), float(bool(inv)), len(inv) / max(len(nums), 1), float(len(nums)), math.log1p(len(step)),
+            i / max(n - 1, 1), float(i == 0), float(i == n - 1), math.log1p(n), earlier_wrong, earlier_invented,
+            float(bool(_ANSWER.search(step))), float(len(_HEDGE.findall(step))), len(_OPS.findall(step)) / max(len(step), 1) * 100,
+            float(not nums), float(bool(eqs) and bool(inv)), float(bool(wrong) and i == n - 1), float(uses_problem),
+        ]
+        rows.append(row)
+        earlier_wrong = max(earlier_wrong, float(bool(wrong)))
+        earlier_invented = max(earlier_invented, float(bool(inv)))
+    return rows

@@ -1,0 +1,93 @@
+"""Grounding: is a value the model produced traceable to what it was given?
+
+A value is grounded when it appears in the conversation (user, system, tool results) after
+normalising case, spacing, punctuation and number formats, or is a simple derivation of numbers that
+appear there (a sum, difference, product or quotient of two, or a percentage). Long free text is
+composed, not copied, so it is not judged here; enum and boolean choices are not values.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any
+
+from ..step import message_text
+from .arith import known_values, numbers
+
+_SPACE = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w@.+:/-]+")
+
+
+def _norm(s: str) -> str:
+    return _SPACE.sub(" ", _PUNCT.sub(" ", s.casefold())).strip()
+
+
+class Context:
+    """Everything the model was shown, prepared for fast lookups."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.text = _norm("\n".join(texts))
+        self.digits = re.sub(r"\D", "", "\n".join(texts))
+        self.values = known_values(texts)
+        nums = sorted({v for t in texts for v in numbers(t)})[:60]
+        derived: set[float] = set()
+        for a, b in itertools.combinations(nums, 2):
+            derived.update({round(a + b, 4), round(abs(a - b), 4), round(a * b, 4)})
+            if b:
+                derived.add(round(a / b, 4))
+            if a:
+                derived.add(round(b / a, 4))
+        self.derived = derived
+
+    @classmethod
+    def from_messages(cls, messages: list[dict[str, Any]]) -> Context:
+        texts = []
+        for m in messages:
+            if m.get("role") in ("user", "system", "developer", "tool"):
+                texts.append(message_text(m))
+            for tc in m.get("tool_calls") or []:  # earlier calls' arguments were seen by the model too
+                texts.append(str((tc.get("function") or {}).get("arguments", "")))
+        return cls(texts)
+
+    def number_grounded(self, v: float) -> bool:
+        k = round(v, 4)
+        return k in self.values or k in self.derived or (v.is_integer() and 0 <= v <= 10)
+
+    def string_grounded(self, s: str) -> bool | None:
+        """True/False, or None when the string is free text this check does not judge."""
+        t = _norm(s)
+        if not t:
+            return True
+        if len(t.split()) > 6:
+            return None
+        if t in self.text:
+            return True
+        d = re.sub(r"\D", "", s)
+        if len(d) >= 5 and d in self.digits:  # phone numbers, ids written with other separators
+            return True
+        try:
+            return self.number_grounded(float(s.replace(",", "").replace("$", "").strip()))
+        except ValueError:
+            return False
+
+
+def ungrounded(value: Any, ctx: Context, schema: dict[str, Any] | None, path: str = "") -> list[str]:
+    """Paths of values in ``value`` that the context does not support (enum/boolean fields skipped)."""
+    schema = schema if isinstance(schema, dict) else {}
+    if "enum" in schema or "const" in schema or schema.get("type") == "boolean":
+        return []
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, (int, float)):
+        return [] if ctx.number_grounded(float(value)) else [f"{path or '(value)'} = {value}"]
+    if isinstance(value, str):
+        ok = ctx.string_grounded(value)
+        return [] if ok in (True, None) else [f"{path or '(value)'} = {value[:40]!r}"]
+    if isinstance(value, list):
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        return [p for i, v in enumerate(value) for p in ungrounded(v, ctx, items, f"{path}[{i}]")]
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        return [p for k, v in value.items() for p in ungrounded(v, ctx, props.get(k), f"{path}.{k}" if path else k)]
+    return []

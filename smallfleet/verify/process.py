@@ -1,0 +1,163 @@
+"""The distilled process verifier: per-step error probabilities from a small logistic model.
+
+The artifact is a JSON file (weights, feature names, scaling, threshold, training-data hash and
+metrics) shipped inside the package; loading it needs numpy only. Training
+(:func:`train_verifier`, ``smallfleet verifier train``) needs scikit-learn and the data in
+``../shared/data``; it never runs at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidRequestError, NotAvailableError
+from .features import NAMES, trace_features
+
+ARTIFACT = "verifier-v1.json"
+MAX_STEPS = 64  # longer traces are cut here, and the result says so
+MAX_STEP_CHARS = 4000
+
+
+@dataclass
+class TraceResult:
+    step_scores: list[float]
+    first_error_step: int
+    p_flawed: float
+    truncated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"first_error_step": self.first_error_step, "p_flawed": round(self.p_flawed, 4),
+                             "step_scores": [round(s, 4) for s in self.step_scores]}
+        if self.truncated:
+            d["truncated"] = f"only the first {MAX_STEPS} steps were checked"
+        return d
+
+
+def first_error(scores: list[float], threshold: float) -> int:
+    return next((i for i, s in enumerate(scores) if s > threshold), -1)
+
+
+class ProcessVerifier:
+    def __init__(self, weights: np.ndarray, mean: np.ndarray, scale: np.ndarray, threshold: float,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.weights, self.mean, self.scale, self.threshold = weights, mean, scale, threshold
+        self.meta = meta or {}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> ProcessVerifier:
+        if path is None:
+            raw = resources.files("smallfleet.verify").joinpath(f"data/{ARTIFACT}").read_text(encoding="utf-8")
+        else:
+            raw = Path(path).read_text(encoding="utf-8")
+        a = json.loads(raw)
+        if a.get("features") != list(NAMES):
+            raise NotAvailableError("verifier artifact was trained on other features; retrain with `smallfleet verifier train`.")
+        return cls(np.array(a["weights"]), np.array(a["mean"]), np.array(a["scale"]), float(a["threshold"]), a)
+
+    def step_scores(self, problem: str, steps: list[str]) -> list[float]:
+        x = np.array(trace_features(problem, steps), dtype=float)
+        z = ((x - self.mean) / self.scale) @ self.weights
+        return (1.0 / (1.0 + np.exp(-z))).tolist()
+
+    def verify(self, problem: str, steps: list[str]) -> TraceResult:
+        if not isinstance(problem, str) or not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+            raise InvalidRequestError('a trace is {"problem": str, "steps": [str, ...]}')
+        if not steps:
+            raise InvalidRequestError("the trace has no steps.")
+        truncated = len(steps) > MAX_STEPS
+        steps = [s[:MAX_STEP_CHARS] for s in steps[:MAX_STEPS]]
+        scores = self.step_scores(problem, steps)
+        return TraceResult(scores, first_error(scores, self.threshold), max(scores), truncated)
+
+
+# -- training ---------------------------------------------------------------------------------------
+def _rows(traces: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Step rows with labels: steps before the first error are 0, the first error is 1, later steps are
+    left out (ProcessBench labels nothing after the first error)."""
+    xs, ys = [], []
+    for t in traces:
+        feats = trace_features(t["problem"], t["steps"])
+        label = t["label"]
+        for i, f in enumerate(feats):
+            if label != -1 and i > label:
+                break
+            xs.append(f)
+            ys.append(1.0 if i == label else 0.0)
+    return np.array(xs, dtype=float), np.array(ys)
+
+
+def processbench_f1(pred: list[int], gold: list[int]) -> tuple[float, float, float]:
+    err = [(p, g) for p, g in zip(pred, gold) if g != -1]
+    ok = [(p, g) for p, g in zip(pred, gold) if g == -1]
+    acc_err = sum(p == g for p, g in err) / len(err) if err else 0.0
+    acc_ok = sum(p == -1 for p, _ in ok) / len(ok) if ok else 0.0
+    f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err + acc_ok else 0.0
+    return acc_err, acc_ok, f1
+
+
+def default_data_dir() -> Path:
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def training_traces(data_dir: Path, holdout: str | None, n_synthetic: int, seed: int) -> list[dict[str, Any]]:
+    from .synthetic import synthetic_traces
+
+    traces: list[dict[str, Any]] = []
+    for name in ("gsm8k", "math"):
+        if name == holdout:
+            continue
+        path = data_dir / "processbench" / f"{name}.json"
+        if not path.is_file():
+            raise NotAvailableError(f"training data {path} is missing.", hint="run from a checkout with ../shared/data")
+        traces += [{"problem": t["problem"], "steps": t["steps"], "label": t["label"]} for t in json.loads(path.read_text())]
+    traces += [{**t, "synthetic": True} for t in synthetic_traces(data_dir / "gsm8k" / "train.jsonl", n_synthetic, seed)]
+    return traces
+
+
+def train_verifier(holdout: str | None, out: str | Path, data_dir: str | Path | None = None,
+                   n_synthetic: int = 3000, seed: int = 1234) -> dict[str, Any]:
+    """Train on ProcessBench (minus ``holdout``: "gsm8k" or "math") + synthetic GSM8K-train traces; write the artifact."""
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as e:
+        raise NotAvailableError("training needs scikit-learn.", hint="pip install scikit-learn") from e
+    if holdout not in (None, "gsm8k", "math"):
+        raise InvalidRequestError(f"holdout {holdout!r}: use gsm8k, math or none.")
+    t0 = time.time()
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    traces = training_traces(data_dir, holdout, n_synthetic, seed)
+    digest = hashlib.sha256(json.dumps([[t["problem"], t["steps"], t["label"]] for t in traces]).encode()).hexdigest()
+    x, y = _rows(traces)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    mean[0], scale[0] = 0.0, 1.0  # the bias column stays 1
+    scale[scale == 0] = 1.0
+    clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, fit_intercept=False)
+    clf.fit((x - mean) / scale, y)
+    w = clf.coef_[0]
+    v = ProcessVerifier(w, mean, scale, 0.5)
+    # The decision threshold: best ProcessBench-style F1 on the *real* (ProcessBench) training traces;
+    # the synthetic ones are easier and would push it too high.
+    real = [t for t in traces if not t.get("synthetic")]
+    scored = [(v.step_scores(t["problem"], t["steps"]), t["label"]) for t in (real or traces)]
+    best = max(((processbench_f1([first_error(s, th) for s, _ in scored], [g for _, g in scored])[2], th)
+                for th in np.linspace(0.3, 0.95, 27)), key=lambda r: r[0])
+    acc_err, acc_ok, f1 = processbench_f1([first_error(s, best[1]) for s, _ in scored], [g for _, g in scored])
+    meta = {
+        "version": 1, "features": list(NAMES), "weights": w.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
+        "threshold": round(float(best[1]), 4), "holdout": holdout, "training_traces": len(traces), "training_steps": int(len(y)),
+        "positive_steps": int(y.sum()), "n_synthetic_problems": n_synthetic, "seed": seed, "training_data_sha256": digest,
+        "train_metrics": {"acc_erroneous": round(acc_err, 4), "acc_correct": round(acc_ok, 4), "f1": round(f1, 4),
+                          "on": "the ProcessBench part of the training data"},
+        "trained": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.time() - t0, 1), "model": "logistic regression",
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(meta, indent=1))
+    return meta

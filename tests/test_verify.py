@@ -1,0 +1,138 @@
+"""Verification: arithmetic and provenance checks, the distilled verifier, grounding checks."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smallfleet.config import KindPolicy
+from smallfleet.errors import InvalidRequestError
+from smallfleet.models._toolcalls import make_call
+from smallfleet.models.base import ChatResult
+from smallfleet.step import Step, StepKind
+from smallfleet.verify import Context, ProcessVerifier, train_verifier, ungrounded
+from smallfleet.verify.arith import equations, invented, known_values, safe_eval
+from smallfleet.verify.checks import check_args_grounded, check_extraction_grounded, check_process, split_steps
+from smallfleet.verify.process import MAX_STEPS
+from smallfleet.verify.synthetic import perturb, reference_steps
+
+POL = KindPolicy("small", (), True, 0.0)
+
+
+@pytest.mark.parametrize("text, expr_ok", [
+    ("So they have \\(18 - 6 = 12\\) left", [True]),
+    ("16 - 3 - 4 = <<16-3-4=9>>9 eggs", [True]),
+    ("\\(1/3 \\times 18 = 6\\)", [True]),
+    ("She pays $12.40 + $89.00 = $101.40", [True]),
+    ("15% of 89 = 13.35", [True]),
+    ("2 x 3 = 7", [False]),
+    ("\\frac{3}{4} \\cdot 20 = 15", [True]),
+    ("10/3 = 3.33 but 10/3 = 3.2", [True, False]),
+    ("1,000 + 250 = 1,250", [True]),
+    ("(3 + 4) * 2 = 14, then 14 − 4 = 11", [True, False]),
+    ("7 × 6 ÷ 2 = 21", [True]),
+    ("x = 5 and y = 2", []),
+])
+def test_equations(text, expr_ok) -> None:
+    assert [e.ok for e in equations(text)] == expr_ok
+
+
+def test_safe_eval_is_arithmetic_only() -> None:
+    assert safe_eval("2 ** 10") == 1024
+    assert safe_eval("__import__('os')") is None and safe_eval("1/0") is None and safe_eval("9 ** 99999") is None
+
+
+def test_provenance_flags_invented_numbers() -> None:
+    problem = "Janet's ducks lay 16 eggs per day. She eats three for breakfast."
+    assert invented("She has 16 - 3 = 13 eggs left", known_values([problem])) == []
+    later = known_values([problem, "She has 16 - 3 = 13 eggs left"])  # 13 was derived in an earlier step
+    assert invented("She sells 13 * 2.5 = 32.5 and 45 more", later) == [2.5, 45.0]
+
+
+def test_synthetic_perturbation_labels_the_changed_step() -> None:
+    import random
+
+    steps, annots = reference_steps("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18")
+    assert steps == ["Janet sells 16 - 3 - 4 = 9 eggs.", "She makes 9 * 2 = $18."]
+    seen = set()
+    for seed in range(60):
+        out = perturb("Janet's ducks lay 16 eggs. She eats 3 and bakes with 4. $2 each.", steps, annots, random.Random(seed))
+        if out:
+            new, k, kind = out
+            seen.add(kind)
+            assert 0 <= k < len(steps) and (new[k] != steps[k] or kind == "skipped")
+    assert {"arith", "operation", "altered"} <= seen
+
+
+def test_shipped_verifier_scores_and_flags() -> None:
+    v = ProcessVerifier.load()
+    assert v.meta["training_data_sha256"] and v.meta["training_traces"] > 1000 and 0 < v.threshold < 1
+    good = v.verify("Tom has 3 apples and buys 5 more. How many?", ["He has 3 + 5 = 8 apples.", "The answer is 8."])
+    bad = v.verify("Tom has 3 apples and buys 5 more. How many?", ["He has 3 + 5 = 9 apples.", "The answer is 9."])
+    assert len(good.step_scores) == 2 and good.first_error_step == -1
+    assert bad.first_error_step == 0 and bad.p_flawed > good.p_flawed
+    huge = v.verify("p", ["1 + 1 = 2"] * (MAX_STEPS + 10))
+    assert huge.truncated and len(huge.step_scores) == MAX_STEPS
+    assert "truncated" in huge.as_dict()
+    for bad_input in (("p", []), ("p", "not a list"), (None, ["x"]), ("p", [1, 2])):
+        with pytest.raises(InvalidRequestError):
+            v.verify(*bad_input)
+    assert v.verify("∑ π", ["√4 = 2 so 2 × 3 = 6", "naïve text with no numbers"]).first_error_step in (-1, 0, 1)
+
+
+def test_training_is_reproducible_on_small_data(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[2] / "shared" / "data"
+    data = tmp_path / "data"
+    (data / "processbench").mkdir(parents=True)
+    (data / "gsm8k").mkdir()
+    for name in ("gsm8k", "math"):
+        rows = json.loads((src / "processbench" / f"{name}.json").read_text())[:40]
+        (data / "processbench" / f"{name}.json").write_text(json.dumps(rows))
+    (data / "gsm8k" / "train.jsonl").write_text("\n".join((src / "gsm8k" / "train.jsonl").read_text().splitlines()[:80]))
+    a = train_verifier("math", tmp_path / "a.json", data, n_synthetic=60)
+    b = train_verifier("math", tmp_path / "b.json", data, n_synthetic=60)
+    assert a["training_data_sha256"] == b["training_data_sha256"] and a["weights"] == b["weights"]
+    assert a["holdout"] == "math" and a["training_traces"] > 40
+    assert ProcessVerifier.load(tmp_path / "a.json").verify("p", ["1 + 1 = 3"]).first_error_step == 0
+    with pytest.raises(InvalidRequestError):
+        train_verifier("physics", tmp_path / "c.json", data)
+
+
+def test_grounding_values() -> None:
+    ctx = Context(["Order ORD-10422 for Jane Doe, 2 lamps at $12.50, phone +1 (415) 555-0199"])
+    assert ungrounded({"order_id": "ORD-10422", "name": "jane doe", "total": 25.0, "qty": 2}, ctx, None) == []
+    assert ungrounded({"phone": "415-555-0199"}, ctx, None) == []  # other separators, same digits
+    bad = ungrounded({"order_id": "ORD-99999", "email": "jane@x.com", "amount": 49.99}, ctx, None)
+    assert len(bad) == 3 and bad[0].startswith("order_id")
+    schema = {"properties": {"status": {"enum": ["open", "closed"]}, "note": {"type": "string"}}}
+    assert ungrounded({"status": "closed", "note": "customer asked politely for a quick update today"}, ctx, schema) == []
+
+
+def _result(content=None, calls=None):
+    msg = {"role": "assistant", "content": content}
+    if calls:
+        msg["tool_calls"] = calls
+    return ChatResult("m", msg, "stop", 1, 1, 1.0)
+
+
+def test_grounding_checks() -> None:
+    tools = [{"type": "function", "function": {"name": "track", "parameters": {
+        "type": "object", "properties": {"order_id": {"type": "string"}}}}}]
+    st = Step({"messages": [{"role": "user", "content": "Where is ORD-10422?"}], "tools": tools}, StepKind.TOOL_CHOICE)
+    assert check_args_grounded(st, _result(calls=[make_call("track", {"order_id": "ORD-10422"})]), POL).passed
+    v = check_args_grounded(st, _result(calls=[make_call("track", {"order_id": "12345"})]), POL)
+    assert not v.passed and "track.order_id = '12345'" in v.reason
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    ex = Step({"messages": [{"role": "user", "content": "Hi, I'm Jane Doe"}],
+               "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}, StepKind.EXTRACTION)
+    assert check_extraction_grounded(ex, _result('{"name": "Jane Doe"}'), POL).passed
+    assert not check_extraction_grounded(ex, _result('{"name": "John Smith"}'), POL).passed
+
+
+def test_process_check_on_reasoning_answers() -> None:
+    st = Step({"messages": [{"role": "user", "content": "Tom has 3 apples and buys 5 more. How many?"}]}, StepKind.REASONING)
+    v = check_process(st, _result("He starts with 3.\nHe buys 5, so 3 + 5 = 9.\nThe answer is 9."), POL)
+    assert not v.passed and "3 + 5 = 9 is wrong (8)" in v.reason
+    assert check_process(st, _result("He starts with 3.\nHe buys 5, so 3 + 5 = 8.\nThe answer is 8."), POL).passed
+    assert check_process(st, _result("Eight."), POL) is None  # one step: nothing to check
+    assert split_steps("First 2 + 2 = 4. Then 4 * 3 = 12. So 12.") == ["First 2 + 2 = 4.", "Then 4 * 3 = 12.", "So 12."]
