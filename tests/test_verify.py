@@ -102,6 +102,8 @@ def test_grounding_values() -> None:
     ctx = Context(["Order ORD-10422 for Jane Doe, 2 lamps at $12.50, phone +1 (415) 555-0199"])
     assert ungrounded({"order_id": "ORD-10422", "name": "jane doe", "total": 25.0, "qty": 2}, ctx, None) == []
     assert ungrounded({"phone": "415-555-0199"}, ctx, None) == []  # other separators, same digits
+    assert ungrounded({"query": "lamps for Jane Doe order"}, ctx, None) == []  # a phrase made of the conversation's words
+    assert ungrounded({"query": "warranty of the blue sofa"}, ctx, None) != []
     bad = ungrounded({"order_id": "ORD-99999", "email": "jane@x.com", "amount": 49.99}, ctx, None)
     assert len(bad) == 3 and bad[0].startswith("order_id")
     schema = {"properties": {"status": {"enum": ["open", "closed"]}, "note": {"type": "string"}}}
@@ -136,3 +138,27 @@ def test_process_check_on_reasoning_answers() -> None:
     assert check_process(st, _result("He starts with 3.\nHe buys 5, so 3 + 5 = 8.\nThe answer is 8."), POL).passed
     assert check_process(st, _result("Eight."), POL) is None  # one step: nothing to check
     assert split_steps("First 2 + 2 = 4. Then 4 * 3 = 12. So 12.") == ["First 2 + 2 = 4.", "Then 4 * 3 = 12.", "So 12."]
+
+
+def test_label_margin_from_alternatives() -> None:
+    import math
+
+    from smallfleet.verify.checks import check_label_margin, label_margins
+
+    schema = {"type": "object", "properties": {"category": {"enum": ["refund", "billing", "feedback"]}}}
+    st = Step({"messages": [{"role": "user", "content": "x"}],
+               "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}}, StepKind.CLASSIFICATION)
+    toks = ['{"', "category", '":', ' "', "ref", "und", '"}']
+    tops = [{} for _ in toks]
+
+    def res(alts):
+        tops[4] = {k: math.log(v) for k, v in alts.items()}
+        return ChatResult("m", {"role": "assistant", "content": "".join(toks)}, "stop", 1, 1, 1.0,
+                          token_texts=toks, token_logprobs=[0.0] * len(toks), top_logprobs=list(tops))
+
+    clear = res({"ref": 0.6, "bill": 0.05, "```": 0.3})
+    assert label_margins(st, clear)["category"] > 0.8 and check_label_margin(st, clear, POL).passed
+    close_call = res({"ref": 0.3, "bill": 0.28, "feed": 0.02})
+    v = check_label_margin(st, close_call, POL)
+    assert not v.passed and "category: margin" in v.reason
+    assert check_label_margin(st, ChatResult("m", {"role": "assistant", "content": "{}"}, "stop", 1, 1, 1.0), POL) is None

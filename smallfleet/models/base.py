@@ -24,6 +24,7 @@ class ChatResult:
     token_logprobs: list[float] | None = None  # log-probability of each generated token
     token_texts: list[str] | None = None  # the tokens themselves, aligned with token_logprobs
     raw_text: str = ""  # the generated text before tool calls were lifted out of it
+    top_logprobs: list[dict[str, float]] | None = None  # per token: alternative token -> logprob
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -85,6 +85,8 @@ class LlamaCppBackend:
         req.setdefault("temperature", 0.0)  # agent steps want repeatable answers unless asked otherwise
         if "logprobs" not in req:
             req["logprobs"] = True  # feeds the confidence check; cheap
+            if isinstance(req.get("response_format"), dict):
+                req["top_logprobs"] = 5  # alternatives at each label token, for the label-margin check
         tools = req.get("tools") or []
         names = {t["function"]["name"] for t in tools}
         tc = req.get("tool_choice", "auto")
@@ -144,6 +146,8 @@ class LlamaCppBackend:
             cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
             latency_ms=latency, token_logprobs=[c["logprob"] for c in toks] or None,
             token_texts=[c.get("token", "") for c in toks] or None, raw_text=raw_text,
+            top_logprobs=[{a.get("token", ""): a["logprob"] for a in c.get("top_logprobs") or [] if "logprob" in a}
+                          for c in toks] if any(c.get("top_logprobs") for c in toks) else None,
             extra={"timings": res.get("timings", {})},
         )
 

@@ -63,6 +63,62 @@ def check_extraction_grounded(step: Step, result: ChatResult, policy: KindPolicy
     return Verdict("extraction_grounded", True)
 
 
+def _label_props(schema: dict[str, Any] | None) -> dict[str, list[str]]:
+    props = (schema or {}).get("properties") or {}
+    return {k: [str(x) for x in v["enum"]] for k, v in props.items() if isinstance(v, dict) and isinstance(v.get("enum"), list)}
+
+
+def label_margins(step: Step, result: ChatResult) -> dict[str, float]:
+    """For each enum field: p(chosen label) minus p(best other label), from the alternatives at the
+    token where the label starts, renormalised over the allowed labels that appear there."""
+    import math
+
+    from ..checks import json_value_spans
+
+    toks, tops = result.token_texts, result.top_logprobs
+    labels = _label_props(step.schema)
+    if not toks or not tops or not labels:
+        return {}
+    text = "".join(toks)
+    starts, pos = [], 0
+    for t in toks:
+        starts.append(pos)
+        pos += len(t)
+    out: dict[str, float] = {}
+    for a, b, key in json_value_spans(text):
+        if key not in labels or a >= len(text):
+            continue
+        i = max(j for j, s0 in enumerate(starts) if s0 <= a)
+        chosen = text[a:b]
+        mass: dict[str, float] = {}
+        for alt, lp in tops[i].items():
+            frag = (text[starts[i]:a] + "").strip()
+            piece = alt[len(frag):] if alt.startswith(frag) else alt.lstrip(' "')
+            for lab in labels[key]:
+                if piece and lab.startswith(piece):
+                    mass[lab] = mass.get(lab, 0.0) + math.exp(lp)
+                    break
+        total = sum(mass.values())
+        if total <= 0 or chosen not in labels[key]:
+            continue
+        ranked = sorted(((v / total, k) for k, v in mass.items()), reverse=True)
+        p_chosen = mass.get(chosen, 0.0) / total
+        p_other = max((p for p, k in ranked if k != chosen), default=0.0)
+        out[key] = p_chosen - p_other
+    return out
+
+
+def check_label_margin(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+    """Classification: a decision between two labels that were nearly as likely is flagged."""
+    margins = label_margins(step, result)
+    if not margins:
+        return None
+    key, m = min(margins.items(), key=lambda kv: kv[1])
+    ok = m >= LABEL_MARGIN
+    return Verdict("label_margin", ok, "" if ok else f"{key}: margin {m:.2f} over the next label < {LABEL_MARGIN}", m)
+
+
+LABEL_MARGIN = 0.2
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\\])")
 
 
@@ -92,5 +148,5 @@ def check_process(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict
 
 
 for _name, _fn in (("args_grounded", check_args_grounded), ("extraction_grounded", check_extraction_grounded),
-                   ("process", check_process)):
+                   ("process", check_process), ("label_margin", check_label_margin)):
     register_check(_name, _fn)

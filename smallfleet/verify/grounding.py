@@ -3,7 +3,8 @@
 A value is grounded when it appears in the conversation (user, system, tool results) after
 normalising case, spacing, punctuation and number formats, or is a simple derivation of numbers that
 appear there (a sum, difference, product or quotient of two, or a percentage). Long free text is
-composed, not copied, so it is not judged here; enum and boolean choices are not values.
+composed, not copied, so it is not judged here, and a short phrase passes when most of its words
+come from the conversation; enum and boolean choices are not values.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Context:
 
     def __init__(self, texts: list[str]) -> None:
         self.text = _norm("\n".join(texts))
+        self.words = set(re.findall(r"\w+", self.text))
         self.digits = re.sub(r"\D", "", "\n".join(texts))
         self.values = known_values(texts)
         nums = sorted({v for t in texts for v in numbers(t)})[:60]
@@ -63,6 +65,9 @@ class Context:
             return None
         if t in self.text:
             return True
+        words = [w for w in re.findall(r"\w+", t) if len(w) > 1]
+        if len(words) >= 2:  # a phrase composed from the conversation's words (a search query, a summary)
+            return sum(w in self.words for w in words) / len(words) >= 0.6
         d = re.sub(r"\D", "", s)
         if len(d) >= 5 and d in self.digits:  # phone numbers, ids written with other separators
             return True
