@@ -45,6 +45,13 @@ class Restoration:
     mangled: list[str] = field(default_factory=list)  # repaired forms, e.g. "[PERSON 1]"
     unknown: list[str] = field(default_factory=list)  # placeholders the vault does not know
 
+    def absorb(self, other: Restoration) -> str:
+        """Add another restoration's counts to this report; return its text."""
+        self.restored += other.restored
+        self.mangled += other.mangled
+        self.unknown += other.unknown
+        return other.text
+
 
 class Pseudonymizer:
     def __init__(self, detector: Detector | None = None, vault: Vault | None = None) -> None:
@@ -148,10 +155,7 @@ class Pseudonymizer:
                 for part in c:
                     if isinstance(part, dict) and isinstance(part.get("text"), str):
                         part["text"] = red(part["text"])
-            for tc in m.get("tool_calls") or []:
-                fn = tc.get("function") or {}
-                if isinstance(fn.get("arguments"), str):
-                    fn["arguments"] = self._map_json_strings(fn["arguments"], red)
+            self._map_tool_args(m, red)
         return out, count
 
     def restore_message(self, message: dict[str, Any]) -> tuple[dict[str, Any], Restoration]:
@@ -160,19 +164,19 @@ class Pseudonymizer:
         msg = copy.deepcopy(message)
 
         def rest(t: str) -> str:
-            r = self.restore(t)
-            total.restored += r.restored
-            total.mangled += r.mangled
-            total.unknown += r.unknown
-            return r.text
+            return total.absorb(self.restore(t))
 
         if isinstance(msg.get("content"), str):
             msg["content"] = rest(msg["content"])
-        for tc in msg.get("tool_calls") or []:
-            fn = tc.get("function") or {}
-            if isinstance(fn.get("arguments"), str):
-                fn["arguments"] = self._map_json_strings(fn["arguments"], rest)
+        self._map_tool_args(msg, rest)
         return msg, total
+
+    def _map_tool_args(self, message: dict[str, Any], fn: Any) -> None:
+        """Apply ``fn`` to every string value inside the message's tool-call arguments, in place."""
+        for tc in message.get("tool_calls") or []:
+            f = tc.get("function") or {}
+            if isinstance(f.get("arguments"), str):
+                f["arguments"] = self._map_json_strings(f["arguments"], fn)
 
     def stream_restorer(self) -> StreamRestorer:
         return StreamRestorer(self)
@@ -187,11 +191,7 @@ class StreamRestorer:
         self.report = Restoration("")
 
     def _emit(self, text: str) -> str:
-        r = self.pz.restore(text)
-        self.report.restored += r.restored
-        self.report.mangled += r.mangled
-        self.report.unknown += r.unknown
-        return r.text
+        return self.report.absorb(self.pz.restore(text))
 
     def feed(self, delta: str) -> str:
         self.buf += delta
