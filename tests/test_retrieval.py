@@ -1,0 +1,92 @@
+"""The knowledge base: reading, chunking, incremental indexing, hybrid search (MiniLM int8 ONNX)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smallfleet.errors import InvalidRequestError
+from smallfleet.retrieval import Store, chunk, only_stopwords, read_text, rrf
+
+from .test_cli import sf
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    d = tmp_path_factory.mktemp("kb")
+    (d / "lamps.md").write_text("# Lamps\n\nThe Arc pendant takes E27 bulbs.\n\n# Warranty\n\n"
+                                "The Halo ceiling light has a 3-year warranty including the LED driver.\n")
+    (d / "shipping.html").write_text("<html><body><h1>Shipping</h1><p>Parcels to Finland arrive in five working days."
+                                     "</p><script>var secret = 1;</script></body></html>")
+    (d / "returns.txt").write_text("Returns are accepted within 30 days if the item is unused.", encoding="cp1252")
+    s = Store(d / "kb.db")
+    for f in ("lamps.md", "shipping.html", "returns.txt"):
+        assert s.add(d / f) == "added"
+    s.dir = d  # type: ignore[attr-defined]
+    return s
+
+
+def test_reading_and_chunking(tmp_path: Path) -> None:
+    html = tmp_path / "a.html"
+    html.write_text("<h2>T</h2><p>Body text.</p><style>x{}</style><script>evil()</script>")
+    assert "evil" not in read_text(html) and "## T" in read_text(html)
+    binary = tmp_path / "b.bin"
+    binary.write_bytes(b"\x00\x01" * 100)
+    with pytest.raises(InvalidRequestError, match="binary"):
+        read_text(binary)
+    latin = tmp_path / "c.txt"
+    latin.write_bytes("café crème".encode("cp1252"))
+    assert read_text(latin) == "café crème"
+    long = "# A\n\n" + " ".join(f"Sentence number {i} is here." for i in range(200)) + "\n\n# B\n\nShort."
+    pieces = chunk(long, size=300)
+    assert all(len(t) <= 300 for _, t in pieces) and pieces[0][0] == "A" and pieces[-1] == ("B", "Short.")
+    assert chunk("") == []
+
+
+def test_incremental_indexing(store: Store, tmp_path: Path) -> None:
+    d = store.dir  # type: ignore[attr-defined]
+    assert store.add(d / "lamps.md") == "unchanged"
+    (d / "returns.txt").write_text("Returns are accepted within 60 days.")
+    assert store.add(d / "returns.txt") == "updated"
+    docs = {Path(x["path"]).name: x["chunks"] for x in store.list()}
+    assert docs == {"lamps.md": 2, "shipping.html": 1, "returns.txt": 1}
+    hits = store.search("how many days for returns", 1)
+    assert "60 days" in hits[0].text
+    assert store.remove(d / "returns.txt") and not store.remove(d / "returns.txt")
+
+
+@pytest.mark.parametrize("query, source", [
+    ("which bulb fits the pendant?", "lamps.md"),
+    ("how long is the guarantee on the ceiling lamp", "lamps.md"),  # no shared keyword: dense finds it
+    ("delivery time to Finland", "shipping.html"),
+])
+def test_hybrid_search(store: Store, query: str, source: str) -> None:
+    hits = store.search(query, 2)
+    assert Path(hits[0].source).name == source and hits[0].score > 0
+
+
+def test_search_modes_and_bad_queries(store: Store) -> None:
+    assert store.bm25("the of and", 5) == []  # stopwords only: nothing for the keyword index
+    assert only_stopwords("what is the") and not only_stopwords("the pendant")
+    assert store.search("what is the", 1, mode="hybrid")  # dense still ranks
+    with pytest.raises(InvalidRequestError):
+        store.search("   ")
+    with pytest.raises(InvalidRequestError):
+        store.search("x", mode="magic")
+    assert rrf([[1, 2], [2, 3]])[2] > rrf([[1, 2], [2, 3]])[1]
+
+
+def test_index_and_search_cli(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# Lamps\n\nThe Arc pendant takes E27 bulbs.")
+    (tmp_path / "docs" / "junk.bin").write_bytes(b"\x00" * 64)
+    idx = str(tmp_path / "kb.db")
+    r = sf("index", "add", str(tmp_path / "docs"), "--index", idx)
+    assert r.returncode == 1 and "1 added" in r.stdout and "binary" in r.stderr
+    r = sf("search", "pendant bulbs", "--index", idx, "--json", "--k", "3")
+    hits = json.loads(r.stdout)
+    assert r.returncode == 0 and hits[0]["source"].endswith("a.md") and {"id", "source", "score", "text"} <= set(hits[0])
+    r = sf("search", "-", "--index", idx, input="pendant\nthe\n")
+    assert len(r.stdout.splitlines()) == 2 and "only common words" in r.stderr
+    r = sf("search", "x", "--index", str(tmp_path / "none.db"))
+    assert r.returncode == 2 and "no index" in r.stderr
