@@ -176,9 +176,8 @@ class Cascade:
             if rep.mangled or rep.unknown:
                 note = (f"repaired mangled placeholders {rep.mangled}; " if rep.mangled else "") + \
                        (f"left unknown placeholders {rep.unknown}" if rep.unknown else "")
-        fin, fout = self.config.frontier_price()
         att = Attempt(spec, tier, res, cost_usd=spec.cost(res.tokens_in, res.tokens_out),
-                      frontier_cost_usd=(res.tokens_in * fin + res.tokens_out * fout) / 1_000_000,
+                      frontier_cost_usd=self.config.frontier_cost(res.tokens_in, res.tokens_out),
                       pseudonymised=hidden, restore_note=note)
         policy = self.router.policy(step)
         att.verdicts = run_checks(checks, step, res, policy)
@@ -335,9 +334,8 @@ class LiveStream:
         finally:
             res = ChatResult(self.spec.name, {"role": "assistant", "content": "".join(parts)}, finish, tin,
                              tout or len(parts), (time.perf_counter() - t0) * 1000)
-            fin, fout = self.cascade.config.frontier_price()
             att = Attempt(self.spec, self.spec.tier, res, error=error, cost_usd=self.spec.cost(tin, res.tokens_out),
-                          frontier_cost_usd=(tin * fin + res.tokens_out * fout) / 1_000_000, pseudonymised=hidden)
+                          frontier_cost_usd=self.cascade.config.frontier_cost(tin, res.tokens_out), pseudonymised=hidden)
             att.verdicts = run_checks(self.cascade.router.policy(self.step).checks, self.step, res,
                                       self.cascade.router.policy(self.step))
             self.outcome = Outcome(self.step, [att])

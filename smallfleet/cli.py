@@ -563,8 +563,7 @@ def verifier_train(holdout: str, out: str, data_dir: str | None, synthetic: int,
     with console.status("extracting features and training …"):
         meta = train_verifier(None if holdout == "none" else holdout, out, data_dir, synthetic, seed)
     m = meta["train_metrics"]
-    out_console = out
-    console.print(f"wrote {out_console}: {meta['training_traces']} traces ({meta['training_steps']} steps), threshold "
+    console.print(f"wrote {out}: {meta['training_traces']} traces ({meta['training_steps']} steps), threshold "
                   f"{meta['threshold']}, on ProcessBench training traces acc_err {m['acc_erroneous']:.3f} acc_ok "
                   f"{m['acc_correct']:.3f} F1 {m['f1']:.3f}; data sha256 {meta['training_data_sha256'][:12]}…")
 

@@ -123,6 +123,11 @@ class Config:
             return self.reference_price_in, self.reference_price_out
         return f.price_in, f.price_out
 
+    def frontier_cost(self, tokens_in: int, tokens_out: int) -> float:
+        """What these tokens would have cost on the frontier: the counterfactual the reports compare with."""
+        pin, pout = self.frontier_price()
+        return (tokens_in * pin + tokens_out * pout) / 1_000_000
+
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")

@@ -205,14 +205,6 @@ def known_values(texts: list[str]) -> set[float]:
 
 def invented(step: str, known: set[float]) -> list[float]:
     """Numbers a step uses as *inputs* that appear nowhere before it (results of its own equations excluded)."""
-    results = {_key(eq.claimed) for eq in equations(step)}
-    own = known_values([step])  # a value computed earlier in the same step may be reused later in it
-    used = []
-    for v in numbers(step):
-        k = _key(v)
-        if k in results or k in known or v in COMMON or (v.is_integer() and 0 <= v <= 10):
-            continue
-        if k in own and any(_key(eq.claimed) == k for eq in equations(step)):
-            continue
-        used.append(v)
-    return used
+    results = {_key(eq.claimed) for eq in equations(step)}  # values this step computes may be reused in it
+    return [v for v in numbers(step)
+            if not (_key(v) in results or _key(v) in known or v in COMMON or (v.is_integer() and 0 <= v <= 10))]

@@ -29,15 +29,15 @@ def trace_features(problem: str, steps: list[str]) -> list[list[float]]:
     rows: list[list[float]] = []
     n = len(steps)
     earlier_wrong = earlier_invented = 0.0
+    problem_nums = known_values([problem])
+    known = set(problem_nums)  # grows step by step: what the problem and the earlier steps stated
     for i, step in enumerate(steps):
-        known = known_values([problem, *steps[:i]])
         eqs = equations(step)
         wrong = [e for e in eqs if e.ok is False]
         unevaluated = sum(1 for e in eqs if e.ok is None)
         inv = invented(step, known)
         nums = numbers(step)
         max_err = max((e.rel_error for e in wrong), default=0.0)
-        problem_nums = known_values([problem])
         uses_problem = any(round(v, 4) in problem_nums for v in nums)
         row = [
             1.0, float(len(eqs)), float(len(wrong)), float(bool(wrong)), math.log1p(min(max_err, 1e6)), float(unevaluated),
@@ -47,6 +47,7 @@ def trace_features(problem: str, steps: list[str]) -> list[list[float]]:
             float(not nums), float(bool(eqs) and bool(inv)), float(bool(wrong) and i == n - 1), float(uses_problem),
         ]
         rows.append(row)
+        known |= known_values([step])
         earlier_wrong = max(earlier_wrong, float(bool(wrong)))
         earlier_invented = max(earlier_invented, float(bool(inv)))
     return rows
