@@ -17,6 +17,7 @@ import orjson
 from .checks import Verdict, run_checks
 from .config import Config, ModelSpec
 from .errors import BackendError, ContextLengthError, SmallfleetError
+from .guards import Guard, Review, call_token
 from .ledger import AttemptRow, Ledger
 from .models import ChatResult, Fleet
 from .privacy.guard import PrivacyGuard
@@ -52,6 +53,8 @@ class Attempt:
 class Outcome:
     step: Step
     attempts: list[Attempt]
+    guard: Review | None = None
+    guard_mode: str = "off"
 
     @property
     def final(self) -> Attempt:
@@ -108,6 +111,10 @@ class Outcome:
             "escalated": self.escalated, "verdict": self.verdict, "cost_usd": round(self.cost_usd, 8), "reason": self.reason,
             "attempts": [{"model": a.spec.name, "tier": a.tier, "passed": a.passed, "error": a.error,
                           "checks": [v.as_dict() for v in a.verdicts]} for a in self.attempts],
+            **({"guard": {"mode": self.guard_mode, "trust": self.guard.label.name.lower(), "risk": self.guard.risk,
+                          "decisions": [d.as_dict() for d in self.guard.decisions],
+                          "injection": [{"source": s, "score": f.score, "reasons": list(f.reasons)} for s, f in self.guard.flagged]}}
+               if self.guard is not None else {}),
         }
 
     def headers(self) -> dict[str, str]:
@@ -121,7 +128,25 @@ class Outcome:
             "x-smallfleet-step-id": self.step.step_id,
             "x-smallfleet-reason": self.reason.encode("ascii", "replace").decode()[:300],
             "x-smallfleet-verdict": self.verdict,
+            **self.guard_headers(),
         }
+
+    def guard_headers(self) -> dict[str, str]:
+        g = self.guard
+        if g is None:
+            return {}
+        out = {"x-smallfleet-trust": g.label.name.lower(), "x-smallfleet-risk": g.risk}
+        blocked = g.blocked
+        if blocked:
+            state = {"block": "blocked", "flag": "flagged", "confirm": "needs-confirmation"}[self.guard_mode]
+            out["x-smallfleet-guard"] = f"{state}: " + "; ".join(f"{d.tool}: {d.reason}" for d in blocked)[:400].encode(
+                "ascii", "replace").decode()
+        elif g.decisions:
+            out["x-smallfleet-guard"] = "allowed"
+        if g.flagged:
+            out["x-smallfleet-injection"] = "; ".join(f"{src}: {', '.join(f.reasons[:2])}" for src, f in g.flagged)[:300].encode(
+                "ascii", "replace").decode()
+        return out
 
     @property
     def verdict(self) -> str:
@@ -140,12 +165,13 @@ def estimate_tokens(request: dict[str, Any]) -> int:
 
 class Cascade:
     def __init__(self, config: Config, fleet: Fleet, ledger: Ledger | None = None,
-                 privacy: PrivacyGuard | None = None) -> None:
+                 privacy: PrivacyGuard | None = None, guard: Guard | None = None) -> None:
         self.config = config
         self.fleet = fleet
         self.ledger = ledger
         self.router = Router(config)
         self.privacy = privacy
+        self.guard = guard
 
     def _guarded(self, spec: ModelSpec) -> bool:
         """Personal data is pseudonymised for every model that does not run on this machine."""
@@ -191,6 +217,7 @@ class Cascade:
         else:
             attempts = await self._cascade(step)
         outcome = Outcome(step, attempts)
+        self._apply_guard(outcome)
         await self._record(outcome)
         final = outcome.final
         if final.result is None:
@@ -244,6 +271,44 @@ class Cascade:
                 attempts.append(best)
         return attempts
 
+    def _apply_guard(self, outcome: Outcome) -> None:
+        """Check the final answer's tool calls against policy and provenance; block, flag or ask to confirm."""
+        mode = outcome.step.guard_mode or self.config.guards.mode
+        res = outcome.final.result
+        if self.guard is None or mode == "off" or res is None:
+            return
+        step = outcome.step
+        calls = res.message.get("tool_calls") or []
+        has_tool_text = any(m.get("role") == "tool" for m in step.messages)
+        if not calls and not has_tool_text:
+            return  # nothing untrusted read and nothing to decide: keep the hot path free
+        review = self.guard.review(step.messages, calls, step.tools, step.approved)
+        outcome.guard, outcome.guard_mode = review, mode
+        if mode == "flag" or not review.blocked:
+            return
+        keep = [tc for tc, d in zip(calls, review.decisions) if d.allowed]
+        lines = []
+        for tc, d in zip(calls, review.decisions):
+            if d.allowed:
+                continue
+            fn = tc.get("function") or {}
+            line = f"I did not call {d.tool}: {d.reason}."
+            if mode == "confirm":
+                from .guards import decode_args
+
+                line += (f" If you want it anyway, confirm and resend with header "
+                         f"x-smallfleet-approve: {call_token(str(fn.get('name')), decode_args(fn.get('arguments')))}")
+            lines.append(line)
+        msg = dict(res.message)
+        text = (msg.get("content") or "").strip()
+        msg["content"] = (text + "\n\n" if text else "") + "\n".join(lines)
+        if keep:
+            msg["tool_calls"] = keep
+        else:
+            msg.pop("tool_calls", None)
+            res.finish_reason = "stop"
+        res.message = msg
+
     def can_stream_live(self, step: Step) -> bool:
         """Live streaming is for text answers only: tool calls and JSON must be checked before they leave."""
         return not step.tools and not step.wants_json()
@@ -277,8 +342,20 @@ class Cascade:
                 latency_ms=r.latency_ms if r else 0.0, checks=[v.as_dict() for v in a.verdicts], passed=a.passed,
                 escalated=a.escalated, final=i == len(outcome.attempts) - 1, error=self._scrub(a.error, step),
                 reason=final_reason if i == len(outcome.attempts) - 1 else self._scrub(a.failed_reason, step) or None,
+                guard=self._guard_rows(outcome, step) if i == len(outcome.attempts) - 1 else (),
             ))
         await self.ledger.record_step_async(rows, step.budget_usd)
+
+
+    def _guard_rows(self, outcome: Outcome, step: Step) -> tuple[dict[str, Any], ...]:
+        g = outcome.guard
+        if g is None:
+            return ()
+        rows = [{"tool": d.tool, "action": d.action.value, "rule": d.rule, "reason": self._scrub(d.reason, step) or "",
+                 "argument": d.argument, "mode": outcome.guard_mode} for d in g.decisions]
+        rows += [{"tool": "", "action": "injection_flagged", "rule": "detector", "reason": f"{src}: {', '.join(f.reasons)}",
+                  "argument": None, "mode": outcome.guard_mode} for src, f in g.flagged]
+        return tuple(rows)
 
 
 class LiveStream:

@@ -266,6 +266,12 @@ def print_report(rep: Any, path: Path | None = None) -> None:
         t.add_row(r["step_kind"], str(r["steps"]), str(r["escalated"]), f"{r['escalation_rate']:.1%}",
                   f"{r['spend_usd']:.6f}", f"{r['mean_latency_ms']:.0f}")
     out.print(t)
+    g = rep.guard
+    if g and any(g.get(k) for k in ("allowed", "blocked", "needs_confirmation", "flagged_only", "injections_flagged")):
+        rules = ", ".join(f"{r} {n}" for r, n in sorted(g["by_rule"].items(), key=lambda x: -x[1]))
+        out.print(f"tool-call guard: {g['allowed']} allowed, {g['blocked']} blocked, {g['needs_confirmation']} awaiting "
+                  f"confirmation, {g['flagged_only']} flagged only; {g['injections_flagged']} injection(s) flagged"
+                  + (f" [dim](by rule: {rules})[/]" if rules else ""))
 
 
 # -- models ------------------------------------------------------------------------------------------
@@ -691,6 +697,11 @@ def search(query: str, index_path: str | None, k: int, mode: str, as_json: bool)
             for h in hits:
                 out.print(f"[bold]{h.score:.4f}[/] {h.source} [dim]#{h.id}[/]\n  {' '.join(h.text.split())[:200]}")
     store.close()
+
+
+from .evals.cli import bench as _bench  # noqa: E402 - its own module; heavy imports stay inside the command
+
+cli.add_command(_bench)
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .guards.settings import MODES as GUARD_MODES
+from .guards.settings import GuardSettings
 from .privacy.guard import PrivacySettings
 from .step import StepKind
 
@@ -100,6 +102,7 @@ class Config:
     run_budget_usd: float | None = None
     stream_mode: str = "verified"  # or "live": text steps stream token by token, checks recorded after
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    guards: GuardSettings = field(default_factory=GuardSettings)
     source: str = "built-in defaults"
 
     def tier_model(self, tier: str) -> ModelSpec:
@@ -340,6 +343,27 @@ def _parse_privacy(d: Any, env: dict[str, str]) -> PrivacySettings:
                            entities=entities, threshold=threshold, ner=_get(d, "ner", bool, "privacy", True))
 
 
+def _parse_guards(d: Any, env: dict[str, str]) -> GuardSettings:
+    if not isinstance(d, dict):
+        raise ConfigError("guards must be a table.")
+    unknown = set(d) - {"mode", "policy_file", "detector", "trusted_tools"}
+    if unknown:
+        raise ConfigError(f"guards: unknown key(s) {', '.join(sorted(unknown))}.",
+                          hint="allowed: mode, policy_file, detector, trusted_tools")
+    mode = env.get("SMALLFLEET_GUARD") or _get(d, "mode", str, "guards", "block")
+    if mode not in GUARD_MODES:
+        raise ConfigError(f"guard mode {mode!r}: use one of {', '.join(GUARD_MODES)}.", hint="guards.mode or SMALLFLEET_GUARD")
+    pf = env.get("SMALLFLEET_POLICY") or _get(d, "policy_file", str, "guards", "")
+    policy_file = Path(pf).expanduser() if pf else None
+    if policy_file is not None and not policy_file.is_file():
+        raise ConfigError(f"policy file {policy_file} does not exist.", hint="fix guards.policy_file or SMALLFLEET_POLICY")
+    trusted = _get(d, "trusted_tools", list, "guards", [])
+    if not all(isinstance(t, str) for t in trusted):
+        raise ConfigError("guards.trusted_tools must be a list of tool names.")
+    return GuardSettings(mode=mode, policy_file=policy_file, detector=_get(d, "detector", bool, "guards", True),
+                         trusted_tools=tuple(trusted))
+
+
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
     """Load and validate the fleet configuration (see module doc for the precedence)."""
     env = dict(os.environ) if env is None else env
@@ -357,10 +381,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         except UnicodeDecodeError:
             raise ConfigError(f"config file {p} is not UTF-8 text.") from None
         source = str(p)
-    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy"}
+    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy", "guards"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}.",
-                          hint="sections: fleet, models, routing, ledger, server, privacy")
+                          hint="sections: fleet, models, routing, ledger, server, privacy, guards")
     fleet = data.get("fleet", {})
     if not isinstance(fleet, dict):
         raise ConfigError("fleet must be a table.")
@@ -412,6 +436,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     if stream_mode not in ("verified", "live"):
         raise ConfigError(f"stream mode {stream_mode!r}: use 'verified' or 'live'.")
     privacy = _parse_privacy(data.get("privacy", {}), env)
+    guards = _parse_guards(data.get("guards", {}), env)
     max_esc = _get(fleet, "max_escalations", int, "fleet", 2)
     if max_esc < 0 or max_esc > len(tiers):
         raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
@@ -419,5 +444,5 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or _get(server, "host", str, "server", "127.0.0.1"), port=port,
-        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, source=source,
+        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, source=source,
     )

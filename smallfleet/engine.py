@@ -12,6 +12,18 @@ from .models import Fleet
 from .privacy.guard import PrivacyGuard
 from .request import validate_request
 from .step import Step, classify_step
+from .errors import InvalidRequestError
+from .guards import Guard, InjectionDetector, PolicyEngine
+from .guards.settings import MODES as GUARD_MODES
+from .guards.settings import GuardSettings
+
+
+def make_guard(settings: GuardSettings) -> Guard:
+    """The gateway's guard: the configured policy file (or name-based defaults) plus the detector."""
+    policy = PolicyEngine.from_file(settings.policy_file) if settings.policy_file else PolicyEngine()
+    for name in settings.trusted_tools:
+        policy.declare(name, trusted_output=True)
+    return Guard(policy, InjectionDetector() if settings.detector else None, use_detector=settings.detector)
 
 
 class Engine:
@@ -26,14 +38,18 @@ class Engine:
         else:
             self.ledger = ledger or None
         self.privacy = PrivacyGuard(self.config.privacy)
-        self.cascade = Cascade(self.config, self.fleet, self.ledger, self.privacy)
+        self.guard = make_guard(self.config.guards)
+        self.cascade = Cascade(self.config, self.fleet, self.ledger, self.privacy, self.guard)
 
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
-                  session_id: str | None = None, budget_usd: float | None = None) -> Step:
+                  session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
+                  approved: frozenset[str] = frozenset()) -> Step:
         validate_request(request)
+        if guard_mode is not None and guard_mode not in GUARD_MODES:
+            raise InvalidRequestError(f"x-smallfleet-guard must be one of {', '.join(GUARD_MODES)}.", param="x-smallfleet-guard")
         budget = budget_usd if budget_usd is not None else (self.config.run_budget_usd if run_id else None)
         return Step(request=request, kind=classify_step(request, step_kind), run_id=run_id,
-                    session_id=session_id, budget_usd=budget)
+                    session_id=session_id, budget_usd=budget, guard_mode=guard_mode, approved=approved)
 
     async def run_step(self, step: Step) -> Outcome:
         return await self.cascade.run(step, step.request.get("model") or "auto")

@@ -52,6 +52,19 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_step ON attempts(step_id);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
 CREATE INDEX IF NOT EXISTS attempts_ts ON attempts(ts);
+CREATE TABLE IF NOT EXISTS guard_events (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    step_id TEXT NOT NULL,
+    run_id TEXT,
+    tool TEXT NOT NULL,
+    action TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    argument TEXT,
+    mode TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS guard_step ON guard_events(step_id);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     budget_usd REAL,
@@ -85,6 +98,7 @@ class AttemptRow:
     final: bool
     error: str | None = None
     reason: str | None = None
+    guard: tuple[dict[str, Any], ...] = ()  # policy decisions on the final answer's tool calls (and flags)
 
 
 class Ledger:
@@ -200,6 +214,8 @@ class Ledger:
                  orjson.dumps(r.checks).decode(), int(r.passed), int(r.escalated), int(r.final), r.error, r.reason)
                 for rows, _ in steps for r in rows]
         runs = [(rows[0].run_id, budget, sum(r.cost_usd for r in rows)) for rows, budget in steps if rows[0].run_id]
+        guard = [(now, r.step_id, r.run_id, g["tool"], g["action"], g["rule"], g["reason"], g.get("argument"), g.get("mode", ""))
+                 for rows, _ in steps for r in rows for g in r.guard]
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -212,6 +228,9 @@ class Ledger:
                     "ON CONFLICT(run_id) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, steps = steps + 1, "
                     "budget_usd = COALESCE(excluded.budget_usd, budget_usd), updated = excluded.updated",
                     [(run, budget, cost, now, now) for run, budget, cost in runs])
+                if guard:
+                    self._db.executemany("INSERT INTO guard_events (ts, step_id, run_id, tool, action, rule, reason, argument, mode) "
+                                         "VALUES (?,?,?,?,?,?,?,?,?)", guard)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -19,6 +19,7 @@ class Report:
     by_tier: list[dict[str, Any]] = field(default_factory=list)
     by_kind: list[dict[str, Any]] = field(default_factory=list)
     by_model: list[dict[str, Any]] = field(default_factory=list)
+    guard: dict[str, Any] = field(default_factory=dict)  # policy decisions: allowed/blocked/confirm, by rule; injections
     run_id: str | None = None
 
     @property
@@ -72,4 +73,18 @@ def build_report(ledger: Ledger, config: Config, run_id: str | None = None) -> R
             f"FROM attempts {where} GROUP BY model, tier ORDER BY 3 DESC", params):
         rep.by_model.append({"model": model, "tier": tier, "attempts": n, "tokens_in": tin, "tokens_out": tout,
                              "spend_usd": cost, "failed_checks": fails})
+    g: dict[str, Any] = {"allowed": 0, "blocked": 0, "needs_confirmation": 0, "flagged_only": 0, "injections_flagged": 0,
+                         "by_rule": {}}
+    for action, rule, mode, n in ledger.query(
+            f"SELECT action, rule, mode, COUNT(*) FROM guard_events {where} GROUP BY action, rule, mode", params):
+        if action == "injection_flagged":
+            g["injections_flagged"] += n
+            continue
+        if action == "allow":
+            g["allowed"] += n
+            continue
+        key = {"flag": "flagged_only", "confirm": "needs_confirmation"}.get(mode, "blocked")
+        g[key] += n
+        g["by_rule"][rule] = g["by_rule"].get(rule, 0) + n
+    rep.guard = g
     return rep

@@ -136,6 +136,8 @@ class Step:
     session_id: str | None = None
     budget_usd: float | None = None
     notes: list[str] = field(default_factory=list)  # routing remarks that end up in the reason
+    guard_mode: str | None = None  # per-request override of guards.mode (header x-smallfleet-guard)
+    approved: frozenset[str] = frozenset()  # call tokens the user approved (header x-smallfleet-approve)
 
     @property
     def privacy_key(self) -> str:

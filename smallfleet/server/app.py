@@ -108,8 +108,10 @@ class Gateway:
                 budget = float(h["x-smallfleet-budget"])
             except ValueError:
                 raise InvalidRequestError("x-smallfleet-budget must be a number of USD.", param="x-smallfleet-budget") from None
+        approved = frozenset(t.strip() for t in h.get("x-smallfleet-approve", "").split(",") if t.strip())
         step = self.engine.make_step(body, step_kind=h.get("x-smallfleet-step-kind"), run_id=h.get("x-smallfleet-run"),
-                                     session_id=h.get("x-smallfleet-session"), budget_usd=budget)
+                                     session_id=h.get("x-smallfleet-session"), budget_usd=budget,
+                                     guard_mode=h.get("x-smallfleet-guard"), approved=approved)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         mode = h.get("x-smallfleet-stream", self.engine.config.stream_mode)
         if mode not in ("verified", "live"):

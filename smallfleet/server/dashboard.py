@@ -50,4 +50,15 @@ saved <b>{rep['savings_pct']:.1f}%</b> · escalation rate {rep['escalation_rate'
 {_table(rep['by_kind'], [('step_kind', 'step kind'), ('steps', 'steps'), ('escalated', 'escalated'), ('escalation_rate', 'rate'), ('spend_usd', 'spend'), ('mean_latency_ms', 'mean latency ms')])}
 <h2>Models</h2>
 {_table(rep['by_model'], [('model', 'model'), ('tier', 'tier'), ('attempts', 'attempts'), ('tokens_in', 'tokens in'), ('tokens_out', 'tokens out'), ('spend_usd', 'spend'), ('failed_checks', 'failed checks')])}
+{_guard(rep.get('guard') or {})}
 </body></html>"""
+
+
+def _guard(g: dict[str, Any]) -> str:
+    if not g or not any(g.get(k) for k in ("allowed", "blocked", "needs_confirmation", "flagged_only", "injections_flagged")):
+        return "<h2>Tool-call guard</h2><p>no tool calls reviewed yet</p>"
+    rows = [{"what": k.replace("_", " "), "n": g.get(k, 0)}
+            for k in ("allowed", "blocked", "needs_confirmation", "flagged_only", "injections_flagged")]
+    rules = [{"rule": r, "n": n} for r, n in sorted(g.get("by_rule", {}).items(), key=lambda x: -x[1])]
+    return ("<h2>Tool-call guard</h2>" + _table(rows, [("what", "decision"), ("n", "count")])
+            + (_table(rules, [("rule", "rule that stopped a call"), ("n", "count")]) if rules else ""))
