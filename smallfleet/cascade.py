@@ -157,6 +157,15 @@ class Outcome:
         return "fail:" + (",".join(v.check for v in f.verdicts if not v.passed) or "error")
 
 
+def _datamarked(request: dict[str, Any]) -> dict[str, Any]:
+    """The request with every tool result wrapped and datamarked, so the model can tell data from instructions."""
+    from .guards import datamark
+
+    msgs = [{**m, "content": datamark(m["content"], f"tool result {i}")} if m.get("role") == "tool" and isinstance(m.get("content"), str)
+            else m for i, m in enumerate(request["messages"])]
+    return {**request, "messages": msgs}
+
+
 def estimate_tokens(request: dict[str, Any]) -> int:
     """Rough prompt size (bytes/3.5) used only for budget estimates; backends count exactly."""
     size = len(orjson.dumps(request.get("messages", []))) + len(orjson.dumps(request.get("tools") or []))
@@ -186,6 +195,8 @@ class Cascade:
             self.ledger.check_budget(step.run_id, step.budget_usd, self._estimate_cost(spec, step))
         backend = self.fleet.get(spec.name)
         request, pz, hidden = step.request, None, -1
+        if step.datamark if step.datamark is not None else self.config.guards.datamark:
+            request = _datamarked(request)
         if self._guarded(spec):
             assert self.privacy is not None
             request, pz, hidden = self.privacy.outbound(step.request, step.privacy_key)
@@ -283,6 +294,8 @@ class Cascade:
         if not calls and not has_tool_text:
             return  # nothing untrusted read and nothing to decide: keep the hot path free
         review = self.guard.review(step.messages, calls, step.tools, step.approved)
+        if step.datamark if step.datamark is not None else self.config.guards.datamark:
+            step.notes.append("tool output shown to the model datamarked")
         outcome.guard, outcome.guard_mode = review, mode
         if mode == "flag" or not review.blocked:
             return

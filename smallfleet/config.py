@@ -346,10 +346,10 @@ def _parse_privacy(d: Any, env: dict[str, str]) -> PrivacySettings:
 def _parse_guards(d: Any, env: dict[str, str]) -> GuardSettings:
     if not isinstance(d, dict):
         raise ConfigError("guards must be a table.")
-    unknown = set(d) - {"mode", "policy_file", "detector", "trusted_tools"}
+    unknown = set(d) - {"mode", "policy_file", "detector", "trusted_tools", "datamark"}
     if unknown:
         raise ConfigError(f"guards: unknown key(s) {', '.join(sorted(unknown))}.",
-                          hint="allowed: mode, policy_file, detector, trusted_tools")
+                          hint="allowed: mode, policy_file, detector, trusted_tools, datamark")
     mode = env.get("SMALLFLEET_GUARD") or _get(d, "mode", str, "guards", "block")
     if mode not in GUARD_MODES:
         raise ConfigError(f"guard mode {mode!r}: use one of {', '.join(GUARD_MODES)}.", hint="guards.mode or SMALLFLEET_GUARD")
@@ -361,7 +361,7 @@ def _parse_guards(d: Any, env: dict[str, str]) -> GuardSettings:
     if not all(isinstance(t, str) for t in trusted):
         raise ConfigError("guards.trusted_tools must be a list of tool names.")
     return GuardSettings(mode=mode, policy_file=policy_file, detector=_get(d, "detector", bool, "guards", True),
-                         trusted_tools=tuple(trusted))
+                         trusted_tools=tuple(trusted), datamark=_get(d, "datamark", bool, "guards", False))
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:

@@ -43,13 +43,25 @@ class Engine:
 
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
-                  approved: frozenset[str] = frozenset()) -> Step:
+                  approved: frozenset[str] = frozenset(), datamark: bool | None = None) -> Step:
         validate_request(request)
         if guard_mode is not None and guard_mode not in GUARD_MODES:
             raise InvalidRequestError(f"x-smallfleet-guard must be one of {', '.join(GUARD_MODES)}.", param="x-smallfleet-guard")
         budget = budget_usd if budget_usd is not None else (self.config.run_budget_usd if run_id else None)
         return Step(request=request, kind=classify_step(request, step_kind), run_id=run_id,
-                    session_id=session_id, budget_usd=budget, guard_mode=guard_mode, approved=approved)
+                    session_id=session_id, budget_usd=budget, guard_mode=guard_mode, approved=approved,
+                    datamark=datamark)
+
+    async def extract_quarantined(self, text: str, schema: dict[str, Any], instruction: str = "") -> dict[str, Any]:
+        """Quarantined reading on the cheapest local model: schema-typed fields out, labelled untrusted."""
+        from .guards import quarantined_extract
+
+        local = [t for t in self.config.tiers if self.config.tier_model(t).is_local]
+        if not local:
+            raise InvalidRequestError("quarantined reading needs a local model in the fleet.")
+        spec = self.config.tier_model(local[0])
+        fields, label = await quarantined_extract(self.fleet.get(spec.name), text, schema, instruction)
+        return {"fields": fields, "trust": label.name.lower(), "model": spec.name}
 
     async def run_step(self, step: Step) -> Outcome:
         return await self.cascade.run(step, step.request.get("model") or "auto")

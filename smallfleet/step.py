@@ -138,6 +138,7 @@ class Step:
     notes: list[str] = field(default_factory=list)  # routing remarks that end up in the reason
     guard_mode: str | None = None  # per-request override of guards.mode (header x-smallfleet-guard)
     approved: frozenset[str] = frozenset()  # call tokens the user approved (header x-smallfleet-approve)
+    datamark: bool | None = None  # per-request override of guards.datamark (header x-smallfleet-datamark)
 
     @property
     def privacy_key(self) -> str:

@@ -14,6 +14,7 @@ class GuardSettings:
     policy_file: Path | None = None  # TOML tool declarations; without one, capabilities are guessed from names
     detector: bool = True          # the injection detector as a second layer
     trusted_tools: tuple[str, ...] = ()  # tools whose results are trusted content (your own systems)
+    datamark: bool = False         # show tool output to models datamarked (spotlighting); off: small models lose accuracy
 
     @property
     def enabled(self) -> bool:

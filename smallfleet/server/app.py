@@ -66,6 +66,10 @@ class Gateway:
                 if method != "POST":
                     return await self._json(send, 405, _err("use POST for /v1/chat/completions", "method_not_allowed"))
                 return await self._chat(scope, receive, send)
+            if path == "/v1/smallfleet/extract":
+                if method != "POST":
+                    return await self._json(send, 405, _err("use POST for /v1/smallfleet/extract", "method_not_allowed"))
+                return await self._extract(receive, send)
             if method != "GET":
                 return await self._json(send, 405, _err(f"use GET for {path}", "method_not_allowed"))
             if path in ("/v1/models", "/models"):
@@ -111,7 +115,8 @@ class Gateway:
         approved = frozenset(t.strip() for t in h.get("x-smallfleet-approve", "").split(",") if t.strip())
         step = self.engine.make_step(body, step_kind=h.get("x-smallfleet-step-kind"), run_id=h.get("x-smallfleet-run"),
                                      session_id=h.get("x-smallfleet-session"), budget_usd=budget,
-                                     guard_mode=h.get("x-smallfleet-guard"), approved=approved)
+                                     guard_mode=h.get("x-smallfleet-guard"), approved=approved,
+                                     datamark=_onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         mode = h.get("x-smallfleet-stream", self.engine.config.stream_mode)
         if mode not in ("verified", "live"):
@@ -134,6 +139,17 @@ class Gateway:
         for chunk in stream_chunks(outcome.response(), include_usage):
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    async def _extract(self, receive: Any, send: Any) -> None:
+        """Quarantined reading: {"text", "schema", "instruction"?} → {"fields", "trust": "untrusted", "model"}."""
+        try:
+            body = orjson.loads(await self._read_body(receive))
+        except orjson.JSONDecodeError as e:
+            raise InvalidRequestError(f"the body is not valid JSON: {e}.") from None
+        if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not isinstance(body.get("schema"), dict):
+            raise InvalidRequestError("send {\"text\": str, \"schema\": {JSON schema object}, \"instruction\": str (optional)}.")
+        result = await self.engine.extract_quarantined(body["text"], body["schema"], str(body.get("instruction") or ""))
+        await self._json(send, 200, result)
 
     def _models(self) -> dict[str, Any]:
         data = [{"id": "auto", "object": "model", "created": int(self.started), "owned_by": "smallfleet"}]
@@ -162,6 +178,14 @@ class Gateway:
     async def _send(self, send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _onoff(v: str | None, name: str) -> bool | None:
+    if v is None:
+        return None
+    if v.lower() not in ("on", "off"):
+        raise InvalidRequestError(f"{name} must be 'on' or 'off'.", param=name)
+    return v.lower() == "on"
 
 
 def _err(message: str, code: str) -> dict[str, Any]:
