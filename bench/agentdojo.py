@@ -12,7 +12,10 @@ Results used in the README: bench/results/agentdojo.json (with the detector), ag
 import sys
 from pathlib import Path
 
-from smallfleet.cli import cli
+# this file is named like the package it drives: keep bench/ off the import path so `import agentdojo` finds the package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from smallfleet.cli import cli  # noqa: E402
 
 if __name__ == "__main__":
     args = sys.argv[1:]
