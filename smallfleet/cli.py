@@ -700,8 +700,10 @@ def search(query: str, index_path: str | None, k: int, mode: str, as_json: bool)
 
 
 from .evals.cli import bench as _bench  # noqa: E402 - its own module; heavy imports stay inside the command
+from .guards.cli import detector as _detector  # noqa: E402
 
 cli.add_command(_bench)
+cli.add_command(_detector)
 
 
 def main() -> None:

@@ -79,10 +79,20 @@ def _decoded_blobs(text: str) -> list[str]:
 
 
 class InjectionDetector:
-    """``scan(text)`` → Finding (score, reasons); ``detector(text)`` → flagged? (the shape trust.py takes)."""
+    """``scan(text)`` → Finding (score, reasons); ``detector(text)`` → flagged? (the shape trust.py takes).
 
-    def __init__(self, threshold: float = THRESHOLD) -> None:
+    Heuristic rules plus the small trained classifier (``classifier.py``): a classifier probability p
+    above 0.5 adds 2·(p − 0.5) to the score, so it flags alone only when it is near certain.
+    """
+
+    def __init__(self, threshold: float = THRESHOLD, classifier: bool = True) -> None:
         self.threshold = threshold
+        self.classifier = None
+        if classifier:
+            from .classifier import ARTIFACT, InjectionClassifier
+
+            if ARTIFACT.is_file():
+                self.classifier = InjectionClassifier.load(ARTIFACT)
 
     def scan(self, text: str) -> Finding:
         if not text:
@@ -96,6 +106,11 @@ class InjectionDetector:
                 if pat.search(t) and why + tag not in reasons:
                     reasons.append(why + tag)
                     score += weight
+        if self.classifier is not None:
+            p = max(self.classifier.prob(t) for t in texts + encoded)
+            if p > 0.5:
+                reasons.append(f"trained classifier p={p:.2f}")
+                score += 2 * (p - 0.5)
         if encoded and score > 0:
             reasons.append("hides text in base64")
             score += 0.5
