@@ -240,8 +240,9 @@ class Cascade:
         return outcome
 
     def _start_tier(self, step: Step) -> str:
-        """The policy's start tier — moved down to the largest local tier when personal data is present."""
-        start = self.router.policy(step).start
+        """The policy's start tier — moved down to the largest local tier when personal data is present,
+        and up one tier when the detector flags injected instructions in what the model will read."""
+        start = self._risk_tier(step, self.router.policy(step).start)
         if not self._guarded(self.config.tier_model(start)):
             return start
         assert self.privacy is not None
@@ -255,6 +256,24 @@ class Cascade:
             step.notes.append(f"personal data present: started on local tier {local} instead of {start}")
             return local
         return start
+
+    def _guard_context(self, step: Step) -> Any:
+        """Labelled context + detector findings, computed once per step (only when tool output is present)."""
+        if step.guard_ctx is None and self.guard is not None and any(m.get("role") == "tool" for m in step.messages):
+            step.guard_ctx = self.guard.context(step.messages)
+        return step.guard_ctx
+
+    def _risk_tier(self, step: Step, start: str) -> str:
+        mode = step.guard_mode or self.config.guards.mode
+        if mode == "off" or self._guard_context(step) is None or not step.guard_ctx[1]:
+            return start
+        i = self.config.tiers.index(start)
+        up = next((t for t in self.config.tiers[i + 1:] if self.config.tier_model(t).is_local), None)
+        if up is None:
+            step.notes.append("injection flagged in tool output (no larger local tier to move to)")
+            return start
+        step.notes.append(f"injection flagged in tool output: started on {up} instead of {start}")
+        return up
 
     async def _cascade(self, step: Step) -> list[Attempt]:
         policy = self.router.policy(step)
@@ -293,7 +312,7 @@ class Cascade:
         has_tool_text = any(m.get("role") == "tool" for m in step.messages)
         if not calls and not has_tool_text:
             return  # nothing untrusted read and nothing to decide: keep the hot path free
-        review = self.guard.review(step.messages, calls, step.tools, step.approved)
+        review = self.guard.review(step.messages, calls, step.tools, step.approved, context=self._guard_context(step))
         if step.datamark if step.datamark is not None else self.config.guards.datamark:
             step.notes.append("tool output shown to the model datamarked")
         outcome.guard, outcome.guard_mode = review, mode

@@ -139,6 +139,7 @@ class Step:
     guard_mode: str | None = None  # per-request override of guards.mode (header x-smallfleet-guard)
     approved: frozenset[str] = frozenset()  # call tokens the user approved (header x-smallfleet-approve)
     datamark: bool | None = None  # per-request override of guards.datamark (header x-smallfleet-datamark)
+    guard_ctx: Any = None  # (labelled context, detector findings), computed once by the cascade
 
     @property
     def privacy_key(self) -> str:

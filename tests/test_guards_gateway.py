@@ -49,6 +49,7 @@ def test_injected_call_is_blocked_explained_and_logged(client, gateway) -> None:
     assert raw.headers["x-smallfleet-guard"].startswith("blocked")
     assert raw.headers["x-smallfleet-risk"] == "high" and "x-smallfleet-injection" in raw.headers
     assert raw.headers["x-smallfleet-trust"] == "suspicious"
+    assert "injection flagged in tool output: started on large" in raw.headers["x-smallfleet-reason"]  # risk raised the tier
     led = Ledger(gateway.ledger)
     rows = led.query("SELECT tool, action, rule FROM guard_events WHERE step_id=?", (raw.headers["x-smallfleet-step-id"],))
     led.close()

@@ -65,9 +65,10 @@ class Guard:
         return ctx, flagged
 
     def review(self, messages: list[dict[str, Any]], tool_calls: list[dict[str, Any]],
-               tools: list[dict[str, Any]] | None = None, approved: set[str] = frozenset()) -> Review:  # type: ignore[assignment]
+               tools: list[dict[str, Any]] | None = None, approved: set[str] = frozenset(),  # type: ignore[assignment]
+               context: tuple[Context, list[tuple[str, Finding]]] | None = None) -> Review:
         """Decide every call in ``tool_calls`` (OpenAI shape: {"function": {"name", "arguments"}})."""
-        ctx, flagged = self.context(messages)
+        ctx, flagged = context if context is not None else self.context(messages)
         decisions: list[Decision] = []
         for tc in tool_calls:
             fn = (tc or {}).get("function") or {}
