@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +55,8 @@ def _gateway(config: str | None) -> Iterator[str]:
     cmd = [sys.executable, "-m", "smallfleet", *(["--config", config] if config else []), "serve", "--port", str(port), "--preload"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
+    # a SIGTERM to this process must still stop the gateway it started
+    old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         import urllib.request
 
@@ -70,6 +73,7 @@ def _gateway(config: str | None) -> Iterator[str]:
                 time.sleep(1)
         yield url + "/v1"
     finally:
+        signal.signal(signal.SIGTERM, old)
         proc.terminate()
         try:
             proc.wait(30)
