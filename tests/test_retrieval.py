@@ -1,12 +1,17 @@
 """The knowledge base: reading, chunking, incremental indexing, hybrid search (MiniLM int8 ONNX)."""
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from smallfleet.errors import InvalidRequestError
 from smallfleet.retrieval import Store, chunk, only_stopwords, read_text, rrf
+from smallfleet.retrieval import store as store_mod
+from smallfleet.retrieval.embed import DIM
 
 from .test_cli import sf
 
@@ -90,3 +95,64 @@ def test_index_and_search_cli(tmp_path: Path) -> None:
     assert len(r.stdout.splitlines()) == 2 and "only common words" in r.stderr
     r = sf("search", "x", "--index", str(tmp_path / "none.db"))
     assert r.returncode == 2 and "no index" in r.stderr
+
+
+class BagOfWordsEmbedder:
+    """Deterministic stand-in for MiniLM: a sum of one fixed random vector per word, unit length."""
+
+    calls = 0
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"\w+", t.lower()):
+                seed = int(hashlib.sha256(w.encode()).hexdigest()[:8], 16)
+                out[i] += np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+            out[i] /= max(float(np.linalg.norm(out[i])), 1e-12)
+        self.calls += 1
+        return out
+
+
+def _kb(tmp_path: Path, docs: dict[str, str]) -> Store:
+    s = Store(tmp_path / "kb.db", embedder=BagOfWordsEmbedder())  # type: ignore[arg-type]
+    for name, text in docs.items():
+        (tmp_path / name).write_text(text)
+        assert s.add(tmp_path / name) == "added"
+    return s
+
+
+def test_large_index_dense_search_keeps_the_nearest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # above EXACT_MAX chunks, dense search pre-selects candidates by sign bits; here with tiny limits
+    monkeypatch.setattr(store_mod, "EXACT_MAX", 10)
+    monkeypatch.setattr(store_mod, "DENSE_CANDIDATES", 30)
+    docs = {f"d{i:03d}.txt": f"item{i} alpha{i % 7} beta{i % 11} gamma{i % 13}" for i in range(120)}
+    s = _kb(tmp_path, docs)
+    ids, mat, bits = s._vectors()
+    assert bits is not None and bits.shape == (DIM // 64, 120)
+    for i in (3, 42, 117):
+        q = f"item{i} alpha{i % 7} beta{i % 11}"
+        exact = ids[np.argsort(-(mat @ s.embedder.embed([q])[0]))[:3]].tolist()
+        assert s.dense(q, 3) == exact  # 30 of 120 scored exactly, the same top 3
+        assert Path(s.search(q, 1, mode="dense")[0].source).name == f"d{i:03d}.txt"
+    # a write drops the vectors and their bits: the new document is found at once, and is gone after removal
+    (tmp_path / "new.txt").write_text("zebra quokka item3")
+    s.add(tmp_path / "new.txt")
+    assert Path(s.search("zebra quokka", 1, mode="dense")[0].source).name == "new.txt"
+    s.remove(tmp_path / "new.txt")
+    assert all(Path(h.source).name != "new.txt" for h in s.search("zebra quokka", 5, mode="dense"))
+    s.close()
+
+
+def test_keyword_search_drops_terms_most_chunks_contain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_mod, "PRUNE_MIN_CHUNKS", 10)
+    docs = {f"p{i:02d}.txt": f"common words appear here widget{i}" for i in range(30)}
+    docs["target.txt"] = "the rare sprocket manual"
+    s = _kb(tmp_path, docs)
+    # 'common' is in 30 of 31 chunks: left out, so the one chunk with 'sprocket' is all that matches
+    ids = s.bm25("common sprocket sprocket", 5)
+    assert len(ids) == 1 and Path(s.search("common sprocket", 1, mode="bm25")[0].source).name == "target.txt"
+    # only common terms: the rarest is kept, so the query still finds something
+    assert len(s.bm25("common words", 50)) == 30
+    # hybrid runs the keyword half beside the dense half and fuses both
+    assert Path(s.search("rare sprocket", 1)[0].source).name == "target.txt"
+    s.close()

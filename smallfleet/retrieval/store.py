@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ from .embed import DIM, Embedder
 
 MAX_FILE_BYTES = 50 << 20
 CHUNK_CHARS = 800
+# Dense search is exact up to EXACT_MAX chunks. Above, the sign bits of the vectors (48 bytes a chunk)
+# pick DENSE_CANDIDATES candidates by Hamming distance first, and only those are scored exactly: over
+# 100k vectors (150 MB) ~1.3 ms instead of ~11 ms here. bench/retrieval.py measures how much of the
+# exact top 10 this keeps (0.99 at 100k chunks).
+EXACT_MAX = 20_000
+DENSE_CANDIDATES = 1000
+# Keyword search in an index of at least PRUNE_MIN_CHUNKS chunks leaves out query terms found in more
+# than PRUNE_DF of them (unless none would be left): they add little to BM25 and most of FTS5's work
+# (its time grows with the postings it reads). 0.05 was chosen on the dev questions of bench/retrieval.py.
+PRUNE_MIN_CHUNKS = 1000
+PRUNE_DF = 0.05
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL,
     bytes INTEGER NOT NULL, added REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');
@@ -161,6 +173,20 @@ def rrf(rankings: list[list[int]], k: int = 60) -> dict[int, float]:
     return scores
 
 
+def _sign_bits(mat: np.ndarray) -> np.ndarray:
+    """(n, DIM) float -> (n, DIM / 64) uint64: bit i set where component i is positive."""
+    return np.packbits(mat > 0, axis=1).view(np.uint64)
+
+
+if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+    _popcount = np.bitwise_count
+else:  # pragma: no cover - numpy 1.x
+    _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+    def _popcount(x: np.ndarray) -> np.ndarray:
+        return _POP8[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+
+
 _FTS_TOKEN = re.compile(r"\w+")
 STOPWORDS = frozenset("a an and are as at be by for from has have how i in is it of on or that the this to was what "
                       "when where which who why will with you your do does did can".split())
@@ -179,11 +205,16 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
+        # term statistics straight from the FTS5 index; in temp, so the file's schema stays as it was
+        self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, 'row')")
         self.embedder = embedder or Embedder()
         self._lock = threading.Lock()
-        self._matrix: tuple[np.ndarray, np.ndarray] | None = None  # (ids, vectors), rebuilt after writes
+        self._matrix: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # (ids, vectors, sign bits); reset by writes
+        self._doc_freq: tuple[int, dict[str, int]] | None = None  # (chunks, chunks per term); reset by writes
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kb-bm25")  # the keyword half of a hybrid search
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self.db.close()
 
     def add(self, path: str | Path, meta: dict[str, Any] | None = None) -> str:
@@ -211,14 +242,14 @@ class Store:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
-            self._matrix = None
+            self._matrix = self._doc_freq = None
         return "updated" if row else "added"
 
     def remove(self, path: str | Path) -> bool:
         p = str(Path(path).expanduser().resolve())
         with self._lock:
             cur = self.db.execute("DELETE FROM docs WHERE path=?", (p,))
-            self._matrix = None
+            self._matrix = self._doc_freq = None
         return cur.rowcount > 0
 
     def list(self) -> list[dict[str, Any]]:
@@ -231,29 +262,57 @@ class Store:
 
     # -- search ------------------------------------------------------------------------------------
     def bm25(self, query: str, k: int) -> list[int]:
-        terms = [t for t in _FTS_TOKEN.findall(query.lower()) if t not in STOPWORDS]
+        terms = list(dict.fromkeys(t for t in _FTS_TOKEN.findall(query.lower()) if t not in STOPWORDS))
         if not terms:
             return []  # nothing a keyword index can match on: dense search alone decides
+        total, df = self._term_counts()
+        if total >= PRUNE_MIN_CHUNKS:
+            rare = [t for t in terms if df.get(t, 0) <= PRUNE_DF * total]
+            terms = rare or [min(terms, key=lambda t: df.get(t, 0))]
         match = " OR ".join(f'"{t}"' for t in terms)
         return [r[0] for r in self.db.execute(
             "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?", (match, k))]
 
-    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._matrix is None:
+    def _term_counts(self) -> tuple[int, dict[str, int]]:
+        counts = self._doc_freq
+        if counts is None:
+            total = self.count()
+            df = dict(self.db.execute("SELECT term, doc FROM temp.chunks_vocab")) if total >= PRUNE_MIN_CHUNKS else {}
+            counts = self._doc_freq = (total, df)
+        return counts
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(ids, unit vectors, sign bits or None), read once and kept until the next write."""
+        matrix = self._matrix
+        if matrix is None:
             rows = self.db.execute("SELECT id, vec FROM chunks ORDER BY id").fetchall()
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), DIM) if rows \
                 else np.zeros((0, DIM), np.float32)
-            self._matrix = (ids, mat)
-        return self._matrix
+            # one row per 64-bit word, so the Hamming distance is a few whole-column operations
+            bits = np.ascontiguousarray(_sign_bits(mat).T) if len(rows) > EXACT_MAX else None
+            matrix = self._matrix = (ids, mat, bits)
+        return matrix
 
     def dense(self, query: str, k: int) -> list[int]:
-        ids, mat = self._vectors()
+        ids, mat, bits = self._vectors()
         if not len(ids):
             return []
-        sims = mat @ self.embedder.embed([query])[0]
+        q = self.embedder.embed([query])[0]
+        rows: np.ndarray | None = None  # candidate rows; None = all
+        n_cand = max(DENSE_CANDIDATES, k * 25)
+        if bits is not None and len(ids) > n_cand:
+            qbits = _sign_bits(q[None, :])[0]
+            dist = _popcount(bits[0] ^ qbits[0]).astype(np.uint16)
+            for j in range(1, len(bits)):
+                dist += _popcount(bits[j] ^ qbits[j])
+            rows = np.argpartition(dist, n_cand)[:n_cand]
+        # einsum, not `@`: a matrix-vector product this size is memory-bound, and OpenBLAS's threads for it
+        # (which then spin) made it 10-30x slower on a busy machine and took CPU from the embedder
+        sims = np.einsum("ij,j->i", mat if rows is None else mat[rows], q)
         top = np.argpartition(-sims, min(k, len(sims) - 1))[:k]
-        return [int(ids[i]) for i in top[np.argsort(-sims[top])]]
+        top = top[np.argsort(-sims[top])]
+        return [int(ids[i]) for i in (top if rows is None else rows[top])]
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
         if not query.strip():
@@ -266,7 +325,13 @@ class Store:
         elif mode == "dense":
             scores = rrf([self.dense(query, pool)])
         else:
-            scores = rrf([self.bm25(query, pool), self.dense(query, pool)])
+            self._vectors()  # loaded here, so that the two halves never read the database at the same time
+            lexical = self._pool.submit(self.bm25, query, pool)  # SQLite, ONNX and numpy all release the GIL
+            try:
+                semantic = self.dense(query, pool)
+            finally:
+                keyword = lexical.result()
+            scores = rrf([keyword, semantic])
         best = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
         if not best:
             return []
