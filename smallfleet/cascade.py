@@ -115,6 +115,7 @@ class Outcome:
                           "decisions": [d.as_dict() for d in self.guard.decisions],
                           "injection": [{"source": s, "score": f.score, "reasons": list(f.reasons)} for s, f in self.guard.flagged]}}
                if self.guard is not None else {}),
+            **({"citations": self.step.evidence.citations()} if self.step.evidence is not None else {}),
         }
 
     def headers(self) -> dict[str, str]:
@@ -129,6 +130,8 @@ class Outcome:
             "x-smallfleet-reason": self.reason.encode("ascii", "replace").decode()[:300],
             "x-smallfleet-verdict": self.verdict,
             **self.guard_headers(),
+            **({"x-smallfleet-citations": self.step.evidence.header().encode("ascii", "replace").decode()[:400]}
+               if self.step.evidence is not None else {}),
         }
 
     def guard_headers(self) -> dict[str, str]:
@@ -224,7 +227,8 @@ class Cascade:
         """Answer one step; raises SmallfleetError only when no attempt produced an answer."""
         if model != "auto":  # a concrete model passes through: checked and recorded, never escalated
             spec = self.fleet.spec(model)
-            attempts = [await self._attempt(spec, spec.tier, step, self.router.policy(step).checks)]
+            checks = self.router.policy(step).checks + (("evidence_grounded",) if step.evidence is not None else ())
+            attempts = [await self._attempt(spec, spec.tier, step, checks)]
         else:
             attempts = await self._cascade(step)
         outcome = Outcome(step, attempts)
@@ -243,6 +247,12 @@ class Cascade:
         """The policy's start tier — moved down to the largest local tier when personal data is present,
         and up one tier when the detector flags injected instructions in what the model will read."""
         start = self._risk_tier(step, self.router.policy(step).start)
+        if step.evidence is not None and step.evidence.weak:
+            i = self.config.tiers.index(start)
+            up = next((t for t in self.config.tiers[i + 1:] if self.config.tier_model(t).is_local), None)
+            if up is not None:
+                step.notes.append(f"weak evidence: started on {up}")
+                start = up
         if not self._guarded(self.config.tier_model(start)):
             return start
         assert self.privacy is not None
@@ -277,11 +287,12 @@ class Cascade:
 
     async def _cascade(self, step: Step) -> list[Attempt]:
         policy = self.router.policy(step)
+        checks = policy.checks + (("evidence_grounded",) if step.evidence is not None else ())
         tier: str | None = self._start_tier(step)
         attempts: list[Attempt] = []
         while tier is not None:
             spec = self.config.tier_model(tier)
-            att = await self._attempt(spec, tier, step, policy.checks)
+            att = await self._attempt(spec, tier, step, checks)
             attempts.append(att)
             if att.passed or (att.result is not None and not policy.escalate):
                 break

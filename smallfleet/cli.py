@@ -706,6 +706,50 @@ cli.add_command(_bench)
 cli.add_command(_detector)
 
 
+@cli.command(short_help="Answer a question from the knowledge base, with citations.")
+@click.argument("question")
+@_INDEX_OPT
+@click.option("--model", default="auto", show_default=True, help="'auto' routes and escalates; a fleet model name passes through.")
+@click.option("--max-tokens", type=int, default=300, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON: answer, citations (n, id, source, score, relevance, cited), verdict.")
+@click.pass_context
+def ask(ctx: click.Context, question: str, index_path: str | None, model: str, max_tokens: int, as_json: bool) -> None:
+    """A grounded answer: evidence from the index, numbered citations, and a check that every number,
+    name and quote in the answer comes from the evidence (else one tier up, or "not in the sources")."""
+    from .engine import Engine
+    from .errors import ConfigError
+
+    path = Path(index_path or _default_index()).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"no index at {path}.", hint="add documents first: smallfleet index add PATH...")
+    if not question.strip():
+        raise click.UsageError("the question is empty")
+    request = {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": question}]}
+
+    async def go() -> Any:
+        engine = Engine(_config(ctx))
+        try:
+            with console.status("searching and answering …"):
+                return await engine.complete(request, kb=str(path))
+        finally:
+            await engine.aclose()
+
+    outcome = asyncio.run(go())
+    ev = outcome.step.evidence
+    answer = (outcome.final.result.message.get("content") if outcome.final.result else "") or ""
+    if as_json:
+        sys.stdout.write(orjson.dumps({"answer": answer, "citations": ev.citations() if ev else [], "verdict": outcome.verdict,
+                                       "model": outcome.final.spec.name, "escalated": outcome.escalated,
+                                       "reason": outcome.reason}).decode() + "\n")
+        return
+    out.print(answer, markup=False, highlight=False)
+    for c in ev.citations() if ev else []:
+        mark = "[bold]*[/]" if c["cited"] else " "
+        out.print(f"{mark} [{c['n']}] {c['source']} [dim]#{c['id']} relevance {c['relevance']:.2f}[/]")
+    console.print(f"[dim]{outcome.final.spec.name} ({outcome.final.tier}) · verdict {outcome.verdict} · "
+                  f"escalated={outcome.escalated} · {outcome.reason}[/]")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cli(prog_name="smallfleet")

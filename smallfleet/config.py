@@ -89,6 +89,18 @@ class KindPolicy:
 
 
 @dataclass(frozen=True)
+class GroundingSettings:
+    index: Path | None = None        # knowledge base for grounded steps (default: the data dir's index.db)
+    kinds: tuple[str, ...] = ()      # step kinds grounded without being asked (e.g. ["generation"])
+    k: int = 4                       # chunks of evidence per step
+    min_relevance: float = 0.35      # best chunk's cosine below this = weak evidence
+
+    @property
+    def index_path(self) -> Path:
+        return self.index or default_data_dir() / "index.db"
+
+
+@dataclass(frozen=True)
 class Config:
     models: dict[str, ModelSpec]
     tiers: tuple[str, ...]
@@ -103,6 +115,7 @@ class Config:
     stream_mode: str = "verified"  # or "live": text steps stream token by token, checks recorded after
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
+    grounding: GroundingSettings = field(default_factory=GroundingSettings)
     source: str = "built-in defaults"
 
     def tier_model(self, tier: str) -> ModelSpec:
@@ -364,6 +377,26 @@ def _parse_guards(d: Any, env: dict[str, str]) -> GuardSettings:
                          trusted_tools=tuple(trusted), datamark=_get(d, "datamark", bool, "guards", False))
 
 
+def _parse_grounding(d: Any, env: dict[str, str]) -> GroundingSettings:
+    if not isinstance(d, dict):
+        raise ConfigError("grounding must be a table.")
+    unknown = set(d) - {"index", "kinds", "k", "min_relevance"}
+    if unknown:
+        raise ConfigError(f"grounding: unknown key(s) {', '.join(sorted(unknown))}.", hint="allowed: index, kinds, k, min_relevance")
+    kinds = tuple(_get(d, "kinds", list, "grounding", []))
+    bad = [k for k in kinds if k not in {s.value for s in StepKind}]
+    if bad:
+        raise ConfigError(f"grounding.kinds: unknown step kind(s) {bad}.", hint=f"known: {', '.join(s.value for s in StepKind)}")
+    k = _get(d, "k", int, "grounding", 4)
+    if not 1 <= k <= 20:
+        raise ConfigError("grounding.k must be between 1 and 20.")
+    rel = _get(d, "min_relevance", float, "grounding", 0.35)
+    if not 0.0 <= rel <= 1.0:
+        raise ConfigError("grounding.min_relevance must be between 0 and 1.")
+    idx = env.get("SMALLFLEET_INDEX") or _get(d, "index", str, "grounding", "")
+    return GroundingSettings(index=Path(idx).expanduser() if idx else None, kinds=kinds, k=k, min_relevance=rel)
+
+
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
     """Load and validate the fleet configuration (see module doc for the precedence)."""
     env = dict(os.environ) if env is None else env
@@ -381,10 +414,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         except UnicodeDecodeError:
             raise ConfigError(f"config file {p} is not UTF-8 text.") from None
         source = str(p)
-    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy", "guards"}
+    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}.",
-                          hint="sections: fleet, models, routing, ledger, server, privacy, guards")
+                          hint="sections: fleet, models, routing, ledger, server, privacy, guards, grounding")
     fleet = data.get("fleet", {})
     if not isinstance(fleet, dict):
         raise ConfigError("fleet must be a table.")
@@ -437,6 +470,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         raise ConfigError(f"stream mode {stream_mode!r}: use 'verified' or 'live'.")
     privacy = _parse_privacy(data.get("privacy", {}), env)
     guards = _parse_guards(data.get("guards", {}), env)
+    grounding = _parse_grounding(data.get("grounding", {}), env)
     max_esc = _get(fleet, "max_escalations", int, "fleet", 2)
     if max_esc < 0 or max_esc > len(tiers):
         raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
@@ -444,5 +478,5 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or _get(server, "host", str, "server", "127.0.0.1"), port=port,
-        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, source=source,
+        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, source=source,
     )

@@ -40,17 +40,22 @@ class Engine:
         self.privacy = PrivacyGuard(self.config.privacy)
         self.guard = make_guard(self.config.guards)
         self.cascade = Cascade(self.config, self.fleet, self.ledger, self.privacy, self.guard)
+        self._stores: dict[str, Any] = {}
 
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
-                  approved: frozenset[str] = frozenset(), datamark: bool | None = None) -> Step:
+                  approved: frozenset[str] = frozenset(), datamark: bool | None = None, kb: str | None = None) -> Step:
         validate_request(request)
         if guard_mode is not None and guard_mode not in GUARD_MODES:
             raise InvalidRequestError(f"x-smallfleet-guard must be one of {', '.join(GUARD_MODES)}.", param="x-smallfleet-guard")
         budget = budget_usd if budget_usd is not None else (self.config.run_budget_usd if run_id else None)
-        return Step(request=request, kind=classify_step(request, step_kind), run_id=run_id,
-                    session_id=session_id, budget_usd=budget, guard_mode=guard_mode, approved=approved,
-                    datamark=datamark)
+        meta = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+        kb = kb or (str(meta["smallfleet_kb"]) if meta.get("smallfleet_kb") else None)
+        kind = classify_step(request, step_kind)
+        if kb is None and kind.value in self.config.grounding.kinds:
+            kb = "default"
+        return Step(request=request, kind=kind, run_id=run_id, session_id=session_id, budget_usd=budget,
+                    guard_mode=guard_mode, approved=approved, datamark=datamark, kb=kb)
 
     async def extract_quarantined(self, text: str, schema: dict[str, Any], instruction: str = "") -> dict[str, Any]:
         """Quarantined reading on the cheapest local model: schema-typed fields out, labelled untrusted."""
@@ -63,13 +68,52 @@ class Engine:
         fields, label = await quarantined_extract(self.fleet.get(spec.name), text, schema, instruction)
         return {"fields": fields, "trust": label.name.lower(), "model": spec.name}
 
+    def _store(self, kb: str) -> Any:
+        """One open knowledge base per path (its embedder and vectors stay loaded)."""
+        from pathlib import Path
+
+        from .retrieval import Store
+
+        path = self.config.grounding.index_path if kb in ("default", "") else Path(kb).expanduser()
+        key = str(path.resolve())
+        store = self._stores.get(key)
+        if store is None:
+            if not path.is_file():
+                raise InvalidRequestError(f"no knowledge base at {path}.", param="x-smallfleet-kb",
+                                          hint="create it with `smallfleet index add PATH...` or fix x-smallfleet-kb")
+            store = self._stores[key] = Store(path)
+        return store
+
+    def _ground(self, step: Step) -> None:
+        """Retrieve evidence for a grounded step and put it in the request (blocking: run off the event loop)."""
+        from .retrieval.grounded import Evidence, question_of, with_evidence
+
+        store = self._store(step.kb or "default")
+        q = question_of(step.messages)
+        if not q.strip():
+            raise InvalidRequestError("a grounded step needs a user message to search with.")
+        g = self.config.grounding
+        hits = store.search(q, g.k)
+        rel = store.relevance(q, hits)
+        ev = Evidence(step.kb or "default", hits, rel, weak=max(rel, default=0.0) < g.min_relevance)
+        step.evidence = ev
+        step.request = with_evidence(step.request, ev)
+        step.notes.append(f"grounded in {len(hits)} chunk(s), best relevance {ev.best:.2f}" + (" (weak evidence)" if ev.weak else ""))
+
     async def run_step(self, step: Step) -> Outcome:
+        if step.kb is not None and step.evidence is None:
+            import asyncio
+
+            await asyncio.to_thread(self._ground, step)
         return await self.cascade.run(step, step.request.get("model") or "auto")
 
     async def complete(self, request: dict[str, Any], **kw: Any) -> Outcome:
         return await self.run_step(self.make_step(request, **kw))
 
     async def aclose(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
         await self.fleet.aclose()
         if self.ledger is not None:
             self.ledger.close()

@@ -140,6 +140,8 @@ class Step:
     approved: frozenset[str] = frozenset()  # call tokens the user approved (header x-smallfleet-approve)
     datamark: bool | None = None  # per-request override of guards.datamark (header x-smallfleet-datamark)
     guard_ctx: Any = None  # (labelled context, detector findings), computed once by the cascade
+    kb: str | None = None  # knowledge base to ground this step in ("default" = the configured one)
+    evidence: Any = None  # retrieval.grounded.Evidence once retrieved
 
     @property
     def privacy_key(self) -> str:

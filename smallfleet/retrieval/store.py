@@ -314,6 +314,15 @@ class Store:
         top = top[np.argsort(-sims[top])]
         return [int(ids[i]) for i in (top if rows is None else rows[top])]
 
+    def relevance(self, query: str, hits: list[Hit]) -> list[float]:
+        """Cosine similarity of the query to each hit's chunk (for "is the evidence any good?")."""
+        if not hits:
+            return []
+        ids, mat, _ = self._vectors()
+        q = self.embedder.embed([query])[0]
+        rows = np.searchsorted(ids, [h.id for h in hits])
+        return [float(np.dot(mat[r], q)) if r < len(ids) and ids[r] == h.id else 0.0 for r, h in zip(rows, hits)]
+
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
         if not query.strip():
             raise InvalidRequestError("the query is empty.")

@@ -116,7 +116,8 @@ class Gateway:
         step = self.engine.make_step(body, step_kind=h.get("x-smallfleet-step-kind"), run_id=h.get("x-smallfleet-run"),
                                      session_id=h.get("x-smallfleet-session"), budget_usd=budget,
                                      guard_mode=h.get("x-smallfleet-guard"), approved=approved,
-                                     datamark=_onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark"))
+                                     datamark=_onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark"),
+                                     kb=h.get("x-smallfleet-kb") or None)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         mode = h.get("x-smallfleet-stream", self.engine.config.stream_mode)
         if mode not in ("verified", "live"):

@@ -147,6 +147,15 @@ def check_process(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict
     return Verdict("process", True, "", res.p_flawed)
 
 
-for _name, _fn in (("args_grounded", check_args_grounded), ("extraction_grounded", check_extraction_grounded),
+def check_evidence_grounded(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+    """Grounded steps only: every number, name and quote of the answer is in the evidence or the question."""
+    if getattr(step, "evidence", None) is None:
+        return None
+    from ..retrieval.grounded import check_evidence_grounded as check  # the retrieval stack loads only when used
+
+    return check(step, result, policy)
+
+
+for _name, _fn in (("evidence_grounded", check_evidence_grounded), ("args_grounded", check_args_grounded), ("extraction_grounded", check_extraction_grounded),
                    ("process", check_process), ("label_margin", check_label_margin)):
     register_check(_name, _fn)

@@ -24,6 +24,9 @@ def _norm(s: str) -> str:
     return _SPACE.sub(" ", _PUNCT.sub(" ", s.casefold())).strip()
 
 
+normalize = _norm  # the comparison form other modules share (grounded answers)
+
+
 class Context:
     """Everything the model was shown, prepared for fast lookups."""
 
