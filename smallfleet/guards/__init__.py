@@ -47,21 +47,10 @@ class Guard:
         self.detector = (detector or InjectionDetector()) if use_detector else None
 
     def context(self, messages: list[dict[str, Any]]) -> tuple[Context, list[tuple[str, Finding]]]:
-        flagged: list[tuple[str, Finding]] = []
-        det = self.detector
-
-        def flag(text: str) -> bool:
-            if det is None:
-                return False
-            f = det.scan(text)
-            if f.flagged:
-                flagged.append(("", f))
-            return f.flagged
-
-        ctx = self.policy.context(messages, detector=flag if det is not None else None)
-        # attach sources to findings (the detector runs before the segment exists)
-        susp = [s.source for s in ctx.segments if s.label == Label.SUSPICIOUS]
-        flagged = [(src, f) for src, (_, f) in zip(susp, flagged)]
+        """Labelled segments of ``messages`` and the detector's findings for the flagged ones."""
+        ctx = self.policy.context(messages, detector=self.detector)
+        flagged = [(s.source, self.detector.scan(s.text)) for s in ctx.segments
+                   if s.label == Label.SUSPICIOUS] if self.detector is not None else []
         return ctx, flagged
 
     def review(self, messages: list[dict[str, Any]], tool_calls: list[dict[str, Any]],

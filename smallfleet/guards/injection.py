@@ -12,6 +12,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .trust import clean
 
@@ -93,8 +94,13 @@ class InjectionDetector:
 
             if ARTIFACT.is_file():
                 self.classifier = InjectionClassifier.load(ARTIFACT)
+        self._cached = lru_cache(maxsize=4096)(self._scan)
 
     def scan(self, text: str) -> Finding:
+        """Cached by text: conversations re-send the same tool output every turn."""
+        return self._cached(text)
+
+    def _scan(self, text: str) -> Finding:
         if not text:
             return Finding(0.0, ())
         texts = [_visible(text[:100_000])]
