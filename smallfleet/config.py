@@ -42,6 +42,7 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_STREAM": "verified (default: run the cascade, then stream) or live (text steps stream as generated)",
     "SMALLFLEET_GUARD": "block (default), flag, confirm or off: what happens to a tool call the policy denies",
     "SMALLFLEET_POLICY": "tool policy file (TOML: capabilities and argument roles per tool)",
+    "SMALLFLEET_MEMORY": "on (default) or off: session facts for requests with x-smallfleet-session",
     "SMALLFLEET_INDEX": "knowledge base for grounded steps (default ~/.local/share/smallfleet/index.db)",
 }
 
@@ -104,6 +105,18 @@ class GroundingSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    enabled: bool = True             # requests with x-smallfleet-session get facts extracted and pinned
+    path: Path | None = None         # fact store (default: the data dir's memory.db)
+    model: str = ""                  # extractor (default: the cheapest tier's model; must be local)
+    max_pinned: int = 12
+
+    @property
+    def store_path(self) -> Path:
+        return self.path or default_data_dir() / "memory.db"
+
+
+@dataclass(frozen=True)
 class Config:
     models: dict[str, ModelSpec]
     tiers: tuple[str, ...]
@@ -119,6 +132,7 @@ class Config:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
     grounding: GroundingSettings = field(default_factory=GroundingSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
     source: str = "built-in defaults"
 
     def tier_model(self, tier: str) -> ModelSpec:
@@ -400,6 +414,26 @@ def _parse_grounding(d: Any, env: dict[str, str]) -> GroundingSettings:
     return GroundingSettings(index=Path(idx).expanduser() if idx else None, kinds=kinds, k=k, min_relevance=rel)
 
 
+def _parse_memory(d: Any, env: dict[str, str]) -> MemorySettings:
+    if not isinstance(d, dict):
+        raise ConfigError("memory must be a table.")
+    unknown = set(d) - {"enabled", "path", "model", "max_pinned"}
+    if unknown:
+        raise ConfigError(f"memory: unknown key(s) {', '.join(sorted(unknown))}.", hint="allowed: enabled, path, model, max_pinned")
+    enabled = _get(d, "enabled", bool, "memory", True)
+    flag = env.get("SMALLFLEET_MEMORY", "").lower()
+    if flag:
+        if flag not in ("on", "off"):
+            raise ConfigError(f"SMALLFLEET_MEMORY={flag!r}: use on or off.")
+        enabled = flag == "on"
+    n = _get(d, "max_pinned", int, "memory", 12)
+    if not 1 <= n <= 100:
+        raise ConfigError("memory.max_pinned must be between 1 and 100.")
+    path = _get(d, "path", str, "memory", "")
+    return MemorySettings(enabled=enabled, path=Path(path).expanduser() if path else None,
+                          model=_get(d, "model", str, "memory", ""), max_pinned=n)
+
+
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
     """Load and validate the fleet configuration (see module doc for the precedence)."""
     env = dict(os.environ) if env is None else env
@@ -417,10 +451,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         except UnicodeDecodeError:
             raise ConfigError(f"config file {p} is not UTF-8 text.") from None
         source = str(p)
-    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding"}
+    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding", "memory"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}.",
-                          hint="sections: fleet, models, routing, ledger, server, privacy, guards, grounding")
+                          hint="sections: fleet, models, routing, ledger, server, privacy, guards, grounding, memory")
     fleet = data.get("fleet", {})
     if not isinstance(fleet, dict):
         raise ConfigError("fleet must be a table.")
@@ -474,6 +508,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     privacy = _parse_privacy(data.get("privacy", {}), env)
     guards = _parse_guards(data.get("guards", {}), env)
     grounding = _parse_grounding(data.get("grounding", {}), env)
+    memory = _parse_memory(data.get("memory", {}), env)
     max_esc = _get(fleet, "max_escalations", int, "fleet", 2)
     if max_esc < 0 or max_esc > len(tiers):
         raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
@@ -481,5 +516,5 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or _get(server, "host", str, "server", "127.0.0.1"), port=port,
-        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, source=source,
+        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, memory=memory, source=source,
     )

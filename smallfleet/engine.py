@@ -41,6 +41,7 @@ class Engine:
         self.guard = make_guard(self.config.guards)
         self.cascade = Cascade(self.config, self.fleet, self.ledger, self.privacy, self.guard)
         self._stores: dict[str, Any] = {}
+        self._session_memory: Any = None
 
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
@@ -100,7 +101,24 @@ class Engine:
         step.request = with_evidence(step.request, ev)
         step.notes.append(f"grounded in {len(hits)} chunk(s), best relevance {ev.best:.2f}" + (" (weak evidence)" if ev.weak else ""))
 
+    def _memory(self) -> Any:
+        if self._session_memory is None:
+            from .memory import SessionMemory
+
+            m = self.config.memory
+            self._session_memory = SessionMemory.open(m.store_path, self.fleet, m.model or None, max_pinned=m.max_pinned)
+        return self._session_memory
+
+    async def _remember(self, step: Step) -> None:
+        """Session memory: read the user's new turns for facts, pin the relevant ones into this request."""
+        msgs = await self._memory().prepare(step.session_id, step.messages)
+        if len(msgs) != len(step.messages):
+            step.request = {**step.request, "messages": msgs}
+            step.notes.append("session facts pinned")
+
     async def run_step(self, step: Step) -> Outcome:
+        if step.session_id and self.config.memory.enabled:
+            await self._remember(step)
         if step.kb is not None and step.evidence is None:
             import asyncio
 
@@ -114,6 +132,9 @@ class Engine:
         for store in self._stores.values():
             store.close()
         self._stores.clear()
+        if self._session_memory is not None:
+            self._session_memory.close()
+            self._session_memory = None
         await self.fleet.aclose()
         if self.ledger is not None:
             self.ledger.close()

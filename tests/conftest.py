@@ -41,7 +41,8 @@ threads = 2
 
 def write_config(tmp: Path, extra: str = "") -> Path:
     p = tmp / "smallfleet.toml"
-    p.write_text(TINY_TOML + extra + f'\n[ledger]\npath = "{tmp / "ledger.db"}"\n')
+    memory = "" if "[memory]" in extra else f'\n[memory]\npath = "{tmp / "memory.db"}"\n'
+    p.write_text(TINY_TOML + extra + f'\n[ledger]\npath = "{tmp / "ledger.db"}"\n' + memory)
     return p
 
 

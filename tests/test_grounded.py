@@ -105,3 +105,31 @@ def test_ask_cli(kb: Path, tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "smallfleet", "ask", "anything", "--index", str(tmp_path / "nope.db")],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "smallfleet index add" in p.stderr
+
+
+def test_check_regressions_found_by_the_benchmark() -> None:
+    # the check sees the chunk as the model does (its label carries the function name)
+    shown = ["[1] (00788.md — calculate_bmi)\nCompute the body mass index from weight_kg and height_m."]
+    q = "I weigh 70kg and am 1.75m tall"
+    assert unsupported("Call calculate_bmi with weight_kg=70, height_m=1.75 [1]", shown, q) == []  # units glued to numbers
+    assert unsupported("calculate_bmi(weight_kg=70, height_m=1.75, verbose=True)", shown, q) == []  # True is a literal
+    assert "name 'reserveHotelRoom'" in unsupported("Use reserveHotelRoom", shown, q)  # camelCase is a name
+    assert unsupported("It was Mahayana, and not in the sources.", shown, q) == ["name 'Mahayana'"]  # abstention phrase ≠ pass
+
+
+def test_an_answer_of_only_citations_fails_the_check() -> None:
+    from smallfleet.config import KindPolicy
+    from smallfleet.models.base import ChatResult
+    from smallfleet.retrieval import Hit
+    from smallfleet.retrieval.grounded import Evidence, check_evidence_grounded
+    from smallfleet.step import Step, StepKind
+
+    step = Step(request={"messages": [{"role": "user", "content": "Which function?"}]}, kind=StepKind.GENERATION)
+    step.evidence = Evidence("kb", [Hit(1, "a.md", 0.1, "Compute things.", "calculate_bmi")], [0.8], weak=False)
+    pol = KindPolicy("small", ())
+    res = ChatResult(model="m", message={"role": "assistant", "content": "[1]"}, finish_reason="stop", tokens_in=1,
+                     tokens_out=1, latency_ms=1.0)
+    v = check_evidence_grounded(step, res, pol)
+    assert v is not None and not v.passed and "only citation" in v.reason
+    res.message = {"role": "assistant", "content": "Call calculate_bmi [1]."}
+    assert check_evidence_grounded(step, res, pol).passed and step.evidence.cited == [1]

@@ -112,3 +112,15 @@ def test_datamark_header(client) -> None:
     with pytest.raises(Exception) as e:
         client.chat.completions.create(model="auto", messages=MESSAGES, max_tokens=8, extra_headers={"x-smallfleet-datamark": "yes"})
     assert "x-smallfleet-datamark" in str(e.value)
+
+
+def test_session_memory_pins_facts_through_the_gateway(client, gateway) -> None:
+    sid = "sess-memory-1"
+    first = [{"role": "user", "content": "My name is Priya Raman and my order number is 88412."}]
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=first, max_tokens=8,
+                                                           extra_headers={"x-smallfleet-session": sid})
+    assert raw.parse().choices[0].message.content is not None
+    later = first + [{"role": "assistant", "content": "Noted."}, {"role": "user", "content": "What is my order number?"}]
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=later, max_tokens=8,
+                                                           extra_headers={"x-smallfleet-session": sid})
+    assert "session facts pinned" in raw.headers["x-smallfleet-reason"]

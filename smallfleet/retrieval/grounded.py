@@ -20,7 +20,6 @@ from ..checks import Verdict
 from ..config import KindPolicy
 from ..models.base import ChatResult
 from ..step import Step, message_text
-from ..verify.arith import numbers
 from ..verify.grounding import Context
 from ..verify.grounding import normalize as _norm
 from .store import Hit
@@ -29,9 +28,12 @@ NOT_IN_SOURCES = "not in the sources"
 _CITE = re.compile(r"\[(\d{1,2})\]")
 _QUOTE = re.compile(r"[\"“]([^\"”]{4,200})[\"”]")
 # a name: two or more capitalised words, or one word with an inner capital/digit/dot/underscore (ids, functions)
-_NAME = re.compile(r"\b(?:[A-Z][\w'-]+(?:\s+(?:of|de|van|von|la|the|and|&)?\s*[A-Z][\w'-]+)+)|\b[\w]+(?:[._][\w]+)+\b")
+_NAME = re.compile(r"\b(?:[A-Z][\w'-]+(?:\s+(?:of|de|van|von|la|the|and|&)?\s*[A-Z][\w'-]+)+)|\b[\w]+(?:[._][\w]+)+\b"
+                   r"|\b[a-z]+[A-Z]\w*\b")  # …and camelCase identifiers (reserveHotelRoom)
 _WORD_NAME = re.compile(r"\b(?:[A-Z][a-z]{2,}|[A-Z]{2,}[a-z]*)\b")
-_COMMON = {"i", "the", "a", "an", "it", "this", "that", "yes", "no", "ok", "however", "also", "note", "source", "sources"}
+_COMMON = {"i", "the", "a", "an", "it", "this", "that", "yes", "no", "ok", "however", "also", "note", "source", "sources",
+           "true", "false", "none", "null"}  # code literals are not names
+_NUMBER = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?=[A-Za-z%°]*\b|[^\w]|$)")
 _ABSTAIN = re.compile(r"not (?:found )?in the (?:sources|evidence|documents)|sources do not (?:say|contain|mention)|"
                       r"(?:can(?:no|')t|unable to) (?:find|answer) (?:this |that )?(?:from|in) the (?:sources|evidence)", re.I)
 
@@ -57,9 +59,13 @@ class Evidence:
         return "; ".join(f"[{c['n']}] {c['source']}#{c['id']}" for c in used) or "none cited"
 
 
+def render_chunk(i: int, h: Hit) -> str:
+    """One evidence chunk exactly as the model sees it (the check judges against the same text)."""
+    return f"[{i + 1}] ({h.source.rsplit('/', 1)[-1]}{' — ' + h.heading if h.heading else ''})\n{h.text.strip()}"
+
+
 def evidence_message(ev: Evidence) -> dict[str, Any]:
-    parts = [f"[{i + 1}] ({h.source.rsplit('/', 1)[-1]}{' — ' + h.heading if h.heading else ''})\n{h.text.strip()}"
-             for i, h in enumerate(ev.hits)]
+    parts = [render_chunk(i, h) for i, h in enumerate(ev.hits)]
     rule = ("Answer from the numbered sources below only, and cite them like [1]. Every number, name and quote in "
             f"your answer must come from them or from the question. If they do not contain the answer, reply: {NOT_IN_SOURCES}.")
     if ev.weak:
@@ -96,21 +102,22 @@ def claims(answer: str) -> list[tuple[str, str]]:
         sentence_start = not before or before[-1] in ".!?:\n" or before.endswith("]")
         if not sentence_start and not any(a <= m.start() < b for a, b in spans) and m.group(0).casefold() not in _COMMON:
             out.append(("name", m.group(0)))
-    out += [("number", repr(v)) for v in numbers(text)]
+    out += [("number", m.group(1)) for m in _NUMBER.finditer(text)]
     return out
 
 
 def unsupported(answer: str, evidence_texts: list[str], question: str) -> list[str]:
     """Claims of ``answer`` that neither the evidence nor the question supports."""
-    if _ABSTAIN.search(answer):
-        return []
+    answer = _ABSTAIN.sub(" ", answer)  # "not in the sources" claims nothing; whatever else the answer says is checked
     ctx = Context([*evidence_texts, question])
+    raw = "\n".join([*evidence_texts, question])
     bad: list[str] = []
     for kind, c in claims(answer):
         if kind == "number":
-            v = float(c)
-            if not ctx.number_grounded(v) and not (v.is_integer() and 1 <= v <= 31 and len(evidence_texts) >= v):
-                bad.append(f"number {c.rstrip('0').rstrip('.') if '.' in c else c}")
+            v = float(c.replace(",", ""))
+            written = re.search(rf"(?<![\d.]){re.escape(c)}(?![\d])", raw)
+            if not written and not ctx.number_grounded(v):
+                bad.append(f"number {c}")
         elif kind == "quote":
             if _norm(c) not in ctx.text:  # a quote claims the exact words
                 bad.append(f"quote {c[:60]!r}")
@@ -125,7 +132,9 @@ def check_evidence_grounded(step: Step, result: ChatResult, policy: KindPolicy) 
         return None
     answer = result.message.get("content") or ""
     ev.cited = sorted({int(n) for n in _CITE.findall(answer) if 1 <= int(n) <= len(ev.hits)})
-    bad = unsupported(answer, [h.text for h in ev.hits], question_of(step.messages))
+    if not _CITE.sub(" ", answer).strip(" .,;:\n\t"):
+        return Verdict("evidence_grounded", False, "the answer is only citation marks: it names nothing")
+    bad = unsupported(answer, [render_chunk(i, h) for i, h in enumerate(ev.hits)], question_of(step.messages))
     if bad:
         return Verdict("evidence_grounded", False, "not in the evidence: " + ", ".join(bad[:5]))
     return Verdict("evidence_grounded", True)
