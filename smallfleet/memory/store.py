@@ -1,0 +1,259 @@
+"""Per-session facts in one SQLite file, with provenance and history.
+
+A fact is one (key, value) the user stated, with where it came from: the message index (``turn``),
+the role of that message (``source``) and a trust label. ``trusted`` facts come from the user's own
+words; ``untrusted`` ones from tool results or content the client marked untrusted (a pasted e-mail,
+a web page). The two live in separate namespaces: an untrusted fact never supersedes a trusted one,
+so an injected "the user's name is Mallory" cannot overwrite what the user said.
+
+Superseding keeps history: the old row stays, ``active`` goes to 0 and ``superseded_by`` points to
+the row that replaced it. Every write is one transaction (``BEGIN IMMEDIATE``), so a crash leaves
+either the old fact active or the new one, never both or neither. WAL mode lets readers (the gateway
+pinning facts) run while a writer commits.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import InvalidRequestError
+
+Trust = Literal["trusted", "untrusted"]
+TRUST_LABELS: tuple[str, ...] = ("trusted", "untrusted")
+MAX_SESSION_ID = 200
+MAX_KEY = 64
+MAX_VALUE = 300
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS facts (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    key TEXT NOT NULL,               -- normalised: what supersede matches on
+    label TEXT NOT NULL,             -- the key as the extractor wrote it, for display
+    value TEXT NOT NULL,
+    turn INTEGER NOT NULL,           -- index of the message in the conversation
+    source TEXT NOT NULL,            -- role of that message: user, tool, ...
+    trust TEXT NOT NULL CHECK (trust IN ('trusted', 'untrusted')),
+    created REAL NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    superseded_by INTEGER REFERENCES facts(id)
+);
+CREATE INDEX IF NOT EXISTS facts_lookup ON facts(session_id, trust, key, active);
+CREATE TABLE IF NOT EXISTS seen_turns (
+    session_id TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    digest TEXT NOT NULL,            -- hash of role + text: an edited message at the same index is new
+    seen REAL NOT NULL,
+    PRIMARY KEY (session_id, turn, digest)
+);
+"""
+
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+# Prefixes that name whose attribute it is, not which attribute: "user_name" and "my_name" are "name".
+_OWNER_PREFIX = re.compile(r"^(?:(?:the|my|user|users|customer|customers|client|your|own|preferred_user)_)+")
+# A few spellings of the same attribute the small model alternates between (seen in extraction runs).
+_ALIASES = {
+    "full_name": "name", "first_name_and_last_name": "name", "names": "name",
+    "order_number": "order_id", "order_no": "order_id", "order": "order_id", "orderid": "order_id",
+    "email_address": "email", "e_mail": "email", "mail": "email",
+    "phone_number": "phone", "telephone": "phone", "mobile": "phone", "phone_no": "phone",
+    "contact_preference": "preferred_contact", "contact_method": "preferred_contact",
+    "preferred_contact_method": "preferred_contact", "contact_channel": "preferred_contact",
+    "preferred_contact_channel": "preferred_contact",
+    "location": "city", "home_city": "city",
+    "account_number": "account_id", "account_no": "account_id", "account": "account_id",
+}
+
+
+def normalize_key(key: str) -> str:
+    """Canonical form of a fact key: lower snake case, owner prefixes dropped, common aliases merged."""
+    k = _NON_WORD.sub("_", key.strip().lower()).strip("_")
+    k = _OWNER_PREFIX.sub("", k) or k
+    return _ALIASES.get(k, k)[:MAX_KEY]
+
+
+def check_session_id(session_id: Any) -> str:
+    """The session id if usable; a clear error otherwise (it arrives from an HTTP header)."""
+    if not isinstance(session_id, str) or not session_id.strip():
+        raise InvalidRequestError("session id must be a non-empty string.", param="x-smallfleet-session",
+                                  hint="send a stable id per conversation in the x-smallfleet-session header")
+    if len(session_id) > MAX_SESSION_ID or not session_id.isprintable():
+        raise InvalidRequestError(f"session id must be at most {MAX_SESSION_ID} printable characters.",
+                                  param="x-smallfleet-session")
+    return session_id
+
+
+@dataclass(frozen=True)
+class Fact:
+    id: int
+    session_id: str
+    key: str
+    label: str
+    value: str
+    turn: int
+    source: str
+    trust: Trust
+    created: float
+    active: bool
+    superseded_by: int | None
+
+    @property
+    def trusted(self) -> bool:
+        return self.trust == "trusted"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "session_id": self.session_id, "key": self.key, "label": self.label,
+                "value": self.value, "turn": self.turn, "source": self.source, "trust": self.trust,
+                "created": self.created, "active": self.active, "superseded_by": self.superseded_by}
+
+
+_COLS = "id, session_id, key, label, value, turn, source, trust, created, active, superseded_by"
+
+
+def _fact(row: tuple[Any, ...]) -> Fact:
+    return Fact(id=row[0], session_id=row[1], key=row[2], label=row[3], value=row[4], turn=row[5], source=row[6],
+                trust=row[7], created=row[8], active=bool(row[9]), superseded_by=row[10])
+
+
+def _same_value(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()) == " ".join(b.lower().split())
+
+
+class FactStore:
+    """Facts of every session in one SQLite file. Thread-safe; each write is one transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise InvalidRequestError(f"{self.path} is not a usable fact store: {e}.",
+                                      hint="point the memory store at a new file") from e
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def __enter__(self) -> FactStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes ------------------------------------------------------------------------------------
+    def add(self, session_id: str, key: str, value: str, *, turn: int, source: str = "user",
+            trust: Trust = "trusted") -> Fact:
+        """Store one fact; an active fact with the same normalised key and trust label is superseded.
+
+        Restating the active value is a no-op (returns the existing fact) so replays and repeats do not
+        grow the history.
+        """
+        return self.add_many(session_id, [(key, value)], turn=turn, source=source, trust=trust)[0]
+
+    def add_many(self, session_id: str, items: list[tuple[str, str]], *, turn: int, source: str = "user",
+                 trust: Trust = "trusted") -> list[Fact]:
+        """Store the facts of one message in one transaction (all or none)."""
+        check_session_id(session_id)
+        if trust not in TRUST_LABELS:
+            raise InvalidRequestError(f"trust label {trust!r} is not one of {', '.join(TRUST_LABELS)}.")
+        if not isinstance(turn, int) or isinstance(turn, bool) or turn < 0:
+            raise InvalidRequestError(f"turn must be a non-negative integer, got {turn!r}.")
+        if not isinstance(source, str) or not source:
+            raise InvalidRequestError("source must be the role of the message the fact came from.")
+        clean: list[tuple[str, str, str]] = []
+        for key, value in items:
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidRequestError("fact key and value must be strings.")
+            norm, label, val = normalize_key(key), " ".join(key.split())[:MAX_KEY], " ".join(value.split())[:MAX_VALUE]
+            if not norm or not val:
+                raise InvalidRequestError(f"fact {key!r}: key and value must not be empty.")
+            clean.append((norm, label, val))
+        out: list[Fact] = []
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for norm, label, val in clean:
+                    row = self.db.execute(f"SELECT {_COLS} FROM facts WHERE session_id=? AND trust=? AND key=? AND active=1",
+                                          (session_id, trust, norm)).fetchone()
+                    if row is not None and _same_value(row[4], val):
+                        out.append(_fact(row))
+                        continue
+                    cur = self.db.execute(
+                        "INSERT INTO facts (session_id, key, label, value, turn, source, trust, created, active) "
+                        "VALUES (?,?,?,?,?,?,?,?,1)", (session_id, norm, label, val, turn, source, trust, time.time()))
+                    new_id = cur.lastrowid
+                    if row is not None:
+                        self.db.execute("UPDATE facts SET active=0, superseded_by=? WHERE id=?", (new_id, row[0]))
+                    out.append(_fact(self.db.execute(f"SELECT {_COLS} FROM facts WHERE id=?", (new_id,)).fetchone()))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return out
+
+    def forget(self, session_id: str) -> int:
+        """Delete every fact and seen turn of a session; returns how many facts went."""
+        check_session_id(session_id)
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                n = self.db.execute("DELETE FROM facts WHERE session_id=?", (session_id,)).rowcount
+                self.db.execute("DELETE FROM seen_turns WHERE session_id=?", (session_id,))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return n
+
+    # -- seen turns --------------------------------------------------------------------------------
+    def is_seen(self, session_id: str, turn: int, digest: str) -> bool:
+        with self._lock:
+            return self.db.execute("SELECT 1 FROM seen_turns WHERE session_id=? AND turn=? AND digest=?",
+                                   (session_id, turn, digest)).fetchone() is not None
+
+    def mark_seen(self, session_id: str, turn: int, digest: str) -> None:
+        with self._lock:
+            self.db.execute("INSERT OR IGNORE INTO seen_turns (session_id, turn, digest, seen) VALUES (?,?,?,?)",
+                            (session_id, turn, digest, time.time()))
+
+    # -- reads -------------------------------------------------------------------------------------
+    def facts(self, session_id: str, *, include_history: bool = False, trust: Trust | None = None) -> list[Fact]:
+        """Facts of a session, oldest first; active ones only unless ``include_history``."""
+        check_session_id(session_id)
+        if trust is not None and trust not in TRUST_LABELS:
+            raise InvalidRequestError(f"trust label {trust!r} is not one of {', '.join(TRUST_LABELS)}.")
+        sql = f"SELECT {_COLS} FROM facts WHERE session_id=?"
+        args: list[Any] = [session_id]
+        if not include_history:
+            sql += " AND active=1"
+        if trust is not None:
+            sql += " AND trust=?"
+            args.append(trust)
+        with self._lock:
+            rows = self.db.execute(sql + " ORDER BY id", args).fetchall()
+        return [_fact(r) for r in rows]
+
+    def history(self, session_id: str, key: str, *, trust: Trust = "trusted") -> list[Fact]:
+        """Every value a key had in a session, oldest first (the last one is the active one)."""
+        check_session_id(session_id)
+        with self._lock:
+            rows = self.db.execute(f"SELECT {_COLS} FROM facts WHERE session_id=? AND trust=? AND key=? ORDER BY id",
+                                   (session_id, trust, normalize_key(key))).fetchall()
+        return [_fact(r) for r in rows]
+
+    def keys(self, session_id: str, *, trust: Trust = "trusted") -> list[str]:
+        """Active keys of a session: shown to the extractor so an update reuses the same key."""
+        with self._lock:
+            rows = self.db.execute("SELECT key FROM facts WHERE session_id=? AND trust=? AND active=1 ORDER BY id",
+                                   (session_id, trust)).fetchall()
+        return [r[0] for r in rows]
