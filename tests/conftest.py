@@ -41,7 +41,8 @@ threads = 2
 
 def write_config(tmp: Path, extra: str = "") -> Path:
     p = tmp / "smallfleet.toml"
-    memory = "" if "[memory]" in extra else f'\n[memory]\npath = "{tmp / "memory.db"}"\n'
+    # the 135M model writes valid JSON with wrong content: facts are extracted by the 0.5B
+    memory = "" if "[memory]" in extra else f'\n[memory]\npath = "{tmp / "memory.db"}"\nmodel = "qwen05"\n'
     p.write_text(TINY_TOML + extra + f'\n[ledger]\npath = "{tmp / "ledger.db"}"\n' + memory)
     return p
 
