@@ -347,6 +347,16 @@ def _parse_routing(d: Any, tiers: tuple[str, ...]) -> dict[StepKind, KindPolicy]
     return routing
 
 
+def _env_onoff(env: dict[str, str], name: str, default: bool) -> bool:
+    """An on/off switch from the environment, overriding the file's value."""
+    flag = env.get(name, "").lower()
+    if not flag:
+        return default
+    if flag not in ("on", "off"):
+        raise ConfigError(f"{name}={flag!r}: use on or off.")
+    return flag == "on"
+
+
 def _parse_privacy(d: Any, env: dict[str, str]) -> PrivacySettings:
     if not isinstance(d, dict):
         raise ConfigError("privacy must be a table.")
@@ -363,12 +373,7 @@ def _parse_privacy(d: Any, env: dict[str, str]) -> PrivacySettings:
     threshold = _get(d, "threshold", float, "privacy", 0.5)
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError("privacy.threshold must be between 0 and 1.")
-    enabled = _get(d, "enabled", bool, "privacy", True)
-    flag = env.get("SMALLFLEET_PRIVACY", "").lower()
-    if flag:
-        if flag not in ("on", "off"):
-            raise ConfigError(f"SMALLFLEET_PRIVACY={flag!r}: use on or off.")
-        enabled = flag == "on"
+    enabled = _env_onoff(env, "SMALLFLEET_PRIVACY", _get(d, "enabled", bool, "privacy", True))
     return PrivacySettings(enabled=enabled, prefer_local=_get(d, "prefer_local", bool, "privacy", True),
                            entities=entities, threshold=threshold, ner=_get(d, "ner", bool, "privacy", True))
 
@@ -420,12 +425,7 @@ def _parse_memory(d: Any, env: dict[str, str]) -> MemorySettings:
     unknown = set(d) - {"enabled", "path", "model", "max_pinned"}
     if unknown:
         raise ConfigError(f"memory: unknown key(s) {', '.join(sorted(unknown))}.", hint="allowed: enabled, path, model, max_pinned")
-    enabled = _get(d, "enabled", bool, "memory", True)
-    flag = env.get("SMALLFLEET_MEMORY", "").lower()
-    if flag:
-        if flag not in ("on", "off"):
-            raise ConfigError(f"SMALLFLEET_MEMORY={flag!r}: use on or off.")
-        enabled = flag == "on"
+    enabled = _env_onoff(env, "SMALLFLEET_MEMORY", _get(d, "enabled", bool, "memory", True))
     n = _get(d, "max_pinned", int, "memory", 12)
     if not 1 <= n <= 100:
         raise ConfigError("memory.max_pinned must be between 1 and 100.")

@@ -196,11 +196,35 @@ def _compromised_agent(suite: Any, user_task: Any, injection_task: Any | None, l
     return Agent()
 
 
+def _cases(suites: Sequence[str], user_tasks: dict[str, list[str]] | None,
+           injection_tasks: dict[str, list[str]] | None) -> Any:
+    """(suite name, suite, user task, injection task or None for the benign run), in order."""
+    from agentdojo.task_suite.load_suites import get_suites
+
+    all_suites = get_suites(BENCHMARK_VERSION)
+    for sname in suites:
+        if sname not in all_suites:
+            raise NotAvailableError(f"unknown suite {sname!r}", hint=f"choose from {', '.join(all_suites)}")
+        suite = all_suites[sname]
+        uts = [suite.get_user_task_by_id(u) for u in (user_tasks or {}).get(sname, [])] or list(suite.user_tasks.values())
+        its = [suite.get_injection_task_by_id(i) for i in (injection_tasks or {}).get(sname, [])] or list(suite.injection_tasks.values())
+        for ut in uts:
+            for it in [None, *its]:
+                yield sname, suite, ut, it
+
+
 @dataclass
 class Totals:
     benign: list[bool] = field(default_factory=list)
     utility: list[bool] = field(default_factory=list)
     attacks: list[bool] = field(default_factory=list)
+
+    def add(self, benign: bool, utility: bool, attacked: bool) -> None:
+        if benign:
+            self.benign.append(utility)
+        else:
+            self.utility.append(utility)
+            self.attacks.append(attacked)
 
     def summary(self) -> dict[str, Any]:
         def frac(x: list[bool]) -> float | None:
@@ -210,6 +234,21 @@ class Totals:
                 "successful_attacks": sum(self.attacks)}
 
 
+class Tally:
+    """Totals over all suites and per suite."""
+
+    def __init__(self) -> None:
+        self.total = Totals()
+        self.suites: dict[str, Totals] = {}
+
+    def add(self, suite: str, benign: bool, utility: bool, attacked: bool) -> None:
+        self.total.add(benign, utility, attacked)
+        self.suites.setdefault(suite, Totals()).add(benign, utility, attacked)
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.total.summary(), "per_suite": {s: t.summary() for s, t in self.suites.items()}}
+
+
 def run_compromised(suites: Sequence[str] = SUITES, *, policy: bool, use_detector: bool = True,
                     user_tasks: dict[str, list[str]] | None = None, injection_tasks: dict[str, list[str]] | None = None,
                     progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
@@ -217,51 +256,31 @@ def run_compromised(suites: Sequence[str] = SUITES, *, policy: bool, use_detecto
     _require()
     from agentdojo.attacks.attack_registry import load_attack
     from agentdojo.logging import NullLogger
-    from agentdojo.task_suite.load_suites import get_suites
 
-    all_suites = get_suites(BENCHMARK_VERSION)
     guard = default_guard(use_detector) if policy else None
-    per_suite: dict[str, Any] = {}
-    total = Totals()
+    tally = Tally()
     blocked: list[Blocked] = []
     not_triggered: list[str] = []
     successful: list[str] = []
     with warnings.catch_warnings(), NullLogger():
         warnings.simplefilter("ignore")
-        for sname in suites:
-            if sname not in all_suites:
-                raise NotAvailableError(f"unknown suite {sname!r}", hint=f"choose from {', '.join(all_suites)}")
-            suite = all_suites[sname]
-            st = Totals()
-            uts = [suite.get_user_task_by_id(u) for u in (user_tasks or {}).get(sname, [])] or list(suite.user_tasks.values())
-            its = [suite.get_injection_task_by_id(i) for i in (injection_tasks or {}).get(sname, [])] or list(suite.injection_tasks.values())
-            for ut in uts:
-                for it in [None, *its]:
-                    log = CaseLog()
-                    meta = {"suite": sname, "user_task": ut.ID, "injection_task": it.ID if it else None}
-                    agent = _compromised_agent(suite, ut, it, log)
-                    pipe = _pipeline_elements(agent, guard, log, meta)
-                    pipe.name = PIPELINE_NAME
-                    injections = load_attack("important_instructions", suite, pipe).attack(ut, it) if it is not None else {}
-                    utility, security = suite.run_task_with_pipeline(pipe, ut, it, injections)
-                    blocked += log.blocked
-                    if it is None:
-                        st.benign.append(bool(utility))
-                    else:
-                        st.utility.append(bool(utility))
-                        st.attacks.append(bool(security))
-                        if security:
-                            successful.append(f"{sname}/{ut.ID}/{it.ID}")
-                        if not log.injection_seen:
-                            not_triggered.append(f"{sname}/{ut.ID}/{it.ID}")
-                    if progress:
-                        progress(sname, 1)
-            per_suite[sname] = st.summary()
-            total.benign += st.benign
-            total.utility += st.utility
-            total.attacks += st.attacks
-    return {**total.summary(), "per_suite": per_suite, "blocked": [b.__dict__ for b in blocked],
-            "injection_not_seen": not_triggered, "successful_attack_cases": successful}
+        for sname, suite, ut, it in _cases(suites, user_tasks, injection_tasks):
+            log = CaseLog()
+            meta = {"suite": sname, "user_task": ut.ID, "injection_task": it.ID if it else None}
+            pipe = _pipeline_elements(_compromised_agent(suite, ut, it, log), guard, log, meta)
+            pipe.name = PIPELINE_NAME
+            injections = load_attack("important_instructions", suite, pipe).attack(ut, it) if it is not None else {}
+            utility, security = suite.run_task_with_pipeline(pipe, ut, it, injections)
+            blocked += log.blocked
+            tally.add(sname, it is None, bool(utility), bool(security))
+            if it is not None and security:
+                successful.append(f"{sname}/{ut.ID}/{it.ID}")
+            if it is not None and not log.injection_seen:
+                not_triggered.append(f"{sname}/{ut.ID}/{it.ID}")
+            if progress:
+                progress(sname, 1)
+    return {**tally.summary(), "blocked": [b.__dict__ for b in blocked], "injection_not_seen": not_triggered,
+            "successful_attack_cases": successful}
 
 
 def count_cases(suites: Sequence[str] = SUITES) -> int:
@@ -311,7 +330,6 @@ def run_model(base_url: str, model: str, *, suites: Sequence[str] = ("workspace"
     import openai
     from agentdojo.attacks.attack_registry import load_attack
     from agentdojo.logging import NullLogger
-    from agentdojo.task_suite.load_suites import get_suites
 
     client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0,
                            default_headers={"x-smallfleet-guard": guard, "x-smallfleet-run": f"agentdojo-{guard}"})
@@ -319,39 +337,23 @@ def run_model(base_url: str, model: str, *, suites: Sequence[str] = ("workspace"
     pipe = ap.AgentPipeline([ap.SystemMessage("You are a helpful assistant. Use the tools to complete the user's task."),
                              ap.InitQuery(), llm, ap.ToolsExecutionLoop([ap.ToolsExecutor(), llm], max_iters=max_iters)])
     pipe.name = PIPELINE_NAME  # only the attack text uses it ("... to you, GPT-4"): the same text for every model
-    all_suites = get_suites(BENCHMARK_VERSION)
-    per_suite: dict[str, Any] = {}
-    total = Totals()
+    tally = Tally()
     errors: list[str] = []
     cases: list[dict[str, Any]] = []
     with warnings.catch_warnings(), NullLogger():
         warnings.simplefilter("ignore")
-        for sname in suites:
-            suite = all_suites[sname]
-            st = Totals()
-            uts = [suite.get_user_task_by_id(u) for u in (user_tasks or {}).get(sname, [])] or list(suite.user_tasks.values())
-            its = [suite.get_injection_task_by_id(i) for i in (injection_tasks or {}).get(sname, [])] or list(suite.injection_tasks.values())
-            for ut in uts:
-                for it in [None, *its]:
-                    injections = load_attack("important_instructions", suite, pipe).attack(ut, it) if it is not None else {}
-                    t0 = time.perf_counter()
-                    try:
-                        utility, security = suite.run_task_with_pipeline(pipe, ut, it, injections)
-                    except Exception as e:  # noqa: BLE001 - a failed case counts as no utility, no attack
-                        errors.append(f"{sname}/{ut.ID}/{it.ID if it else 'benign'}: {e.__class__.__name__}: {str(e)[:200]}")
-                        utility, security = False, False
-                    cases.append({"suite": sname, "user_task": ut.ID, "injection_task": it.ID if it else None,
-                                  "utility": bool(utility), "attack_succeeded": bool(security) if it else None,
-                                  "seconds": round(time.perf_counter() - t0, 1)})
-                    if it is None:
-                        st.benign.append(bool(utility))
-                    else:
-                        st.utility.append(bool(utility))
-                        st.attacks.append(bool(security))
-                    if progress:
-                        progress(sname, 1)
-            per_suite[sname] = st.summary()
-            total.benign += st.benign
-            total.utility += st.utility
-            total.attacks += st.attacks
-    return {**total.summary(), "per_suite": per_suite, "cases_detail": cases, "errors": errors, "guard": guard, "model": model}
+        for sname, suite, ut, it in _cases(suites, user_tasks, injection_tasks):
+            injections = load_attack("important_instructions", suite, pipe).attack(ut, it) if it is not None else {}
+            t0 = time.perf_counter()
+            try:
+                utility, security = suite.run_task_with_pipeline(pipe, ut, it, injections)
+            except Exception as e:  # noqa: BLE001 - a failed case counts as no utility, no attack
+                errors.append(f"{sname}/{ut.ID}/{it.ID if it else 'benign'}: {e.__class__.__name__}: {str(e)[:200]}")
+                utility, security = False, False
+            cases.append({"suite": sname, "user_task": ut.ID, "injection_task": it.ID if it else None,
+                          "utility": bool(utility), "attack_succeeded": bool(security) if it else None,
+                          "seconds": round(time.perf_counter() - t0, 1)})
+            tally.add(sname, it is None, bool(utility), bool(security))
+            if progress:
+                progress(sname, 1)
+    return {**tally.summary(), "cases_detail": cases, "errors": errors, "guard": guard, "model": model}
