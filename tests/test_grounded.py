@@ -133,3 +133,16 @@ def test_an_answer_of_only_citations_fails_the_check() -> None:
     assert v is not None and not v.passed and "only citation" in v.reason
     res.message = {"role": "assistant", "content": "Call calculate_bmi [1]."}
     assert check_evidence_grounded(step, res, pol).passed and step.evidence.cited == [1]
+
+
+def test_gateway_grounds_on_the_kb_header(gateway, kb: Path) -> None:
+    import httpx
+
+    body = {"model": "auto", "max_tokens": 30, "messages": [{"role": "user", "content": "How tall is the Eiffel Tower?"}]}
+    r = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers={"x-smallfleet-kb": str(kb)}, timeout=300)
+    assert r.status_code == 200, r.text
+    assert "x-smallfleet-citations" in r.headers
+    cites = r.json()["smallfleet"]["citations"]
+    assert cites and cites[0]["source"].endswith("tower.md")
+    bad = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers={"x-smallfleet-kb": "/nope/kb.db"}, timeout=60)
+    assert bad.status_code == 400 and "smallfleet index add" in bad.json()["error"]["message"] + str(bad.json()["error"].get("hint", ""))
