@@ -17,7 +17,7 @@ import orjson
 from .checks import Verdict, run_checks
 from .config import Config, ModelSpec
 from .errors import BackendError, ContextLengthError, SmallfleetError
-from .guards import Guard, Review, call_token
+from .guards import Guard, Review, call_token, datamark, decode_args
 from .ledger import AttemptRow, Ledger
 from .models import ChatResult, Fleet
 from .privacy.guard import PrivacyGuard
@@ -162,8 +162,6 @@ class Outcome:
 
 def _datamarked(request: dict[str, Any]) -> dict[str, Any]:
     """The request with every tool result wrapped and datamarked, so the model can tell data from instructions."""
-    from .guards import datamark
-
     msgs = [{**m, "content": datamark(m["content"], f"tool result {i}")} if m.get("role") == "tool" and isinstance(m.get("content"), str)
             else m for i, m in enumerate(request["messages"])]
     return {**request, "messages": msgs}
@@ -337,8 +335,6 @@ class Cascade:
             fn = tc.get("function") or {}
             line = f"I did not call {d.tool}: {d.reason}."
             if mode == "confirm":
-                from .guards import decode_args
-
                 line += (f" If you want it anyway, confirm and resend with header "
                          f"x-smallfleet-approve: {call_token(str(fn.get('name')), decode_args(fn.get('arguments')))}")
             lines.append(line)

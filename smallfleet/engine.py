@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .assets import ProgressFn
@@ -120,8 +121,6 @@ class Engine:
         if step.session_id and self.config.memory.enabled:
             await self._remember(step)
         if step.kb is not None and step.evidence is None:
-            import asyncio
-
             await asyncio.to_thread(self._ground, step)
         return await self.cascade.run(step, step.request.get("model") or "auto")
 
