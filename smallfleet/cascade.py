@@ -225,8 +225,7 @@ class Cascade:
         """Answer one step; raises SmallfleetError only when no attempt produced an answer."""
         if model != "auto":  # a concrete model passes through: checked and recorded, never escalated
             spec = self.fleet.spec(model)
-            checks = self.router.policy(step).checks + (("evidence_grounded",) if step.evidence is not None else ())
-            attempts = [await self._attempt(spec, spec.tier, step, checks)]
+            attempts = [await self._attempt(spec, spec.tier, step, self._checks(step))]
         else:
             attempts = await self._cascade(step)
         outcome = Outcome(step, attempts)
@@ -246,8 +245,7 @@ class Cascade:
         and up one tier when the detector flags injected instructions in what the model will read."""
         start = self._risk_tier(step, self.router.policy(step).start)
         if step.evidence is not None and step.evidence.weak:
-            i = self.config.tiers.index(start)
-            up = next((t for t in self.config.tiers[i + 1:] if self.config.tier_model(t).is_local), None)
+            up = self._local_above(start)
             if up is not None:
                 step.notes.append(f"weak evidence: started on {up}")
                 start = up
@@ -265,6 +263,15 @@ class Cascade:
             return local
         return start
 
+    def _local_above(self, tier: str) -> str | None:
+        """The next tier up whose model runs on this machine (risk and weak evidence move a step there)."""
+        i = self.config.tiers.index(tier)
+        return next((t for t in self.config.tiers[i + 1:] if self.config.tier_model(t).is_local), None)
+
+    def _checks(self, step: Step) -> tuple[str, ...]:
+        """The policy's checks, plus the evidence check for a grounded step."""
+        return self.router.policy(step).checks + (("evidence_grounded",) if step.evidence is not None else ())
+
     def _guard_context(self, step: Step) -> Any:
         """Labelled context + detector findings, computed once per step (only when tool output is present)."""
         if step.guard_ctx is None and self.guard is not None and any(m.get("role") == "tool" for m in step.messages):
@@ -275,8 +282,7 @@ class Cascade:
         mode = step.guard_mode or self.config.guards.mode
         if mode == "off" or self._guard_context(step) is None or not step.guard_ctx[1]:
             return start
-        i = self.config.tiers.index(start)
-        up = next((t for t in self.config.tiers[i + 1:] if self.config.tier_model(t).is_local), None)
+        up = self._local_above(start)
         if up is None:
             step.notes.append("injection flagged in tool output (no larger local tier to move to)")
             return start
@@ -285,7 +291,7 @@ class Cascade:
 
     async def _cascade(self, step: Step) -> list[Attempt]:
         policy = self.router.policy(step)
-        checks = policy.checks + (("evidence_grounded",) if step.evidence is not None else ())
+        checks = self._checks(step)
         tier: str | None = self._start_tier(step)
         attempts: list[Attempt] = []
         while tier is not None:

@@ -347,6 +347,15 @@ def _parse_routing(d: Any, tiers: tuple[str, ...]) -> dict[StepKind, KindPolicy]
     return routing
 
 
+def _check_section(d: Any, name: str, allowed: tuple[str, ...]) -> None:
+    """A config section must be a table with only the keys it knows (listed in order in the hint)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{name} must be a table.")
+    unknown = set(d) - set(allowed)
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {', '.join(sorted(unknown))}.", hint=f"allowed: {', '.join(allowed)}")
+
+
 def _env_onoff(env: dict[str, str], name: str, default: bool) -> bool:
     """An on/off switch from the environment, overriding the file's value."""
     flag = env.get(name, "").lower()
@@ -358,12 +367,7 @@ def _env_onoff(env: dict[str, str], name: str, default: bool) -> bool:
 
 
 def _parse_privacy(d: Any, env: dict[str, str]) -> PrivacySettings:
-    if not isinstance(d, dict):
-        raise ConfigError("privacy must be a table.")
-    unknown = set(d) - {"enabled", "prefer_local", "entities", "threshold", "ner"}
-    if unknown:
-        raise ConfigError(f"privacy: unknown key(s) {', '.join(sorted(unknown))}.",
-                          hint="allowed: enabled, prefer_local, entities, threshold, ner")
+    _check_section(d, "privacy", ("enabled", "prefer_local", "entities", "threshold", "ner"))
     from .privacy.entities import ENTITY_TYPES
 
     entities = tuple(_get(d, "entities", list, "privacy", []))
@@ -379,12 +383,7 @@ def _parse_privacy(d: Any, env: dict[str, str]) -> PrivacySettings:
 
 
 def _parse_guards(d: Any, env: dict[str, str]) -> GuardSettings:
-    if not isinstance(d, dict):
-        raise ConfigError("guards must be a table.")
-    unknown = set(d) - {"mode", "policy_file", "detector", "trusted_tools", "datamark"}
-    if unknown:
-        raise ConfigError(f"guards: unknown key(s) {', '.join(sorted(unknown))}.",
-                          hint="allowed: mode, policy_file, detector, trusted_tools, datamark")
+    _check_section(d, "guards", ("mode", "policy_file", "detector", "trusted_tools", "datamark"))
     mode = env.get("SMALLFLEET_GUARD") or _get(d, "mode", str, "guards", "block")
     if mode not in GUARD_MODES:
         raise ConfigError(f"guard mode {mode!r}: use one of {', '.join(GUARD_MODES)}.", hint="guards.mode or SMALLFLEET_GUARD")
@@ -400,11 +399,7 @@ def _parse_guards(d: Any, env: dict[str, str]) -> GuardSettings:
 
 
 def _parse_grounding(d: Any, env: dict[str, str]) -> GroundingSettings:
-    if not isinstance(d, dict):
-        raise ConfigError("grounding must be a table.")
-    unknown = set(d) - {"index", "kinds", "k", "min_relevance"}
-    if unknown:
-        raise ConfigError(f"grounding: unknown key(s) {', '.join(sorted(unknown))}.", hint="allowed: index, kinds, k, min_relevance")
+    _check_section(d, "grounding", ("index", "kinds", "k", "min_relevance"))
     kinds = tuple(_get(d, "kinds", list, "grounding", []))
     bad = [k for k in kinds if k not in {s.value for s in StepKind}]
     if bad:
@@ -420,11 +415,7 @@ def _parse_grounding(d: Any, env: dict[str, str]) -> GroundingSettings:
 
 
 def _parse_memory(d: Any, env: dict[str, str]) -> MemorySettings:
-    if not isinstance(d, dict):
-        raise ConfigError("memory must be a table.")
-    unknown = set(d) - {"enabled", "path", "model", "max_pinned"}
-    if unknown:
-        raise ConfigError(f"memory: unknown key(s) {', '.join(sorted(unknown))}.", hint="allowed: enabled, path, model, max_pinned")
+    _check_section(d, "memory", ("enabled", "path", "model", "max_pinned"))
     enabled = _env_onoff(env, "SMALLFLEET_MEMORY", _get(d, "enabled", bool, "memory", True))
     n = _get(d, "max_pinned", int, "memory", 12)
     if not 1 <= n <= 100:

@@ -25,6 +25,7 @@ it needs a destination that is not only in flagged text.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -428,7 +429,5 @@ def decode_args(raw: Any) -> Any:
 
 def call_token(tool: str, args: Any) -> str:
     """A stable short token for one exact call, used to approve it after a confirmation request."""
-    import hashlib
-
     digest = hashlib.sha256(tool.encode() + b"\0" + orjson.dumps(args, option=orjson.OPT_SORT_KEYS)).digest()
     return base64.urlsafe_b64encode(digest[:12]).decode()
