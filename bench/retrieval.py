@@ -1,4 +1,4 @@
-"""Retrieval: smallfleet's knowledge base (SQLite FTS5 BM25, MiniLM dense, hybrid RRF) vs. bm25s, in one run.
+"""Retrieval: smallfleet's knowledge base (SQLite FTS5 BM25, MiniLM dense, hybrid: RRF and learned fusion) vs. bm25s, in one run.
 
 Corpus and questions: the tool documentation and requests of the Berkeley Function Calling Leaderboard
 v4 (BFCL), shipped inside the PyPI package ``bfcl-eval`` (Apache-2.0). Why this set: no passage
@@ -38,7 +38,8 @@ documentation of the tool this request needs", the look-up an agent with many to
 - Systems: ``bm25s`` (the reference: bm25s 0.3.16, Lucene BM25 k1=1.5 b=0.75, lowercase runs of letters
   and digits — the tokens of FTS5's unicode61 — bm25s's English stop words, no stemming), and the
   store's ``Store.search(question, pool, mode)`` with mode ``bm25`` (FTS5), ``dense`` (MiniLM int8 ONNX;
-  exact cosine up to 20k chunks, sign-bit pre-selection above) and ``hybrid`` (reciprocal rank fusion).
+  exact cosine up to 20k chunks, sign-bit pre-selection above) ``rrf`` (both fused by reciprocal rank) and ``hybrid`` (both fused by the learned model shipped in
+  smallfleet/retrieval/data/fusion-v1.json, trained by bench/train_fusion.py on the dev questions only).
   At scales above 20k chunks the share of the exact dense top 10 the store returns is reported.
 - Ingestion: wall time of ``Store.add`` per file (read, chunk, embed, one transaction), the embedder
   loaded beforehand; chunks/s and docs/s.
@@ -90,10 +91,10 @@ from smallfleet.retrieval.store import EXACT_MAX  # noqa: E402
 QUERY_CATEGORIES = ["simple_python", "simple_java", "simple_javascript", "multiple", "parallel", "parallel_multiple",
                     "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"]
 DISTRACTOR_CATEGORIES = ["irrelevance", "live_irrelevance", "live_relevance"]
-MODES = ("bm25", "dense", "hybrid")
+MODES = ("bm25", "dense", "rrf", "hybrid")
 SYSTEMS = ("bm25s",) + MODES
 LABELS = {"bm25s": "BM25 (bm25s, reference)", "bm25": "BM25 (store, FTS5)", "dense": "dense (store, MiniLM)",
-          "hybrid": "hybrid (store, RRF)"}
+          "rrf": "hybrid (store, RRF)", "hybrid": "hybrid (store, learned fusion)"}
 TOKEN_PATTERN = r"(?u)[^\W_]+"  # FTS5 unicode61: runs of letters/digits; '_' and '.' separate
 REAL_MAX = 10_000  # chunks of real text; above, perturbed copies of the distractors
 DOCSTRING_MIN = 40
@@ -380,7 +381,7 @@ def run_scale(store: Store, chunk_doc: dict[int, int], questions: list[Question]
     store.search("warm up", 10, "dense")
     out["first_search_seconds"] = time.perf_counter() - t0  # reads the vectors once
     with progress() as bar:
-        task = bar.add_task(f"search @ {n_chunks:,} chunks", total=len(questions) * 3 + min(bm25s_n, len(questions)))
+        task = bar.add_task(f"search @ {n_chunks:,} chunks", total=len(questions) * len(MODES) + min(bm25s_n, len(questions)))
         for i in range(0, len(questions), 64):
             hits["bm25s"] += ref.search([q.text for q in questions[i:i + 64]], pool)
         for q in questions[:WARMUP]:
@@ -661,7 +662,7 @@ def main() -> int:
         "protocol": {"unit": "chunks of the store folded to documents (first chunk of each)", "pool": args.pool,
                      "bm25s": {"version": bm25s.__version__, "method": "lucene", "k1": 1.5, "b": 0.75,
                                "token_pattern": TOKEN_PATTERN, "stopwords": "bm25s english", "stemmer": None},
-                     "store": f"Store.search(question, {args.pool}, mode) for mode in bm25, dense, hybrid",
+                     "store": f"Store.search(question, {args.pool}, mode) for mode in bm25, dense, rrf, hybrid",
                      "latency": f"every store call of the quality run after {WARMUP} warm-up calls; bm25s: one-question "
                                 f"retrieve for the first {args.bm25s_latency} questions"},
         "ingestion": ingestion,

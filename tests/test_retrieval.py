@@ -156,3 +156,46 @@ def test_keyword_search_drops_terms_most_chunks_contain(tmp_path: Path, monkeypa
     # hybrid runs the keyword half beside the dense half and fuses both
     assert Path(s.search("rare sprocket", 1)[0].source).name == "target.txt"
     s.close()
+
+
+def test_fusion_export_matches_scikit_learn() -> None:
+    # the numpy tree walker must give scikit-learn's own log-odds for an exported model
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from smallfleet.retrieval import fusion
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 3))
+    y = ((x[:, 0] + 0.5 * x[:, 1] ** 2 - x[:, 2] * x[:, 0]) > 0.3).astype(int)
+    m = HistGradientBoostingClassifier(max_iter=30, max_leaf_nodes=9, random_state=0, early_stopping=False).fit(x, y)
+    spec = fusion.export(m, {"features": ["a", "b", "c"]})
+    walker = fusion.FusionModel(spec, features=("a", "b", "c"))
+    assert np.allclose(walker.score(x), m.decision_function(x), atol=1e-9)
+    with pytest.raises(ValueError, match="retrain"):
+        fusion.FusionModel(spec)  # trained on other features than the store computes
+
+
+def test_shipped_fusion_model_and_its_features(store: Store) -> None:
+    from smallfleet.retrieval import fusion
+
+    model = fusion.shipped()
+    assert model is not None, "smallfleet/retrieval/data/fusion-v1.json is missing (bench/train_fusion.py)"
+    assert model.meta["questions"] > 0 and len(model.meta["training_data_sha256"]) == 64
+    q = "which bulb fits the Arc pendant"
+    v = store.embedder.embed([q])[0]
+    cand = store.fusion_features(q, v, store._bm25(q, fusion.POOL), store._dense(v, fusion.POOL))
+    assert cand.features.shape == (len(cand.ids), len(fusion.FEATURES)) and np.isfinite(cand.features).all()
+    feats = dict(zip(fusion.FEATURES, cand.features[0]))  # the best keyword hit comes first
+    assert "E27" in store.chunk_texts([cand.ids[0]])[cand.ids[0]][1] and feats["lex_rel"] == 1.0 and feats["in_lex"] == 1.0
+    hits = store.search(q, 3)
+    assert all(0.0 < h.score < 1.0 for h in hits) and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # reciprocal rank fusion stays available, and a k beyond the learned pool still gets k results
+    assert Path(store.search(q, 1, mode="rrf")[0].source).name == "lamps.md"
+    assert len(store.search(q, 40)) == store.count()
+
+
+def test_fusion_stems_split_identifiers() -> None:
+    from smallfleet.retrieval.fusion import stems
+
+    assert stems("getCurrentWeather") == ["get", "curre", "weath"]
+    assert stems("math.factorial_of") == ["math", "facto", "of"]

@@ -100,7 +100,8 @@ def index_ls(index_path: str | None, as_json: bool) -> None:
 @click.argument("query")
 @_INDEX_OPT
 @click.option("--k", type=int, default=5, show_default=True, help="How many chunks.")
-@click.option("--mode", type=click.Choice(["hybrid", "bm25", "dense"]), default="hybrid", show_default=True)
+@click.option("--mode", type=click.Choice(["hybrid", "rrf", "bm25", "dense"]), default="hybrid", show_default=True,
+              help="hybrid: keyword + dense fused by the shipped learned model; rrf: fused by reciprocal rank.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output: ranked chunks with id, source, score, text.")
 def search(query: str, index_path: str | None, k: int, mode: str, as_json: bool) -> None:
     """Search the knowledge base; QUERY "-" reads one query per line from stdin (models load once)."""

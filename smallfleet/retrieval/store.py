@@ -1,5 +1,5 @@
 """A local knowledge base in one SQLite file: documents, structure-aware chunks, FTS5 (BM25) and
-dense vectors, searched as a hybrid fused by reciprocal rank.
+dense vectors, searched as a hybrid fused by a small learned model (reciprocal rank fusion without it).
 
 Writes are transactional (a document and all its chunks, or nothing); re-adding an unchanged file is
 a no-op (content hash); a changed file replaces its old chunks. The ``Store`` methods are the
@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 
 from ..errors import InvalidRequestError, NotAvailableError
+from . import fusion
 from .embed import DIM, Embedder
 
 MAX_FILE_BYTES = 50 << 20
@@ -38,6 +39,7 @@ DENSE_CANDIDATES = 1000
 # (its time grows with the postings it reads). 0.05 was chosen on the dev questions of bench/retrieval.py.
 PRUNE_MIN_CHUNKS = 1000
 PRUNE_DF = 0.05
+MODES = ("hybrid", "rrf", "bm25", "dense")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL,
     bytes INTEGER NOT NULL, added REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');
@@ -211,6 +213,7 @@ class Store:
         self._lock = threading.Lock()
         self._matrix: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # (ids, vectors, sign bits); reset by writes
         self._doc_freq: tuple[int, dict[str, int]] | None = None  # (chunks, chunks per term); reset by writes
+        self.stem_cache: dict[int, tuple[frozenset[str], frozenset[str], int]] = {}  # fusion features; reset by writes
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kb-bm25")  # the keyword half of a hybrid search
 
     def close(self) -> None:
@@ -243,6 +246,7 @@ class Store:
                 self.db.execute("ROLLBACK")
                 raise
             self._matrix = self._doc_freq = None
+            self.stem_cache = {}
         return "updated" if row else "added"
 
     def remove(self, path: str | Path) -> bool:
@@ -250,6 +254,7 @@ class Store:
         with self._lock:
             cur = self.db.execute("DELETE FROM docs WHERE path=?", (p,))
             self._matrix = self._doc_freq = None
+            self.stem_cache = {}
         return cur.rowcount > 0
 
     def list(self) -> list[dict[str, Any]]:
@@ -262,6 +267,10 @@ class Store:
 
     # -- search ------------------------------------------------------------------------------------
     def bm25(self, query: str, k: int) -> list[int]:
+        return [c for c, _ in self._bm25(query, k)]
+
+    def _bm25(self, query: str, k: int) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score) best first; a heading match weighs 3x a text match (chosen on dev questions)."""
         terms = list(dict.fromkeys(t for t in _FTS_TOKEN.findall(query.lower()) if t not in STOPWORDS))
         if not terms:
             return []  # nothing a keyword index can match on: dense search alone decides
@@ -270,14 +279,15 @@ class Store:
             rare = [t for t in terms if df.get(t, 0) <= PRUNE_DF * total]
             terms = rare or [min(terms, key=lambda t: df.get(t, 0))]
         match = " OR ".join(f'"{t}"' for t in terms)
-        return [r[0] for r in self.db.execute(
-            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?", (match, k))]
+        return [(r[0], -r[1]) for r in self.db.execute(
+            "SELECT rowid, bm25(chunks_fts, 1.0, 3.0) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+            (match, k))]
 
     def _term_counts(self) -> tuple[int, dict[str, int]]:
         counts = self._doc_freq
         if counts is None:
             total = self.count()
-            df = dict(self.db.execute("SELECT term, doc FROM temp.chunks_vocab")) if total >= PRUNE_MIN_CHUNKS else {}
+            df = dict(self.db.execute("SELECT term, doc FROM temp.chunks_vocab"))  # pruning and fusion's idf
             counts = self._doc_freq = (total, df)
         return counts
 
@@ -295,10 +305,13 @@ class Store:
         return matrix
 
     def dense(self, query: str, k: int) -> list[int]:
+        return [c for c, _ in self._dense(self.embedder.embed([query])[0], k)]
+
+    def _dense(self, q: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """(chunk id, cosine) best first for the unit query vector q."""
         ids, mat, bits = self._vectors()
         if not len(ids):
             return []
-        q = self.embedder.embed([query])[0]
         rows: np.ndarray | None = None  # candidate rows; None = all
         n_cand = max(DENSE_CANDIDATES, k * 25)
         if bits is not None and len(ids) > n_cand:
@@ -312,35 +325,51 @@ class Store:
         sims = np.einsum("ij,j->i", mat if rows is None else mat[rows], q)
         top = np.argpartition(-sims, min(k, len(sims) - 1))[:k]
         top = top[np.argsort(-sims[top])]
-        return [int(ids[i]) for i in (top if rows is None else rows[top])]
+        return [(int(ids[i if rows is None else rows[i]]), float(sims[i])) for i in top]
+
+    def _cosines(self, q: np.ndarray, chunk_ids: list[int]) -> dict[int, float]:
+        ids, mat, _ = self._vectors()
+        rows = np.searchsorted(ids, chunk_ids)
+        return {c: float(np.dot(mat[r], q)) for r, c in zip(rows, chunk_ids) if r < len(ids) and ids[r] == c}
+
+    def chunk_texts(self, chunk_ids: list[int]) -> dict[int, tuple[str, str]]:
+        """chunk id -> (heading, text)."""
+        q = ",".join("?" * len(chunk_ids))
+        return {r[0]: (r[1], r[2]) for r in self.db.execute(f"SELECT id, heading, text FROM chunks WHERE id IN ({q})", chunk_ids)}
 
     def relevance(self, query: str, hits: list[Hit]) -> list[float]:
         """Cosine similarity of the query to each hit's chunk (for "is the evidence any good?")."""
         if not hits:
             return []
-        ids, mat, _ = self._vectors()
-        q = self.embedder.embed([query])[0]
-        rows = np.searchsorted(ids, [h.id for h in hits])
-        return [float(np.dot(mat[r], q)) if r < len(ids) and ids[r] == h.id else 0.0 for r, h in zip(rows, hits)]
+        cos = self._cosines(self.embedder.embed([query])[0], [h.id for h in hits])
+        return [cos.get(h.id, 0.0) for h in hits]
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+        """The k best chunks. Modes: ``hybrid`` (both halves, fused by the shipped learned model, or by
+        reciprocal rank when it is missing), ``rrf`` (both halves, reciprocal rank fusion), ``bm25``, ``dense``."""
         if not query.strip():
             raise InvalidRequestError("the query is empty.")
-        if mode not in ("hybrid", "bm25", "dense"):
-            raise InvalidRequestError(f"search mode {mode!r}: use hybrid, bm25 or dense.")
+        if mode not in MODES:
+            raise InvalidRequestError(f"search mode {mode!r}: use {', '.join(MODES)}.")
         pool = max(k * 4, 20)
         if mode == "bm25":
             scores = rrf([self.bm25(query, pool)])
         elif mode == "dense":
             scores = rrf([self.dense(query, pool)])
         else:
+            model = fusion.shipped() if mode == "hybrid" else None
+            pool = max(fusion.POOL, k) if model else pool
             self._vectors()  # loaded here, so that the two halves never read the database at the same time
-            lexical = self._pool.submit(self.bm25, query, pool)  # SQLite, ONNX and numpy all release the GIL
+            lexical = self._pool.submit(self._bm25, query, pool)  # SQLite, ONNX and numpy all release the GIL
             try:
-                semantic = self.dense(query, pool)
+                q = self.embedder.embed([query])[0]
+                semantic = self._dense(q, pool)
             finally:
                 keyword = lexical.result()
-            scores = rrf([keyword, semantic])
+            if model is None:
+                scores = rrf([[c for c, _ in keyword], [c for c, _ in semantic]])
+            else:
+                scores = self._fuse(model, query, q, keyword, semantic)
         best = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
         if not best:
             return []
@@ -349,3 +378,20 @@ class Store:
             f"SELECT c.id, d.path, c.text, c.heading FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE c.id IN ({q})",
             [cid for cid, _ in best])}
         return [Hit(cid, rows[cid][0], s, rows[cid][1], rows[cid][2]) for cid, s in best if cid in rows]
+
+    def fusion_features(self, query: str, q: np.ndarray, keyword: list[tuple[int, float]],
+                        semantic: list[tuple[int, float]]) -> fusion.Candidates:
+        union = list(dict.fromkeys([c for c, _ in keyword] + [c for c, _ in semantic]))
+        top = semantic[0][1] if semantic else 0.0
+        return fusion.candidates(self, query, keyword[:fusion.POOL], semantic[:fusion.POOL], top, self._cosines(q, union))
+
+    def _fuse(self, model: fusion.FusionModel, query: str, q: np.ndarray, keyword: list[tuple[int, float]],
+              semantic: list[tuple[int, float]]) -> dict[int, float]:
+        """Chunk id -> probability of relevance from the learned fusion (candidates beyond POOL of each half
+        keep a reciprocal-rank score below every scored one, so a large k still gets k results)."""
+        cand = self.fusion_features(query, q, keyword, semantic)
+        out = {c: -1.0 + s for c, s in rrf([[c for c, _ in keyword], [c for c, _ in semantic]]).items()}
+        if cand.ids:
+            probs = 1.0 / (1.0 + np.exp(-model.score(cand.features)))
+            out.update(zip(cand.ids, probs.tolist()))
+        return out
