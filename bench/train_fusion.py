@@ -39,7 +39,7 @@ import retrieval as R  # noqa: E402  (bench/retrieval.py: corpus loading, metric
 from smallfleet.retrieval import fusion  # noqa: E402
 from smallfleet.retrieval.store import Store  # noqa: E402
 
-GRID = {"max_iter": [100, 200], "max_leaf_nodes": [7, 15], "min_samples_leaf": [20, 60], "learning_rate": [0.05]}
+GRID = {"max_iter": [100, 200, 400], "max_leaf_nodes": [7, 15, 31], "min_samples_leaf": [20, 60], "learning_rate": [0.05]}
 SEED = 0
 
 

@@ -270,7 +270,7 @@ class Store:
         return [c for c, _ in self._bm25(query, k)]
 
     def _bm25(self, query: str, k: int) -> list[tuple[int, float]]:
-        """(chunk id, BM25 score) best first; a heading match weighs 3x a text match (chosen on dev questions)."""
+        """(chunk id, BM25 score) best first."""
         terms = list(dict.fromkeys(t for t in _FTS_TOKEN.findall(query.lower()) if t not in STOPWORDS))
         if not terms:
             return []  # nothing a keyword index can match on: dense search alone decides
@@ -280,7 +280,7 @@ class Store:
             terms = rare or [min(terms, key=lambda t: df.get(t, 0))]
         match = " OR ".join(f'"{t}"' for t in terms)
         return [(r[0], -r[1]) for r in self.db.execute(
-            "SELECT rowid, bm25(chunks_fts, 1.0, 3.0) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+            "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
             (match, k))]
 
     def _term_counts(self) -> tuple[int, dict[str, int]]:
