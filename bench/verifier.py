@@ -460,23 +460,32 @@ def part_cascade(v_shipped: Any | None, v_control: Any, args: argparse.Namespace
                            "weak_accuracy": acc_w, "strong_accuracy": acc_s, "models": {}}
     targets = {"match_strong": acc_s * n, f"{STRONG_FRACTION:.0%}_of_strong": STRONG_FRACTION * acc_s * n}
     models = ({"shipped": v_shipped} if v_shipped is not None else {}) | {"holdout_gsm8k_control": v_control}
+    scored: dict[str, tuple[list[float], float, dict[str, Any]]] = {}
     for name, v in models.items():
         preds = run_verify(v.verify, rows, f"cascade {name}")
         check = contract_check(rows, preds, float(v.threshold))
         print_contract(f"cascade {name}", check)
-        p = [x.p_flawed for x in preds]
+        scored[name] = ([x.p_flawed for x in preds], float(v.threshold), check)
+    scored["outcome_cv"] = (outcome_cv(rows, v_control), 0.5, {})
+    out["outcome_cv"] = {
+        "what": "p_wrong of the outcome verifier (smallfleet/verify/outcome.py), 5-fold cross-validation over "
+                "questions: each fold's model is fitted on the other folds' solutions from all four GSM8K example "
+                "models (6B/175B fine-tuned and verification) and scores this fold's 6B solutions; its step-score "
+                "features come from the holdout='gsm8k' process verifier (no GSM8K-test question seen)",
+        "escalate_rule": "p_wrong > t"}
+    for name, (p, threshold, check) in scored.items():
         curves = cascade_curves(p, weak, strong)
         need = {t: {pol: share_to_reach(curves[pol], n, c) for pol in curves} for t, c in targets.items()}
         best = max(curves["verifier"], key=lambda pt: (pt["correct"], -pt["escalated"]))
         out["models"][name] = {
-            "threshold": float(v.threshold), "contract": check,
+            "threshold": threshold, "contract": check,
             "auroc_p_flawed_weak_wrong": auroc([x for x, c in zip(p, weak) if not c], [x for x, c in zip(p, weak) if c]),
             "share_needed": need,
             "goal_met": need["match_strong"]["verifier"] is not None
                         and need["match_strong"]["verifier"] <= GOAL_CASCADE_SHARE_MAX,
             "best_verifier_point": {"threshold_gt": best["threshold_gt"], "share": best["escalated"] / n,
                                     "accuracy": best["correct"] / n},
-            "at_own_threshold": own_threshold_point(p, weak, strong, float(v.threshold)),
+            "at_own_threshold": own_threshold_point(p, weak, strong, threshold),
             "curves": {"verifier_columns": ["threshold_gt", "escalated", "correct"],
                        "verifier": [[pt["threshold_gt"], pt["escalated"], pt["correct"]] for pt in curves["verifier"]],
                        "random_columns": ["escalated", "expected correct"], "random": [[0, sum(weak)], [n, sum(strong)]],
@@ -500,6 +509,20 @@ def part_cascade(v_shipped: Any | None, v_control: Any, args: argparse.Namespace
     for m in out["models"].values():
         del m["_curves_full"]
     return out
+
+
+def outcome_cv(rows: list[dict], v_control: Any, folds: int = 5) -> list[float]:
+    """Cross-validated p_wrong for each cascade row (its 6B solution), folds over questions."""
+    from smallfleet.verify.outcome import fit_outcome, outcome_dataset
+
+    print("  outcome verifier: features of all 4 x 1319 example solutions, 5-fold CV over questions …")
+    x, y, q, src = outcome_dataset(DATA, v_control.step_scores)
+    weak_row = {int(qi): i for i, (qi, k) in enumerate(zip(q, src)) if k == "6b_finetuning"}
+    p_all = np.zeros(len(y))
+    for f in range(folds):
+        test = q % folds == f
+        p_all[test] = fit_outcome(x[~test], y[~test]).p_wrong_rows(x[test])
+    return [float(p_all[weak_row[int(r["id"].rsplit("-", 1)[1])]]) for r in rows]
 
 
 def own_threshold_point(p: Sequence[float], weak: Sequence[bool], strong: Sequence[bool], t: float) -> dict[str, float]:
@@ -546,7 +569,8 @@ def plot_cascade(out: dict[str, Any], n: int, path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 5))
     styles = {"shipped": dict(color="C0", lw=2, label="verifier (shipped artifact)"),
-              "holdout_gsm8k_control": dict(color="C0", lw=1, ls="--", label="verifier (holdout=gsm8k model, control)")}
+              "holdout_gsm8k_control": dict(color="C0", lw=1, ls="--", label="verifier (holdout=gsm8k model, control)"),
+              "outcome_cv": dict(color="C4", lw=2, label="outcome verifier p_wrong (5-fold CV over questions)")}
     first = None
     for name, m in out["models"].items():
         cur = m["_curves_full"]
@@ -564,7 +588,7 @@ def plot_cascade(out: dict[str, Any], n: int, path: Path) -> None:
     ax.axvline(GOAL_CASCADE_SHARE_MAX, color="k", lw=0.5, ls="-.", label=f"goal: <= {GOAL_CASCADE_SHARE_MAX:.0%} escalated")
     ax.set_xlabel("share of questions escalated to the strong model")
     ax.set_ylabel("cascade accuracy")
-    ax.set_title(f"GSM8K test cascade, n={n}: escalate when p_flawed > t")
+    ax.set_title(f"GSM8K test cascade, n={n}: escalate when p_flawed (or p_wrong) > t")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()

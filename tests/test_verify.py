@@ -162,3 +162,54 @@ def test_label_margin_from_alternatives() -> None:
     v = check_label_margin(st, close_call, POL)
     assert not v.passed and "category: margin" in v.reason
     assert check_label_margin(st, ChatResult("m", {"role": "assistant", "content": "{}"}, "stop", 1, 1, 1.0), POL) is None
+
+
+EGGS = "Janet has 16 eggs. She eats 3 and bakes with 4. She sells the rest for $2 each. How much does she make?"
+
+
+def test_outcome_verifier_odds_of_a_wrong_answer() -> None:
+    from smallfleet.verify.outcome import FEATURES, outcome_features
+
+    v = ProcessVerifier.load()
+    assert v.outcome is not None and v.outcome.meta["cv"]["auroc_all"] > 0.6
+    missed = v.verify(EGGS, ["She has 16 - 3 = 13 eggs left.", "13 * 2 = 26", "A: 26"])  # never uses the 4
+    sound = v.verify(EGGS, ["She has 16 - 3 - 4 = 9 eggs left.", "9 * 2 = 18", "A: 18"])
+    row = dict(zip(FEATURES, outcome_features(EGGS, ["She has 16 - 3 = 13 eggs left.", "13 * 2 = 26", "A: 26"], missed.step_scores)))
+    assert row["unused_quantities"] == 1 and row["share_unused"] == 0.25
+    assert missed.p_wrong is not None and sound.p_wrong is not None and missed.p_wrong > sound.p_wrong
+    assert "p_wrong" in sound.as_dict()
+    # another artifact's step scores are not what the outcome model was trained on: no p_wrong then
+    assert ProcessVerifier.load(Path(__file__).resolve().parents[1] / "smallfleet" / "verify" / "data" / "verifier-v1.json"
+                                ).verify(EGGS, ["9 * 2 = 18", "A: 18"]).p_wrong is None
+
+
+def test_process_check_escalates_a_likely_wrong_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from smallfleet.verify import checks
+
+    st = Step({"messages": [{"role": "user", "content": EGGS}]}, StepKind.REASONING)
+    answer = "She has 16 - 3 = 13 eggs left.\nShe makes 13 * 2 = 26 dollars.\nThe answer is 26."
+    v = checks.verifier()
+    p = v.verify(EGGS, split_steps(answer)).p_wrong
+    monkeypatch.setattr(v.outcome, "threshold", p - 0.01)
+    verdict = check_process(st, _result(answer), POL)
+    assert not verdict.passed and "more likely wrong than right" in verdict.reason and verdict.score == pytest.approx(p)
+    monkeypatch.setattr(v.outcome, "threshold", p + 0.01)
+    assert check_process(st, _result(answer), POL).passed
+
+
+def test_outcome_training_on_small_data(tmp_path: Path) -> None:
+    from smallfleet.errors import NotAvailableError
+    from smallfleet.verify import OutcomeModel, train_outcome
+
+    src = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k" / "example_model_solutions.jsonl").write_text("\n".join(src.read_text().splitlines()[:60]))
+    a = train_outcome(tmp_path / "a.json", tmp_path, folds=3)
+    b = train_outcome(tmp_path / "b.json", tmp_path, folds=3)
+    assert a["solutions"] == 240 and a["training_data_sha256"] == b["training_data_sha256"] and a["weights"] == b["weights"]
+    m = OutcomeModel.load(tmp_path / "a.json")
+    assert 0.0 < m.p_wrong(EGGS, ["9 * 2 = 18", "A: 18"], [0.1, 0.1]) < 1.0
+    with pytest.raises(InvalidRequestError):
+        train_outcome(tmp_path / "c.json", tmp_path, folds=1)
+    with pytest.raises(NotAvailableError, match="missing"):
+        train_outcome(tmp_path / "c.json", tmp_path / "nowhere")

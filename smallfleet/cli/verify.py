@@ -21,8 +21,9 @@ def verify(source: Any, artifact: str | None) -> None:
 
     \b
     Input lines:   {"problem": "...", "steps": ["step 1", "step 2", ...]}   (other fields ignored)
-    Output lines:  {"first_error_step": 1, "p_flawed": 0.83, "step_scores": [0.1, 0.83], ...}
-    first_error_step is -1 when no error is found. Each step is recomputed (arithmetic) and scored
+    Output lines:  {"first_error_step": 1, "p_flawed": 0.83, "step_scores": [0.1, 0.83], "p_wrong": 0.7, ...}
+    first_error_step is -1 when no error is found; p_wrong (shipped verifier only) is the outcome
+    verifier's odds that the final answer is wrong. Each step is recomputed (arithmetic) and scored
     by the distilled verifier; traces over 64 steps are cut and say so. A bad line gets
     {"line": N, "error": ...}; the exit code is 1 if any line failed.
     """
@@ -80,13 +81,31 @@ def verifier_train(holdout: str, out: str, data_dir: str | None, synthetic: int,
                   f"{m['acc_correct']:.3f} F1 {m['f1']:.3f}; data sha256 {meta['training_data_sha256'][:12]}…")
 
 
+@verifier.command("train-outcome")
+@click.option("--out", type=click.Path(dir_okay=False), default="smallfleet/verify/data/outcome-v1.json", show_default=True)
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with gsm8k/example_model_solutions.jsonl (default: ../shared/data).")
+@click.option("--folds", type=int, default=5, show_default=True, help="Cross-validation folds over questions (reported).")
+def verifier_train_outcome(out: str, data_dir: str | None, folds: int) -> None:
+    """Train the outcome verifier (p_wrong: the final answer's odds of being wrong) from the GSM8K
+    example model solutions; uses the shipped process verifier's step scores as features."""
+    from ..verify.outcome import train_outcome
+
+    with console.status("extracting features and training …"):
+        meta = train_outcome(out, data_dir, folds)
+    console.print(f"wrote {out}: {meta['solutions']} solutions of {meta['questions']} questions ({meta['wrong']} wrong); "
+                  f"{folds}-fold CV AUROC {meta['cv']['auroc_all']:.3f} (by source {meta['cv']['auroc_by_source']}); "
+                  f"data sha256 {meta['training_data_sha256'][:12]}…")
+
+
 @verifier.command("info")
 @click.option("--verifier", "artifact", type=click.Path(dir_okay=False, exists=True), default=None)
 def verifier_info(artifact: str | None) -> None:
     """Show the artifact's training data hash, sizes and metrics."""
     from ..verify import ProcessVerifier
 
-    meta = dict(ProcessVerifier.load(artifact).meta)
-    for k in ("weights", "mean", "scale"):
-        meta.pop(k, None)
+    v = ProcessVerifier.load(artifact)
+    meta = {k: x for k, x in v.meta.items() if k not in ("weights", "mean", "scale")}
+    if v.outcome is not None:
+        meta["outcome"] = {k: x for k, x in v.outcome.meta.items() if k not in ("weights", "mean", "scale")}
     out.print_json(orjson.dumps(meta).decode())

@@ -2,6 +2,7 @@
 grounding of tool arguments and extracted fields, and an LLM-judge baseline."""
 
 from .grounding import Context, ungrounded
+from .outcome import OutcomeModel, train_outcome
 from .process import ProcessVerifier, TraceResult, first_error, processbench_f1, train_verifier
 
 
@@ -13,5 +14,5 @@ def __getattr__(name: str):  # the judge pulls in llama.cpp: only on demand
     raise AttributeError(name)
 
 
-__all__ = ["Context", "LLMJudge", "ProcessVerifier", "TraceResult", "first_error", "processbench_f1",
-           "train_verifier", "ungrounded"]
+__all__ = ["Context", "LLMJudge", "OutcomeModel", "ProcessVerifier", "TraceResult", "first_error", "processbench_f1",
+           "train_outcome", "train_verifier", "ungrounded"]

@@ -141,9 +141,13 @@ def check_process(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict
         for eq in equations(s):
             if eq.ok is False:
                 return Verdict("process", False, f"step {i + 1}: {eq.expr} = {eq.claimed:g} is wrong ({eq.actual:g})", 1.0)
-    res = verifier().verify(problem, steps)
+    v = verifier()
+    res = v.verify(problem, steps)
     if res.first_error_step >= 0:
         return Verdict("process", False, f"step {res.first_error_step + 1} looks wrong (p={res.p_flawed:.2f})", res.p_flawed)
+    if res.p_wrong is not None and res.p_wrong > v.outcome.threshold:
+        return Verdict("process", False, f"the final answer is more likely wrong than right (p_wrong={res.p_wrong:.2f})",
+                       res.p_wrong)
     return Verdict("process", True, "", res.p_flawed)
 
 

@@ -22,6 +22,7 @@ from ..errors import InvalidRequestError, NotAvailableError
 from .features import NAMES, trace_features
 
 ARTIFACT = "verifier-v1.json"
+OUTCOME_ARTIFACT = "outcome-v1.json"
 MAX_STEPS = 64  # longer traces are cut here, and the result says so
 MAX_STEP_CHARS = 4000
 
@@ -32,10 +33,13 @@ class TraceResult:
     first_error_step: int
     p_flawed: float
     truncated: bool = False
+    p_wrong: float | None = None  # the outcome verifier's odds that the final answer is wrong
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"first_error_step": self.first_error_step, "p_flawed": round(self.p_flawed, 4),
                              "step_scores": [round(s, 4) for s in self.step_scores]}
+        if self.p_wrong is not None:
+            d["p_wrong"] = round(self.p_wrong, 4)
         if self.truncated:
             d["truncated"] = f"only the first {MAX_STEPS} steps were checked"
         return d
@@ -47,12 +51,15 @@ def first_error(scores: list[float], threshold: float) -> int:
 
 class ProcessVerifier:
     def __init__(self, weights: np.ndarray, mean: np.ndarray, scale: np.ndarray, threshold: float,
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None, outcome: Any = None) -> None:
         self.weights, self.mean, self.scale, self.threshold = weights, mean, scale, threshold
         self.meta = meta or {}
+        self.outcome = outcome  # an OutcomeModel, or None: no p_wrong
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ProcessVerifier:
+        """The shipped verifier (with the shipped outcome model), or the artifact at path (without one:
+        the outcome model was trained on the shipped verifier's step scores)."""
         if path is None:
             raw = resources.files("smallfleet.verify").joinpath(f"data/{ARTIFACT}").read_text(encoding="utf-8")
         else:
@@ -60,10 +67,17 @@ class ProcessVerifier:
         a = json.loads(raw)
         if a.get("features") != list(NAMES):
             raise NotAvailableError("verifier artifact was trained on other features; retrain with `smallfleet verifier train`.")
-        return cls(np.array(a["weights"]), np.array(a["mean"]), np.array(a["scale"]), float(a["threshold"]), a)
+        outcome = None
+        if path is None and resources.files("smallfleet.verify").joinpath(f"data/{OUTCOME_ARTIFACT}").is_file():
+            from .outcome import OutcomeModel
+
+            outcome = OutcomeModel.load()
+        return cls(np.array(a["weights"]), np.array(a["mean"]), np.array(a["scale"]), float(a["threshold"]), a, outcome)
 
     def step_scores(self, problem: str, steps: list[str]) -> list[float]:
-        x = np.array(trace_features(problem, steps), dtype=float)
+        return self._scores(np.array(trace_features(problem, steps), dtype=float))
+
+    def _scores(self, x: np.ndarray) -> list[float]:
         z = ((x - self.mean) / self.scale) @ self.weights
         return (1.0 / (1.0 + np.exp(-z))).tolist()
 
@@ -74,8 +88,10 @@ class ProcessVerifier:
             raise InvalidRequestError("the trace has no steps.")
         truncated = len(steps) > MAX_STEPS
         steps = [s[:MAX_STEP_CHARS] for s in steps[:MAX_STEPS]]
-        scores = self.step_scores(problem, steps)
-        return TraceResult(scores, first_error(scores, self.threshold), max(scores), truncated)
+        x = np.array(trace_features(problem, steps), dtype=float)
+        scores = self._scores(x)
+        p_wrong = self.outcome.p_wrong(problem, steps, scores, x) if self.outcome is not None else None
+        return TraceResult(scores, first_error(scores, self.threshold), max(scores), truncated, p_wrong)
 
 
 # -- training ---------------------------------------------------------------------------------------
