@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +77,9 @@ class OutcomeModel:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "OutcomeModel":
-        if path is None:
-            raw = resources.files("smallfleet.verify").joinpath(f"data/{ARTIFACT}").read_text(encoding="utf-8")
-        else:
-            raw = Path(path).read_text(encoding="utf-8")
-        a = json.loads(raw)
-        if a.get("features") != list(FEATURES):
-            raise NotAvailableError("outcome artifact was trained on other features; retrain with "
-                                    "`smallfleet verifier train-outcome`.")
+        from .process import read_artifact
+
+        a = read_artifact(ARTIFACT, path, FEATURES, "smallfleet verifier train-outcome")
         return cls(np.array(a["weights"]), float(a["bias"]), np.array(a["mean"]), np.array(a["scale"]),
                    float(a["threshold"]), a)
 

@@ -45,6 +45,18 @@ class TraceResult:
         return d
 
 
+def read_artifact(name: str, path: str | Path | None, features: tuple[str, ...], retrain: str) -> dict[str, Any]:
+    """A JSON artifact: the one shipped as data/<name>, or the file at path; its features must match."""
+    if path is None:
+        raw = resources.files("smallfleet.verify").joinpath(f"data/{name}").read_text(encoding="utf-8")
+    else:
+        raw = Path(path).read_text(encoding="utf-8")
+    a = json.loads(raw)
+    if a.get("features") != list(features):
+        raise NotAvailableError(f"{name}: trained on other features; retrain with `{retrain}`.")
+    return a
+
+
 def first_error(scores: list[float], threshold: float) -> int:
     return next((i for i, s in enumerate(scores) if s > threshold), -1)
 
@@ -60,13 +72,7 @@ class ProcessVerifier:
     def load(cls, path: str | Path | None = None) -> ProcessVerifier:
         """The shipped verifier (with the shipped outcome model), or the artifact at path (without one:
         the outcome model was trained on the shipped verifier's step scores)."""
-        if path is None:
-            raw = resources.files("smallfleet.verify").joinpath(f"data/{ARTIFACT}").read_text(encoding="utf-8")
-        else:
-            raw = Path(path).read_text(encoding="utf-8")
-        a = json.loads(raw)
-        if a.get("features") != list(NAMES):
-            raise NotAvailableError("verifier artifact was trained on other features; retrain with `smallfleet verifier train`.")
+        a = read_artifact(ARTIFACT, path, NAMES, "smallfleet verifier train")
         outcome = None
         if path is None and resources.files("smallfleet.verify").joinpath(f"data/{OUTCOME_ARTIFACT}").is_file():
             from .outcome import OutcomeModel
