@@ -178,6 +178,10 @@ def test_outcome_verifier_odds_of_a_wrong_answer() -> None:
     assert row["unused_quantities"] == 1 and row["share_unused"] == 0.25
     assert missed.p_wrong is not None and sound.p_wrong is not None and missed.p_wrong > sound.p_wrong
     assert "p_wrong" in sound.as_dict()
+    # money has cents: a sound refund sum is not "likely wrong" for being fractional (GSM8K answers are whole)
+    refund = v.verify("I ordered a lamp for $89.00 and a bulb for $12.40. Both arrived broken. Please refund both.",
+                      ["The lamp cost $89.00.", "The bulb cost $12.40.", "Total: 89.00 + 12.40 = 101.40", "The amount owed is $101.40."])
+    assert refund.p_wrong is not None and refund.p_wrong < 0.5
     # another artifact's step scores are not what the outcome model was trained on: no p_wrong then
     assert ProcessVerifier.load(Path(__file__).resolve().parents[1] / "smallfleet" / "verify" / "data" / "verifier-v1.json"
                                 ).verify(EGGS, ["9 * 2 = 18", "A: 18"]).p_wrong is None

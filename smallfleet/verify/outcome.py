@@ -3,8 +3,10 @@
 The process verifier looks for the first bad step; a cascade deciding "keep or escalate" needs the
 answer's odds as well. Signals, all cheap and symbolic: quantities of the problem the solution never
 uses (a misread problem), numbers from nowhere, wrong arithmetic, the process verifier's step scores,
-how long the problem and the solution are, and the form of the answer (negative, fractional, a
-problem number copied back).
+how long the problem and the solution are, the answer's size and whether it copies a problem number
+back. Not whether the answer is negative or fractional: GSM8K's answers are whole numbers, so there a
+fraction nearly always means a wrong answer, but a refund of $101.40 is not wrong (a first version
+learned exactly that and flagged every amount with cents).
 
 Trained (``smallfleet verifier train-outcome``) by logistic regression on the GSM8K example model
 solutions in ``../shared/data/gsm8k`` (6B and 175B, fine-tuned and verification-sampled, each with
@@ -33,7 +35,7 @@ SOURCES = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verifica
 FEATURES = (
     "n_steps", "log_problem_chars", "problem_numbers", "problem_quantities", "unused_quantities", "share_unused",
     "wrong_equations", "invented_numbers", "steps_with_invented", "unevaluated_equations", "equations",
-    "max_step_score", "mean_step_score", "answer_negative", "answer_fraction", "log_answer", "answer_is_problem_number",
+    "max_step_score", "mean_step_score", "log_answer", "answer_is_problem_number",
     "log_solution_chars", "no_answer_number",
 )
 def _k(v: float) -> float:
@@ -62,7 +64,6 @@ def outcome_features(problem: str, steps: list[str], step_scores: list[float], s
         float(sym[:, NAMES.index("any_invented")].sum()), float(sym[:, NAMES.index("n_unevaluated")].sum()),
         float(sum(len(equations(s)) for s in steps)),
         max(step_scores) if step_scores else 0.0, float(np.mean(step_scores)) if step_scores else 0.0,
-        float(a is not None and a < 0), float(a is not None and not float(a).is_integer()),
         math.log1p(min(abs(a), 1e12)) if a is not None else -1.0,
         float(a is not None and _k(a) in {_k(v) for v in p_nums}),
         math.log1p(sum(len(s) for s in steps)), float(a is None),
@@ -147,7 +148,7 @@ def train_outcome(out: str | Path, data_dir: str | Path | None = None, folds: in
         raise InvalidRequestError("folds must be at least 2.")
     t0 = time.time()
     data_dir = Path(data_dir) if data_dir else default_data_dir()
-    pv = ProcessVerifier.load()
+    pv = ProcessVerifier.load(with_outcome=False)
     x, y, q, src = outcome_dataset(data_dir, pv.step_scores)
     digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
     cv = np.zeros(len(y))

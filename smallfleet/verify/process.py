@@ -69,12 +69,12 @@ class ProcessVerifier:
         self.outcome = outcome  # an OutcomeModel, or None: no p_wrong
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> ProcessVerifier:
-        """The shipped verifier (with the shipped outcome model), or the artifact at path (without one:
-        the outcome model was trained on the shipped verifier's step scores)."""
+    def load(cls, path: str | Path | None = None, with_outcome: bool = True) -> ProcessVerifier:
+        """The shipped verifier (with the shipped outcome model unless with_outcome is false), or the
+        artifact at path (without one: the outcome model was trained on the shipped verifier's step scores)."""
         a = read_artifact(ARTIFACT, path, NAMES, "smallfleet verifier train")
         outcome = None
-        if path is None and resources.files("smallfleet.verify").joinpath(f"data/{OUTCOME_ARTIFACT}").is_file():
+        if with_outcome and path is None and resources.files("smallfleet.verify").joinpath(f"data/{OUTCOME_ARTIFACT}").is_file():
             from .outcome import OutcomeModel
 
             outcome = OutcomeModel.load()
