@@ -8,7 +8,8 @@ from typing import Any
 from .assets import ProgressFn
 from .cascade import Cascade, Outcome
 from .config import Config, load_config
-from .ledger import Ledger
+from .ledger import AttemptRow, Ledger
+from .models.base import ChatResult
 from .models import Fleet
 from .privacy.guard import PrivacyGuard
 from .request import validate_request
@@ -112,10 +113,31 @@ class Engine:
 
     async def _remember(self, step: Step) -> None:
         """Session memory: read the user's new turns for facts, pin the relevant ones into this request."""
-        msgs = await self._memory().prepare(step.session_id, step.messages)
+        calls: list[ChatResult] = []
+        try:
+            msgs = await self._memory().prepare(step.session_id, step.messages, calls=calls)
+        finally:
+            await self._record_memory_calls(step, calls)
         if len(msgs) != len(step.messages):
             step.request = {**step.request, "messages": msgs}
             step.notes.append("session facts pinned")
+
+    async def _record_memory_calls(self, step: Step, calls: list[ChatResult]) -> None:
+        """Every fact-extraction call goes to the ledger as a step of kind "memory" in the request's run.
+        Its all-frontier price is 0: without smallfleet nobody would make this call, so it only costs."""
+        if self.ledger is None or not calls:
+            return
+        tiers = {self.config.tier_model(t).name: t for t in self.config.tiers}
+        spec = self.fleet.spec(self._memory().model_name or calls[0].model)
+        rows = []
+        for i, r in enumerate(calls):
+            rows.append(AttemptRow(
+                step_id=f"{step.step_id}-mem{i}", run_id=step.run_id, session_id=step.session_id, step_kind="memory",
+                attempt=0, model=spec.name, tier=tiers.get(spec.name, "memory"), stand_in=bool(spec.stands_in_for),
+                tokens_in=r.tokens_in, tokens_out=r.tokens_out, cached_tokens=r.cached_tokens,
+                cost_usd=spec.cost(r.tokens_in, r.tokens_out), frontier_cost_usd=0.0, latency_ms=r.latency_ms,
+                checks=[], passed=True, escalated=False, final=True))
+        await asyncio.gather(*(self.ledger.record_step_async([row]) for row in rows))  # one group commit
 
     async def run_step(self, step: Step) -> Outcome:
         if step.session_id and self.config.memory.enabled:

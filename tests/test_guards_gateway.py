@@ -124,3 +124,9 @@ def test_session_memory_pins_facts_through_the_gateway(client, gateway) -> None:
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=later, max_tokens=8,
                                                            extra_headers={"x-smallfleet-session": sid})
     assert "session facts pinned" in raw.headers["x-smallfleet-reason"]
+    # the extractor's model calls are in the ledger, priced, as steps of kind "memory" of this session
+    led = Ledger(gateway.ledger)
+    rows = led.query("SELECT model, tokens_in, tokens_out, frontier_cost_usd, final FROM attempts "
+                     "WHERE session_id=? AND step_kind='memory'", (sid,))
+    led.close()
+    assert rows and all(m == "qwen05" and tin > 0 and tout > 0 and fc == 0.0 and final == 1 for m, tin, tout, fc, final in rows)

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from ..errors import BackendError
-from ..models.base import Backend
+from ..models.base import Backend, ChatResult
 from ..step import message_text
 from .store import MAX_KEY, MAX_VALUE, Trust, normalize_key
 
@@ -285,7 +285,8 @@ class Extractor:
         return {"messages": msgs, "max_tokens": self.max_tokens, "temperature": 0.0, "logprobs": False,
                 "response_format": {"type": "json_schema", "json_schema": {"name": "facts", "schema": FACT_SCHEMA}}}
 
-    async def extract(self, text: str, known_keys: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    async def extract(self, text: str, known_keys: list[str] | tuple[str, ...] = (), *,
+                      calls: list[ChatResult] | None = None) -> list[tuple[str, str]]:
         """Grounded (key, value) pairs stated in ``text``; [] when there are none.
 
         One call for the whole message; then one call per fact-like clause that none of the found
@@ -296,6 +297,7 @@ class Extractor:
 
         Raises :class:`BackendError` when the model fails or answers something that is not the schema
         (the caller decides whether a turn is retried); a grounded-check failure is not an error.
+        Every completed model call is appended to ``calls`` when given (for the ledger).
         """
         if not isinstance(text, str):
             raise TypeError("extract() takes the message text as a string.")
@@ -303,7 +305,7 @@ class Extractor:
         if self.prefilter and not looks_factual(text):
             self.stats.skipped += 1
             return []
-        pairs = await self._call(text, list(known_keys))
+        pairs = await self._call(text, list(known_keys), calls=calls)
         found = {normalize_key(k) for k, _ in pairs}
         extra = 0
         for clause in clauses(text):
@@ -313,18 +315,21 @@ class Extractor:
                 continue
             extra += 1
             # without the keys just found: given them, the model files the clause's fact under one of them
-            for k, v in await self._call(clause, list(known_keys), context=text):
+            for k, v in await self._call(clause, list(known_keys), context=text, calls=calls):
                 if normalize_key(k) not in found and not any(v.lower() == old.lower() for _, old in pairs):
                     found.add(normalize_key(k))
                     pairs.append((k, v))
         return pairs
 
-    async def _call(self, text: str, known_keys: list[str], context: str | None = None) -> list[tuple[str, str]]:
+    async def _call(self, text: str, known_keys: list[str], context: str | None = None,
+                    calls: list[ChatResult] | None = None) -> list[tuple[str, str]]:
         try:
             res = await self.backend.chat(self.request(text, known_keys))
         except Exception:
             self.stats.errors += 1
             raise
+        if calls is not None:
+            calls.append(res)
         self.stats.model_calls += 1
         self.stats.tokens_in += res.tokens_in
         self.stats.tokens_out += res.tokens_out

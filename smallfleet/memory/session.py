@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidRequestError, SmallfleetError
 from ..models import Fleet
+from ..models.base import ChatResult
 from ..retrieval.embed import Embedder
 from ..step import message_text
 from .extract import TRUST_FIELD, UNTRUSTED_ROLES, Extractor, split_trust
@@ -55,6 +56,7 @@ class SessionMemory:
         self.max_pinned = max_pinned
         self.pin_untrusted = pin_untrusted
         self.extract_untrusted = extract_untrusted
+        self.model_name: str | None = None  # the extractor's fleet model, when opened from a fleet
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}  # observe() calls holding or waiting for each session's lock
 
@@ -70,14 +72,18 @@ class SessionMemory:
         if not spec.is_local and not allow_remote:
             raise ConfigError(f"session memory: extractor model {spec.name!r} is not local ({spec.backend}).",
                               hint="name a llamacpp model of the fleet, or pass allow_remote=True knowingly")
-        return cls(FactStore(path), Extractor(fleet.get(spec.name)), **kw)
+        memory = cls(FactStore(path), Extractor(fleet.get(spec.name)), **kw)
+        memory.model_name = spec.name
+        return memory
 
     def close(self) -> None:
         self.store.close()
 
     # -- reading the conversation ------------------------------------------------------------------
-    async def observe(self, session_id: str, messages: Sequence[dict[str, Any]]) -> list[Fact]:
-        """Extract facts from the messages of this session not read before; returns the facts stored now.
+    async def observe(self, session_id: str, messages: Sequence[dict[str, Any]], *,
+                      calls: list[ChatResult] | None = None) -> list[Fact]:
+        """Extract facts from the messages of this session not read before; returns the facts stored now
+        (the extractor's model calls are appended to ``calls`` when given).
 
         Messages are serialised per session, so two concurrent requests of one session never read the
         same turn twice. A model failure propagates and leaves that turn unread (retried next time).
@@ -98,7 +104,7 @@ class SessionMemory:
                     for seg in split_trust(m):
                         if seg.trust == "untrusted" and not self.extract_untrusted:
                             continue
-                        pairs = await self.extractor.extract(seg.text, self.store.keys(session_id, trust=seg.trust))
+                        pairs = await self.extractor.extract(seg.text, self.store.keys(session_id, trust=seg.trust), calls=calls)
                         if pairs:
                             stored += self.store.add_many(session_id, pairs, turn=turn, source=m["role"], trust=seg.trust)
                     self.store.mark_seen(session_id, turn, digest)
@@ -119,7 +125,8 @@ class SessionMemory:
         return pin_messages(msgs, self.store.facts(session_id), limit=self.max_pinned, embedder=self.embedder,
                             include_untrusted=self.pin_untrusted)
 
-    async def prepare(self, session_id: str, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def prepare(self, session_id: str, messages: Sequence[dict[str, Any]], *,
+                      calls: list[ChatResult] | None = None) -> list[dict[str, Any]]:
         """observe + pin, for the gateway: bad input raises; a failing extractor only logs.
 
         A memory that cannot read a turn must not fail the user's request: the request goes on with the
@@ -128,7 +135,7 @@ class SessionMemory:
         check_session_id(session_id)
         msgs = _check_messages(messages)
         try:
-            await self.observe(session_id, msgs)
+            await self.observe(session_id, msgs, calls=calls)
         except SmallfleetError as e:
             log.warning("session memory: extraction failed for session %s: %s", session_id, e.message)
         return self.pin(session_id, msgs)
