@@ -199,3 +199,14 @@ def test_fusion_stems_split_identifiers() -> None:
 
     assert stems("getCurrentWeather") == ["get", "curre", "weath"]
     assert stems("math.factorial_of") == ["math", "facto", "of"]
+
+
+def test_a_grounded_search_embeds_its_query_once(tmp_path: Path) -> None:
+    s = _kb(tmp_path, {"a.txt": "the arc pendant takes e27 bulbs", "b.txt": "parcels to finland take five days"})
+    before = s.embedder.calls
+    hits = s.search("pendant bulbs", 2)
+    s.relevance("pendant bulbs", hits)  # what the engine does next for the same query
+    assert s.embedder.calls == before + 1
+    s.search("finland parcels", 1)
+    assert s.embedder.calls == before + 2
+    s.close()

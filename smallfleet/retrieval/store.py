@@ -214,6 +214,8 @@ class Store:
         self._matrix: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # (ids, vectors, sign bits); reset by writes
         self._doc_freq: tuple[int, dict[str, int]] | None = None  # (chunks, chunks per term); reset by writes
         self.stem_cache: dict[int, tuple[frozenset[str], frozenset[str], int]] = {}  # fusion features; reset by writes
+        self._query_vectors: dict[str, np.ndarray] = {}  # the last few query embeddings (independent of the index)
+        self._qlock = threading.Lock()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kb-bm25")  # the keyword half of a hybrid search
 
     def close(self) -> None:
@@ -305,7 +307,19 @@ class Store:
         return matrix
 
     def dense(self, query: str, k: int) -> list[int]:
-        return [c for c, _ in self._dense(self.embedder.embed([query])[0], k)]
+        return [c for c, _ in self._dense(self._query_vector(query), k)]
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding; the last few are kept, since a grounded step searches and then asks
+        relevance() of the same query (one MiniLM pass saved, ~6 ms)."""
+        vec = self._query_vectors.get(query)
+        if vec is None:
+            vec = self.embedder.embed([query])[0]
+            with self._qlock:  # searches may run in several threads (the gateway grounds in to_thread)
+                if len(self._query_vectors) >= 8:
+                    self._query_vectors.pop(next(iter(self._query_vectors)), None)
+                self._query_vectors[query] = vec
+        return vec
 
     def _dense(self, q: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(chunk id, cosine) best first for the unit query vector q."""
@@ -341,7 +355,7 @@ class Store:
         """Cosine similarity of the query to each hit's chunk (for "is the evidence any good?")."""
         if not hits:
             return []
-        cos = self._cosines(self.embedder.embed([query])[0], [h.id for h in hits])
+        cos = self._cosines(self._query_vector(query), [h.id for h in hits])
         return [cos.get(h.id, 0.0) for h in hits]
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
@@ -362,7 +376,7 @@ class Store:
             self._vectors()  # loaded here, so that the two halves never read the database at the same time
             lexical = self._pool.submit(self._bm25, query, pool)  # SQLite, ONNX and numpy all release the GIL
             try:
-                q = self.embedder.embed([query])[0]
+                q = self._query_vector(query)
                 semantic = self._dense(q, pool)
             finally:
                 keyword = lexical.result()
