@@ -34,7 +34,8 @@ documentation of the tool this request needs", the look-up an agent with many to
 - Unit: the store ranks chunks; every system ranks the same chunks (read back from the store) and a
   chunk ranking is folded into a document ranking (a document's first chunk counts; each distractor or
   copy is its own document). Metrics over documents, averaged over questions: recall@5, recall@10
-  (relevant found / relevant), MRR@10.
+  (relevant found / relevant), MRR@10; and recall@5 by function name (any document of a relevant
+  function counts: BFCL repeats a function's document, paraphrased, across entries).
 - Systems: ``bm25s`` (the reference: bm25s 0.3.16, Lucene BM25 k1=1.5 b=0.75, lowercase runs of letters
   and digits — the tokens of FTS5's unicode61 — bm25s's English stop words, no stemming), and the
   store's ``Store.search(question, pool, mode)`` with mode ``bm25`` (FTS5), ``dense`` (MiniLM int8 ONNX;
@@ -274,6 +275,16 @@ def metrics(rankings: list[list[int]], questions: list[Question]) -> dict[str, f
     return {"recall@5": r5 / n, "recall@10": r10 / n, "mrr@10": mrr / n, "questions": len(questions)}
 
 
+def recall5_by_name(rankings: list[list[int]], questions: list[Question], names: list[str]) -> float:
+    """recall@5 when any document of the right function name counts (BFCL repeats a function's document,
+    paraphrased, across entries; the exact metric wants the one from the question's own entry)."""
+    total = 0.0
+    for ranked, q in zip(rankings, questions):
+        want = {names[d] for d in q.relevant}
+        total += len(want & {names[d] for d in ranked[:5] if d >= 0}) / len(want)
+    return total / max(len(questions), 1)
+
+
 def timing(ms: list[float], cpu_ms: list[float]) -> dict[str, float]:
     a, c = np.asarray(ms), np.asarray(cpu_ms)
     return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)), "mean_ms": float(a.mean()),
@@ -395,6 +406,7 @@ def run_scale(store: Store, chunk_doc: dict[int, int], questions: list[Question]
         for mode in MODES:
             for q in questions[:WARMUP]:
                 store.search(q.text, pool, mode)
+            store._query_vectors.clear()  # the warm-up questions are timed too: no embedding kept from it
             for q in questions:
                 t, c = time.perf_counter(), time.process_time()
                 res = store.search(q.text, pool, mode)
@@ -464,6 +476,11 @@ def print_tables(res: dict[str, Any]) -> None:
                   f"(up to 10 docs): {u:.3f}")
         if "dense_exact_top10_kept" in sc:
             con.print(f"dense @ {sc['chunks']:,}: {sc['dense_exact_top10_kept']:.3f} of the exact top 10 returned")
+    split = res["splits"][0]
+    for sc in res["scales"].values():
+        q = sc["quality"][split]
+        con.print(f"{sc['chunks']:,} chunks, {split}: recall@5 when any document of the right function counts: "
+                  + ", ".join(f"{s} {q[s]['recall@5_by_name']:.3f}" for s in SYSTEMS))
     for g in res["goals"]:
         con.print(f"goal: {g['goal']}: {g['measured']} -> {'MET' if g['met'] else 'NOT MET'}")
 
@@ -601,6 +618,8 @@ def main() -> int:
                 live = [i for i in idx if chosen[i].category.startswith("live_")]
                 r["quality"][split] = {
                     sy: {**metrics([rankings[sy][i] for i in idx], [chosen[i] for i in idx]),
+                         "recall@5_by_name": recall5_by_name([rankings[sy][i] for i in idx], [chosen[i] for i in idx],
+                                                             [t.name for t in tools]),
                          "live_only": metrics([rankings[sy][i] for i in live], [chosen[i] for i in live])}
                     for sy in SYSTEMS}
                 # recall of the union of the two top-5 lists (up to 10 docs): how far fusing them could go
