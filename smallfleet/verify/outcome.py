@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidRequestError, NotAvailableError
-from .arith import _ANNOT, _NUM, _THOUSANDS, equations, normalise, numbers
+from .arith import _ANNOT, _NUM, _THOUSANDS, normalise, numbers
 from .features import NAMES, trace_features
 
 ARTIFACT = "outcome-v1.json"
@@ -62,7 +62,7 @@ def outcome_features(problem: str, steps: list[str], step_scores: list[float], s
         len(unused) / max(len(quantities), 1),
         float(sym[:, NAMES.index("n_wrong")].sum()), float(sym[:, NAMES.index("n_invented")].sum()),
         float(sym[:, NAMES.index("any_invented")].sum()), float(sym[:, NAMES.index("n_unevaluated")].sum()),
-        float(sum(len(equations(s)) for s in steps)),
+        float(sym[:, NAMES.index("n_eq")].sum()),  # the step features already counted them
         max(step_scores) if step_scores else 0.0, float(np.mean(step_scores)) if step_scores else 0.0,
         math.log1p(min(abs(a), 1e12)) if a is not None else -1.0,
         float(a is not None and _k(a) in {_k(v) for v in p_nums}),
