@@ -110,6 +110,8 @@ class MemorySettings:
     path: Path | None = None         # fact store (default: the data dir's memory.db)
     model: str = ""                  # extractor (default: the cheapest tier's model; must be local)
     max_pinned: int = 12
+    # Fernet key from $SMALLFLEET_MEMORY_KEY (never from the config file): fact values encrypted at rest
+    key: str | None = field(default=None, repr=False)
 
     @property
     def store_path(self) -> Path:
@@ -422,7 +424,8 @@ def _parse_memory(d: Any, env: dict[str, str]) -> MemorySettings:
         raise ConfigError("memory.max_pinned must be between 1 and 100.")
     path = _get(d, "path", str, "memory", "")
     return MemorySettings(enabled=enabled, path=Path(path).expanduser() if path else None,
-                          model=_get(d, "model", str, "memory", ""), max_pinned=n)
+                          model=_get(d, "model", str, "memory", ""), max_pinned=n,
+                          key=env.get("SMALLFLEET_MEMORY_KEY") or None)
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:

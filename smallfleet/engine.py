@@ -103,19 +103,21 @@ class Engine:
         step.request = with_evidence(step.request, ev)
         step.notes.append(f"grounded in {len(hits)} chunk(s), best relevance {ev.best:.2f}" + (" (weak evidence)" if ev.weak else ""))
 
-    def _memory(self) -> Any:
+    def session_memory(self) -> Any:
+        """The session memory (opened on first use: an encrypted store without its key fails here)."""
         if self._session_memory is None:
             from .memory import SessionMemory
 
             m = self.config.memory
-            self._session_memory = SessionMemory.open(m.store_path, self.fleet, m.model or None, max_pinned=m.max_pinned)
+            self._session_memory = SessionMemory.open(m.store_path, self.fleet, m.model or None, max_pinned=m.max_pinned,
+                                                      key=m.key)
         return self._session_memory
 
     async def _remember(self, step: Step) -> None:
         """Session memory: read the user's new turns for facts, pin the relevant ones into this request."""
         calls: list[ChatResult] = []
         try:
-            msgs = await self._memory().prepare(step.session_id, step.messages, calls=calls)
+            msgs = await self.session_memory().prepare(step.session_id, step.messages, calls=calls)
         finally:
             await self._record_memory_calls(step, calls)
         if len(msgs) != len(step.messages):
@@ -128,7 +130,7 @@ class Engine:
         if self.ledger is None or not calls:
             return
         tiers = {self.config.tier_model(t).name: t for t in self.config.tiers}
-        spec = self.fleet.spec(self._memory().model_name or calls[0].model)
+        spec = self.fleet.spec(self.session_memory().model_name or calls[0].model)
         rows = []
         for i, r in enumerate(calls):
             rows.append(AttemptRow(

@@ -83,6 +83,62 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(store: FactStore, tmp_pat
         FactStore(bad)
 
 
+def _file_bytes(path: Path) -> bytes:
+    return b"".join(q.read_bytes() for q in (path, path.with_name(path.name + "-wal")) if q.exists())
+
+
+def test_encrypted_store_keeps_no_value_in_plain_text_and_needs_its_key(tmp_path: Path) -> None:
+    from smallfleet.privacy import new_key
+
+    key, path = new_key(), tmp_path / "enc.db"
+    with FactStore(path, key=key) as s:
+        assert s.encrypted
+        s.add_many("s", [("name", "Priya Raman"), ("email", "priya@example.org")], turn=0)
+        s.add("s", "email", "p.raman@example.org", turn=4)  # supersede compares the decrypted values
+        assert s.add("s", "name", "priya  raman", turn=5).turn == 0  # restating is still a no-op
+        raw = _file_bytes(path)
+    for secret in (b"Priya", b"priya@example.org", b"p.raman"):
+        assert secret not in raw
+    assert b"email" in raw  # keys stay readable: supersede and selection match on them
+    with FactStore(path, key=key) as s:
+        assert {f.key: f.value for f in s.facts("s")} == {"name": "Priya Raman", "email": "p.raman@example.org"}
+        assert [f.value for f in s.history("s", "email")] == ["priya@example.org", "p.raman@example.org"]
+    with pytest.raises(ConfigError, match="encrypted and no key") as e:
+        FactStore(path)
+    assert "SMALLFLEET_MEMORY_KEY" in e.value.hint
+    with pytest.raises(ConfigError, match="not the key"):
+        FactStore(path, key=new_key())
+    with pytest.raises(ConfigError, match="not a valid key"):
+        FactStore(tmp_path / "other.db", key="too-short")
+
+
+def test_plaintext_store_opened_with_a_key_is_encrypted_in_place(tmp_path: Path) -> None:
+    from smallfleet.privacy import new_key
+
+    path = tmp_path / "m.db"
+    with FactStore(path) as s:
+        s.add_many("s", [("name", "Wen Li"), ("city", "Ghent")], turn=0)
+        s.add("s", "city", "Brno", turn=2)
+    assert b"Ghent" in _file_bytes(path)
+    key = new_key()
+    with FactStore(path, key=key) as s:
+        assert [(f.value, f.active) for f in s.facts("s", include_history=True)] == \
+            [("Wen Li", True), ("Ghent", False), ("Brno", True)]
+    raw = _file_bytes(path)
+    assert b"Wen Li" not in raw and b"Ghent" not in raw and b"Brno" not in raw
+    with pytest.raises(ConfigError, match="encrypted and no key"):
+        FactStore(path)
+
+
+def test_memory_key_comes_from_the_environment_only(tmp_path: Path) -> None:
+    from smallfleet.privacy import new_key
+
+    key = new_key()
+    cfg = load_config(write_config(tmp_path), env={"SMALLFLEET_MEMORY_KEY": key})
+    assert cfg.memory.key == key and key not in repr(cfg.memory)
+    assert load_config(write_config(tmp_path), env={}).memory.key is None
+
+
 def test_normalize_key() -> None:
     assert normalize_key("User Name") == "name" and normalize_key("my_full_name") == "name"
     assert normalize_key("Order-Number") == "order_id" and normalize_key("customer_email_address") == "email"

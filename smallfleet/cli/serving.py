@@ -38,6 +38,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
 
     cfg = _config(ctx)
     engine = Engine(cfg)
+    if cfg.memory.enabled:
+        engine.session_memory()  # a fact store that cannot be opened (encrypted, key missing) fails here, not per request
     h, p = host or cfg.host, port if port is not None else cfg.port
     console.print(f"smallfleet gateway on [bold]http://{h}:{p}/v1[/] (dashboard http://{h}:{p}/) · ledger {cfg.ledger_path}")
     if preload:

@@ -62,8 +62,9 @@ class SessionMemory:
 
     @classmethod
     def open(cls, path: str | Path, fleet: Fleet, model: str | None = None, *, allow_remote: bool = False,
-             **kw: Any) -> SessionMemory:
-        """A memory on ``path`` whose extractor is ``model`` of ``fleet`` (default: the cheapest tier's model).
+             key: str | bytes | None = None, **kw: Any) -> SessionMemory:
+        """A memory on ``path`` whose extractor is ``model`` of ``fleet`` (default: the cheapest tier's model);
+        with ``key`` (a Fernet key) the stored fact values are encrypted at rest.
 
         The extractor must be a local model unless ``allow_remote``: it reads every user message raw,
         outside the cascade's privacy guard.
@@ -72,7 +73,7 @@ class SessionMemory:
         if not spec.is_local and not allow_remote:
             raise ConfigError(f"session memory: extractor model {spec.name!r} is not local ({spec.backend}).",
                               hint="name a llamacpp model of the fleet, or pass allow_remote=True knowingly")
-        memory = cls(FactStore(path), Extractor(fleet.get(spec.name)), **kw)
+        memory = cls(FactStore(path, key=key), Extractor(fleet.get(spec.name)), **kw)
         memory.model_name = spec.name
         return memory
 

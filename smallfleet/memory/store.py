@@ -10,6 +10,13 @@ Superseding keeps history: the old row stays, ``active`` goes to 0 and ``superse
 the row that replaced it. Every write is one transaction (``BEGIN IMMEDIATE``), so a crash leaves
 either the old fact active or the new one, never both or neither. WAL mode lets readers (the gateway
 pinning facts) run while a writer commits.
+
+Encryption at rest: given a key (``SMALLFLEET_MEMORY_KEY``, a Fernet key), every fact value is stored
+encrypted; keys, labels and provenance stay readable, since supersede and selection match on them and
+they say what kind of fact it is, not what the user said. The store remembers that it is encrypted
+(and checks the key against a token), so opening it without or with the wrong key is a clear error, not
+garbage in prompts. A plaintext store opened with a key is encrypted in place, in one transaction, and
+vacuumed so no plaintext stays in free pages.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import InvalidRequestError
+from ..errors import ConfigError, InvalidRequestError, NotAvailableError
 
 Trust = Literal["trusted", "untrusted"]
 TRUST_LABELS: tuple[str, ...] = ("trusted", "untrusted")
@@ -45,6 +52,10 @@ CREATE TABLE IF NOT EXISTS facts (
     superseded_by INTEGER REFERENCES facts(id)
 );
 CREATE INDEX IF NOT EXISTS facts_lookup ON facts(session_id, trust, key, active);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,           -- cipher: none | fernet; key_check: a token of KEY_CHECK under the key
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS seen_turns (
     session_id TEXT NOT NULL,
     turn INTEGER NOT NULL,
@@ -54,6 +65,9 @@ CREATE TABLE IF NOT EXISTS seen_turns (
 );
 """
 
+KEY_ENV = "SMALLFLEET_MEMORY_KEY"
+KEY_CHECK = b"smallfleet fact store"
+_KEY_HINT = "create a key with: python -c 'from smallfleet.privacy import new_key; print(new_key())'"
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 # Prefixes that name whose attribute it is, not which attribute: "user_name" and "my_name" are "name".
 _OWNER_PREFIX = re.compile(r"^(?:(?:the|my|user|users|customer|customers|client|your|own|preferred_user)_)+")
@@ -128,9 +142,11 @@ def _same_value(a: str, b: str) -> bool:
 class FactStore:
     """Facts of every session in one SQLite file. Thread-safe; each write is one transaction."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, key: str | bytes | None = None) -> None:
+        """Open or create the store; with ``key`` (a Fernet key) fact values are encrypted at rest."""
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fernet = _fernet(key) if key else None
         try:
             self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -139,6 +155,64 @@ class FactStore:
             raise InvalidRequestError(f"{self.path} is not a usable fact store: {e}.",
                                       hint="point the memory store at a new file") from e
         self._lock = threading.Lock()
+        try:
+            self._setup_cipher()
+        except BaseException:
+            self.db.close()
+            raise
+
+    @property
+    def encrypted(self) -> bool:
+        return self._fernet is not None
+
+    def _setup_cipher(self) -> None:
+        from cryptography.fernet import InvalidToken
+
+        meta = dict(self.db.execute("SELECT name, value FROM meta").fetchall())
+        cipher = meta.get("cipher", "none")
+        if cipher == "fernet":
+            if self._fernet is None:
+                raise ConfigError(f"the fact store {self.path} is encrypted and no key was given.",
+                                  hint=f"set {KEY_ENV} to the key it was created with")
+            try:
+                self._fernet.decrypt(meta.get("key_check", "").encode())
+            except InvalidToken:
+                raise ConfigError(f"{KEY_ENV} is not the key the fact store {self.path} was encrypted with.",
+                                  hint="set the key it was created with, or point [memory] path at a new file") from None
+            self.db.execute("PRAGMA secure_delete=ON")  # superseded and forgotten values leave no readable bytes
+        elif cipher != "none":
+            raise ConfigError(f"the fact store {self.path} uses an unknown cipher {cipher!r}.",
+                              hint="it was written by a newer smallfleet; upgrade, or use another file")
+        elif self._fernet is not None:
+            self._encrypt_in_place()
+        elif "cipher" not in meta:
+            self.db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('cipher', 'none')")
+
+    def _encrypt_in_place(self) -> None:
+        """A plaintext store opened with a key: encrypt every value in one transaction, then vacuum."""
+        assert self._fernet is not None
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for fid, value in self.db.execute("SELECT id, value FROM facts").fetchall():
+                self.db.execute("UPDATE facts SET value=? WHERE id=?", (self._fernet.encrypt(value.encode()).decode(), fid))
+            self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('cipher', 'fernet')")
+            self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('key_check', ?)",
+                            (self._fernet.encrypt(KEY_CHECK).decode(),))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("PRAGMA secure_delete=ON")
+        self.db.execute("VACUUM")  # the old plaintext pages, in the file and the WAL, are rewritten
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _seal(self, value: str) -> str:
+        return self._fernet.encrypt(value.encode()).decode() if self._fernet is not None else value
+
+    def _fact(self, row: tuple[Any, ...]) -> Fact:
+        if self._fernet is not None:
+            row = (*row[:4], self._fernet.decrypt(row[4].encode()).decode(), *row[5:])
+        return _fact(row)
 
     def close(self) -> None:
         with self._lock:
@@ -185,16 +259,17 @@ class FactStore:
                 for norm, label, val in clean:
                     row = self.db.execute(f"SELECT {_COLS} FROM facts WHERE session_id=? AND trust=? AND key=? AND active=1",
                                           (session_id, trust, norm)).fetchone()
-                    if row is not None and _same_value(row[4], val):
-                        out.append(_fact(row))
+                    current = self._fact(row) if row is not None else None
+                    if current is not None and _same_value(current.value, val):
+                        out.append(current)
                         continue
                     cur = self.db.execute(
                         "INSERT INTO facts (session_id, key, label, value, turn, source, trust, created, active) "
-                        "VALUES (?,?,?,?,?,?,?,?,1)", (session_id, norm, label, val, turn, source, trust, time.time()))
+                        "VALUES (?,?,?,?,?,?,?,?,1)", (session_id, norm, label, self._seal(val), turn, source, trust, time.time()))
                     new_id = cur.lastrowid
                     if row is not None:
                         self.db.execute("UPDATE facts SET active=0, superseded_by=? WHERE id=?", (new_id, row[0]))
-                    out.append(_fact(self.db.execute(f"SELECT {_COLS} FROM facts WHERE id=?", (new_id,)).fetchone()))
+                    out.append(self._fact(self.db.execute(f"SELECT {_COLS} FROM facts WHERE id=?", (new_id,)).fetchone()))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -241,7 +316,7 @@ class FactStore:
             args.append(trust)
         with self._lock:
             rows = self.db.execute(sql + " ORDER BY id", args).fetchall()
-        return [_fact(r) for r in rows]
+        return [self._fact(r) for r in rows]
 
     def history(self, session_id: str, key: str, *, trust: Trust = "trusted") -> list[Fact]:
         """Every value a key had in a session, oldest first (the last one is the active one)."""
@@ -249,7 +324,7 @@ class FactStore:
         with self._lock:
             rows = self.db.execute(f"SELECT {_COLS} FROM facts WHERE session_id=? AND trust=? AND key=? ORDER BY id",
                                    (session_id, trust, normalize_key(key))).fetchall()
-        return [_fact(r) for r in rows]
+        return [self._fact(r) for r in rows]
 
     def keys(self, session_id: str, *, trust: Trust = "trusted") -> list[str]:
         """Active keys of a session: shown to the extractor so an update reuses the same key."""
@@ -257,3 +332,14 @@ class FactStore:
             rows = self.db.execute("SELECT key FROM facts WHERE session_id=? AND trust=? AND active=1 ORDER BY id",
                                    (session_id, trust)).fetchall()
         return [r[0] for r in rows]
+
+
+def _fernet(key: str | bytes):  # type: ignore[no-untyped-def]
+    try:
+        from cryptography.fernet import Fernet
+    except ImportError as e:  # pragma: no cover - cryptography is a dependency
+        raise NotAvailableError("an encrypted fact store needs the 'cryptography' package.", hint="pip install cryptography") from e
+    try:
+        return Fernet(key)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{KEY_ENV} is not a valid key (32 url-safe base64 bytes).", hint=_KEY_HINT) from None
