@@ -355,8 +355,9 @@ class Cascade:
         res.message = msg
 
     def can_stream_live(self, step: Step) -> bool:
-        """Live streaming is for text answers only: tool calls and JSON must be checked before they leave."""
-        return not step.tools and not step.wants_json()
+        """Live streaming is for text answers only: tool calls, JSON and grounded answers (their citation
+        check may escalate) must be checked before they leave."""
+        return not step.tools and not step.wants_json() and step.kb is None
 
     def live(self, step: Step, model: str = "auto") -> "LiveStream":
         spec = self.fleet.spec(model) if model != "auto" else self.config.tier_model(self.router.policy(step).start)
@@ -415,9 +416,12 @@ class LiveStream:
         self.outcome: Outcome | None = None
 
     def headers(self) -> dict[str, str]:
-        return {"x-smallfleet-model": self.spec.name, "x-smallfleet-tier": self.spec.tier,
-                "x-smallfleet-step-kind": self.step.kind.value, "x-smallfleet-escalated": "false",
-                "x-smallfleet-step-id": self.step.step_id, "x-smallfleet-stream": "live"}
+        h = {"x-smallfleet-model": self.spec.name, "x-smallfleet-tier": self.spec.tier,
+             "x-smallfleet-step-kind": self.step.kind.value, "x-smallfleet-escalated": "false",
+             "x-smallfleet-step-id": self.step.step_id, "x-smallfleet-stream": "live"}
+        if self.step.notes:  # e.g. "session facts pinned"
+            h["x-smallfleet-reason"] = "streamed live (checks run after, no escalation); " + "; ".join(self.step.notes)
+        return h
 
     async def chunks(self, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
         backend = self.cascade.fleet.get(self.spec.name)

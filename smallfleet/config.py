@@ -110,6 +110,7 @@ class MemorySettings:
     path: Path | None = None         # fact store (default: the data dir's memory.db)
     model: str = ""                  # extractor (default: the cheapest tier's model; must be local)
     max_pinned: int = 12
+    defer: bool = True               # read the latest user turn after answering (its facts serve later turns)
     # Fernet key from $SMALLFLEET_MEMORY_KEY (never from the config file): fact values encrypted at rest
     key: str | None = field(default=None, repr=False)
 
@@ -417,14 +418,14 @@ def _parse_grounding(d: Any, env: dict[str, str]) -> GroundingSettings:
 
 
 def _parse_memory(d: Any, env: dict[str, str]) -> MemorySettings:
-    _check_section(d, "memory", ("enabled", "path", "model", "max_pinned"))
+    _check_section(d, "memory", ("enabled", "path", "model", "max_pinned", "defer"))
     enabled = _env_onoff(env, "SMALLFLEET_MEMORY", _get(d, "enabled", bool, "memory", True))
     n = _get(d, "max_pinned", int, "memory", 12)
     if not 1 <= n <= 100:
         raise ConfigError("memory.max_pinned must be between 1 and 100.")
     path = _get(d, "path", str, "memory", "")
     return MemorySettings(enabled=enabled, path=Path(path).expanduser() if path else None,
-                          model=_get(d, "model", str, "memory", ""), max_pinned=n,
+                          model=_get(d, "model", str, "memory", ""), max_pinned=n, defer=_get(d, "defer", bool, "memory", True),
                           key=env.get("SMALLFLEET_MEMORY_KEY") or None)
 
 

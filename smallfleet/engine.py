@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from .assets import ProgressFn
@@ -13,11 +14,13 @@ from .models.base import ChatResult
 from .models import Fleet
 from .privacy.guard import PrivacyGuard
 from .request import validate_request
-from .step import Step, classify_step
+from .step import Step, classify_step, last_user_index
 from .errors import InvalidRequestError
 from .guards import Guard, InjectionDetector, PolicyEngine
 from .guards.settings import MODES as GUARD_MODES
 from .guards.settings import GuardSettings
+
+log = logging.getLogger("smallfleet.engine")
 
 
 def make_guard(settings: GuardSettings) -> Guard:
@@ -44,6 +47,7 @@ class Engine:
         self.cascade = Cascade(self.config, self.fleet, self.ledger, self.privacy, self.guard)
         self._stores: dict[str, Any] = {}
         self._session_memory: Any = None
+        self._pending: set[asyncio.Task[None]] = set()  # deferred session-memory reads
 
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
@@ -113,16 +117,45 @@ class Engine:
                                                       key=m.key)
         return self._session_memory
 
-    async def _remember(self, step: Step) -> None:
-        """Session memory: read the user's new turns for facts, pin the relevant ones into this request."""
+    async def _remember(self, step: Step) -> list[dict[str, Any]] | None:
+        """Session memory: read the user's new turns for facts, pin the relevant ones into this request.
+
+        With ``[memory] defer`` (default) the latest user turn is not read now: it is in the prompt
+        already, so its facts only matter from the next request on. The messages still to read are
+        returned for ``_read_later``; the next request of the session waits for that read (per-session
+        lock), so it never misses a fact.
+        """
+        original = step.messages
+        read = last_user_index(original) if self.config.memory.defer else None
         calls: list[ChatResult] = []
         try:
-            msgs = await self.session_memory().prepare(step.session_id, step.messages, calls=calls)
+            msgs = await self.session_memory().prepare(step.session_id, original, calls=calls, read=read)
         finally:
             await self._record_memory_calls(step, calls)
-        if len(msgs) != len(step.messages):
+        if len(msgs) != len(original):
             step.request = {**step.request, "messages": msgs}
             step.notes.append("session facts pinned")
+        return original if read is not None and read < len(original) else None
+
+    def _read_later(self, step: Step, messages: list[dict[str, Any]]) -> None:
+        """Read the turns ``_remember`` left, in the background, after this step has its answer."""
+        async def read() -> None:
+            calls: list[ChatResult] = []
+            try:
+                await self.session_memory().observe(step.session_id, messages, calls=calls)
+            except Exception as e:  # a background read must not vanish silently; the turn is retried next time
+                log.warning("session memory: deferred extraction failed for session %s: %s", step.session_id, e)
+            finally:
+                await self._record_memory_calls(step, calls)
+
+        task = asyncio.get_running_loop().create_task(read())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for background session-memory reads (tests, benchmarks, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def _record_memory_calls(self, step: Step, calls: list[ChatResult]) -> None:
         """Every fact-extraction call goes to the ledger as a step of kind "memory" in the request's run.
@@ -141,17 +174,37 @@ class Engine:
                 checks=[], passed=True, escalated=False, final=True))
         await asyncio.gather(*(self.ledger.record_step_async([row]) for row in rows))  # one group commit
 
-    async def run_step(self, step: Step) -> Outcome:
+    async def before(self, step: Step) -> list[dict[str, Any]] | None:
+        """What runs before any model sees the step: session memory (facts pinned) and grounding (evidence
+        injected). Returns the messages whose reading was deferred; hand them to ``after``."""
+        unread = None
         if step.session_id and self.config.memory.enabled:
-            await self._remember(step)
-        if step.kb is not None and step.evidence is None:
-            await asyncio.to_thread(self._ground, step)
-        return await self.cascade.run(step, step.request.get("model") or "auto")
+            unread = await self._remember(step)
+        try:
+            if step.kb is not None and step.evidence is None:
+                await asyncio.to_thread(self._ground, step)
+        except BaseException:
+            self.after(step, unread)
+            raise
+        return unread
+
+    def after(self, step: Step, unread: list[dict[str, Any]] | None) -> None:
+        """Once the step has its answer (or failed): read the deferred turns in the background."""
+        if unread is not None:
+            self._read_later(step, unread)
+
+    async def run_step(self, step: Step) -> Outcome:
+        unread = await self.before(step)
+        try:
+            return await self.cascade.run(step, step.request.get("model") or "auto")
+        finally:
+            self.after(step, unread)
 
     async def complete(self, request: dict[str, Any], **kw: Any) -> Outcome:
         return await self.run_step(self.make_step(request, **kw))
 
     async def aclose(self) -> None:
+        await self.drain()
         for store in self._stores.values():
             store.close()
         self._stores.clear()

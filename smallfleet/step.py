@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -41,6 +42,14 @@ class StepKind(str, Enum):
 _LABEL_SET = re.compile(r"\b(?:one of|choose from|pick one of|label(?:s)?:|categor(?:y|ies):|answer (?:with|only with))\b[^\n]{0,200}[,|/]", re.I)
 _PLAN = re.compile(r"\b(step[- ]by[- ]step|plan|how many|how much|calculate|compute|prove|derive|figure out|what is the total)\b", re.I)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?")
+
+
+def last_user_index(messages: Sequence[dict[str, Any]]) -> int:
+    """Index of the latest user message (len(messages) when there is none)."""
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], dict) and messages[i].get("role") == "user":
+            return i
+    return len(messages)
 
 
 def message_text(msg: dict[str, Any]) -> str:

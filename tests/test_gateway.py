@@ -130,3 +130,32 @@ def test_live_streaming_is_opt_in_and_recorded(client, gateway) -> None:
             response_format={"type": "json_object"}, extra_headers=h) as raw:
         assert "x-smallfleet-stream" not in raw.headers and raw.headers["x-smallfleet-cost"]
         list(raw.parse())
+
+
+def test_live_streaming_pins_session_facts_and_grounded_steps_stream_verified(client, gateway, tmp_path) -> None:
+    h = {"x-smallfleet-stream": "live", "x-smallfleet-session": "live-memory-1"}
+    first = [{"role": "user", "content": "My name is Priya Raman and my order number is 88412."}]
+    with client.chat.completions.with_streaming_response.create(model="auto", messages=first, max_tokens=8, stream=True,
+                                                                 extra_headers=h) as raw:
+        assert raw.headers["x-smallfleet-stream"] == "live"
+        list(raw.parse())
+    later = first + [{"role": "assistant", "content": "Noted."}, {"role": "user", "content": "What is my order number?"}]
+    with client.chat.completions.with_streaming_response.create(model="auto", messages=later, max_tokens=8, stream=True,
+                                                                 extra_headers=h) as raw:
+        assert raw.headers["x-smallfleet-stream"] == "live"
+        assert "session facts pinned" in raw.headers["x-smallfleet-reason"]
+        list(raw.parse())
+    # a grounded answer's citation check may escalate: it is streamed only once verified
+    doc = tmp_path / "kb.md"
+    doc.write_text("# Returns\nItems can be returned within 30 days with the receipt.\n")
+    from smallfleet.retrieval import Store
+
+    index = tmp_path / "kb.db"
+    store = Store(index)
+    store.add(doc)
+    store.close()
+    with client.chat.completions.with_streaming_response.create(
+            model="auto", messages=[{"role": "user", "content": "How many days do I have to return an item?"}], max_tokens=16,
+            stream=True, extra_headers={"x-smallfleet-stream": "live", "x-smallfleet-kb": str(index)}) as raw:
+        assert "x-smallfleet-stream" not in raw.headers and raw.headers["x-smallfleet-citations"]
+        list(raw.parse())

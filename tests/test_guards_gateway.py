@@ -5,6 +5,7 @@ propose exactly the call under test; what the guard does with it is what is asse
 """
 
 import json
+import time
 
 import pytest
 from openai import OpenAI
@@ -125,8 +126,13 @@ def test_session_memory_pins_facts_through_the_gateway(client, gateway) -> None:
                                                            extra_headers={"x-smallfleet-session": sid})
     assert "session facts pinned" in raw.headers["x-smallfleet-reason"]
     # the extractor's model calls are in the ledger, priced, as steps of kind "memory" of this session
+    # (the first turn is read after its answer, in the background: give that write a moment)
     led = Ledger(gateway.ledger)
-    rows = led.query("SELECT model, tokens_in, tokens_out, frontier_cost_usd, final FROM attempts "
-                     "WHERE session_id=? AND step_kind='memory'", (sid,))
+    for _ in range(50):
+        rows = led.query("SELECT model, tokens_in, tokens_out, frontier_cost_usd, final FROM attempts "
+                         "WHERE session_id=? AND step_kind='memory'", (sid,))
+        if rows:
+            break
+        time.sleep(0.1)
     led.close()
     assert rows and all(m == "qwen05" and tin > 0 and tout > 0 and fc == 0.0 and final == 1 for m, tin, tout, fc, final in rows)

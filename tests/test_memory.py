@@ -343,3 +343,51 @@ def test_open_picks_the_cheapest_local_model_and_refuses_a_remote_extractor(tmp_
         SessionMemory.open(tmp_path / "m.db", fleet, "remote")
     with pytest.raises(ModelNotFoundError):
         SessionMemory.open(tmp_path / "m.db", fleet, "no-such-model")
+
+
+def test_prepare_can_leave_the_latest_turn_for_later(idle_extractor: Extractor, tmp_path: Path) -> None:
+    from smallfleet.step import last_user_index
+
+    mem = SessionMemory(FactStore(tmp_path / "mem.db"), idle_extractor)
+    mem.store.add("s", "name", "Priya", turn=0)
+    msgs = [{"role": "user", "content": "How do I reverse a list in Python?"}, {"role": "assistant", "content": "Slicing."},
+            {"role": "user", "content": "My order id is ORD-5."}]
+    assert last_user_index(msgs) == 2 and last_user_index(msgs[1:2]) == 1 and last_user_index([]) == 0
+    out = asyncio.run(mem.prepare("s", msgs, read=2))
+    assert out[2]["content"] == f"{PIN_HEADER}\n- name: Priya" and out[3] == msgs[2]
+    assert idle_extractor.stats.model_calls == 0 and not idle_extractor.backend.loaded  # the order id turn: not read
+    assert mem.store.is_seen("s", 0, __import__("smallfleet.memory.session", fromlist=["_digest"])._digest(msgs[0]))
+    assert mem.store.db.execute("SELECT COUNT(*) FROM seen_turns WHERE turn=2").fetchone()[0] == 0
+    mem.close()
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("defer", [True, False])
+def test_engine_reads_the_latest_turn_after_answering(shared_fleet, tmp_path: Path, defer: bool) -> None:
+    from smallfleet.engine import Engine
+    from smallfleet.ledger import Ledger
+
+    extra = f'\n[memory]\npath = "{tmp_path / "memory.db"}"\nmodel = "qwen05"\ndefer = {str(defer).lower()}\n'
+    eng = Engine(load_config(write_config(tmp_path, extra), env={}), fleet=shared_fleet)
+    first = [{"role": "user", "content": PLANT}]
+
+    async def go() -> None:
+        await eng.complete({"messages": first, "max_tokens": 4}, session_id="d1", run_id="r1")
+        # deferred: the answer came back before the turn was read (the read is a task not yet started)
+        assert bool(eng.session_memory().facts("d1")) is not defer
+        await eng.drain()
+        assert {f.key: f.value for f in eng.session_memory().facts("d1")}["order_id"] == "ORD-48213"
+        later = first + [{"role": "assistant", "content": "Noted."}, {"role": "user", "content": "What is my order id?"}]
+        out = await eng.complete({"messages": later, "max_tokens": 4}, session_id="d1", run_id="r1")
+        assert "session facts pinned" in out.reason
+        await eng.drain()
+
+    try:
+        asyncio.run(go())
+        rows = eng.ledger.query("SELECT step_kind, model, final FROM attempts WHERE run_id='r1' AND session_id='d1'", ())
+        assert ("memory", "qwen05", 1) in rows  # the deferred extraction call is logged in the request's run
+        assert sum(k != "memory" and final for k, _, final in rows) == 2
+    finally:
+        eng.session_memory().close()
+        assert isinstance(eng.ledger, Ledger)
+        eng.ledger.close()

@@ -127,8 +127,12 @@ class SessionMemory:
                             include_untrusted=self.pin_untrusted)
 
     async def prepare(self, session_id: str, messages: Sequence[dict[str, Any]], *,
-                      calls: list[ChatResult] | None = None) -> list[dict[str, Any]]:
+                      calls: list[ChatResult] | None = None, read: int | None = None) -> list[dict[str, Any]]:
         """observe + pin, for the gateway: bad input raises; a failing extractor only logs.
+
+        ``read``: how many leading messages to read now (default all); the rest are left for a later
+        ``observe`` (the gateway reads the latest user turn after answering: that turn is in the prompt
+        anyway, so its facts only matter from the next request on).
 
         A memory that cannot read a turn must not fail the user's request: the request goes on with the
         facts known so far and the turn is read on the next request.
@@ -136,7 +140,7 @@ class SessionMemory:
         check_session_id(session_id)
         msgs = _check_messages(messages)
         try:
-            await self.observe(session_id, msgs, calls=calls)
+            await self.observe(session_id, msgs if read is None else msgs[:read], calls=calls)
         except SmallfleetError as e:
             log.warning("session memory: extraction failed for session %s: %s", session_id, e.message)
         return self.pin(session_id, msgs)

@@ -123,14 +123,18 @@ class Gateway:
         if mode not in ("verified", "live"):
             raise InvalidRequestError("x-smallfleet-stream must be 'verified' or 'live'.", param="x-smallfleet-stream")
         if body.get("stream") and mode == "live" and self.engine.cascade.can_stream_live(step):
-            live = self.engine.cascade.live(step, body.get("model") or "auto")
-            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *_hdrs(live.headers())]})
+            unread = await self.engine.before(step)  # session facts are pinned into live answers too
             try:
-                async for chunk in live.chunks(include_usage):
-                    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
-            except SmallfleetError as e:  # headers are gone: report in-band, as OpenAI does
-                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(e.to_openai()) + b"\n\n", "more_body": True})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+                live = self.engine.cascade.live(step, body.get("model") or "auto")
+                await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *_hdrs(live.headers())]})
+                try:
+                    async for chunk in live.chunks(include_usage):
+                        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+                except SmallfleetError as e:  # headers are gone: report in-band, as OpenAI does
+                    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(e.to_openai()) + b"\n\n", "more_body": True})
+                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            finally:
+                self.engine.after(step, unread)
             return
         outcome = await self.engine.run_step(step)
         headers = _hdrs(outcome.headers())
