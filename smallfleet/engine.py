@@ -51,7 +51,8 @@ class Engine:
 
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
-                  approved: frozenset[str] = frozenset(), datamark: bool | None = None, kb: str | None = None) -> Step:
+                  approved: frozenset[str] = frozenset(), datamark: bool | None = None, kb: str | None = None,
+                  kb_where: str | dict[str, str] | None = None) -> Step:
         validate_request(request)
         if guard_mode is not None and guard_mode not in GUARD_MODES:
             raise InvalidRequestError(f"x-smallfleet-guard must be one of {', '.join(GUARD_MODES)}.", param="x-smallfleet-guard")
@@ -59,10 +60,15 @@ class Engine:
         meta = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
         kb = kb or (str(meta["smallfleet_kb"]) if meta.get("smallfleet_kb") else None)
         kind = classify_step(request, step_kind)
-        if kb is None and kind.value in self.config.grounding.kinds:
-            kb = "default"
+        where = kb_where or (str(meta["smallfleet_kb_where"]) if meta.get("smallfleet_kb_where") else None)
+        if isinstance(where, str):
+            from .retrieval.store import parse_meta
+
+            where = parse_meta(where, "x-smallfleet-kb-where") or None
+        if kb is None and (where or kind.value in self.config.grounding.kinds):
+            kb = "default"  # a metadata filter asks for the knowledge base
         return Step(request=request, kind=kind, run_id=run_id, session_id=session_id, budget_usd=budget,
-                    guard_mode=guard_mode, approved=approved, datamark=datamark, kb=kb)
+                    guard_mode=guard_mode, approved=approved, datamark=datamark, kb=kb, kb_where=where)
 
     async def extract_quarantined(self, text: str, schema: dict[str, Any], instruction: str = "") -> dict[str, Any]:
         """Quarantined reading on the cheapest local model: schema-typed fields out, labelled untrusted."""
@@ -100,7 +106,7 @@ class Engine:
         if not q.strip():
             raise InvalidRequestError("a grounded step needs a user message to search with.")
         g = self.config.grounding
-        hits = store.search(q, g.k)
+        hits = store.search(q, g.k, where=step.kb_where)
         rel = store.relevance(q, hits)
         ev = Evidence(step.kb or "default", hits, rel, weak=max(rel, default=0.0) < g.min_relevance)
         step.evidence = ev

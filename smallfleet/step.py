@@ -150,6 +150,7 @@ class Step:
     datamark: bool | None = None  # per-request override of guards.datamark (header x-smallfleet-datamark)
     guard_ctx: Any = None  # (labelled context, detector findings), computed once by the cascade
     kb: str | None = None  # knowledge base to ground this step in ("default" = the configured one)
+    kb_where: dict[str, str] | None = None  # only documents with this metadata (x-smallfleet-kb-where)
     evidence: Any = None  # retrieval.grounded.Evidence once retrieved
 
     @property

@@ -146,3 +146,27 @@ def test_gateway_grounds_on_the_kb_header(gateway, kb: Path) -> None:
     assert cites and cites[0]["source"].endswith("tower.md")
     bad = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers={"x-smallfleet-kb": "/nope/kb.db"}, timeout=60)
     assert bad.status_code == 400 and "smallfleet index add" in bad.json()["error"]["message"] + str(bad.json()["error"].get("hint", ""))
+
+
+def test_gateway_kb_metadata_filter(gateway, kb: Path) -> None:
+    import httpx
+
+    body = {"model": "auto", "max_tokens": 30, "messages": [{"role": "user", "content": "How tall is the Eiffel Tower?"}]}
+    h = {"x-smallfleet-kb": str(kb), "x-smallfleet-kb-where": "type=md"}
+    r = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers=h, timeout=300)
+    assert r.status_code == 200, r.text
+    assert r.json()["smallfleet"]["citations"][0]["source"].endswith("tower.md")
+    bad = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers={**h, "x-smallfleet-kb-where": "type"}, timeout=60)
+    assert bad.status_code == 400 and "KEY=VALUE" in bad.json()["error"]["message"]
+
+
+def test_a_kb_filter_in_metadata_asks_for_grounding(tiny_config) -> None:
+    from smallfleet.engine import Engine
+
+    eng = Engine(tiny_config, ledger=False)
+    msgs = [{"role": "user", "content": "What is the refund window?"}]
+    step = eng.make_step({"messages": msgs, "metadata": {"smallfleet_kb_where": "region=eu,team=support"}})
+    assert step.kb == "default" and step.kb_where == {"region": "eu", "team": "support"}
+    assert eng.make_step({"messages": msgs}).kb_where is None
+    with pytest.raises(InvalidRequestError, match="KEY=VALUE"):
+        eng.make_step({"messages": msgs}, kb_where="=eu")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from smallfleet.errors import InvalidRequestError
-from smallfleet.retrieval import Store, chunk, only_stopwords, read_text, rrf
+from smallfleet.retrieval import Store, chunk, only_stopwords, parse_meta, read_text, rrf
 from smallfleet.retrieval import store as store_mod
 from smallfleet.retrieval.embed import DIM
 
@@ -95,6 +95,47 @@ def test_index_and_search_cli(tmp_path: Path) -> None:
     assert len(r.stdout.splitlines()) == 2 and "only common words" in r.stderr
     r = sf("search", "x", "--index", str(tmp_path / "none.db"))
     assert r.returncode == 2 and "no index" in r.stderr
+
+
+def test_metadata_filters(tmp_path: Path) -> None:
+    (tmp_path / "eu.md").write_text("# Refunds\n\nRefunds take 14 days for customers in the EU.")
+    (tmp_path / "us.txt").write_text("Refunds take 30 days for customers in the US.")
+    (tmp_path / "ship.html").write_text("<h1>Shipping</h1><p>Shipping is free above 50 euros.</p>")
+    s = Store(tmp_path / "kb.db")
+    assert s.add(tmp_path / "eu.md", {"region": "eu"}) == "added" and s.add(tmp_path / "us.txt", {"region": "us"}) == "added"
+    assert s.add(tmp_path / "ship.html") == "added"
+    assert {Path(d["path"]).name: d["meta"] for d in s.list()} == {
+        "eu.md": {"type": "md", "region": "eu"}, "us.txt": {"type": "txt", "region": "us"}, "ship.html": {"type": "html"}}
+    q = "how long do refunds take"
+    for mode in ("hybrid", "rrf", "bm25", "dense"):
+        assert {Path(h.source).name for h in s.search(q, 5, mode)} >= {"eu.md", "us.txt"}
+        assert [Path(h.source).name for h in s.search(q, 5, mode, where={"region": "us"})] == ["us.txt"]
+        assert s.search(q, 5, mode, where={"region": "mars"}) == []
+    assert [Path(h.source).name for h in s.search("free shipping", 5, where={"type": "html"})] == ["ship.html"]
+    # same text, new metadata: no re-embedding; a changed file keeps its tags; no meta keeps them too
+    assert s.add(tmp_path / "eu.md", {"region": "eu", "team": "support"}) == "metadata"
+    assert s.add(tmp_path / "eu.md") == "unchanged"
+    (tmp_path / "eu.md").write_text("# Refunds\n\nRefunds take 21 days for customers in the EU.")
+    assert s.add(tmp_path / "eu.md") == "updated"
+    assert [h.text for h in s.search(q, 5, where={"team": "support", "region": "eu"})] == \
+        ["Refunds take 21 days for customers in the EU."]
+    with pytest.raises(InvalidRequestError, match="metadata key"):
+        s.search(q, where={"no spaces": "x"})
+    with pytest.raises(InvalidRequestError, match="metadata key"):
+        s.add(tmp_path / "us.txt", {"bad key": "x"})
+    with pytest.raises(InvalidRequestError, match="KEY=VALUE"):
+        parse_meta("region")
+    assert parse_meta("region=eu, team=support") == {"region": "eu", "team": "support"} == parse_meta(["region=eu", "team=support"])
+    s.close()
+    idx = str(tmp_path / "kb.db")
+    r = sf("index", "add", str(tmp_path / "us.txt"), "--meta", "region=us-west", "--index", idx)
+    assert r.returncode == 0 and "1 metadata updated" in r.stdout
+    r = sf("search", "refunds", "--where", "region=us-west", "--json", "--index", idx)
+    assert r.returncode == 0 and [Path(h["source"]).name for h in json.loads(r.stdout)] == ["us.txt"]
+    r = sf("search", "refunds", "--where", "region", "--index", idx)
+    assert r.returncode != 0 and "KEY=VALUE" in r.stderr
+    r = sf("index", "ls", "--index", idx, "--json")
+    assert {"type": "txt", "region": "us-west"} in [d["meta"] for d in json.loads(r.stdout)]
 
 
 class BagOfWordsEmbedder:

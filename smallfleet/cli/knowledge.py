@@ -31,15 +31,30 @@ def index() -> None:
     """A local knowledge base: add, remove and list documents (text, Markdown, HTML, PDF)."""
 
 
+_WHERE_OPT = click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
+                          help="Only documents with this metadata (repeat to require several; `type` is the file "
+                               "suffix, e.g. --where type=pdf).")
+
+
 @index.command("add")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @_INDEX_OPT
-def index_add(paths: tuple[str, ...], index_path: str | None) -> None:
-    """Index files (folders are walked); unchanged files are skipped, changed ones re-indexed."""
+@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE",
+              help="Metadata for these documents, for `search --where` (repeatable). Re-adding an unchanged "
+                   "file with --meta replaces its metadata without re-embedding it.")
+def index_add(paths: tuple[str, ...], index_path: str | None, meta: tuple[str, ...]) -> None:
+    """Index files (folders are walked); unchanged files are skipped, changed ones re-indexed.
+
+    \b
+    Every document gets `type` (its suffix: md, txt, html, pdf, ...) as metadata, e.g.
+      smallfleet index add docs/eu --meta region=eu --meta team=support
+      smallfleet search "refund window" --where region=eu
+    """
     from rich.progress import track
 
-    from ..retrieval import Store
+    from ..retrieval import Store, parse_meta
 
+    tags = parse_meta(list(meta), "--meta") if meta else None
     store = Store(index_path or _default_index())
     own = str(store.path.resolve())
     files = [f for p in paths for f in ([Path(p)] if Path(p).is_file() else sorted(x for x in Path(p).rglob("*") if x.is_file()))
@@ -48,13 +63,13 @@ def index_add(paths: tuple[str, ...], index_path: str | None) -> None:
     failed = 0
     for f in track(files, description="indexing", console=console, transient=True):
         try:
-            status = store.add(f)
+            status = store.add(f, tags)
             counts[status] = counts.get(status, 0) + 1
         except SmallfleetError as e:
             failed += 1
             console.print(f"[yellow]skipped[/] {e.message}")
     store.close()
-    out.print(", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing indexed")
+    out.print(", ".join(f"{n} {'metadata updated' if k == 'metadata' else k}" for k, n in counts.items()) or "nothing indexed")
     if failed:
         console.print(f"[red]{failed} file(s) could not be indexed[/]")
         sys.exit(1)
@@ -89,10 +104,10 @@ def index_ls(index_path: str | None, as_json: bool) -> None:
         out.print_json(orjson.dumps(docs).decode())
         return
     t = Table(title=f"{len(docs)} documents")
-    for c in ("path", "chunks", "bytes"):
+    for c in ("path", "chunks", "bytes", "metadata"):
         t.add_column(c)
     for d in docs:
-        t.add_row(d["path"], str(d["chunks"]), str(d["bytes"]))
+        t.add_row(d["path"], str(d["chunks"]), str(d["bytes"]), ", ".join(f"{k}={v}" for k, v in d["meta"].items()))
     out.print(t)
 
 
@@ -103,10 +118,13 @@ def index_ls(index_path: str | None, as_json: bool) -> None:
 @click.option("--mode", type=click.Choice(["hybrid", "rrf", "bm25", "dense"]), default="hybrid", show_default=True,
               help="hybrid: keyword + dense fused by the shipped learned model; rrf: fused by reciprocal rank.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output: ranked chunks with id, source, score, text.")
-def search(query: str, index_path: str | None, k: int, mode: str, as_json: bool) -> None:
+@_WHERE_OPT
+def search(query: str, index_path: str | None, k: int, mode: str, as_json: bool, where: tuple[str, ...]) -> None:
     """Search the knowledge base; QUERY "-" reads one query per line from stdin (models load once)."""
     from ..errors import ConfigError
-    from ..retrieval import Store, only_stopwords
+    from ..retrieval import Store, only_stopwords, parse_meta
+
+    flt = parse_meta(list(where), "--where") if where else None
 
     path = Path(index_path or _default_index()).expanduser()
     if not path.exists():
@@ -120,7 +138,7 @@ def search(query: str, index_path: str | None, k: int, mode: str, as_json: bool)
             continue
         if only_stopwords(q):
             console.print(f"[yellow]{q!r} has only common words: ranked by meaning alone[/]")
-        hits = store.search(q, k, mode)
+        hits = store.search(q, k, mode, where=flt)
         if as_json or query == "-":
             sys.stdout.write(orjson.dumps([h.as_dict() for h in hits]).decode() + "\n")
         else:
@@ -135,12 +153,15 @@ def search(query: str, index_path: str | None, k: int, mode: str, as_json: bool)
 @click.option("--model", default="auto", show_default=True, help="'auto' routes and escalates; a fleet model name passes through.")
 @click.option("--max-tokens", type=int, default=300, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON: answer, citations (n, id, source, score, relevance, cited), verdict.")
+@_WHERE_OPT
 @click.pass_context
-def ask(ctx: click.Context, question: str, index_path: str | None, model: str, max_tokens: int, as_json: bool) -> None:
+def ask(ctx: click.Context, question: str, index_path: str | None, model: str, max_tokens: int, as_json: bool,
+        where: tuple[str, ...]) -> None:
     """A grounded answer: evidence from the index, numbered citations, and a check that every number,
     name and quote in the answer comes from the evidence (else one tier up, or "not in the sources")."""
     from ..engine import Engine
     from ..errors import ConfigError
+    from ..retrieval.store import parse_meta
 
     path = Path(index_path or _default_index()).expanduser()
     if not path.is_file():
@@ -153,7 +174,7 @@ def ask(ctx: click.Context, question: str, index_path: str | None, model: str, m
         engine = Engine(_config(ctx))
         try:
             with console.status("searching and answering …"):
-                return await engine.complete(request, kb=str(path))
+                return await engine.complete(request, kb=str(path), kb_where=parse_meta(list(where), "--where") if where else None)
         finally:
             await engine.aclose()
 

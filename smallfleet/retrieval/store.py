@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ DENSE_CANDIDATES = 1000
 PRUNE_MIN_CHUNKS = 1000
 PRUNE_DF = 0.05
 MODES = ("hybrid", "rrf", "bm25", "dense")
+_META_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL,
     bytes INTEGER NOT NULL, added REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');
@@ -194,6 +196,44 @@ STOPWORDS = frozenset("a an and are as at be by for from has have how i in is it
                       "when where which who why will with you your do does did can".split())
 
 
+def _doc_meta(path: Path, meta: Mapping[str, Any]) -> dict[str, str]:
+    """A document's metadata: its type (file suffix) plus the given keys, all as strings."""
+    out = {"type": path.suffix.lower().lstrip(".") or "txt"}
+    for key, value in meta.items():
+        if not isinstance(key, str) or not _META_KEY.fullmatch(key):
+            raise InvalidRequestError(f"metadata key {key!r}: use letters, digits, '_', '-' or '.' (at most 64).")
+        if not isinstance(value, (str, int, float, bool)):
+            raise InvalidRequestError(f"metadata {key}: the value must be a string or a number.")
+        out[key] = str(value)
+    return out
+
+
+def parse_meta(pairs: str | list[str] | tuple[str, ...], what: str = "metadata") -> dict[str, str]:
+    """``"region=eu,team=support"`` or ``["region=eu", "team=support"]`` as a dict (CLI options, headers)."""
+    items = [x for x in (pairs.split(",") if isinstance(pairs, str) else pairs) if x.strip()]
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not _META_KEY.fullmatch(key):
+            raise InvalidRequestError(f"{what} {item.strip()!r}: write KEY=VALUE (key: letters, digits, '_', '-', '.').")
+        out[key] = value
+    return out
+
+
+def _where_sql(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """SQL over docs d that keeps the documents whose metadata has every key with that value."""
+    if not isinstance(where, Mapping) or not where:
+        raise InvalidRequestError("a metadata filter is a non-empty mapping of key to value.")
+    parts, args = [], []
+    for key, value in where.items():
+        if not isinstance(key, str) or not _META_KEY.fullmatch(key):
+            raise InvalidRequestError(f"metadata key {key!r}: use letters, digits, '_', '-' or '.' (at most 64).")
+        parts.append("CAST(json_extract(d.meta, ?) AS TEXT) = ?")
+        args += [f'$."{key}"', str(value)]
+    return " AND ".join(parts), args
+
+
 def only_stopwords(query: str) -> bool:
     terms = _FTS_TOKEN.findall(query.lower())
     return bool(terms) and all(t in STOPWORDS for t in terms)
@@ -223,13 +263,25 @@ class Store:
         self.db.close()
 
     def add(self, path: str | Path, meta: dict[str, Any] | None = None) -> str:
-        """Index one file; returns "added", "updated" or "unchanged"."""
+        """Index one file; returns "added", "updated", "metadata" (same text, new metadata) or "unchanged".
+
+        Every document's metadata has ``type`` (the file suffix, e.g. "md"); ``meta`` adds or overrides
+        keys (string values), for ``search(where=...)``. Re-adding an unchanged file with ``meta``
+        replaces its metadata without re-embedding; without ``meta`` the old metadata is kept.
+        """
         p = Path(path).expanduser().resolve()
+        new_meta = _doc_meta(p, meta) if meta is not None else None
         text = read_text(p)
         sha = hashlib.sha256(text.encode()).hexdigest()
-        row = self.db.execute("SELECT id, sha256 FROM docs WHERE path=?", (str(p),)).fetchone()
+        row = self.db.execute("SELECT id, sha256, meta FROM docs WHERE path=?", (str(p),)).fetchone()
         if row and row[1] == sha:
-            return "unchanged"
+            if new_meta is None or orjson.loads(row[2]) == new_meta:
+                return "unchanged"
+            with self._lock:
+                self.db.execute("UPDATE docs SET meta=? WHERE id=?", (orjson.dumps(new_meta).decode(), row[0]))
+            return "metadata"
+        if new_meta is None:  # a changed file keeps what it was tagged with
+            new_meta = {**orjson.loads(row[2]), **_doc_meta(p, {})} if row else _doc_meta(p, {})
         pieces = chunk(text)
         vecs = self.embedder.embed([f"{h}\n{t}" if h else t for h, t in pieces]) if pieces else np.zeros((0, DIM), np.float32)
         with self._lock:
@@ -239,7 +291,7 @@ class Store:
                     self.db.execute("DELETE FROM chunks WHERE doc_id=?", (row[0],))
                     self.db.execute("DELETE FROM docs WHERE id=?", (row[0],))
                 cur = self.db.execute("INSERT INTO docs (path, sha256, bytes, added, meta) VALUES (?,?,?,?,?)",
-                                      (str(p), sha, p.stat().st_size, time.time(), orjson.dumps(meta or {}).decode()))
+                                      (str(p), sha, p.stat().st_size, time.time(), orjson.dumps(new_meta).decode()))
                 doc_id = cur.lastrowid
                 self.db.executemany("INSERT INTO chunks (doc_id, ord, heading, text, vec) VALUES (?,?,?,?,?)",
                                     [(doc_id, i, h, t, vecs[i].astype(np.float32).tobytes()) for i, (h, t) in enumerate(pieces)])
@@ -271,8 +323,8 @@ class Store:
     def bm25(self, query: str, k: int) -> list[int]:
         return [c for c, _ in self._bm25(query, k)]
 
-    def _bm25(self, query: str, k: int) -> list[tuple[int, float]]:
-        """(chunk id, BM25 score) best first."""
+    def _bm25(self, query: str, k: int, where: Mapping[str, Any] | None = None) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score) best first; ``where`` limits it to documents with that metadata."""
         terms = list(dict.fromkeys(t for t in _FTS_TOKEN.findall(query.lower()) if t not in STOPWORDS))
         if not terms:
             return []  # nothing a keyword index can match on: dense search alone decides
@@ -281,6 +333,11 @@ class Store:
             rare = [t for t in terms if df.get(t, 0) <= PRUNE_DF * total]
             terms = rare or [min(terms, key=lambda t: df.get(t, 0))]
         match = " OR ".join(f'"{t}"' for t in terms)
+        if where:
+            sql, args = _where_sql(where)
+            return [(r[0], -r[1]) for r in self.db.execute(
+                "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? AND rowid IN "
+                f"(SELECT c.id FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE {sql}) ORDER BY s LIMIT ?", (match, *args, k))]
         return [(r[0], -r[1]) for r in self.db.execute(
             "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
             (match, k))]
@@ -321,14 +378,21 @@ class Store:
                 self._query_vectors[query] = vec
         return vec
 
-    def _dense(self, q: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """(chunk id, cosine) best first for the unit query vector q."""
+    def _dense(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(chunk id, cosine) best first for the unit query vector q; ``allowed``: sorted chunk ids to
+        search among (a metadata filter), scored exactly."""
         ids, mat, bits = self._vectors()
         if not len(ids):
             return []
         rows: np.ndarray | None = None  # candidate rows; None = all
         n_cand = max(DENSE_CANDIDATES, k * 25)
-        if bits is not None and len(ids) > n_cand:
+        if allowed is not None:
+            pos = np.searchsorted(ids, allowed)
+            pos = pos[pos < len(ids)]
+            rows = pos[ids[pos] == allowed[:len(pos)]] if len(pos) else pos
+            if not len(rows):
+                return []
+        elif bits is not None and len(ids) > n_cand:
             qbits = _sign_bits(q[None, :])[0]
             dist = _popcount(bits[0] ^ qbits[0]).astype(np.uint16)
             for j in range(1, len(bits)):
@@ -358,26 +422,30 @@ class Store:
         cos = self._cosines(self._query_vector(query), [h.id for h in hits])
         return [cos.get(h.id, 0.0) for h in hits]
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", where: Mapping[str, Any] | None = None) -> list[Hit]:
         """The k best chunks. Modes: ``hybrid`` (both halves, fused by the shipped learned model, or by
-        reciprocal rank when it is missing), ``rrf`` (both halves, reciprocal rank fusion), ``bm25``, ``dense``."""
+        reciprocal rank when it is missing), ``rrf`` (both halves, reciprocal rank fusion), ``bm25``, ``dense``.
+        ``where``: only documents whose metadata has every key with that value (compared as text)."""
         if not query.strip():
             raise InvalidRequestError("the query is empty.")
         if mode not in MODES:
             raise InvalidRequestError(f"search mode {mode!r}: use {', '.join(MODES)}.")
+        allowed = self._allowed(where) if where else None
+        if allowed is not None and not len(allowed):
+            return []
         pool = max(k * 4, 20)
         if mode == "bm25":
-            scores = rrf([self.bm25(query, pool)])
+            scores = rrf([[c for c, _ in self._bm25(query, pool, where)]])
         elif mode == "dense":
-            scores = rrf([self.dense(query, pool)])
+            scores = rrf([[c for c, _ in self._dense(self._query_vector(query), pool, allowed)]])
         else:
             model = fusion.shipped() if mode == "hybrid" else None
             pool = max(fusion.POOL, k) if model else pool
             self._vectors()  # loaded here, so that the two halves never read the database at the same time
-            lexical = self._pool.submit(self._bm25, query, pool)  # SQLite, ONNX and numpy all release the GIL
+            lexical = self._pool.submit(self._bm25, query, pool, where)  # SQLite, ONNX and numpy all release the GIL
             try:
                 q = self._query_vector(query)
-                semantic = self._dense(q, pool)
+                semantic = self._dense(q, pool, allowed)
             finally:
                 keyword = lexical.result()
             if model is None:
@@ -392,6 +460,12 @@ class Store:
             f"SELECT c.id, d.path, c.text, c.heading FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE c.id IN ({q})",
             [cid for cid, _ in best])}
         return [Hit(cid, rows[cid][0], s, rows[cid][1], rows[cid][2]) for cid, s in best if cid in rows]
+
+    def _allowed(self, where: Mapping[str, Any]) -> np.ndarray:
+        """Sorted ids of the chunks whose document matches ``where``."""
+        sql, args = _where_sql(where)
+        return np.array(sorted(r[0] for r in self.db.execute(
+            f"SELECT c.id FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE {sql}", args)), dtype=np.int64)
 
     def fusion_features(self, query: str, q: np.ndarray, keyword: list[tuple[int, float]],
                         semantic: list[tuple[int, float]]) -> fusion.Candidates:

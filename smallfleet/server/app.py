@@ -117,7 +117,7 @@ class Gateway:
                                      session_id=h.get("x-smallfleet-session"), budget_usd=budget,
                                      guard_mode=h.get("x-smallfleet-guard"), approved=approved,
                                      datamark=_onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark"),
-                                     kb=h.get("x-smallfleet-kb") or None)
+                                     kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         mode = h.get("x-smallfleet-stream", self.engine.config.stream_mode)
         if mode not in ("verified", "live"):
