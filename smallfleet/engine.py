@@ -152,7 +152,7 @@ class Engine:
             except Exception as e:  # a background read must not vanish silently; the turn is retried next time
                 log.warning("session memory: deferred extraction failed for session %s: %s", step.session_id, e)
             finally:
-                await self._record_memory_calls(step, calls)
+                await self._record_memory_calls(step, calls, "memlater")  # its own ids beside the step's "mem" calls
 
         task = asyncio.get_running_loop().create_task(read())
         self._pending.add(task)
@@ -163,7 +163,7 @@ class Engine:
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
-    async def _record_memory_calls(self, step: Step, calls: list[ChatResult]) -> None:
+    async def _record_memory_calls(self, step: Step, calls: list[ChatResult], tag: str = "mem") -> None:
         """Every fact-extraction call goes to the ledger as a step of kind "memory" in the request's run.
         Its all-frontier price is 0: without smallfleet nobody would make this call, so it only costs."""
         if self.ledger is None or not calls:
@@ -173,7 +173,7 @@ class Engine:
         rows = []
         for i, r in enumerate(calls):
             rows.append(AttemptRow(
-                step_id=f"{step.step_id}-mem{i}", run_id=step.run_id, session_id=step.session_id, step_kind="memory",
+                step_id=f"{step.step_id}-{tag}{i}", run_id=step.run_id, session_id=step.session_id, step_kind="memory",
                 attempt=0, model=spec.name, tier=tiers.get(spec.name, "memory"), stand_in=bool(spec.stands_in_for),
                 tokens_in=r.tokens_in, tokens_out=r.tokens_out, cached_tokens=r.cached_tokens,
                 cost_usd=spec.cost(r.tokens_in, r.tokens_out), frontier_cost_usd=0.0, latency_ms=r.latency_ms,

@@ -387,6 +387,8 @@ def test_engine_reads_the_latest_turn_after_answering(shared_fleet, tmp_path: Pa
         rows = eng.ledger.query("SELECT step_kind, model, final FROM attempts WHERE run_id='r1' AND session_id='d1'", ())
         assert ("memory", "qwen05", 1) in rows  # the deferred extraction call is logged in the request's run
         assert sum(k != "memory" and final for k, _, final in rows) == 2
+        ids = [r[0] for r in eng.ledger.query("SELECT step_id FROM attempts WHERE step_kind='memory' AND session_id='d1'", ())]
+        assert len(ids) == len(set(ids)) and all(("-memlater" in i) is defer for i in ids)
     finally:
         eng.session_memory().close()
         assert isinstance(eng.ledger, Ledger)
