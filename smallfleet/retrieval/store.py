@@ -196,12 +196,17 @@ STOPWORDS = frozenset("a an and are as at be by for from has have how i in is it
                       "when where which who why will with you your do does did can".split())
 
 
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str) or not _META_KEY.fullmatch(key):
+        raise InvalidRequestError(f"metadata key {key!r}: use letters, digits, '_', '-' or '.' (at most 64).")
+    return key
+
+
 def _doc_meta(path: Path, meta: Mapping[str, Any]) -> dict[str, str]:
     """A document's metadata: its type (file suffix) plus the given keys, all as strings."""
     out = {"type": path.suffix.lower().lstrip(".") or "txt"}
     for key, value in meta.items():
-        if not isinstance(key, str) or not _META_KEY.fullmatch(key):
-            raise InvalidRequestError(f"metadata key {key!r}: use letters, digits, '_', '-' or '.' (at most 64).")
+        _check_key(key)
         if not isinstance(value, (str, int, float, bool)):
             raise InvalidRequestError(f"metadata {key}: the value must be a string or a number.")
         out[key] = str(value)
@@ -227,8 +232,7 @@ def _where_sql(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
         raise InvalidRequestError("a metadata filter is a non-empty mapping of key to value.")
     parts, args = [], []
     for key, value in where.items():
-        if not isinstance(key, str) or not _META_KEY.fullmatch(key):
-            raise InvalidRequestError(f"metadata key {key!r}: use letters, digits, '_', '-' or '.' (at most 64).")
+        _check_key(key)
         parts.append("CAST(json_extract(d.meta, ?) AS TEXT) = ?")
         args += [f'$."{key}"', str(value)]
     return " AND ".join(parts), args
@@ -388,8 +392,9 @@ class Store:
         n_cand = max(DENSE_CANDIDATES, k * 25)
         if allowed is not None:
             pos = np.searchsorted(ids, allowed)
-            pos = pos[pos < len(ids)]
-            rows = pos[ids[pos] == allowed[:len(pos)]] if len(pos) else pos
+            ok = pos < len(ids)
+            ok[ok] = ids[pos[ok]] == allowed[ok]  # ids the vector matrix has (it may predate a write)
+            rows = pos[ok]
             if not len(rows):
                 return []
         elif bits is not None and len(ids) > n_cand:
