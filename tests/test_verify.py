@@ -32,6 +32,24 @@ POL = KindPolicy("small", (), True, 0.0)
     ("(3 + 4) * 2 = 14, then 14 − 4 = 11", [True, False]),
     ("7 × 6 ÷ 2 = 21", [True]),
     ("x = 5 and y = 2", []),
+    # GSM8K writes 0.5 as .5
+    ("she spends .5*2=<<.5*2=1>>1 hour", [True]),
+    (".5*2 = 3 hours", [False]),
+    # algebra, units and prose around the numbers: not arithmetic claims, so not judged (these were
+    # false "miscalculations" on correct steps)
+    ("\\[ x^4 - 7x^2 + 10 = 0. \\]", []),
+    ("\\[ 10r_3 - r_3^2 = 25 \\]", []),
+    ("Then multiply 200 MB by 2/5: 200 MB * 2/5 = 80 MB", []),
+    ("There are 60 students x 2/3 = 40 students", []),
+    ("\\[ 98 - 92 = 92n - 91n \\] \\[ 49 - 6 = 3ab \\]", []),
+    ("\\sqrt{4 \\cdot 2} = 2\\sqrt{2}", []),
+    ("\\gcd(41^2, 41 \\cdot 43) = 41", []),
+    ("3/16 = 1/8 + 1/16 = 0.0011_2", []),
+    ("194 ÷ 11 = 17 with a remainder of 9", []),
+    ("- \\(3^1 = 3\\) (units digit is 3)", [True]),
+    # still judged: a negative first number after a word, truncated decimals, whole numbers rounded
+    ("The sum is -3 + 11 - 3 - 11 = -8", [False]),
+    ("1547 ÷ 3 = 515.66, and 11/4 = 2", [True, False]),
 ])
 def test_equations(text, expr_ok) -> None:
     assert [e.ok for e in equations(text)] == expr_ok

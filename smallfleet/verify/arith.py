@@ -72,12 +72,15 @@ def safe_eval(expr: str) -> float | None:
 
 
 def close(claimed: float, actual: float) -> bool:
-    """Equal up to the precision the claim is written with (10/3 = 3.33 is right, 10/3 = 3.2 is not)."""
+    """Equal up to the precision the claim is written with: decimals rounded or cut off (10/3 = 3.33 and
+    1547/3 = 515.66 are right, 10/3 = 3.2 is not), whole numbers rounded."""
     if math.isclose(claimed, actual, rel_tol=1e-6, abs_tol=1e-9):
         return True
     text = repr(claimed)
     decimals = len(text.split(".")[1]) if "." in text and not text.endswith(".0") else 0
-    return abs(claimed - actual) <= 0.5 * 10 ** (-decimals) + 1e-9
+    if not decimals:  # a whole number must be the rounded value: 11/4 = 2 is wrong
+        return abs(claimed - actual) <= 0.5 + 1e-9
+    return abs(claimed - actual) < 10 ** (-decimals) - 1e-9
 
 
 @dataclass(frozen=True)
@@ -104,12 +107,23 @@ def _num(s: str) -> float | None:
         return None
 
 
-_TOKEN = re.compile(r"(\d+(?:\.\d+)?)|(\*\*|[-+*/^])|([()])|(=)|(\s+)|(.)", re.S)
+# a number (also ".5", GSM8K's way of writing 0.5), an operator, a parenthesis, "=", space, anything else
+_TOKEN = re.compile(r"(\d+(?:\.\d+)?|(?<![\w.])\.\d+)|(\*\*|[-+*/^])|([()])|(=)|(\s+)|(.)", re.S)
+_WORD_CHAR = re.compile(r"[A-Za-z_\\]")
+_INT_DIVISION = re.compile(r"\s*(?:remainder|quotient|r\b|R\b|with\b)", re.I)
 
 
 def _claims(text: str) -> list[tuple[str, float]]:
-    """Every "arithmetic = number" in normalised text, found in one linear scan (no backtracking)."""
-    toks = [(m.lastindex, m.group()) for m in _TOKEN.finditer(text)]  # 1 num, 2 op, 3 paren, 4 eq, 5 space, 6 other
+    """Every "arithmetic = number" in normalised text, found in one linear scan (no backtracking).
+
+    A claim is skipped, not judged, when either side is part of algebra or prose rather than
+    arithmetic: the left side cut off at a variable or a unit ("x^2 + 10 = 0", "200 MB * 2/5 = 80",
+    "gcd(41^2, 41*43) = 41"), or a right side that goes on as a term ("= 14k", "= 2(49 + 7)", "= 0.0011_2")
+    or is a quotient with a remainder. Judging those would flag correct steps as miscalculated.
+    """
+    matches = list(_TOKEN.finditer(text))
+    toks = [(m.lastindex, m.group()) for m in matches]  # 1 num, 2 op, 3 paren, 4 eq, 5 space, 6 other
+    offsets = [m.start() for m in matches]
     out = []
     for j, (kind, _) in enumerate(toks):
         if kind != 4:
@@ -118,6 +132,20 @@ def _claims(text: str) -> list[tuple[str, float]]:
         while i >= 0 and toks[i][0] in (1, 2, 3, 5):
             i -= 1
         left = toks[i + 1:j]
+        stopper = toks[i][1] if i >= 0 else ""
+        if _WORD_CHAR.fullmatch(stopper):
+            f = next((n for n, t in enumerate(left) if t[0] != 5), None)
+            if left and left[0][0] != 5:
+                continue  # glued to a name: "r_3^2 = 25", "a(5) - 115 = 0"
+            negative = f is not None and left[f][1] == "-" and f + 1 < len(left) and left[f + 1][0] == 1  # "is -3 + 11"
+            if f is not None and not negative and (left[f][0] == 2 or left[f][1] == ")"):
+                continue  # "x + 3 = 7", "200 MB * 2/5 = 80": the expression goes on past the word
+            if stopper in "xX" and i > 0 and toks[i - 1][0] == 5:
+                continue  # "60 students x 2/3 = 40": a product with a unit in it
+        while left and left[0][0] == 5:
+            left = left[1:]
+        if len(left) > 1 and left[0][1] == "-" and left[1][0] == 5:
+            left = left[2:]  # "- 3^1 = 3": a list bullet, not a minus sign
         while left and (left[0][0] == 5 or (left[0][0] == 2 and left[0][1] != "-") or left[0][1] == ")"):
             left = left[1:]
         kinds = [k for k, _ in left if k != 5]
@@ -131,6 +159,10 @@ def _claims(text: str) -> list[tuple[str, float]]:
             k += 1
         if k >= len(toks) or toks[k][0] != 1:
             continue
+        if k + 1 < len(toks) and (toks[k + 1][1] == "(" or _WORD_CHAR.fullmatch(toks[k + 1][1])):
+            continue  # "= 14k", "= 2(49 + 7)", "= 0.0011_2": the right side is a term, not a number
+        if _INT_DIVISION.match(text, offsets[k + 1] if k + 1 < len(offsets) else len(text)):
+            continue  # "1344 / 175 = 7 remainder 119"
         nxt = k + 1
         while nxt < len(toks) and toks[nxt][0] == 5:
             nxt += 1
@@ -139,8 +171,8 @@ def _claims(text: str) -> list[tuple[str, float]]:
         expr = "".join(t for _, t in left).strip()
         while expr.count("(") > expr.count(")") and expr.startswith("("):
             expr = expr[1:].strip()
-        while expr.count(")") > expr.count("(") and expr.endswith(")"):
-            expr = expr[:-1].strip()
+        if expr.count(")") > expr.count("("):
+            continue  # "gcd(41^2, 41 * 43) = 41": an argument list, not the whole left side
         out.append((expr, -float(toks[k][1]) if neg else float(toks[k][1])))
     return out
 
