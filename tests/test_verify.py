@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from smallfleet.config import KindPolicy
@@ -65,6 +66,27 @@ def test_provenance_flags_invented_numbers() -> None:
     assert invented("She has 16 - 3 = 13 eggs left", known_values([problem])) == []
     later = known_values([problem, "She has 16 - 3 = 13 eggs left"])  # 13 was derived in an earlier step
     assert invented("She sells 13 * 2.5 = 32.5 and 45 more", later) == [2.5, 45.0]
+
+
+def test_model_features_are_relative_to_earlier_steps_only() -> None:
+    from smallfleet.verify.features import MODEL_NAMES, NAMES, RELATIVE, model_features, trace_features
+    from smallfleet.verify.process import ProcessVerifier
+
+    problem = "A shop sells 12 apples at $0.50 each and 3 pies at $4 each."
+    steps = ["Apples: 12 * 0.50 = 6 dollars.", "Pies cost 3 * 4 = 12 dollars, which is a longer step with more words in it.",
+             "Total 6 + 12 = 18.", "So the answer is 18."]
+    x = np.array(trace_features(problem, steps))
+    m = model_features(x)
+    assert m.shape == (4, len(MODEL_NAMES)) == (4, len(NAMES)) and MODEL_NAMES[0] == "bias"
+    rel = [MODEL_NAMES.index(f"{n}_vs_earlier") for n in RELATIVE]
+    assert np.all(m[0, rel] == 0)  # the first step has nothing earlier to compare with
+    i = NAMES.index("log_len")
+    assert m[2, MODEL_NAMES.index("log_len_vs_earlier")] == pytest.approx(x[2, i] - x[:2, i].mean())
+    # the relative features of a step do not depend on the steps after it
+    prefix = model_features(np.array(trace_features(problem, steps[:2])))
+    assert prefix[:, rel] == pytest.approx(m[:2, rel])
+    assert len(ProcessVerifier.load().step_scores(problem, steps)) == 4
+    assert model_features(np.zeros((0, len(NAMES)))).shape == (0, len(MODEL_NAMES))
 
 
 def test_synthetic_perturbation_labels_the_changed_step() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidRequestError, NotAvailableError
-from .features import NAMES, trace_features
+from .features import MODEL_NAMES, model_features, trace_features
 
 ARTIFACT = "verifier-v1.json"
 OUTCOME_ARTIFACT = "outcome-v1.json"
@@ -72,7 +72,7 @@ class ProcessVerifier:
     def load(cls, path: str | Path | None = None, with_outcome: bool = True) -> ProcessVerifier:
         """The shipped verifier (with the shipped outcome model unless with_outcome is false), or the
         artifact at path (without one: the outcome model was trained on the shipped verifier's step scores)."""
-        a = read_artifact(ARTIFACT, path, NAMES, "smallfleet verifier train")
+        a = read_artifact(ARTIFACT, path, MODEL_NAMES, "smallfleet verifier train")
         outcome = None
         if with_outcome and path is None and resources.files("smallfleet.verify").joinpath(f"data/{OUTCOME_ARTIFACT}").is_file():
             from .outcome import OutcomeModel
@@ -84,7 +84,8 @@ class ProcessVerifier:
         return self._scores(np.array(trace_features(problem, steps), dtype=float))
 
     def _scores(self, x: np.ndarray) -> list[float]:
-        z = ((x - self.mean) / self.scale) @ self.weights
+        """Step error probabilities from the trace_features rows of one trace."""
+        z = ((model_features(x) - self.mean) / self.scale) @ self.weights
         return (1.0 / (1.0 + np.exp(-z))).tolist()
 
     def verify(self, problem: str, steps: list[str]) -> TraceResult:
@@ -106,7 +107,7 @@ def _rows(traces: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     left out (ProcessBench labels nothing after the first error)."""
     xs, ys = [], []
     for t in traces:
-        feats = trace_features(t["problem"], t["steps"])
+        feats = model_features(np.array(trace_features(t["problem"], t["steps"]), dtype=float))
         label = t["label"]
         for i, f in enumerate(feats):
             if label != -1 and i > label:
@@ -173,7 +174,7 @@ def train_verifier(holdout: str | None, out: str | Path, data_dir: str | Path | 
                 for th in np.linspace(0.3, 0.95, 27)), key=lambda r: r[0])
     acc_err, acc_ok, f1 = processbench_f1([first_error(s, best[1]) for s, _ in scored], [g for _, g in scored])
     meta = {
-        "version": 1, "features": list(NAMES), "weights": w.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
+        "version": 1, "features": list(MODEL_NAMES), "weights": w.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
         "threshold": round(float(best[1]), 4), "holdout": holdout, "training_traces": len(traces), "training_steps": int(len(y)),
         "positive_steps": int(y.sum()), "n_synthetic_problems": n_synthetic, "seed": seed, "training_data_sha256": digest,
         "train_metrics": {"acc_erroneous": round(acc_err, 4), "acc_correct": round(acc_ok, 4), "f1": round(f1, 4),
