@@ -112,6 +112,19 @@ def test_encrypted_store_keeps_no_value_in_plain_text_and_needs_its_key(tmp_path
         FactStore(tmp_path / "other.db", key="too-short")
 
 
+def test_serve_stops_at_start_up_on_an_encrypted_store_without_its_key(tmp_path: Path) -> None:
+    from smallfleet.privacy import new_key
+
+    from .test_cli import sf
+
+    key = new_key()
+    with FactStore(tmp_path / "memory.db", key=key) as s:
+        s.add("s", "name", "Ada", turn=0)
+    cfg = write_config(tmp_path)  # its [memory] path is tmp_path / "memory.db"
+    r = sf("--config", str(cfg), "serve", "--port", "1", env={"SMALLFLEET_MEMORY_KEY": ""})
+    assert r.returncode == 2 and "encrypted and no key" in r.stderr and "SMALLFLEET_MEMORY_KEY" in r.stderr
+
+
 def test_plaintext_store_opened_with_a_key_is_encrypted_in_place(tmp_path: Path) -> None:
     from smallfleet.privacy import new_key
 

@@ -38,8 +38,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
 
     cfg = _config(ctx)
     engine = Engine(cfg)
-    if cfg.memory.enabled:
-        engine.session_memory()  # a fact store that cannot be opened (encrypted, key missing) fails here, not per request
+    if cfg.memory.enabled:  # a fact store that cannot be opened (encrypted, key missing or wrong) fails here, not per request
+        from ..memory import FactStore
+
+        FactStore(cfg.memory.store_path, key=cfg.memory.key).close()
     h, p = host or cfg.host, port if port is not None else cfg.port
     console.print(f"smallfleet gateway on [bold]http://{h}:{p}/v1[/] (dashboard http://{h}:{p}/) · ledger {cfg.ledger_path}")
     if preload:
