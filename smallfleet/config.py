@@ -43,6 +43,7 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_GUARD": "block (default), flag, confirm or off: what happens to a tool call the policy denies",
     "SMALLFLEET_POLICY": "tool policy file (TOML: capabilities and argument roles per tool)",
     "SMALLFLEET_MEMORY": "on (default) or off: session facts for requests with x-smallfleet-session",
+    "SMALLFLEET_MEMORY_KEY": "Fernet key: session fact values encrypted at rest",
     "SMALLFLEET_INDEX": "knowledge base for grounded steps (default ~/.local/share/smallfleet/index.db)",
 }
 

@@ -4,6 +4,7 @@ and extraction on a real model (Qwen2.5-Coder-0.5B: SmolLM2-135M returns valid J
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,31 @@ def test_serve_stops_at_start_up_on_an_encrypted_store_without_its_key(tmp_path:
     cfg = write_config(tmp_path)  # its [memory] path is tmp_path / "memory.db"
     r = sf("--config", str(cfg), "serve", "--port", "1", env={"SMALLFLEET_MEMORY_KEY": ""})
     assert r.returncode == 2 and "encrypted and no key" in r.stderr and "SMALLFLEET_MEMORY_KEY" in r.stderr
+
+
+def test_memory_cli_lists_shows_and_forgets(tmp_path: Path) -> None:
+    from .test_cli import sf
+
+    cfg = write_config(tmp_path)
+    r = sf("--config", str(cfg), "memory", "ls")
+    assert r.returncode == 2 and "no session memory" in r.stderr
+    with FactStore(tmp_path / "memory.db") as s:
+        s.add_many("sess-a", [("name", "Ada Lovelace"), ("city", "London")], turn=0)
+        s.add("sess-a", "city", "Paris", turn=3)
+        s.add("sess-b", "order_id", "ORD-1", turn=1, source="tool", trust="untrusted")
+    r = sf("--config", str(cfg), "memory", "ls", "--json")
+    assert r.returncode == 0
+    assert {(x["session"], x["active"], x["facts"]) for x in json.loads(r.stdout)} == {("sess-a", 2, 3), ("sess-b", 1, 1)}
+    r = sf("--config", str(cfg), "memory", "show", "sess-a", "--history", "--json")
+    assert [(f["value"], f["active"]) for f in json.loads(r.stdout)] == [("Ada Lovelace", True), ("London", False), ("Paris", True)]
+    r = sf("--config", str(cfg), "memory", "show", "sess-b")
+    assert r.returncode == 0 and "ORD-1" in r.stdout and "untrusted" in r.stdout
+    r = sf("--config", str(cfg), "memory", "forget", "sess-a", input="n\n")
+    assert r.returncode == 1  # declined: nothing deleted
+    r = sf("--config", str(cfg), "memory", "forget", "sess-a", "--yes")
+    assert r.returncode == 0 and "forgot 3 fact(s)" in r.stdout
+    assert b"Lovelace" not in _file_bytes(tmp_path / "memory.db")  # secure_delete: no readable remains
+    assert [x["session"] for x in json.loads(sf("--config", str(cfg), "memory", "ls", "--json").stdout)] == ["sess-b"]
 
 
 def test_plaintext_store_opened_with_a_key_is_encrypted_in_place(tmp_path: Path) -> None:

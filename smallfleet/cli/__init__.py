@@ -85,6 +85,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
       smallfleet verify          check reasoning traces with the process verifier
       smallfleet index add PATH  build a local knowledge base; smallfleet search QUERY
       smallfleet ask "question"  a grounded answer with citations from that knowledge base
+      smallfleet memory ls       session facts the gateway kept; show SESSION, forget SESSION
       smallfleet detector scan   look for injected instructions in text
       smallfleet bench agentdojo prompt-injection benchmark, policy off vs on
     """
@@ -92,7 +93,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 # the command families register themselves on ``cli`` when imported
-from . import fleet, knowledge, privacy, serving, verify  # noqa: E402,F401
+from . import fleet, knowledge, memory, privacy, serving, verify  # noqa: E402,F401
 from ..evals.cli import bench as _bench  # noqa: E402 - heavy imports stay inside the command
 from ..guards.cli import detector as _detector  # noqa: E402
 

@@ -150,6 +150,7 @@ class FactStore:
         try:
             self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA secure_delete=ON")  # forgotten facts leave no readable bytes in free pages
             self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise InvalidRequestError(f"{self.path} is not a usable fact store: {e}.",
@@ -179,7 +180,6 @@ class FactStore:
             except InvalidToken:
                 raise ConfigError(f"{KEY_ENV} is not the key the fact store {self.path} was encrypted with.",
                                   hint="set the key it was created with, or point [memory] path at a new file") from None
-            self.db.execute("PRAGMA secure_delete=ON")  # superseded and forgotten values leave no readable bytes
         elif cipher != "none":
             raise ConfigError(f"the fact store {self.path} uses an unknown cipher {cipher!r}.",
                               hint="it was written by a newer smallfleet; upgrade, or use another file")
@@ -202,7 +202,6 @@ class FactStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self.db.execute("PRAGMA secure_delete=ON")
         self.db.execute("VACUUM")  # the old plaintext pages, in the file and the WAL, are rewritten
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -325,6 +324,13 @@ class FactStore:
             rows = self.db.execute(f"SELECT {_COLS} FROM facts WHERE session_id=? AND trust=? AND key=? ORDER BY id",
                                    (session_id, trust, normalize_key(key))).fetchall()
         return [self._fact(r) for r in rows]
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every session with facts: id, active facts, all facts (history included), last write; newest first."""
+        with self._lock:
+            rows = self.db.execute("SELECT session_id, SUM(active), COUNT(*), MAX(created) FROM facts "
+                                   "GROUP BY session_id ORDER BY MAX(created) DESC").fetchall()
+        return [{"session": sid, "active": int(a), "facts": int(n), "last": float(t)} for sid, a, n, t in rows]
 
     def keys(self, session_id: str, *, trust: Trust = "trusted") -> list[str]:
         """Active keys of a session: shown to the extractor so an update reuses the same key."""
