@@ -68,7 +68,13 @@ def test_models_and_doctor(tmp_path: Path) -> None:
     r = sf("models", env=env)
     assert r.returncode == 0 and "smollm2" in r.stdout and "ok" in r.stdout
     r = sf("doctor", "--no-load", env=env)
-    assert "sha256 verified" in r.stdout
+    assert "sha256 verified" in r.stdout and "session memory: store will be created" in r.stdout
+    from smallfleet.memory import FactStore
+    from smallfleet.privacy import new_key
+
+    FactStore(tmp_path / "memory.db", key=new_key()).close()  # the config's [memory] path, now encrypted
+    r = sf("doctor", "--no-load", env=env)
+    assert r.returncode == 1 and "encrypted and no key" in r.stdout and "SMALLFLEET_MEMORY_KEY" in r.stdout
     missing = tmp_path / "m.toml"
     missing.write_text(cfg.read_text().replace("package:smollm2-135m", str(tmp_path / "gone.gguf")))
     r = sf("doctor", "--no-load", env={"SMALLFLEET_CONFIG": str(missing)})

@@ -141,6 +141,20 @@ def doctor(ctx: click.Context, load: bool) -> None:
         ok(f"ledger writable at {cfg.ledger_path}")
     except SmallfleetError as e:
         bad(e.message, e.hint or "set SMALLFLEET_LEDGER to a writable path")
+    m = cfg.memory
+    if not m.enabled:
+        ok("session memory off")
+    elif not m.store_path.is_file():
+        ok(f"session memory: store will be created at {m.store_path} ({'encrypted' if m.key else 'plain text; set SMALLFLEET_MEMORY_KEY to encrypt'})")
+    else:
+        try:
+            from ..memory import FactStore
+
+            with FactStore(m.store_path, key=m.key) as fs:
+                ok(f"session memory at {m.store_path}: {len(fs.sessions())} session(s), "
+                   f"{'encrypted' if fs.encrypted else 'plain text (set SMALLFLEET_MEMORY_KEY to encrypt it)'}")
+        except SmallfleetError as e:
+            bad(e.message, e.hint or "point [memory] path at a new file")
     import socket
 
     with socket.socket() as s:
