@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .assets import ProgressFn
 from .cascade import Cascade, Outcome
@@ -19,6 +19,9 @@ from .errors import InvalidRequestError
 from .guards import Guard, InjectionDetector, PolicyEngine
 from .guards.settings import MODES as GUARD_MODES
 from .guards.settings import GuardSettings
+
+if TYPE_CHECKING:  # the retrieval stack (ONNX, tokenizers) loads only when a step is grounded
+    from .retrieval import KnowledgeBase
 
 log = logging.getLogger("smallfleet.engine")
 
@@ -45,7 +48,7 @@ class Engine:
         self.privacy = PrivacyGuard(self.config.privacy)
         self.guard = make_guard(self.config.guards)
         self.cascade = Cascade(self.config, self.fleet, self.ledger, self.privacy, self.guard)
-        self._stores: dict[str, Any] = {}
+        self._stores: dict[str, KnowledgeBase] = {}
         self._session_memory: Any = None
         self._pending: set[asyncio.Task[None]] = set()  # deferred session-memory reads
 
@@ -81,7 +84,7 @@ class Engine:
         fields, label = await quarantined_extract(self.fleet.get(spec.name), text, schema, instruction)
         return {"fields": fields, "trust": label.name.lower(), "model": spec.name}
 
-    def _store(self, kb: str) -> Any:
+    def _store(self, kb: str) -> KnowledgeBase:
         """One open knowledge base per path (its embedder and vectors stay loaded)."""
         from pathlib import Path
 

@@ -70,6 +70,12 @@ def test_hybrid_search(store: Store, query: str, source: str) -> None:
     assert Path(hits[0].source).name == source and hits[0].score > 0
 
 
+def test_store_implements_the_knowledge_base_interface(store: Store) -> None:
+    from smallfleet.retrieval import KnowledgeBase
+
+    assert isinstance(store, KnowledgeBase)  # what the engine and the CLI rely on; a pgvector backend implements the same
+
+
 def test_search_modes_and_bad_queries(store: Store) -> None:
     assert store.bm25("the of and", 5) == []  # stopwords only: nothing for the keyword index
     assert only_stopwords("what is the") and not only_stopwords("the pendant")

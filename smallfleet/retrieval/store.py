@@ -2,8 +2,9 @@
 dense vectors, searched as a hybrid fused by a small learned model (reciprocal rank fusion without it).
 
 Writes are transactional (a document and all its chunks, or nothing); re-adding an unchanged file is
-a no-op (content hash); a changed file replaces its old chunks. The ``Store`` methods are the
-interface a PostgreSQL/pgvector backend would implement as well.
+a no-op (content hash); a changed file replaces its old chunks. ``Store`` implements
+:class:`~smallfleet.retrieval.base.KnowledgeBase`, the interface a PostgreSQL/pgvector backend would
+implement as well.
 """
 
 from __future__ import annotations
