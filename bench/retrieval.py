@@ -324,6 +324,20 @@ def ingest(store: Store, files: list[tuple[str, str]], folder: Path, label: str)
             "docs_per_s": len(paths) / secs, "chars": sum(len(t) for _, t in files), "load_avg": load()}
 
 
+def tool_store(index: Path | None, tools: list[Tool], prefix: str) -> tuple[Store, dict[int, int]]:
+    """The store of the tool documents at ``index`` (built there, or in a new temp folder, when empty)
+    and its chunk -> document map; for the scripts that train or probe the fusion on this corpus."""
+    index = index or Path(tempfile.mkdtemp(prefix=prefix)) / "tools.db"
+    tool_dir = index.parent / f"{index.stem}-tools"
+    store = Store(index)
+    if store.count() == 0:
+        ingest(store, [(t.name, t.text) for t in tools], tool_dir, "tools")
+    chunk_doc = chunk_map(store.db, tool_dir)
+    if len(set(chunk_doc.values())) != len(tools):
+        raise SystemExit(f"{index}: does not hold the tool documents; pass another --index")
+    return store, chunk_doc
+
+
 def chunk_map(db: sqlite3.Connection, tool_dir: Path) -> dict[int, int]:
     """chunk id -> tool document index, for the chunks of tool documents."""
     out = {}

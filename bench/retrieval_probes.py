@@ -26,7 +26,6 @@ import argparse
 import json
 import re
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -101,14 +100,7 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.perf_counter()
     tools, questions, meta = R.load_bfcl(None)
-    index = args.index or Path(tempfile.mkdtemp(prefix="sf-probes-")) / "tools.db"
-    tool_dir = index.parent / f"{index.stem}-tools"
-    store = Store(index)
-    if store.count() == 0:
-        R.ingest(store, [(t.name, t.text) for t in tools], tool_dir, "tools")
-    chunk_doc = R.chunk_map(store.db, tool_dir)
-    if len(set(chunk_doc.values())) != len(tools):
-        raise SystemExit(f"{index}: does not hold the tool documents; pass another --index")
+    store, chunk_doc = R.tool_store(args.index, tools, "sf-probes-")
     names = [t.name for t in tools]
     dev = [q for q in questions if q.split == "dev"]
     vecs = store.embedder.embed([q.text for q in dev])

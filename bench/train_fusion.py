@@ -23,7 +23,6 @@ import hashlib
 import itertools
 import json
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,15 +74,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     tools, questions, meta = R.load_bfcl(args.bfcl)
-    work = Path(tempfile.mkdtemp(prefix="sf-fusion-"))
-    index = args.index or work / "tools.db"
-    tool_dir = index.parent / f"{index.stem}-tools"
-    store = Store(index)
-    if store.count() == 0:
-        R.ingest(store, [(t.name, t.text) for t in tools], tool_dir, "tools")
-    chunk_doc = R.chunk_map(store.db, tool_dir)
-    if len(set(chunk_doc.values())) != len(tools):
-        raise SystemExit(f"{index}: does not hold this script's tool documents; pass another --index")
+    store, chunk_doc = R.tool_store(args.index, tools, "sf-fusion-")
     dev = [q for q in questions if q.split == "dev"]
     test = [q for q in questions if q.split == "test"]
     rows_dev = features(store, dev, chunk_doc)
