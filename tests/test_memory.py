@@ -385,6 +385,7 @@ def test_open_picks_the_cheapest_local_model_and_refuses_a_remote_extractor(tmp_
 
 
 def test_prepare_can_leave_the_latest_turn_for_later(idle_extractor: Extractor, tmp_path: Path) -> None:
+    from smallfleet.memory.session import _digest
     from smallfleet.step import last_user_index
 
     mem = SessionMemory(FactStore(tmp_path / "mem.db"), idle_extractor)
@@ -395,7 +396,7 @@ def test_prepare_can_leave_the_latest_turn_for_later(idle_extractor: Extractor, 
     out = asyncio.run(mem.prepare("s", msgs, read=2))
     assert out[2]["content"] == f"{PIN_HEADER}\n- name: Priya" and out[3] == msgs[2]
     assert idle_extractor.stats.model_calls == 0 and not idle_extractor.backend.loaded  # the order id turn: not read
-    assert mem.store.is_seen("s", 0, __import__("smallfleet.memory.session", fromlist=["_digest"])._digest(msgs[0]))
+    assert mem.store.is_seen("s", 0, _digest(msgs[0]))
     assert mem.store.db.execute("SELECT COUNT(*) FROM seen_turns WHERE turn=2").fetchone()[0] == 0
     mem.close()
 

@@ -228,7 +228,7 @@ def parse_meta(pairs: str | list[str] | tuple[str, ...], what: str = "metadata")
 
 
 def _where_sql(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """SQL over docs d that keeps the documents whose metadata has every key with that value."""
+    """A query for the ids of the chunks whose document's metadata has every key with that value."""
     if not isinstance(where, Mapping) or not where:
         raise InvalidRequestError("a metadata filter is a non-empty mapping of key to value.")
     parts, args = [], []
@@ -236,7 +236,7 @@ def _where_sql(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
         _check_key(key)
         parts.append("CAST(json_extract(d.meta, ?) AS TEXT) = ?")
         args += [f'$."{key}"', str(value)]
-    return " AND ".join(parts), args
+    return "SELECT c.id FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE " + " AND ".join(parts), args
 
 
 def only_stopwords(query: str) -> bool:
@@ -338,14 +338,11 @@ class Store:
             rare = [t for t in terms if df.get(t, 0) <= PRUNE_DF * total]
             terms = rare or [min(terms, key=lambda t: df.get(t, 0))]
         match = " OR ".join(f'"{t}"' for t in terms)
-        if where:
-            sql, args = _where_sql(where)
-            return [(r[0], -r[1]) for r in self.db.execute(
-                "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? AND rowid IN "
-                f"(SELECT c.id FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE {sql}) ORDER BY s LIMIT ?", (match, *args, k))]
+        sql, args = _where_sql(where) if where else ("", [])
+        within = f" AND rowid IN ({sql})" if where else ""
         return [(r[0], -r[1]) for r in self.db.execute(
-            "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
-            (match, k))]
+            f"SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ?{within} ORDER BY s LIMIT ?",
+            (match, *args, k))]
 
     def _term_counts(self) -> tuple[int, dict[str, int]]:
         counts = self._doc_freq
@@ -470,8 +467,7 @@ class Store:
     def _allowed(self, where: Mapping[str, Any]) -> np.ndarray:
         """Sorted ids of the chunks whose document matches ``where``."""
         sql, args = _where_sql(where)
-        return np.array(sorted(r[0] for r in self.db.execute(
-            f"SELECT c.id FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE {sql}", args)), dtype=np.int64)
+        return np.array(sorted(r[0] for r in self.db.execute(sql, args)), dtype=np.int64)
 
     def fusion_features(self, query: str, q: np.ndarray, keyword: list[tuple[int, float]],
                         semantic: list[tuple[int, float]]) -> fusion.Candidates:
