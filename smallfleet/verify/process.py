@@ -102,12 +102,12 @@ class ProcessVerifier:
 
 
 # -- training ---------------------------------------------------------------------------------------
-def _rows(traces: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Step rows with labels: steps before the first error are 0, the first error is 1, later steps are
-    left out (ProcessBench labels nothing after the first error)."""
+def _rows(traces: list[dict[str, Any]], raw: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Step rows with labels (``raw``: each trace's trace_features): steps before the first error are 0,
+    the first error is 1, later steps are left out (ProcessBench labels nothing after the first error)."""
     xs, ys = [], []
-    for t in traces:
-        feats = model_features(np.array(trace_features(t["problem"], t["steps"]), dtype=float))
+    for t, r in zip(traces, raw):
+        feats = model_features(r)
         label = t["label"]
         for i, f in enumerate(feats):
             if label != -1 and i > label:
@@ -158,7 +158,8 @@ def train_verifier(holdout: str | None, out: str | Path, data_dir: str | Path | 
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     traces = training_traces(data_dir, holdout, n_synthetic, seed)
     digest = hashlib.sha256(json.dumps([[t["problem"], t["steps"], t["label"]] for t in traces]).encode()).hexdigest()
-    x, y = _rows(traces)
+    raw = [np.array(trace_features(t["problem"], t["steps"]), dtype=float) for t in traces]  # once: fit and threshold
+    x, y = _rows(traces, raw)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     mean[0], scale[0] = 0.0, 1.0  # the bias column stays 1
     scale[scale == 0] = 1.0
@@ -168,8 +169,8 @@ def train_verifier(holdout: str | None, out: str | Path, data_dir: str | Path | 
     v = ProcessVerifier(w, mean, scale, 0.5)
     # The decision threshold: best ProcessBench-style F1 on the *real* (ProcessBench) training traces;
     # the synthetic ones are easier and would push it too high.
-    real = [t for t in traces if not t.get("synthetic")]
-    scored = [(v.step_scores(t["problem"], t["steps"]), t["label"]) for t in (real or traces)]
+    real = [i for i, t in enumerate(traces) if not t.get("synthetic")] or list(range(len(traces)))
+    scored = [(v._scores(raw[i]), traces[i]["label"]) for i in real]
     best = max(((processbench_f1([first_error(s, th) for s, _ in scored], [g for _, g in scored])[2], th)
                 for th in np.linspace(0.3, 0.95, 27)), key=lambda r: r[0])
     acc_err, acc_ok, f1 = processbench_f1([first_error(s, best[1]) for s, _ in scored], [g for _, g in scored])
