@@ -108,10 +108,14 @@ def test_redact_and_restore_json_lines(tmp_path: Path) -> None:
 
 def test_verify_json_lines() -> None:
     lines = ('{"problem": "Tom has 3 apples and buys 5 more.", "steps": ["3 + 5 = 9", "So 9."], "id": 7}\n'
-             '{"problem": "x", "steps": []}\nnot json\n')
+             '{"problem": "x", "steps": []}\nnot json\n\n'
+             + json.dumps({"problem": "p", "steps": ["2 + 2 = 5 " + "and so on " * 500]}) + "\n")
     r = sf("verify", input=lines)
     out = [json.loads(x) for x in r.stdout.splitlines()]
     assert r.returncode == 1 and "2 line(s) failed" in r.stderr
     assert out[0]["first_error_step"] == 0 and 0 <= out[0]["p_flawed"] <= 1 and len(out[0]["step_scores"]) == 2
     assert out[0]["arithmetic_errors"][0]["actual"] == 8.0
     assert out[1] == {"line": 2, "error": "the trace has no steps."} and out[2]["line"] == 3
+    # the blank line is skipped; a step over 4,000 characters is checked in part, and the output says so
+    assert len(out) == 4 and "step(s) 0 were checked on their first 4000" in out[3]["truncated"]
+    assert out[3]["arithmetic_errors"][0]["actual"] == 4.0

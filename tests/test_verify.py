@@ -113,7 +113,10 @@ def test_shipped_verifier_scores_and_flags() -> None:
     assert bad.first_error_step == 0 and bad.p_flawed > good.p_flawed
     huge = v.verify("p", ["1 + 1 = 2"] * (MAX_STEPS + 10))
     assert huge.truncated and len(huge.step_scores) == MAX_STEPS
-    assert "truncated" in huge.as_dict()
+    assert "truncated" in huge.as_dict() and not huge.cut_steps
+    long_step = v.verify("p", ["1 + 1 = 2", "3 + 4 = 7 " * 1000])
+    assert long_step.cut_steps == [1] and not long_step.truncated
+    assert "step(s) 1 were checked on their first" in long_step.as_dict()["truncated"]
     for bad_input in (("p", []), ("p", "not a list"), (None, ["x"]), ("p", [1, 2])):
         with pytest.raises(InvalidRequestError):
             v.verify(*bad_input)

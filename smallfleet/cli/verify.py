@@ -24,12 +24,14 @@ def verify(source: Any, artifact: str | None) -> None:
     Output lines:  {"first_error_step": 1, "p_flawed": 0.83, "step_scores": [0.1, 0.83], "p_wrong": 0.7, ...}
     first_error_step is -1 when no error is found; p_wrong (shipped verifier only) is the outcome
     verifier's odds that the final answer is wrong. Each step is recomputed (arithmetic) and scored
-    by the distilled verifier; traces over 64 steps are cut and say so. A bad line gets
-    {"line": N, "error": ...}; the exit code is 1 if any line failed.
+    by the distilled verifier; traces over 64 steps and steps over 4,000 characters are cut, and the
+    output says so in "truncated". A bad line gets {"line": N, "error": ...}; blank lines are skipped;
+    the exit code is 1 if any line failed.
     """
     from ..errors import SmallfleetError
     from ..verify import ProcessVerifier
     from ..verify.arith import equations
+    from ..verify.process import MAX_STEP_CHARS
 
     v = ProcessVerifier.load(artifact)
     failed = 0
@@ -43,7 +45,8 @@ def verify(source: Any, artifact: str | None) -> None:
             res = v.verify(obj.get("problem"), obj.get("steps"))
             out = res.as_dict()
             wrong = [{"step": i, "expression": e.expr, "claimed": e.claimed, "actual": e.actual}
-                     for i, st in enumerate(obj["steps"][:len(res.step_scores)]) for e in equations(st) if e.ok is False]
+                     for i, st in enumerate(obj["steps"][:len(res.step_scores)])
+                     for e in equations(st[:MAX_STEP_CHARS]) if e.ok is False]
             if wrong:
                 out["arithmetic_errors"] = wrong
             sys.stdout.write(orjson.dumps(out).decode() + "\n")

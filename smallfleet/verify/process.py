@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from .features import MODEL_NAMES, model_features, trace_features
 ARTIFACT = "verifier-v1.json"
 OUTCOME_ARTIFACT = "outcome-v1.json"
 MAX_STEPS = 64  # longer traces are cut here, and the result says so
-MAX_STEP_CHARS = 4000
+MAX_STEP_CHARS = 4000  # likewise for longer steps: past this a "step" is a pasted document, not reasoning
 
 
 @dataclass
@@ -32,16 +32,22 @@ class TraceResult:
     step_scores: list[float]
     first_error_step: int
     p_flawed: float
-    truncated: bool = False
+    truncated: bool = False  # more than MAX_STEPS steps: only the first ones were checked
     p_wrong: float | None = None  # the outcome verifier's odds that the final answer is wrong
+    cut_steps: list[int] = field(default_factory=list)  # steps longer than MAX_STEP_CHARS, checked in part
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"first_error_step": self.first_error_step, "p_flawed": round(self.p_flawed, 4),
                              "step_scores": [round(s, 4) for s in self.step_scores]}
         if self.p_wrong is not None:
             d["p_wrong"] = round(self.p_wrong, 4)
+        cut = []
         if self.truncated:
-            d["truncated"] = f"only the first {MAX_STEPS} steps were checked"
+            cut.append(f"only the first {MAX_STEPS} steps were checked")
+        if self.cut_steps:
+            cut.append(f"step(s) {', '.join(map(str, self.cut_steps))} were checked on their first {MAX_STEP_CHARS} characters only")
+        if cut:
+            d["truncated"] = "; ".join(cut)
         return d
 
 
@@ -94,11 +100,13 @@ class ProcessVerifier:
         if not steps:
             raise InvalidRequestError("the trace has no steps.")
         truncated = len(steps) > MAX_STEPS
-        steps = [s[:MAX_STEP_CHARS] for s in steps[:MAX_STEPS]]
+        steps = steps[:MAX_STEPS]
+        cut = [i for i, s in enumerate(steps) if len(s) > MAX_STEP_CHARS]
+        steps = [s[:MAX_STEP_CHARS] for s in steps]
         x = np.array(trace_features(problem, steps), dtype=float)
         scores = self._scores(x)
         p_wrong = self.outcome.p_wrong(problem, steps, scores, x) if self.outcome is not None else None
-        return TraceResult(scores, first_error(scores, self.threshold), max(scores), truncated, p_wrong)
+        return TraceResult(scores, first_error(scores, self.threshold), max(scores), truncated, p_wrong, cut)
 
 
 # -- training ---------------------------------------------------------------------------------------
