@@ -167,6 +167,11 @@ def test_grounding_checks() -> None:
     assert check_args_grounded(st, _result(calls=[make_call("track", {"order_id": "ORD-10422"})]), POL).passed
     v = check_args_grounded(st, _result(calls=[make_call("track", {"order_id": "12345"})]), POL)
     assert not v.passed and "track.order_id = '12345'" in v.reason
+    cal = Step({"messages": [{"role": "user", "content": "Book the demo for March 5th, 2024 at 2pm."}], "tools": tools},
+               StepKind.TOOL_CHOICE)  # ISO date-times match the way people write them (tests/test_verify_dates.py)
+    assert check_args_grounded(cal, _result(calls=[make_call("book", {"start": "2024-03-05T14:00:00"})]), POL).passed
+    v = check_args_grounded(cal, _result(calls=[make_call("book", {"start": "2024-03-06T14:00:00"})]), POL)
+    assert not v.passed and "book.start" in v.reason
     schema = {"type": "object", "properties": {"name": {"type": "string"}}}
     ex = Step({"messages": [{"role": "user", "content": "Hi, I'm Jane Doe"}],
                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}, StepKind.EXTRACTION)

@@ -2,7 +2,9 @@
 
 A value is grounded when it appears in the conversation (user, system, tool results) after
 normalising case, spacing, punctuation and number formats, or is a simple derivation of numbers that
-appear there (a sum, difference, product or quotient of two, or a percentage). Long free text is
+appear there (a sum, difference, product or quotient of two, or a percentage). Dates and times
+match across formats ("2024-03-05T14:00" is "March 5th at 2pm"; "tomorrow" derives one from today's
+date or a date the conversation gives; see dates.py). Long free text is
 composed, not copied, so it is not judged here, and a short phrase passes when most of its words
 come from the conversation; enum and boolean choices are not values.
 """
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import itertools
 import re
+from datetime import date
 from typing import Any
 
 from ..step import message_text
 from .arith import known_values, numbers
+from .dates import DateContext, is_date_or_time
 
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w@.+:/-]+")
@@ -30,8 +34,11 @@ normalize = _norm  # the comparison form other modules share (grounded answers)
 class Context:
     """Everything the model was shown, prepared for fast lookups."""
 
-    def __init__(self, texts: list[str]) -> None:
-        self.text = _norm("\n".join(texts))
+    def __init__(self, texts: list[str], today: date | None = None) -> None:
+        self.raw = "\n".join(texts)
+        self.today = today
+        self._dates: DateContext | None = None  # parsed on the first date-like value only
+        self.text = _norm(self.raw)
         self.words = set(re.findall(r"\w+", self.text))
         self.digits = re.sub(r"\D", "", "\n".join(texts))
         self.values = known_values(texts)
@@ -68,6 +75,10 @@ class Context:
             return None
         if t in self.text:
             return True
+        if any(c.isdigit() for c in s) and is_date_or_time(s):
+            if self._dates is None:
+                self._dates = DateContext(self.raw, self.today)
+            return bool(self._dates.value_grounded(s))
         words = [w for w in re.findall(r"\w+", t) if len(w) > 1]
         if len(words) >= 2:  # a phrase composed from the conversation's words (a search query, a summary)
             return sum(w in self.words for w in words) / len(words) >= 0.6
