@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -23,6 +23,9 @@ from .models import ChatResult, Fleet
 from .privacy.guard import PrivacyGuard
 from .routing import Router
 from .step import Step
+from .verify.checks import process_inputs
+from .verify.judge import judge_request, read_judgement
+from .verify.process import MAX_STEPS
 
 
 @dataclass
@@ -219,7 +222,51 @@ class Cascade:
                       pseudonymised=hidden, restore_note=note)
         policy = self.router.policy(step)
         att.verdicts = run_checks(checks, step, res, policy)
+        if self.config.verify.judge:
+            await self._judge(att, step)
         return att
+
+    async def _judge(self, att: Attempt, step: Step) -> None:
+        """A reasoning answer whose process score falls in [verify] band (the distilled verifier is
+        unsure) is judged by the configured judge model, whose reading replaces the verdict. Never the
+        model that wrote the answer; a recomputed arithmetic error (score 1.0) is certain, not judged."""
+        i = next((k for k, v in enumerate(att.verdicts) if v.check == "process"), None)
+        lo, hi = self.config.verify.band
+        if i is None or att.result is None:
+            return
+        v = att.verdicts[i]
+        if v.score is None or not lo <= v.score <= hi or v.score >= 1.0:
+            return
+        inputs = process_inputs(step, att.result)
+        judge = self.config.judge_model()
+        if inputs is None or judge is None:
+            return
+        unsure = f"unsure ({v.score:.2f})"
+        if (judge.stands_in_for or judge.name) == (att.spec.stands_in_for or att.spec.name):
+            att.verdicts[i] = replace(v, reason=f"{v.reason + '; ' if v.reason else ''}{unsure}; not judged: the judge {judge.name} wrote it")
+            return
+        problem, steps = inputs
+        request = judge_request(problem, steps[:MAX_STEPS])
+        try:
+            if self.ledger is not None:
+                self.ledger.check_budget(step.run_id, step.budget_usd, att.cost_usd + judge.cost(estimate_tokens(request), 6))
+            if self._guarded(judge):
+                assert self.privacy is not None
+                request = self.privacy.outbound(request, step.privacy_key)[0]
+            res = await self.fleet.get(judge.name).chat(request)
+        except SmallfleetError as e:  # no judge (down, over budget): the verifier's own verdict stands
+            att.verdicts[i] = replace(v, reason=f"{v.reason + '; ' if v.reason else ''}{unsure}; judge {judge.name} not asked: {e.message}")
+            return
+        cost = judge.cost(res.tokens_in, res.tokens_out)
+        att.cost_usd += cost
+        k = read_judgement(res.content, len(steps[:MAX_STEPS]))
+        who = f"judge {judge.name} ({res.tokens_in + res.tokens_out} tokens, ${cost:.6f})"
+        if k is None:
+            att.verdicts[i] = replace(v, reason=f"{v.reason + '; ' if v.reason else ''}{unsure}; {who} gave no step number")
+        elif k < 0:
+            att.verdicts[i] = Verdict("process", True, f"{unsure}; {who}: every step is correct", v.score)
+        else:
+            att.verdicts[i] = Verdict("process", False, f"{unsure}; {who}: step {k + 1} is wrong", v.score)
 
     async def run(self, step: Step, model: str = "auto") -> Outcome:
         """Answer one step; raises SmallfleetError only when no attempt produced an answer."""

@@ -45,6 +45,7 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_MEMORY": "on (default) or off: session facts for requests with x-smallfleet-session",
     "SMALLFLEET_MEMORY_KEY": "Fernet key: session fact values encrypted at rest",
     "SMALLFLEET_INDEX": "knowledge base for grounded steps (default ~/.local/share/smallfleet/index.db)",
+    "SMALLFLEET_JUDGE": "a model or tier that judges reasoning answers the process verifier is unsure of (default: off)",
 }
 
 
@@ -121,6 +122,14 @@ class MemorySettings:
 
 
 @dataclass(frozen=True)
+class VerifySettings:
+    # A model (fleet name or tier) asked to judge a reasoning answer when the process verifier's score
+    # falls in `band` (unsure either way); "" = off. Never the model that wrote the answer.
+    judge: str = ""
+    band: tuple[float, float] = (0.3, 0.6)
+
+
+@dataclass(frozen=True)
 class Config:
     models: dict[str, ModelSpec]
     tiers: tuple[str, ...]
@@ -137,7 +146,15 @@ class Config:
     guards: GuardSettings = field(default_factory=GuardSettings)
     grounding: GroundingSettings = field(default_factory=GroundingSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)
     source: str = "built-in defaults"
+
+    def judge_model(self) -> ModelSpec | None:
+        """The model named by [verify] judge (a fleet model or a tier), or None when it is off."""
+        j = self.verify.judge
+        if not j:
+            return None
+        return self.models[j] if j in self.models else self.tier_model(j)
 
     def tier_model(self, tier: str) -> ModelSpec:
         for m in self.models.values():
@@ -430,6 +447,21 @@ def _parse_memory(d: Any, env: dict[str, str]) -> MemorySettings:
                           key=env.get("SMALLFLEET_MEMORY_KEY") or None)
 
 
+def _parse_verify(d: Any, env: dict[str, str], models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> VerifySettings:
+    _check_section(d, "verify", ("judge", "band"))
+    judge = env.get("SMALLFLEET_JUDGE", _get(d, "judge", str, "verify", "")).strip()
+    if judge.lower() in ("off", "none"):
+        judge = ""
+    if judge and judge not in models and judge not in tiers:
+        raise ConfigError(f"verify.judge: {judge!r} is neither a model nor a tier of this fleet.",
+                          hint=f"models: {', '.join(models)}; tiers: {', '.join(tiers)}; or \"\" for no judge")
+    band = _get(d, "band", list, "verify", [0.3, 0.6])
+    if len(band) != 2 or not all(isinstance(x, (int, float)) for x in band) or not 0 <= band[0] <= band[1] <= 1:
+        raise ConfigError("verify.band must be [LOW, HIGH] with 0 <= LOW <= HIGH <= 1.",
+                          hint="process-check scores inside it go to the judge, e.g. [0.3, 0.6]")
+    return VerifySettings(judge=judge, band=(float(band[0]), float(band[1])))
+
+
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
     """Load and validate the fleet configuration (see module doc for the precedence)."""
     env = dict(os.environ) if env is None else env
@@ -447,10 +479,11 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         except UnicodeDecodeError:
             raise ConfigError(f"config file {p} is not UTF-8 text.") from None
         source = str(p)
-    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding", "memory"}
+    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding", "memory",
+                         "verify"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}.",
-                          hint="sections: fleet, models, routing, ledger, server, privacy, guards, grounding, memory")
+                          hint="sections: fleet, models, routing, ledger, server, privacy, guards, grounding, memory, verify")
     fleet = data.get("fleet", {})
     if not isinstance(fleet, dict):
         raise ConfigError("fleet must be a table.")
@@ -505,6 +538,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     guards = _parse_guards(data.get("guards", {}), env)
     grounding = _parse_grounding(data.get("grounding", {}), env)
     memory = _parse_memory(data.get("memory", {}), env)
+    verify = _parse_verify(data.get("verify", {}), env, models, tiers)
     max_esc = _get(fleet, "max_escalations", int, "fleet", 2)
     if max_esc < 0 or max_esc > len(tiers):
         raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
@@ -512,5 +546,6 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or _get(server, "host", str, "server", "127.0.0.1"), port=port,
-        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, memory=memory, source=source,
+        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, memory=memory, verify=verify,
+        source=source,
     )

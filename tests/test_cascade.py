@@ -68,3 +68,38 @@ def test_extraction_step_end_to_end(tiny_config, shared_fleet, tmp_path) -> None
                                     "max_tokens": 30}))
     assert out.step.kind == StepKind.EXTRACTION
     assert any(v.check == "schema_valid" and v.passed for a in out.attempts for v in a.verdicts)
+
+
+def _reasoning_attempt(cfg, model: str, answer: str, verdict):
+    from smallfleet.cascade import Attempt
+    from smallfleet.models import ChatResult
+    from smallfleet.step import Step
+
+    step = Step({"messages": [{"role": "user", "content": "Tom has 3 apples and buys 5 more. How many now?"}]}, StepKind.REASONING)
+    res = ChatResult(model, {"role": "assistant", "content": answer}, "stop", 20, 20, 1.0)
+    spec = cfg.models[model]
+    return step, Attempt(spec, spec.tier, res, verdicts=[verdict], cost_usd=1e-6)
+
+
+def test_judge_decides_only_where_the_verifier_is_unsure(tiny_config, shared_fleet, tmp_path) -> None:
+    from smallfleet.config import VerifySettings
+
+    cfg = replace(tiny_config, verify=VerifySettings(judge="qwen05", band=(0.3, 0.6)))
+    eng = _engine(cfg, shared_fleet, tmp_path)
+    answer = "He starts with 3 apples.\nHe buys 5 more, so 3 + 5 = 8.\nThe answer is 8."
+    # unsure: the judge (a real model call) replaces the verdict, and its cost joins the attempt's
+    step, att = _reasoning_attempt(cfg, "smollm2", answer, Verdict("process", True, "", 0.45))
+    asyncio.run(eng.cascade._judge(att, step))
+    v = att.verdicts[0]
+    assert v.check == "process" and "unsure (0.45); judge qwen05" in v.reason and att.cost_usd > 1e-6
+    assert v.passed == ("every step is correct" in v.reason)  # "gave no step number" keeps the verifier's pass
+    # sure either way, or a recomputed arithmetic error: not judged
+    for score in (0.1, 0.9, 1.0):
+        step, att = _reasoning_attempt(cfg, "smollm2", answer, Verdict("process", score < 0.5, "", score))
+        asyncio.run(eng.cascade._judge(att, step))
+        assert att.verdicts[0].reason == "" and att.cost_usd == 1e-6
+    # never the model that wrote the answer
+    step, att = _reasoning_attempt(cfg, "qwen05", answer, Verdict("process", False, "step 2 looks wrong", 0.5))
+    asyncio.run(eng.cascade._judge(att, step))
+    assert not att.verdicts[0].passed and "not judged: the judge qwen05 wrote it" in att.verdicts[0].reason
+    assert att.cost_usd == 1e-6

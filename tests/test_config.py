@@ -73,3 +73,17 @@ def test_missing_config_file_and_bad_env(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="IN,OUT"):
         load_config(env={"SMALLFLEET_FRONTIER_URL": "http://x/v1", "SMALLFLEET_FRONTIER_MODEL": "m",
                          "SMALLFLEET_FRONTIER_PRICE": "free"})
+
+
+def test_verify_judge_setting(tmp_path: Path) -> None:
+    assert load_config(env={}).judge_model() is None
+    cfg = load_config(env={"SMALLFLEET_JUDGE": "large"})
+    assert cfg.judge_model() is not None and cfg.judge_model().tier == "large" and cfg.verify.band == (0.3, 0.6)
+    p = tmp_path / "c.toml"
+    p.write_text('[verify]\njudge = "qwen2.5-coder-1.5b"\nband = [0.2, 0.7]\n')
+    cfg = load_config(p, env={})
+    assert cfg.judge_model().name == "qwen2.5-coder-1.5b" and cfg.verify.band == (0.2, 0.7)
+    for bad in ('judge = "gpt-9"', 'band = [0.7, 0.2]', 'band = [0.5]', 'jduge = "large"'):
+        p.write_text(f"[verify]\n{bad}\n")
+        with pytest.raises(ConfigError):
+            load_config(p, env={})

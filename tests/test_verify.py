@@ -265,3 +265,12 @@ def test_outcome_training_on_small_data(tmp_path: Path) -> None:
         train_outcome(tmp_path / "c.json", tmp_path, folds=1)
     with pytest.raises(NotAvailableError, match="missing"):
         train_outcome(tmp_path / "c.json", tmp_path / "nowhere")
+
+
+def test_judge_request_and_reply() -> None:
+    from smallfleet.verify.judge import judge_request, read_judgement
+
+    req = judge_request("p?", ["a = 1", "b = 2"])
+    assert "1. a = 1\n2. b = 2" in req["messages"][0]["content"] and req["temperature"] == 0.0
+    assert read_judgement("2", 2) == 1 and read_judgement("0", 2) == -1 and read_judgement(" Step 1.", 3) == 0
+    assert read_judgement("7", 3) is None and read_judgement("no idea", 3) is None and read_judgement("", 3) is None

@@ -130,13 +130,21 @@ def split_steps(text: str) -> list[str]:
     return [s.strip() for s in _SENT.split(text) if s.strip()]
 
 
-def check_process(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+def process_inputs(step: Step, result: ChatResult) -> tuple[str, list[str]] | None:
+    """(problem, steps) of a free-text answer of two or more steps, else None (not a reasoning trace)."""
     if result.tool_calls or step.wants_json() or not result.content.strip():
         return None
     steps = split_steps(result.content)
     if len(steps) < 2:
         return None
-    problem = next((message_text(m) for m in reversed(step.messages) if m.get("role") == "user"), "")
+    return next((message_text(m) for m in reversed(step.messages) if m.get("role") == "user"), ""), steps
+
+
+def check_process(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+    inputs = process_inputs(step, result)
+    if inputs is None:
+        return None
+    problem, steps = inputs
     for i, s in enumerate(steps):  # full check first: a wrong computation is a certain error
         for eq in equations(s):
             if eq.ok is False:

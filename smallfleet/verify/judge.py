@@ -1,10 +1,17 @@
-"""The LLM-judge baseline ("full verification" by a model): a local LLM asked, step by step,
-whether each step is correct. Slow by design; used to compare against the distilled verifier and
-never the model that wrote the trace (default: the large local model)."""
+"""LLM judges ("full verification" by a model).
+
+- ``LLMJudge``: the baseline of bench/verifier.py — a local LLM asked, step by step, whether each
+  step is correct, scored from its yes/no log-probabilities. Slow by design; never the model that
+  wrote the trace (default: the large local model).
+- ``judge_request`` / ``read_judgement``: one call that asks any chat model (local or an API) for the
+  first incorrect step of a whole trace. The cascade uses it for answers the distilled verifier is
+  unsure of (``[verify] judge``), so the expensive check runs only where the cheap one cannot decide.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -51,3 +58,25 @@ class LLMJudge:
                 break  # the first error is found; later steps do not change the verdict
         scores += [scores[-1]] * (len(steps) - len(scores))
         return TraceResult(scores, first_error(scores, self.threshold), max(scores))
+
+
+TRACE_PROMPT = ("Check this solution step by step.\n\nProblem:\n{problem}\n\nSolution steps:\n{numbered}\n\n"
+                "Reply with the number of the first incorrect step (wrong facts, reasoning or arithmetic), "
+                "or 0 if every step is correct. Reply with the number only.")
+_FIRST_INT = re.compile(r"\d+")
+
+
+def judge_request(problem: str, steps: list[str]) -> dict[str, Any]:
+    """The chat request that asks a judge for the first incorrect step (1-based; 0 = none)."""
+    numbered = "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
+    return {"messages": [{"role": "user", "content": TRACE_PROMPT.format(problem=problem, numbered=numbered)}],
+            "max_tokens": 6, "temperature": 0.0}
+
+
+def read_judgement(text: str, n_steps: int) -> int | None:
+    """The judge's reply as a 0-based first wrong step, -1 for "all correct", None when unreadable."""
+    m = _FIRST_INT.search(text or "")
+    if m is None:
+        return None
+    k = int(m.group())
+    return k - 1 if 0 <= k <= n_steps else None
