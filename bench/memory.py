@@ -20,7 +20,7 @@ the value and claims not to know / not to have been told / has no access.
 Also an extraction table: precision/recall of the extractor on a small labelled set of messages
 (EXTRACTION_CASES) and how many of the conversation's user turns the pre-filter skipped.
 
-    python bench/memory.py [--sets 4] [--quick]
+    python bench/memory.py [--sets 16] [--quick]
 
 Prints tables and writes bench/results/memory.json. Temperature 0, 2 threads.
 """
@@ -270,7 +270,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     colors = {}
-    for model in dict.fromkeys(r["model"] for r in rows):
+    for mi, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
         for label, style in (("without", "--"), ("with", "-")):
             sel = [r for r in rows if (r["history"], r["model"], r["memory"]) == ("full", model, label)]
             line, = ax.plot([r["n"] for r in sel], [100 * r["recall"] for r in sel], style, marker="o",
@@ -278,7 +278,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             colors[model] = line.get_color()
             win = [r for r in rows if (r["history"], r["model"], r["memory"]) == ("window", model, label)]
             for r in win:
-                ax.scatter([r["n"] + (0.4 if label == "with" else -0.4)], [100 * r["recall"]], color=colors[model],
+                # side by side, so one model's marker does not hide the other's
+                ax.scatter([r["n"] + (0.4 if label == "with" else -0.4) + 0.3 * mi], [100 * r["recall"]], color=colors[model],
                            marker="s" if label == "with" else "x", s=50,
                            label=f"{model}, last {WINDOW} messages, {label} memory")
     ax.set_xlabel("unrelated turns N between the stated facts and the question")
@@ -293,7 +294,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", type=int, default=4, help="fact sets; each gives 4 questions per model, N and condition")
+    ap.add_argument("--sets", type=int, default=16, help="fact sets (at most 16); each gives 4 questions per model, N and condition")
     ap.add_argument("--quick", action="store_true", help="1 fact set, N = 2 and 20, no extraction table")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--threads", type=int, default=2)
