@@ -10,8 +10,10 @@ come from nowhere, not to pick a locale.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import lru_cache
 
 _MONTHS = {m: i for i, names in enumerate((
     ("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",), ("june", "jun"),
@@ -91,8 +93,11 @@ def mentions(text: str) -> Mentions:
     for rx in (_MONTH_DAY, _DAY_MONTH):
         for mt in rx.finditer(text):
             out.add(_year(mt["year"]), _MONTHS[mt["mon"].lower()], int(mt["day"]), mt.span())
+    spans = sorted(out.groups)
+    starts = [a for a, _ in spans]
     for mt in _CLOCK.finditer(text):
-        if any(a <= mt.start() < b for a, b in out.groups):
+        j = bisect_right(starts, mt.start()) - 1  # the date written here, if any, starts at or before it
+        if j >= 0 and mt.start() < spans[j][1]:
             continue
         t = _clock(mt)
         if t is not None:
@@ -132,31 +137,61 @@ def current_dates(text: str, m: Mentions) -> set[date]:
     return out
 
 
-def relative_dates(text: str, references: set[date]) -> set[date]:
-    """Dates that relative words in text name, counted from each reference date (today, or a date the
-    conversation gives as the current one). Lenient on purpose: "Friday" is either of the next two."""
-    out: set[date] = set()
+def _relative_terms(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Day offsets that relative words in text name ("tomorrow" = 1, "in 2 weeks" = 14, "next week" =
+    any of 0..13) and the weekdays it names (0 = Monday)."""
+    offsets: list[int] = []
+    weekdays: list[int] = []
     for mt in _RELATIVE.finditer(text):
         g = mt.group(0).lower()
         if mt["word"]:
-            offsets = {"today": [0], "tonight": [0], "tomorrow": [1], "yesterday": [-1]}[mt["word"].lower()]
+            offsets.append({"today": 0, "tonight": 0, "tomorrow": 1, "yesterday": -1}[mt["word"].lower()])
         elif g.startswith("day after"):
-            offsets = [2]
+            offsets.append(2)
         elif g.startswith("day before"):
-            offsets = [-2]
+            offsets.append(-2)
         elif mt["n"]:
             n = _SMALL.get(mt["n"].lower()) or int(mt["n"])
-            offsets = [n * (7 if mt["unit"].lower().startswith("week") else 1)]
+            offsets.append(n * (7 if mt["unit"].lower().startswith("week") else 1))
         elif mt["span"]:
-            offsets = list(range(0, 14))  # "next week": any day up to two weeks out
+            offsets.extend(range(0, 14))
         else:
-            offsets = []
-            for ref in references:
-                ahead = (_WEEKDAYS.index(mt["wd"].lower()) - ref.weekday()) % 7
-                out.update({ref + timedelta(days=ahead), ref + timedelta(days=ahead + 7), ref - timedelta(days=7 - ahead or 7)})
-        for ref in references:
-            out.update(ref + timedelta(days=k) for k in offsets)
+            weekdays.append(_WEEKDAYS.index(mt["wd"].lower()))
+    return tuple(sorted(set(offsets))), tuple(sorted(set(weekdays)))
+
+
+def relative_dates(offsets: tuple[int, ...], weekdays: tuple[int, ...], references: set[date]) -> set[date]:
+    """The dates those offsets and weekdays name, counted from each reference date (today, or a date the
+    conversation gives as the current one). Lenient on purpose: "Friday" is the last one or either of
+    the next two."""
+    out: set[date] = set()
+    for ref in references:
+        out.update(ref + timedelta(days=k) for k in offsets)
+        for wd in weekdays:
+            ahead = (wd - ref.weekday()) % 7
+            out.update({ref + timedelta(days=ahead), ref + timedelta(days=ahead + 7), ref - timedelta(days=7 - ahead or 7)})
     return out
+
+
+@dataclass(frozen=True)
+class TextDates:
+    """What one text states about dates and times, before today's date is known."""
+
+    dates: frozenset[date]
+    month_days: frozenset[tuple[int, int]]
+    times: frozenset[tuple[int, int]]
+    current: frozenset[date]  # dates it gives as the current one
+    offsets: tuple[int, ...]
+    weekdays: tuple[int, ...]
+
+
+@lru_cache(maxsize=256)
+def text_dates(text: str) -> TextDates:
+    """Cached per text: agents send the same history with every step, so each message is read once."""
+    m = mentions(text)
+    offsets, weekdays = _relative_terms(text)
+    return TextDates(frozenset(m.dates), frozenset(m.month_days), frozenset(m.times), frozenset(current_dates(text, m)),
+                     offsets, weekdays)
 
 
 def parse_value(s: str) -> tuple[list[tuple[set[date], set[tuple[int, int]]]], list[tuple[int, int]]] | None:
@@ -196,11 +231,15 @@ def is_date_or_time(s: str) -> bool:
 class DateContext:
     """The dates and times of a conversation, for checking date and time values against it."""
 
-    def __init__(self, text: str, today: date | None = None) -> None:
-        self.m = mentions(text)
-        self.dates = self.m.dates
-        self.month_days = self.m.month_days
-        self.relative = relative_dates(text, {today or date.today()} | current_dates(text, self.m))
+    def __init__(self, texts: list[str], today: date | None = None) -> None:
+        parts = [text_dates(t) for t in texts]
+        self.dates: set[date] = set().union(*(p.dates for p in parts))
+        self.month_days: set[tuple[int, int]] = set().union(*(p.month_days for p in parts))
+        self.times: set[tuple[int, int]] = set().union(*(p.times for p in parts))
+        references = {today or date.today()}.union(*(p.current for p in parts))
+        offsets = tuple(sorted({k for p in parts for k in p.offsets}))
+        weekdays = tuple(sorted({w for p in parts for w in p.weekdays}))
+        self.relative = relative_dates(offsets, weekdays, references)
 
     def _date_grounded(self, full: set[date], month_days: set[tuple[int, int]]) -> bool:
         if full & (self.dates | self.relative):
@@ -212,7 +251,7 @@ class DateContext:
 
     def time_grounded(self, t: tuple[int, int]) -> bool:
         # midnight and the last minute are how APIs spell "the whole day", not a time anyone stated
-        return t in self.m.times or t in ((0, 0), (23, 59))
+        return t in self.times or t in ((0, 0), (23, 59))
 
     def value_grounded(self, s: str) -> bool | None:
         """True/False for a date, date-time, range or time string; None when s is none of those."""

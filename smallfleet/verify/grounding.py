@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from ..step import message_text
@@ -31,18 +33,37 @@ def _norm(s: str) -> str:
 normalize = _norm  # the comparison form other modules share (grounded answers)
 
 
+@dataclass(frozen=True)
+class _TextFacts:
+    norm: str
+    words: frozenset[str]
+    digits: str
+    values: frozenset[float]
+    numbers: frozenset[float]
+
+
+@lru_cache(maxsize=256)
+def _facts(text: str) -> _TextFacts:
+    """One message's lookups, cached by its text: agents re-send the whole history with every step, and
+    reading a long tool result's numbers and equations costs milliseconds each time."""
+    norm = _norm(text)
+    return _TextFacts(norm, frozenset(re.findall(r"\w+", norm)), re.sub(r"\D", "", text), frozenset(known_values([text])),
+                      frozenset(numbers(text)))
+
+
 class Context:
     """Everything the model was shown, prepared for fast lookups."""
 
     def __init__(self, texts: list[str], today: date | None = None) -> None:
-        self.raw = "\n".join(texts)
+        self.texts = texts
         self.today = today
         self._dates: DateContext | None = None  # parsed on the first date-like value only
-        self.text = _norm(self.raw)
-        self.words = set(re.findall(r"\w+", self.text))
-        self.digits = re.sub(r"\D", "", "\n".join(texts))
-        self.values = known_values(texts)
-        nums = sorted({v for t in texts for v in numbers(t)})[:60]
+        parts = [_facts(t) for t in texts]
+        self.text = " ".join(p.norm for p in parts)
+        self.words: set[str] = set().union(*(p.words for p in parts))
+        self.digits = "".join(p.digits for p in parts)
+        self.values: set[float] = set().union(*(p.values for p in parts))
+        nums = sorted(set().union(*(p.numbers for p in parts)))[:60]
         derived: set[float] = set()
         for a, b in itertools.combinations(nums, 2):
             derived.update({round(a + b, 4), round(abs(a - b), 4), round(a * b, 4)})
@@ -77,7 +98,7 @@ class Context:
             return True
         if any(c.isdigit() for c in s) and is_date_or_time(s):
             if self._dates is None:
-                self._dates = DateContext(self.raw, self.today)
+                self._dates = DateContext(self.texts, self.today)
             return bool(self._dates.value_grounded(s))
         words = [w for w in re.findall(r"\w+", t) if len(w) > 1]
         if len(words) >= 2:  # a phrase composed from the conversation's words (a search query, a summary)
