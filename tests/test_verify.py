@@ -151,6 +151,12 @@ def test_grounding_values() -> None:
     assert len(bad) == 3 and bad[0].startswith("order_id")
     schema = {"properties": {"status": {"enum": ["open", "closed"]}, "note": {"type": "string"}}}
     assert ungrounded({"status": "closed", "note": "customer asked politely for a quick update today"}, ctx, schema) == []
+    # number formats: currency, separators, scale words and suffixes, European decimals, on either side
+    money = Context(["Total $1,234.56; deposit 1.5 million; fee €2.345,60; a 3k budget; call 415-555-0199"])
+    same = {"a": "1234.56", "b": "USD 1,234.56", "c": "1.5M", "d": "1,500,000", "e": "2345.60", "f": "3000", "g": "$3k",
+            "h": "415 555 0199", "i": 1500000}
+    assert ungrounded(same, money, None) == []
+    assert ungrounded({"a": "1234.65", "b": "2M", "c": "4k", "d": "999"}, money, None) == ["a = '1234.65'", "b = '2M'", "c = '4k'", "d = '999'"]
 
 
 def _result(content=None, calls=None):

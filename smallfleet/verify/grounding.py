@@ -33,6 +33,36 @@ def _norm(s: str) -> str:
 normalize = _norm  # the comparison form other modules share (grounded answers)
 
 
+_CURRENCY = r"(?:[$€£¥₹]|\b(?:USD|EUR|GBP|JPY|CHF|CAD|AUD|INR|CNY)\b)"
+_SCALE = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "million": 1e6, "b": 1e9, "bn": 1e9, "billion": 1e9}
+_NUMBER_VALUE = re.compile(rf"^\s*{_CURRENCY}?\s*(?P<sign>[-+])?\s*{_CURRENCY}?\s*(?P<num>\d{{1,3}}(?:[,  ']\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)\s*"
+                           rf"(?P<scale>k|m|mn|b|bn|thousand|million|billion)?\s*%?\s*{_CURRENCY}?\s*$", re.I)
+# in the conversation: "3k", "1.5M", "$2bn" (arith.numbers, shared with the verifier, reads "3k" as algebra)
+_SCALED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(k|m|mn|bn|b)\b", re.I)
+_EUROPEAN = re.compile(r"(?<![\d.,])(\d{1,3}(?:\.\d{3})+,\d{1,2})(?![\d,])")  # 1.234,56
+
+
+def as_number(s: str) -> float | None:
+    """A string that is only a number — with currency, thousands separators, a scale word or a percent
+    sign ("USD 1,234.56", "1.5M", "15 %") — as a float; else None."""
+    m = _NUMBER_VALUE.match(s)
+    if m is None:
+        return None
+    digits = re.sub(r"[,  ']", "", m["num"])
+    try:
+        v = float(digits)
+    except ValueError:
+        return None
+    v *= _SCALE.get((m["scale"] or "").lower(), 1.0)
+    return -v if m["sign"] == "-" else v
+
+
+def _other_numbers(text: str) -> set[float]:
+    out = {round(float(n) * _SCALE[u.lower()], 4) for n, u in _SCALED.findall(text)}
+    out |= {round(float(n.replace(".", "").replace(",", ".")), 4) for n in _EUROPEAN.findall(text)}
+    return out
+
+
 @dataclass(frozen=True)
 class _TextFacts:
     norm: str
@@ -47,8 +77,9 @@ def _facts(text: str) -> _TextFacts:
     """One message's lookups, cached by its text: agents re-send the whole history with every step, and
     reading a long tool result's numbers and equations costs milliseconds each time."""
     norm = _norm(text)
-    return _TextFacts(norm, frozenset(re.findall(r"\w+", norm)), re.sub(r"\D", "", text), frozenset(known_values([text])),
-                      frozenset(numbers(text)))
+    extra = _other_numbers(text)
+    return _TextFacts(norm, frozenset(re.findall(r"\w+", norm)), re.sub(r"\D", "", text), frozenset(known_values([text]) | extra),
+                      frozenset(numbers(text)) | extra)
 
 
 class Context:
@@ -96,20 +127,20 @@ class Context:
             return None
         if t in self.text:
             return True
-        if any(c.isdigit() for c in s) and is_date_or_time(s):
-            if self._dates is None:
-                self._dates = DateContext(self.texts, self.today)
-            return bool(self._dates.value_grounded(s))
+        if any(c.isdigit() for c in s):
+            n = as_number(s)
+            if n is not None:  # "1234.56" for "$1,234.56", "1.5M" for "1.5 million"; or an id in digits
+                d = re.sub(r"\D", "", s)
+                return self.number_grounded(n) or (len(d) >= 5 and d in self.digits)
+            if is_date_or_time(s):
+                if self._dates is None:
+                    self._dates = DateContext(self.texts, self.today)
+                return bool(self._dates.value_grounded(s))
         words = [w for w in re.findall(r"\w+", t) if len(w) > 1]
         if len(words) >= 2:  # a phrase composed from the conversation's words (a search query, a summary)
             return sum(w in self.words for w in words) / len(words) >= 0.6
         d = re.sub(r"\D", "", s)
-        if len(d) >= 5 and d in self.digits:  # phone numbers, ids written with other separators
-            return True
-        try:
-            return self.number_grounded(float(s.replace(",", "").replace("$", "").strip()))
-        except ValueError:
-            return False
+        return len(d) >= 5 and d in self.digits  # phone numbers, ids written with other separators
 
 
 def ungrounded(value: Any, ctx: Context, schema: dict[str, Any] | None, path: str = "") -> list[str]:
