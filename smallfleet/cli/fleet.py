@@ -155,6 +155,11 @@ def doctor(ctx: click.Context, load: bool) -> None:
                    f"{'encrypted' if fs.encrypted else 'plain text (set SMALLFLEET_MEMORY_KEY to encrypt it)'}")
         except SmallfleetError as e:
             bad(e.message, e.hint or "point [memory] path at a new file")
+    judge = cfg.judge_model()
+    if judge is not None:
+        lo, hi = cfg.verify.band
+        ok(f"reasoning answers the verifier is unsure of ({lo:g}–{hi:g}) go to the judge {judge.name}"
+           + (" (a local model: see the README on judge strength)" if judge.is_local else ""))
     import socket
 
     with socket.socket() as s:
