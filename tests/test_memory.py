@@ -13,7 +13,7 @@ from smallfleet.config import load_config
 from smallfleet.errors import BackendError, ConfigError, InvalidRequestError, ModelNotFoundError, ModelUnavailableError
 from smallfleet.memory import (PIN_HEADER, UNTRUSTED_HEADER, Extractor, Fact, FactStore, SessionMemory, grounded,
                                looks_factual, normalize_key, pin_messages, select_facts, split_trust)
-from smallfleet.memory.extract import _uncovered, clauses
+from smallfleet.memory.extract import _uncovered, clauses, snap
 from smallfleet.models import Fleet
 
 from .conftest import write_config
@@ -246,10 +246,21 @@ def test_validate_rejects_ungrounded_and_mis_keyed_facts_and_merges_repeats(idle
     assert ex.validate(stutter, text) == [("order_id", "4412")]  # one value under two keys: kept once
     assert ex.validate('{"facts": [{"key": "name", "value": "Ada"}]}', "Hi, I'm Ada") == [("name", "Ada")]
     assert ex.validate('{"facts": [{"key": "user_name", "value": "my name"}]}', "What is my name?") == []  # echoes the key
+    # a value the model respelled is kept in the message's own spelling (the 0.5B wrote "Lisboa");
+    # an invented name or a changed id is not snapped to anything
+    respelled = '{"facts": [{"key": "city", "value": "Lisboa"}, {"key": "name", "value": "Dee"}, {"key": "order_id", "value": "ORD-56843"}]}'
+    assert ex.validate(respelled, "I'm based in Lisbon, order ORD-56842") == [("city", "Lisbon")]
     with pytest.raises(BackendError, match="not JSON"):
         ex.validate('{"facts": [{"key": "na', text)
     with pytest.raises(BackendError, match="no 'facts' list"):
         ex.validate('{"items": []}', text)
+
+
+def test_snap_keeps_the_message_spelling() -> None:
+    assert snap("Lisboa", "I'm based in Lisbon") == "Lisbon" and snap("Jon Smith", "I am John Smith") == "John Smith"
+    assert snap("Krakow", "I live in Kraków.") == "Kraków"
+    for value in ("Porto", "Dee", "email", "4413", "ORD-1", "Ann"):  # other words, digits, too short
+        assert snap(value, "I'm based in Lisbon, order 4412, call me Anna") is None
 
 
 def test_prefiltered_message_makes_no_model_call(idle_extractor: Extractor) -> None:

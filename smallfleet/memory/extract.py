@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Any
 
 import orjson
@@ -203,6 +204,27 @@ def grounded(value: str, text: str) -> bool:
     return present * 3 >= len(words) * 2
 
 
+def snap(value: str, text: str) -> str | None:
+    """The message's own spelling of a value the model rewrote ("Lisboa" for "Lisbon", "Jon" for "John"):
+    the span of as many words with the same first letter and a similarity of at least 0.8, else None.
+    Never for values with digits: an id or number the message does not hold stays invented."""
+    if any(c.isdigit() for c in value) or len(value) < 4:
+        return None
+    n = len(value.split())
+    if not 1 <= n <= 3:
+        return None
+    words = [m for m in _WORD.finditer(text)]
+    best, best_ratio = None, 0.8
+    for i in range(len(words) - n + 1):
+        span = text[words[i].start():words[i + n - 1].end()]
+        if span[:1].lower() != value[:1].lower():
+            continue
+        r = SequenceMatcher(None, value.lower(), span.lower()).ratio()
+        if r >= best_ratio:
+            best, best_ratio = span, r
+    return best
+
+
 # A value must look like what its key names: the 0.5B model sometimes files a fact under a wrong key
 # ("Postgres" as preferred_contact), and a wrong key would supersede a right fact. Checked for the
 # canonical keys only; other keys pass.
@@ -359,6 +381,8 @@ class Extractor:
                 continue
             key, value = " ".join(key.split())[:MAX_KEY], " ".join(value.split())[:MAX_VALUE]
             norm = normalize_key(key)
+            if value and not grounded(value, text):
+                value = snap(value, text) or value  # the small model translates or respells what it copies
             if norm == "name" and not fits_key("name", value, context or text) and _placed(value, context or text):
                 key = norm = "city"  # "I'm based in Tampere": the 0.5B model reads "I'm X" as a name
             # a value that only repeats its key ("name = my name") answers a question, it states nothing
