@@ -242,11 +242,15 @@ class Cascade:
         if inputs is None or judge is None:
             return
         unsure = f"unsure ({v.score:.2f})"
+
+        def stands(why: str) -> Verdict:  # the verifier's own verdict, with why the judge did not decide
+            return replace(v, reason=f"{v.reason}; {unsure}; {why}" if v.reason else f"{unsure}; {why}")
+
         if (judge.stands_in_for or judge.name) == (att.spec.stands_in_for or att.spec.name):
-            att.verdicts[i] = replace(v, reason=f"{v.reason + '; ' if v.reason else ''}{unsure}; not judged: the judge {judge.name} wrote it")
+            att.verdicts[i] = stands(f"not judged: the judge {judge.name} wrote it")
             return
-        problem, steps = inputs
-        request = judge_request(problem, steps[:MAX_STEPS])
+        problem, steps = inputs[0], inputs[1][:MAX_STEPS]
+        request = judge_request(problem, steps)
         try:
             if self.ledger is not None:
                 self.ledger.check_budget(step.run_id, step.budget_usd, att.cost_usd + judge.cost(estimate_tokens(request), 6))
@@ -255,18 +259,17 @@ class Cascade:
                 request = self.privacy.outbound(request, step.privacy_key)[0]
             res = await self.fleet.get(judge.name).chat(request)
         except SmallfleetError as e:  # no judge (down, over budget): the verifier's own verdict stands
-            att.verdicts[i] = replace(v, reason=f"{v.reason + '; ' if v.reason else ''}{unsure}; judge {judge.name} not asked: {e.message}")
+            att.verdicts[i] = stands(f"judge {judge.name} not asked: {e.message}")
             return
         cost = judge.cost(res.tokens_in, res.tokens_out)
         att.cost_usd += cost
-        k = read_judgement(res.content, len(steps[:MAX_STEPS]))
+        k = read_judgement(res.content, len(steps))
         who = f"judge {judge.name} ({res.tokens_in + res.tokens_out} tokens, ${cost:.6f})"
         if k is None:
-            att.verdicts[i] = replace(v, reason=f"{v.reason + '; ' if v.reason else ''}{unsure}; {who} gave no step number")
-        elif k < 0:
-            att.verdicts[i] = Verdict("process", True, f"{unsure}; {who}: every step is correct", v.score)
+            att.verdicts[i] = stands(f"{who} gave no step number")
         else:
-            att.verdicts[i] = Verdict("process", False, f"{unsure}; {who}: step {k + 1} is wrong", v.score)
+            att.verdicts[i] = Verdict("process", k < 0, f"{unsure}; {who}: " + ("every step is correct" if k < 0 else f"step {k + 1} is wrong"),
+                                      v.score)
 
     async def run(self, step: Step, model: str = "auto") -> Outcome:
         """Answer one step; raises SmallfleetError only when no attempt produced an answer."""
