@@ -213,7 +213,7 @@ def snap(value: str, text: str) -> str | None:
     n = len(value.split())
     if not 1 <= n <= 3:
         return None
-    words = [m for m in _WORD.finditer(text)]
+    words = list(_WORD.finditer(text))
     best, best_ratio = None, 0.8
     for i in range(len(words) - n + 1):
         span = text[words[i].start():words[i + n - 1].end()]

@@ -194,7 +194,11 @@ def text_dates(text: str) -> TextDates:
                      offsets, weekdays)
 
 
-def parse_value(s: str) -> tuple[list[tuple[set[date], set[tuple[int, int]]]], list[tuple[int, int]]] | None:
+# a date value: each date's readings (Mentions.groups) and the times it names
+DateValue = tuple[list[tuple[set[date], set[tuple[int, int]]]], list[tuple[int, int]]]
+
+
+def parse_value(s: str) -> DateValue | None:
     """A tool-argument string that is a date or a range of two, optionally with times: (each date's
     readings as in Mentions.groups, the times). None when the string is anything else (a date inside
     a sentence is not a date value)."""
@@ -224,8 +228,14 @@ def parse_time(s: str) -> tuple[int, int] | None:
     return _clock(mt) if mt else None
 
 
-def is_date_or_time(s: str) -> bool:
-    return parse_value(s) is not None or parse_time(s) is not None
+def parse_date_value(s: str) -> DateValue | None:
+    """A tool-argument string that is a date, a date-time, a range or only a time, as (its dates'
+    readings, its times); None for anything else."""
+    parsed = parse_value(s)
+    if parsed is not None:
+        return parsed
+    t = parse_time(s)
+    return None if t is None else ([], [t])
 
 
 class DateContext:
@@ -233,31 +243,25 @@ class DateContext:
 
     def __init__(self, texts: list[str], today: date | None = None) -> None:
         parts = [text_dates(t) for t in texts]
-        self.dates: set[date] = set().union(*(p.dates for p in parts))
         self.month_days: set[tuple[int, int]] = set().union(*(p.month_days for p in parts))
         self.times: set[tuple[int, int]] = set().union(*(p.times for p in parts))
         references = {today or date.today()}.union(*(p.current for p in parts))
         offsets = tuple(sorted({k for p in parts for k in p.offsets}))
         weekdays = tuple(sorted({w for p in parts for w in p.weekdays}))
-        self.relative = relative_dates(offsets, weekdays, references)
+        # stated dates and those relative words name; and their month/day, which a date given
+        # without a year ("March 5") matches in any year
+        self.known: set[date] = set().union(*(p.dates for p in parts)) | relative_dates(offsets, weekdays, references)
+        self.known_pairs = {(d.month, d.day) for d in self.known} | self.month_days
 
     def _date_grounded(self, full: set[date], month_days: set[tuple[int, int]]) -> bool:
-        if full & (self.dates | self.relative):
-            return True
-        # a date stated without a year ("March 5") matches it in any year, and the reverse
-        pairs = {(d.month, d.day) for d in full}
-        return bool(pairs & self.month_days) or bool(month_days & ({(d.month, d.day) for d in self.dates | self.relative}
-                                                                    | self.month_days))
+        return bool(full & self.known) or bool({(d.month, d.day) for d in full} & self.month_days) \
+            or bool(month_days & self.known_pairs)
 
     def time_grounded(self, t: tuple[int, int]) -> bool:
         # midnight and the last minute are how APIs spell "the whole day", not a time anyone stated
         return t in self.times or t in ((0, 0), (23, 59))
 
-    def value_grounded(self, s: str) -> bool | None:
-        """True/False for a date, date-time, range or time string; None when s is none of those."""
-        parsed = parse_value(s)
-        if parsed is not None:
-            groups, times = parsed
-            return all(self._date_grounded(*g) for g in groups) and all(self.time_grounded(t) for t in times)
-        t = parse_time(s)
-        return None if t is None else self.time_grounded(t)
+    def grounded(self, value: DateValue) -> bool:
+        """Every date of a parsed value (any reading) and every time it names was stated or derived."""
+        groups, times = value
+        return all(self._date_grounded(*g) for g in groups) and all(self.time_grounded(t) for t in times)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..step import message_text
 from .arith import known_values, numbers
-from .dates import DateContext, is_date_or_time
+from .dates import DateContext, parse_date_value
 
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w@.+:/-]+")
@@ -130,17 +130,21 @@ class Context:
         if any(c.isdigit() for c in s):
             n = as_number(s)
             if n is not None:  # "1234.56" for "$1,234.56", "1.5M" for "1.5 million"; or an id in digits
-                d = re.sub(r"\D", "", s)
-                return self.number_grounded(n) or (len(d) >= 5 and d in self.digits)
-            if is_date_or_time(s):
+                return self.number_grounded(n) or self._digits_grounded(s)
+            when = parse_date_value(s)
+            if when is not None:
                 if self._dates is None:
                     self._dates = DateContext(self.texts, self.today)
-                return bool(self._dates.value_grounded(s))
+                return self._dates.grounded(when)
         words = [w for w in re.findall(r"\w+", t) if len(w) > 1]
         if len(words) >= 2:  # a phrase composed from the conversation's words (a search query, a summary)
             return sum(w in self.words for w in words) / len(words) >= 0.6
+        return self._digits_grounded(s)
+
+    def _digits_grounded(self, s: str) -> bool:
+        """Phone numbers and ids written with other separators: the same run of 5+ digits."""
         d = re.sub(r"\D", "", s)
-        return len(d) >= 5 and d in self.digits  # phone numbers, ids written with other separators
+        return len(d) >= 5 and d in self.digits
 
 
 def ungrounded(value: Any, ctx: Context, schema: dict[str, Any] | None, path: str = "") -> list[str]:
