@@ -182,7 +182,8 @@ async def run(args: argparse.Namespace, index: Path, sample: list[rb.Question], 
         needed = {SMALL} | ({LARGE} if "checked" in configs else set())
         for name in sorted(needed):  # loaded before timing starts
             await asyncio.to_thread(engine.fleet.get(name).load)
-        engine._store(str(index)).search("warm up", cfg.grounding.k)  # the engine's own store: embedder + vectors loaded
+        engine._store(engine.make_step({"messages": [{"role": "user", "content": "warm up"}]}, kb_path=index)).search(
+            "warm up", cfg.grounding.k)  # the engine's own store: embedder + vectors loaded
         info["load_s"] = round(time.perf_counter() - t0, 1)
         out: dict[str, list] = {}
         for cname in configs:
@@ -194,7 +195,7 @@ async def run(args: argparse.Namespace, index: Path, sample: list[rb.Question], 
                 req = {"model": model, "messages": [{"role": "user", "content": prompt}],
                        "max_tokens": args.max_tokens, "temperature": 0.0,
                        "cache_prompt": False}  # no prefix reuse: answers do not depend on the order of the run
-                step = engine.make_step(req, kb=str(index) if grounded else None,
+                step = engine.make_step(req, kb_path=index if grounded else None,
                                         step_kind=None if args.step_kind == "auto" else args.step_kind)
                 t1 = time.perf_counter()
                 outcome = await engine.run_step(step)

@@ -7,6 +7,7 @@ in one transaction.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -170,6 +171,23 @@ def _datamarked(request: dict[str, Any]) -> dict[str, Any]:
     return {**request, "messages": msgs}
 
 
+# Measured on the fleet's tokenizers (20,000 repeated characters): Qwen2.5 packs 127 spaces, 64 '=' or
+# 32 newlines into one token, but letters and digits at most 8 ("aaaa...") and digits one by one. So
+# letters and digits over 16 bound the token count from below whatever the punctuation.
+WORD_CHARS_PER_TOKEN_MAX = 16
+_NON_WORD = re.compile(r"\W+")
+
+
+def min_prompt_tokens(request: dict[str, Any], context: int) -> int:
+    """A floor on the prompt's token count without a tokenizer or a model load; 0 when the prompt is
+    too short to matter against ``context`` (the count is only made for huge prompts)."""
+    texts = [m["content"] if isinstance(m.get("content"), str) else orjson.dumps(m.get("content")).decode()
+             for m in request.get("messages", ())]
+    if sum(map(len, texts)) <= WORD_CHARS_PER_TOKEN_MAX * context:
+        return 0
+    return sum(len(_NON_WORD.sub("", t)) for t in texts) // WORD_CHARS_PER_TOKEN_MAX
+
+
 def estimate_tokens(request: dict[str, Any]) -> int:
     """Rough prompt size (bytes/3.5) used only for budget estimates; backends count exactly."""
     size = len(orjson.dumps(request.get("messages", []))) + len(orjson.dumps(request.get("tools") or []))
@@ -195,8 +213,12 @@ class Cascade:
         return spec.cost(estimate_tokens(step.request), int(out))
 
     async def _attempt(self, spec: ModelSpec, tier: str, step: Step, checks: tuple[str, ...]) -> Attempt:
+        floor = min_prompt_tokens(step.request, spec.context)
+        if floor > spec.context:  # certain not to fit: say so without loading the model
+            return Attempt(spec, tier, None, error=f"context: the prompt is at least {floor} tokens; {spec.name} "
+                                                   f"holds {spec.context}")
         if self.ledger is not None:
-            self.ledger.check_budget(step.run_id, step.budget_usd, self._estimate_cost(spec, step))
+            step.reserved += self.ledger.reserve(step.run_id, step.budget_usd, self._estimate_cost(spec, step))
         backend = self.fleet.get(spec.name)
         request, pz, hidden = step.request, None, -1
         if step.datamark if step.datamark is not None else self.config.guards.datamark:
@@ -253,7 +275,7 @@ class Cascade:
         request = judge_request(problem, steps)
         try:
             if self.ledger is not None:
-                self.ledger.check_budget(step.run_id, step.budget_usd, att.cost_usd + judge.cost(estimate_tokens(request), 6))
+                step.reserved += self.ledger.reserve(step.run_id, step.budget_usd, judge.cost(estimate_tokens(request), 6))
             if self._guarded(judge):
                 assert self.privacy is not None
                 request = self.privacy.outbound(request, step.privacy_key)[0]
@@ -273,14 +295,17 @@ class Cascade:
 
     async def run(self, step: Step, model: str = "auto") -> Outcome:
         """Answer one step; raises SmallfleetError only when no attempt produced an answer."""
-        if model != "auto":  # a concrete model passes through: checked and recorded, never escalated
-            spec = self.fleet.spec(model)
-            attempts = [await self._attempt(spec, spec.tier, step, self._checks(step))]
-        else:
-            attempts = await self._cascade(step)
-        outcome = Outcome(step, attempts)
-        self._apply_guard(outcome)
-        await self._record(outcome)
+        try:
+            if model != "auto":  # a concrete model passes through: checked and recorded, never escalated
+                spec = self.fleet.spec(model)
+                attempts = [await self._attempt(spec, spec.tier, step, self._checks(step))]
+            else:
+                attempts = await self._cascade(step)
+            outcome = Outcome(step, attempts)
+            self._apply_guard(outcome)
+            await self._record(outcome)
+        finally:
+            self._release(step)
         final = outcome.final
         if final.result is None:
             errs = "; ".join(f"{a.spec.name}: {a.error}" for a in attempts)
@@ -352,7 +377,9 @@ class Cascade:
                 break
             if len(attempts) > self.config.max_escalations:
                 break
-            nxt = self.router.escalate_from(tier, [a.spec for a in attempts])
+            # a prompt that did not fit is not tried on a model whose window is no larger (nor loaded for it)
+            too_long = max((a.spec.context for a in attempts if (a.error or "").startswith("context:")), default=0)
+            nxt = self.router.escalate_from(tier, [a.spec for a in attempts], too_long)
             if nxt is None:
                 break
             att.escalated = True
@@ -412,8 +439,14 @@ class Cascade:
     def live(self, step: Step, model: str = "auto") -> "LiveStream":
         spec = self.fleet.spec(model) if model != "auto" else self.config.tier_model(self.router.policy(step).start)
         if self.ledger is not None:
-            self.ledger.check_budget(step.run_id, step.budget_usd, self._estimate_cost(spec, step))
+            step.reserved += self.ledger.reserve(step.run_id, step.budget_usd, self._estimate_cost(spec, step))
         return LiveStream(self, step, spec)
+
+    def _release(self, step: Step) -> None:
+        """Hand back what the step still holds (it failed or was cancelled before its write released it)."""
+        if step.reserved and self.ledger is not None:
+            self.ledger.release(step.run_id, step.reserved)
+        step.reserved = 0.0
 
     def _scrub(self, text: str | None, step: Step) -> str | None:
         """Errors and failed-check reasons can quote the request; the ledger keeps no personal data."""
@@ -440,7 +473,10 @@ class Cascade:
                 reason=final_reason if i == len(outcome.attempts) - 1 else self._scrub(a.failed_reason, step) or None,
                 guard=self._guard_rows(outcome, step) if i == len(outcome.attempts) - 1 else (),
             ))
-        await self.ledger.record_step_async(rows, step.budget_usd)
+        # the writer releases the reservation once the real cost is committed (or the write failed),
+        # even when this request is cancelled meanwhile
+        reserved, step.reserved = step.reserved, 0.0
+        await self.ledger.record_step_async(rows, step.budget_usd, reserved)
 
 
     def _guard_rows(self, outcome: Outcome, step: Step) -> tuple[dict[str, Any], ...]:
@@ -515,7 +551,10 @@ class LiveStream:
             att.verdicts = run_checks(self.cascade.router.policy(self.step).checks, self.step, res,
                                       self.cascade.router.policy(self.step))
             self.outcome = Outcome(self.step, [att])
-            await self.cascade._record(self.outcome)
+            try:
+                await self.cascade._record(self.outcome)
+            finally:
+                self.cascade._release(self.step)
         summary = self.outcome.summary()
         yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.spec.name,
                "choices": [], "smallfleet": summary,

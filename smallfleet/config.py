@@ -46,6 +46,7 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_MEMORY_KEY": "Fernet key: session fact values encrypted at rest",
     "SMALLFLEET_INDEX": "knowledge base for grounded steps (default ~/.local/share/smallfleet/index.db)",
     "SMALLFLEET_JUDGE": "a model or tier that judges reasoning answers the process verifier is unsure of (default: off)",
+    "SMALLFLEET_KEYS": "API-key store (default: keys.db beside the ledger); once it holds a key, every endpoint needs one",
 }
 
 
@@ -122,6 +123,21 @@ class MemorySettings:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """What one client may cost the gateway; set by the operator, never by a request."""
+    max_body_mb: float = 8.0          # request body
+    header_timeout_s: float = 10.0    # from connect (or the end of the last response) to the end of the headers
+    body_timeout_s: float = 30.0      # from the end of the headers to the end of the body
+    keepalive_s: float = 5.0          # idle keep-alive connection
+    max_connections: int = 256        # open connections; more are closed at once
+    max_concurrent: int = 64          # requests in flight; more get 503
+
+    @property
+    def max_body(self) -> int:
+        return int(self.max_body_mb * (1 << 20))
+
+
+@dataclass(frozen=True)
 class VerifySettings:
     # A model (fleet name or tier) asked to judge a reasoning answer when the process verifier's score
     # falls in `band` (unsure either way); "" = off. Never the model that wrote the answer.
@@ -147,7 +163,26 @@ class Config:
     grounding: GroundingSettings = field(default_factory=GroundingSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    keys_path: Path | None = None  # API-key store (default: keys.db beside the ledger)
+    knowledge: dict[str, Path] = field(default_factory=dict)  # [knowledge.NAME] path: the bases a request may name
     source: str = "built-in defaults"
+
+    @property
+    def key_store_path(self) -> Path:
+        return self.keys_path or self.ledger_path.parent / "keys.db"
+
+    def knowledge_path(self, name: str) -> Path:
+        """The file of a knowledge base a request names ("default" is [grounding] index unless redefined)."""
+        if name in self.knowledge:
+            return self.knowledge[name]
+        if name == "default":
+            return self.grounding.index_path
+        from .errors import InvalidRequestError
+
+        known = ", ".join(sorted({"default", *self.knowledge}))
+        raise InvalidRequestError(f"no knowledge base named {name[:64]!r}; this gateway has: {known}.", param="x-smallfleet-kb",
+                                  hint="knowledge bases are declared by the operator as [knowledge.NAME] path = ... in smallfleet.toml")
 
     def judge_model(self) -> ModelSpec | None:
         """The model named by [verify] judge (a fleet model or a tier), or None when it is off."""
@@ -447,6 +482,35 @@ def _parse_memory(d: Any, env: dict[str, str]) -> MemorySettings:
                           key=env.get("SMALLFLEET_MEMORY_KEY") or None)
 
 
+_LIMIT_KEYS = ("max_body_mb", "header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections", "max_concurrent")
+
+
+def _parse_limits(server: dict[str, Any]) -> ServerLimits:
+    vals: dict[str, Any] = {}
+    for key in _LIMIT_KEYS:
+        typ = int if key.startswith("max_c") else float
+        v = _get(server, key, typ, "server", None)
+        if v is None:
+            continue
+        if v <= 0:
+            raise ConfigError(f"server.{key} must be positive.")
+        vals[key] = v
+    return ServerLimits(**vals)
+
+
+def _parse_knowledge(d: Any) -> dict[str, Path]:
+    if not isinstance(d, dict):
+        raise ConfigError("knowledge must be a table of [knowledge.NAME] entries.")
+    out: dict[str, Path] = {}
+    for name, entry in d.items():
+        _check_section(entry, f"knowledge.{name}", ("path",))
+        path = _get(entry, "path", str, f"knowledge.{name}", "")
+        if not path:
+            raise ConfigError(f"knowledge.{name}.path is missing.", hint="the knowledge-base file built by `smallfleet index add`")
+        out[name] = Path(path).expanduser()
+    return out
+
+
 def _parse_verify(d: Any, env: dict[str, str], models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> VerifySettings:
     _check_section(d, "verify", ("judge", "band"))
     judge = env.get("SMALLFLEET_JUDGE", _get(d, "judge", str, "verify", "")).strip()
@@ -480,10 +544,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             raise ConfigError(f"config file {p} is not UTF-8 text.") from None
         source = str(p)
     unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding", "memory",
-                         "verify"}
+                         "verify", "knowledge"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}.",
-                          hint="sections: fleet, models, routing, ledger, server, privacy, guards, grounding, memory, verify")
+                          hint="sections: fleet, models, routing, ledger, server, privacy, guards, grounding, memory, verify, knowledge")
     fleet = data.get("fleet", {})
     if not isinstance(fleet, dict):
         raise ConfigError("fleet must be a table.")
@@ -531,6 +595,14 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             budget = float(budget_txt)
         except ValueError:
             raise ConfigError(f"SMALLFLEET_RUN_BUDGET={budget_txt!r} is not a number.") from None
+    if budget is not None and not (0 <= budget < float("inf")):
+        raise ConfigError(f"run budget {budget!r} must be a finite, non-negative number of USD.",
+                          hint="ledger.run_budget_usd or SMALLFLEET_RUN_BUDGET")
+    unknown_server = set(server) - {"host", "port", "stream", "keys", *_LIMIT_KEYS}
+    if unknown_server:
+        raise ConfigError(f"server: unknown key(s) {', '.join(sorted(unknown_server))}.",
+                          hint=f"allowed: host, port, stream, keys, {', '.join(_LIMIT_KEYS)}")
+    keys = env.get("SMALLFLEET_KEYS") or _get(server, "keys", str, "server", "")
     stream_mode = env.get("SMALLFLEET_STREAM") or _get(server, "stream", str, "server", "verified")
     if stream_mode not in ("verified", "live"):
         raise ConfigError(f"stream mode {stream_mode!r}: use 'verified' or 'live'.")
@@ -547,5 +619,6 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or _get(server, "host", str, "server", "127.0.0.1"), port=port,
         run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, memory=memory, verify=verify,
-        source=source,
+        limits=_parse_limits(server), keys_path=Path(keys).expanduser() if keys else None,
+        knowledge=_parse_knowledge(data.get("knowledge", {})), source=source,
     )

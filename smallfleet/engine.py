@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .assets import ProgressFn
 from .cascade import Cascade, Outcome
 from .config import Config, load_config
-from .ledger import AttemptRow, Ledger
+from .ledger import AttemptRow, Ledger, check_budget_value
 from .models.base import ChatResult
 from .models import Fleet
 from .privacy.guard import PrivacyGuard
 from .request import validate_request
 from .step import Step, classify_step, last_user_index
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, NotAvailableError
 from .guards import Guard, InjectionDetector, PolicyEngine
 from .guards.settings import MODES as GUARD_MODES
 from .guards.settings import GuardSettings
@@ -55,11 +56,16 @@ class Engine:
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
                   approved: frozenset[str] = frozenset(), datamark: bool | None = None, kb: str | None = None,
-                  kb_where: str | dict[str, str] | None = None) -> Step:
+                  kb_where: str | dict[str, str] | None = None, kb_path: str | Path | None = None) -> Step:
+        """A validated step. ``kb`` names a knowledge base declared in the config (requests can only name
+        one); ``kb_path`` opens a file directly and is for trusted in-process callers (the CLI, benchmarks)."""
         validate_request(request)
         if guard_mode is not None and guard_mode not in GUARD_MODES:
             raise InvalidRequestError(f"x-smallfleet-guard must be one of {', '.join(GUARD_MODES)}.", param="x-smallfleet-guard")
-        budget = budget_usd if budget_usd is not None else (self.config.run_budget_usd if run_id else None)
+        check_budget_value(budget_usd)
+        default = self.config.run_budget_usd if run_id else None
+        # the operator's default is a ceiling: a client can ask for less, never more
+        budget = default if budget_usd is None else (budget_usd if default is None else min(budget_usd, default))
         meta = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
         kb = kb or (str(meta["smallfleet_kb"]) if meta.get("smallfleet_kb") else None)
         kind = classify_step(request, step_kind)
@@ -68,10 +74,15 @@ class Engine:
             from .retrieval.store import parse_meta
 
             where = parse_meta(where, "x-smallfleet-kb-where") or None
-        if kb is None and (where or kind.value in self.config.grounding.kinds):
-            kb = "default"  # a metadata filter asks for the knowledge base
+        if kb_path is not None:
+            path = Path(kb_path).expanduser()
+            kb = kb or str(path)
+        else:
+            if kb is None and (where or kind.value in self.config.grounding.kinds):
+                kb = "default"  # a metadata filter asks for the knowledge base
+            path = self.config.knowledge_path(kb) if kb is not None else None
         return Step(request=request, kind=kind, run_id=run_id, session_id=session_id, budget_usd=budget,
-                    guard_mode=guard_mode, approved=approved, datamark=datamark, kb=kb, kb_where=where)
+                    guard_mode=guard_mode, approved=approved, datamark=datamark, kb=kb, kb_where=where, kb_path=path)
 
     async def extract_quarantined(self, text: str, schema: dict[str, Any], instruction: str = "") -> dict[str, Any]:
         """Quarantined reading on the cheapest local model: schema-typed fields out, labelled untrusted."""
@@ -84,19 +95,18 @@ class Engine:
         fields, label = await quarantined_extract(self.fleet.get(spec.name), text, schema, instruction)
         return {"fields": fields, "trust": label.name.lower(), "model": spec.name}
 
-    def _store(self, kb: str) -> KnowledgeBase:
-        """One open knowledge base per path (its embedder and vectors stay loaded)."""
-        from pathlib import Path
-
+    def _store(self, step: Step) -> KnowledgeBase:
+        """One open knowledge base per file (its embedder and vectors stay loaded). The file comes from the
+        config (or a trusted caller), never from a request."""
         from .retrieval import Store
 
-        path = self.config.grounding.index_path if kb in ("default", "") else Path(kb).expanduser()
+        path: Path = step.kb_path
         key = str(path.resolve())
         store = self._stores.get(key)
         if store is None:
             if not path.is_file():
-                raise InvalidRequestError(f"no knowledge base at {path}.", param="x-smallfleet-kb",
-                                          hint="create it with `smallfleet index add PATH...` or fix x-smallfleet-kb")
+                raise NotAvailableError(f"knowledge base {step.kb!r} has no index file yet.",
+                                        hint=f"the operator builds it with `smallfleet index add PATH... --index {path}`")
             store = self._stores[key] = Store(path)
         return store
 
@@ -104,7 +114,7 @@ class Engine:
         """Retrieve evidence for a grounded step and put it in the request (blocking: run off the event loop)."""
         from .retrieval.grounded import Evidence, question_of, with_evidence
 
-        store = self._store(step.kb or "default")
+        store = self._store(step)
         q = question_of(step.messages)
         if not q.strip():
             raise InvalidRequestError("a grounded step needs a user message to search with.")
@@ -119,11 +129,11 @@ class Engine:
     def session_memory(self) -> Any:
         """The session memory (opened on first use: an encrypted store without its key fails here)."""
         if self._session_memory is None:
-            from .memory import SessionMemory
+            from .memory import SessionMemory, resolve_key
 
             m = self.config.memory
             self._session_memory = SessionMemory.open(m.store_path, self.fleet, m.model or None, max_pinned=m.max_pinned,
-                                                      key=m.key)
+                                                      key=resolve_key(m.key, m.store_path))
         return self._session_memory
 
     async def _remember(self, step: Step) -> list[dict[str, Any]] | None:

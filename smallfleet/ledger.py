@@ -4,12 +4,18 @@ WAL mode so the report can read while the gateway writes. A step's attempts and 
 committed together or not at all: a crash mid-request leaves no half-written step. The gateway
 writes through :meth:`Ledger.record_step_async`: one writer thread commits whatever steps are waiting
 in a single transaction (group commit) and answers each request only after its step is on disk.
-Budgets per agent run are enforced from an in-memory view of spend seeded from the database.
+Budgets per agent run are enforced from an in-memory view of spend seeded from the database (and
+re-read every few seconds, so an operator's change from the CLI reaches a running gateway). A
+client may set a run's budget and lower it, never raise it: raising is ``Ledger.set_budget`` (the
+``smallfleet budget`` command). Each attempt *reserves* its estimated cost before it runs, and the
+reservation is released when the step's real cost is committed, so concurrent steps of one run cannot
+together pass its budget by more than one step's estimate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 import sqlite3
 import threading
@@ -123,6 +129,8 @@ class Ledger:
                               hint="is it a SQLite file? move it away or set SMALLFLEET_LEDGER") from e
         self._lock = threading.Lock()
         self._spent: dict[str, tuple[float, float | None]] = {}  # run -> (spent, budget)
+        self._read_at: dict[str, float] = {}  # run -> when its row was last read from the database
+        self._reserved: dict[str, float] = {}  # run -> estimates of attempts not yet committed
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
 
@@ -135,35 +143,98 @@ class Ledger:
             self._db.close()
 
     # -- budgets ---------------------------------------------------------------------------------
-    def _run_state(self, run_id: str) -> tuple[float, float | None]:
+    REFRESH_S = 2.0  # how stale the in-memory view of a run's row may get (operator changes from the CLI)
+
+    def _run_state(self, run_id: str, fresh: bool = False) -> tuple[float, float | None]:
+        """(spent, stored budget) of a run; call with the lock held."""
         st = self._spent.get(run_id)
-        if st is None:
+        now = time.monotonic()
+        if st is None or fresh or now - self._read_at.get(run_id, 0.0) > self.REFRESH_S:
             row = self._db.execute("SELECT spent_usd, budget_usd FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            st = (row[0], row[1]) if row else (0.0, None)
+            if row is not None:
+                st = (row[0], row[1])
+            elif st is None:
+                st = (0.0, None)
             self._spent[run_id] = st
+            self._read_at[run_id] = now
         return st
 
-    def check_budget(self, run_id: str | None, budget: float | None, estimate_usd: float) -> None:
-        """Raise BudgetExceededError if this attempt would push the run past its budget."""
+    def reserve(self, run_id: str | None, budget: float | None, estimate_usd: float) -> float:
+        """Reserve ``estimate_usd`` of the run's budget for one attempt, or raise BudgetExceededError.
+
+        ``budget`` is what the client asked for: it applies when it is lower than the stored budget
+        (a client may tighten its own run, never loosen it). Returns the amount reserved, to hand back
+        with :meth:`release` (or to the step's ledger write, which releases it once committed)."""
         if not run_id:
-            return
+            return 0.0
+        check_budget_value(budget)
         with self._lock:
             spent, stored = self._run_state(run_id)
-            limit = budget if budget is not None else stored
-            if budget is not None and budget != stored:
-                self._spent[run_id] = (spent, budget)
-            if limit is not None and spent + estimate_usd > limit:
-                raise BudgetExceededError(
-                    f"run {run_id!r} has spent ${spent:.6f} of its ${limit:.6f} budget; this step would cost "
-                    f"about ${estimate_usd:.6f} more.", hint="raise x-smallfleet-budget or start a new run id")
+            limit = _tighter(stored, budget)
+            if limit != stored:
+                self._spent[run_id] = (spent, limit)
+            held = self._reserved.get(run_id, 0.0)
+            if limit is not None and spent + held + estimate_usd > limit:
+                spent, stored = self._run_state(run_id, fresh=True)  # an operator may have raised it meanwhile
+                limit = _tighter(stored, budget)
+                if spent + held + estimate_usd > limit:  # type: ignore[operator]
+                    busy = f", {usd(held)} is reserved by steps still running" if held else ""
+                    raise BudgetExceededError(
+                        f"run {run_id!r} has spent {usd(spent)} of its {usd(limit)} budget{busy}; this step would cost "  # type: ignore[arg-type]
+                        f"about {usd(estimate_usd)} more.",
+                        hint="start a new run id, or have an operator raise it: smallfleet budget RUN USD")
+            self._reserved[run_id] = held + estimate_usd
+        return estimate_usd
+
+    def check_budget(self, run_id: str | None, budget: float | None, estimate_usd: float) -> None:
+        """Raise BudgetExceededError if ``estimate_usd`` more would push the run past its budget (reserves nothing)."""
+        self.release(run_id, self.reserve(run_id, budget, estimate_usd))
+
+    def release(self, run_id: str | None, amount: float) -> None:
+        """Give back a reservation (the attempt did not happen, or its step failed before it was written)."""
+        if not run_id or not amount:
+            return
+        with self._lock:
+            self._release(run_id, amount)
+
+    def _release(self, run_id: str, amount: float) -> None:
+        left = self._reserved.get(run_id, 0.0) - amount
+        if left > 1e-15:
+            self._reserved[run_id] = left
+        else:
+            self._reserved.pop(run_id, None)
+
+    def set_budget(self, run_id: str, budget: float | None) -> None:
+        """The operator's override: set (raise or lower) or clear a run's budget."""
+        check_budget_value(budget)
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO runs (run_id, budget_usd, spent_usd, steps, created, updated) VALUES (?,?,0,0,?,?) "
+                "ON CONFLICT(run_id) DO UPDATE SET budget_usd = excluded.budget_usd, updated = excluded.updated",
+                (run_id, budget, now, now))
+            self._spent.pop(run_id, None)
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """A run's row: spent, budget, steps, created, updated (None when unknown)."""
+        with self._lock:
+            row = self._db.execute("SELECT run_id, budget_usd, spent_usd, steps, created, updated FROM runs WHERE run_id=?",
+                                   (run_id,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("run_id", "budget_usd", "spent_usd", "steps", "created", "updated"), row))
 
     # -- writes ----------------------------------------------------------------------------------
-    def record_step(self, rows: list[AttemptRow], budget: float | None = None) -> None:
-        """Write all attempts of one step atomically (and the run's spend)."""
+    def record_step(self, rows: list[AttemptRow], budget: float | None = None, reserved: float = 0.0) -> None:
+        """Write all attempts of one step atomically (and the run's spend); ``reserved`` is released with it."""
         if rows:
-            self._write([(rows, budget)])
+            try:
+                self._write([(rows, budget, reserved)])
+            except BaseException:
+                self.release(rows[0].run_id, reserved)
+                raise
 
-    async def record_step_async(self, rows: list[AttemptRow], budget: float | None = None) -> None:
+    async def record_step_async(self, rows: list[AttemptRow], budget: float | None = None, reserved: float = 0.0) -> None:
         """Like :meth:`record_step`, through the group-commit writer thread; returns once committed."""
         if not rows:
             return
@@ -174,7 +245,7 @@ class Ledger:
                 if self._writer is None:
                     self._writer = threading.Thread(target=self._write_loop, name="smallfleet-ledger", daemon=True)
                     self._writer.start()
-        self._queue.put((rows, budget, loop, fut))
+        self._queue.put((rows, budget, reserved, loop, fut))
         await fut
 
     def _write_loop(self) -> None:
@@ -193,29 +264,31 @@ class Ledger:
                     break
                 batch.append(nxt)
             try:
-                self._write([(rows, budget) for rows, budget, _, _ in batch])
+                self._write([(rows, budget, reserved) for rows, budget, reserved, _, _ in batch])
                 errors: list[BaseException | None] = [None] * len(batch)
             except Exception:
                 # One bad step must not sink the others: retry each in its own transaction.
                 errors = []
-                for rows, budget, _, _ in batch:
+                for rows, budget, reserved, _, _ in batch:
                     try:
-                        self._write([(rows, budget)])
+                        self._write([(rows, budget, reserved)])
                         errors.append(None)
                     except Exception as e:
+                        self.release(rows[0].run_id, reserved)
                         errors.append(e)
-            for (_, _, loop, fut), err in zip(batch, errors):
+            for (_, _, _, loop, fut), err in zip(batch, errors):
                 loop.call_soon_threadsafe(_settle, fut, err)
 
-    def _write(self, steps: list[tuple[list[AttemptRow], float | None]]) -> None:
+    def _write(self, steps: list[tuple[list[AttemptRow], float | None, float]]) -> None:
         now = time.time()
         vals = [(now, r.step_id, r.run_id, r.session_id, r.step_kind, r.attempt, r.model, r.tier, int(r.stand_in),
                  r.tokens_in, r.tokens_out, r.cached_tokens, r.cost_usd, r.frontier_cost_usd, r.latency_ms,
                  orjson.dumps(r.checks).decode(), int(r.passed), int(r.escalated), int(r.final), r.error, r.reason)
-                for rows, _ in steps for r in rows]
-        runs = [(rows[0].run_id, budget, sum(r.cost_usd for r in rows)) for rows, budget in steps if rows[0].run_id]
+                for rows, _, _ in steps for r in rows]
+        runs = [(rows[0].run_id, budget, sum(r.cost_usd for r in rows), reserved)
+                for rows, budget, reserved in steps if rows[0].run_id]
         guard = [(now, r.step_id, r.run_id, g["tool"], g["action"], g["rule"], g["reason"], g.get("argument"), g.get("mode", ""))
-                 for rows, _ in steps for r in rows for g in r.guard]
+                 for rows, _, _ in steps for r in rows for g in r.guard]
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -226,8 +299,10 @@ class Ledger:
                 self._db.executemany(
                     "INSERT INTO runs (run_id, budget_usd, spent_usd, steps, created, updated) VALUES (?,?,?,1,?,?) "
                     "ON CONFLICT(run_id) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, steps = steps + 1, "
-                    "budget_usd = COALESCE(excluded.budget_usd, budget_usd), updated = excluded.updated",
-                    [(run, budget, cost, now, now) for run, budget, cost in runs])
+                    # a client's budget only ever tightens the stored one
+                    "budget_usd = CASE WHEN budget_usd IS NULL THEN excluded.budget_usd WHEN excluded.budget_usd IS NULL "
+                    "THEN budget_usd ELSE MIN(budget_usd, excluded.budget_usd) END, updated = excluded.updated",
+                    [(run, budget, cost, now, now) for run, budget, cost, _ in runs])
                 if guard:
                     self._db.executemany("INSERT INTO guard_events (ts, step_id, run_id, tool, action, rule, reason, argument, mode) "
                                          "VALUES (?,?,?,?,?,?,?,?,?)", guard)
@@ -235,9 +310,11 @@ class Ledger:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            for run, budget, cost in runs:
-                spent, stored = self._spent.get(run, (0.0, None))
-                self._spent[run] = (spent + cost, budget if budget is not None else stored)
+            for run, budget, cost, reserved in runs:
+                if run in self._spent:  # else the next check reads the committed row
+                    spent, stored = self._spent[run]
+                    self._spent[run] = (spent + cost, _tighter(stored, budget))
+                self._release(run, reserved)
 
     # -- reads -----------------------------------------------------------------------------------
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -257,6 +334,30 @@ class Ledger:
             cur = self._db.execute(sql, tuple(params))
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def check_budget_value(budget: float | None) -> None:
+    """A budget is a finite, non-negative number of USD (NaN, infinity and negatives are refused)."""
+    from .errors import InvalidRequestError
+
+    if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool)
+                               or not math.isfinite(budget) or budget < 0):
+        raise InvalidRequestError(f"a run budget must be a finite, non-negative number of USD, got {budget!r}.",
+                                  param="x-smallfleet-budget")
+
+
+def _tighter(stored: float | None, asked: float | None) -> float | None:
+    if stored is None:
+        return asked
+    return stored if asked is None else min(stored, asked)
+
+
+def usd(x: float) -> str:
+    """Money that stays readable at fractions of a cent: $0.0042, $0.00000031."""
+    if x == 0:
+        return "$0"
+    digits = max(2, -math.floor(math.log10(abs(x))) + 1)
+    return f"${x:.{min(digits, 12)}f}"
 
 
 def _settle(fut: asyncio.Future[None], err: BaseException | None) -> None:

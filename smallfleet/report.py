@@ -50,9 +50,16 @@ def counterfactual_basis(config: Config) -> str:
     return f"'all-frontier' = every step on {f.name} at ${pin:.2f}/${pout:.2f} per 1M tokens in/out"
 
 
-def build_report(ledger: Ledger, config: Config, run_id: str | None = None) -> Report:
-    where, params = ("WHERE run_id=?", (run_id,)) if run_id else ("", ())
-    and_ = "AND" if run_id else "WHERE"
+def build_report(ledger: Ledger, config: Config, run_id: str | None = None, run_prefix: str | None = None) -> Report:
+    """The report over the whole ledger, one run, or the runs whose id starts with ``run_prefix`` (one
+    API key's runs: ``KEYID:``)."""
+    if run_id:
+        where, params = "WHERE run_id=?", (run_id,)
+    elif run_prefix:
+        where, params = "WHERE substr(run_id, 1, ?) = ?", (len(run_prefix), run_prefix)
+    else:
+        where, params = "", ()
+    and_ = "AND" if where else "WHERE"
     steps, attempts, spend = ledger.query(
         f"SELECT COUNT(DISTINCT step_id), COUNT(*), COALESCE(SUM(cost_usd),0) FROM attempts {where}", params)[0]
     cf = ledger.query(f"SELECT COALESCE(SUM(frontier_cost_usd),0) FROM attempts {where} {and_} final=1", params)[0][0]

@@ -149,9 +149,11 @@ class Step:
     approved: frozenset[str] = frozenset()  # call tokens the user approved (header x-smallfleet-approve)
     datamark: bool | None = None  # per-request override of guards.datamark (header x-smallfleet-datamark)
     guard_ctx: Any = None  # (labelled context, detector findings), computed once by the cascade
-    kb: str | None = None  # knowledge base to ground this step in ("default" = the configured one)
+    kb: str | None = None  # knowledge base to ground this step in: its name ("default" = [grounding] index)
+    kb_path: Any = None  # its file (pathlib.Path), resolved from the name by the engine; never from a request
     kb_where: dict[str, str] | None = None  # only documents with this metadata (x-smallfleet-kb-where)
     evidence: Any = None  # retrieval.grounded.Evidence once retrieved
+    reserved: float = 0.0  # budget reserved by this step's attempts, released when the step is written
 
     @property
     def privacy_key(self) -> str:

@@ -40,6 +40,7 @@ threads = 2
 
 
 def write_config(tmp: Path, extra: str = "") -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
     p = tmp / "smallfleet.toml"
     # the 135M model writes valid JSON with wrong content: facts are extracted by the 0.5B
     memory = "" if "[memory]" in extra else f'\n[memory]\npath = "{tmp / "memory.db"}"\nmodel = "qwen05"\n'
@@ -71,13 +72,24 @@ def free_port() -> int:
 class Gateway:
     def __init__(self, base: str, proc: subprocess.Popen, ledger: Path) -> None:
         self.base, self.proc, self.ledger = base, proc, ledger
+        self.dir = ledger.parent
+
+    def knowledge(self, name: str, index: Path) -> str:
+        """Install a built index as the gateway's knowledge base NAME (declared in its config); returns NAME."""
+        import shutil
+
+        dest = self.dir / f"kb-{name}.db"
+        if not dest.exists():  # never under a store the gateway has open
+            shutil.copy(index, dest)
+        return name
 
 
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory):
     """A real `smallfleet serve` process on a free port, serving the tiny fleet."""
     tmp = tmp_path_factory.mktemp("gw")
-    cfg = write_config(tmp)
+    # requests name knowledge bases; the operator declares their files (tests install them with gateway.knowledge)
+    cfg = write_config(tmp, "".join(f'\n[knowledge.{n}]\npath = "{tmp / f"kb-{n}.db"}"\n' for n in ("tower", "returns")))
     port = free_port()
     env = {**os.environ, "SMALLFLEET_CONFIG": str(cfg)}
     for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "SMALLFLEET_FRONTIER_URL"):
@@ -104,3 +116,67 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+class ThreadGateway:
+    """The real gateway (our uvicorn protocol, limits, keys) in a thread of this process, on a fleet of
+    scripted models: fast logic and hostile-input tests without weights."""
+
+    def __init__(self, tmp: Path, answer=None, delay: float = 0.0, extra: str = "", env: dict[str, str] | None = None) -> None:
+        import threading
+
+        import uvicorn
+
+        from smallfleet.engine import Engine
+        from smallfleet.models import Fleet, FunctionBackend
+        from smallfleet.server import Gateway as App
+        from smallfleet.server.protocol import protocol_for
+
+        self.cfg = load_config(write_config(tmp, extra), env=env or {})
+        fn = answer or (lambda req: "All good: " + str(len(req["messages"])) + " messages read.")
+        self.backends = {name: FunctionBackend(spec, fn, delay) for name, spec in self.cfg.models.items()
+                         if not spec.stands_in_for}
+        self.engine = Engine(self.cfg, fleet=Fleet(self.cfg, backends=self.backends))
+        self.app = App(self.engine)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        lim = self.cfg.limits
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, http=protocol_for(lim), loop="asyncio",
+                                log_level="critical", access_log=False, lifespan="on",
+                                timeout_keep_alive=max(1, int(lim.keepalive_s)))
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("scripted gateway did not start")
+            time.sleep(0.02)
+        self.ledger = self.cfg.ledger_path
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture
+def scripted_gateway(tmp_path: Path):
+    """A scripted gateway per test; ``scripted_gateway(answer=..., delay=..., extra=toml)`` to customise."""
+    made: list[ThreadGateway] = []
+
+    def make(**kw) -> ThreadGateway:
+        gw = ThreadGateway(tmp_path / f"gw{len(made)}", **kw)
+        made.append(gw)
+        return gw
+
+    yield make
+    for gw in made:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted_gateway_shared(tmp_path_factory: pytest.TempPathFactory):
+    """One scripted gateway for a module's read-only checks (validation, routes)."""
+    gw = ThreadGateway(tmp_path_factory.mktemp("sgw"))
+    yield gw
+    gw.stop()

@@ -156,6 +156,6 @@ def test_live_streaming_pins_session_facts_and_grounded_steps_stream_verified(cl
     store.close()
     with client.chat.completions.with_streaming_response.create(
             model="auto", messages=[{"role": "user", "content": "How many days do I have to return an item?"}], max_tokens=16,
-            stream=True, extra_headers={"x-smallfleet-stream": "live", "x-smallfleet-kb": str(index)}) as raw:
+            stream=True, extra_headers={"x-smallfleet-stream": "live", "x-smallfleet-kb": gateway.knowledge("returns", index)}) as raw:
         assert "x-smallfleet-stream" not in raw.headers and raw.headers["x-smallfleet-citations"]
         list(raw.parse())

@@ -10,7 +10,7 @@ import pytest
 
 from smallfleet.config import load_config
 from smallfleet.engine import Engine
-from smallfleet.errors import InvalidRequestError
+from smallfleet.errors import InvalidRequestError, NotAvailableError
 from smallfleet.retrieval import Store
 from smallfleet.retrieval.grounded import claims, unsupported
 
@@ -51,7 +51,7 @@ def engine(tmp_path: Path, shared_fleet):
 def test_grounded_step_gets_numbered_evidence_and_citations(engine: Engine, kb: Path) -> None:
     async def go():
         req = {"model": "auto", "max_tokens": 40, "messages": [{"role": "user", "content": "How tall is the Eiffel Tower?"}]}
-        step = engine.make_step(req, kb=str(kb))
+        step = engine.make_step(req, kb_path=kb)
         return await engine.run_step(step)
 
     out = asyncio.run(go())
@@ -70,7 +70,7 @@ def test_grounded_step_gets_numbered_evidence_and_citations(engine: Engine, kb: 
 def test_weak_evidence_starts_higher_and_says_so(engine: Engine, kb: Path) -> None:
     async def go():
         req = {"model": "auto", "max_tokens": 30, "messages": [{"role": "user", "content": "Who won the 1998 football world cup?"}]}
-        return await engine.run_step(engine.make_step(req, kb=str(kb)))
+        return await engine.run_step(engine.make_step(req, kb_path=kb))
 
     out = asyncio.run(go())
     assert out.step.evidence.weak
@@ -81,8 +81,10 @@ def test_weak_evidence_starts_higher_and_says_so(engine: Engine, kb: Path) -> No
 
 def test_missing_knowledge_base_is_a_clear_error(engine: Engine, tmp_path: Path) -> None:
     req = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
-    with pytest.raises(InvalidRequestError, match="no knowledge base"):
-        asyncio.run(engine.run_step(engine.make_step(req, kb=str(tmp_path / "none.db"))))
+    with pytest.raises(NotAvailableError, match="has no index file"):
+        asyncio.run(engine.run_step(engine.make_step(req, kb_path=tmp_path / "none.db")))
+    with pytest.raises(InvalidRequestError, match="no knowledge base named"):  # a request names a base, never a file
+        engine.make_step(req, kb=str(tmp_path / "none.db"))
 
 
 def test_metadata_and_config_mark_steps_for_grounding(tmp_path: Path, shared_fleet, kb: Path) -> None:
@@ -90,9 +92,11 @@ def test_metadata_and_config_mark_steps_for_grounding(tmp_path: Path, shared_fle
     eng = Engine(cfg, fleet=shared_fleet, ledger=False)
     step = eng.make_step({"model": "auto", "messages": [{"role": "user", "content": "Write a poem about towers"}]})
     assert step.kb == "default"
-    step = eng.make_step({"model": "auto", "metadata": {"smallfleet_kb": str(kb)},
+    step = eng.make_step({"model": "auto", "metadata": {"smallfleet_kb": "default"},
                           "messages": [{"role": "user", "content": "Classify: refund. Answer with one of: refund, other"}]})
-    assert step.kb == str(kb)
+    assert step.kb == "default" and step.kb_path == kb
+    with pytest.raises(InvalidRequestError, match="no knowledge base named"):  # metadata cannot name a file either
+        eng.make_step({"model": "auto", "metadata": {"smallfleet_kb": str(kb)}, "messages": [{"role": "user", "content": "x"}]})
 
 
 def test_ask_cli(kb: Path, tmp_path: Path) -> None:
@@ -139,20 +143,24 @@ def test_gateway_grounds_on_the_kb_header(gateway, kb: Path) -> None:
     import httpx
 
     body = {"model": "auto", "max_tokens": 30, "messages": [{"role": "user", "content": "How tall is the Eiffel Tower?"}]}
-    r = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers={"x-smallfleet-kb": str(kb)}, timeout=300)
+    name = gateway.knowledge("tower", kb)
+    r = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers={"x-smallfleet-kb": name}, timeout=300)
     assert r.status_code == 200, r.text
     assert "x-smallfleet-citations" in r.headers
     cites = r.json()["smallfleet"]["citations"]
     assert cites and cites[0]["source"].endswith("tower.md")
-    bad = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers={"x-smallfleet-kb": "/nope/kb.db"}, timeout=60)
-    assert bad.status_code == 400 and "smallfleet index add" in bad.json()["error"]["message"] + str(bad.json()["error"].get("hint", ""))
+    # a request names a configured base; a path is just an unknown name (nothing is opened, nothing revealed)
+    for path in ("/nope/kb.db", "/etc/passwd", str(kb)):
+        bad = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers={"x-smallfleet-kb": path}, timeout=60)
+        assert bad.status_code == 400 and "no knowledge base named" in bad.json()["error"]["message"]
+        assert "[knowledge.NAME]" in bad.json()["error"]["message"]
 
 
 def test_gateway_kb_metadata_filter(gateway, kb: Path) -> None:
     import httpx
 
     body = {"model": "auto", "max_tokens": 30, "messages": [{"role": "user", "content": "How tall is the Eiffel Tower?"}]}
-    h = {"x-smallfleet-kb": str(kb), "x-smallfleet-kb-where": "type=md"}
+    h = {"x-smallfleet-kb": gateway.knowledge("tower", kb), "x-smallfleet-kb-where": "type=md"}
     r = httpx.post(gateway.base + "/v1/chat/completions", json=body, headers=h, timeout=300)
     assert r.status_code == 200, r.text
     assert r.json()["smallfleet"]["citations"][0]["source"].endswith("tower.md")

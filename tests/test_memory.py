@@ -122,8 +122,33 @@ def test_serve_stops_at_start_up_on_an_encrypted_store_without_its_key(tmp_path:
     with FactStore(tmp_path / "memory.db", key=key) as s:
         s.add("s", "name", "Ada", turn=0)
     cfg = write_config(tmp_path)  # its [memory] path is tmp_path / "memory.db"
+    # no SMALLFLEET_MEMORY_KEY: a key file is made beside the store, and it is not the store's key
     r = sf("--config", str(cfg), "serve", "--port", "1", env={"SMALLFLEET_MEMORY_KEY": ""})
-    assert r.returncode == 2 and "encrypted and no key" in r.stderr and "SMALLFLEET_MEMORY_KEY" in r.stderr
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "not the key" in err and "SMALLFLEET_MEMORY_KEY" in err
+    assert "memory.key" in r.stderr.replace("\n", "") and "[memory] path" in err
+
+
+def test_session_memory_is_encrypted_at_rest_by_default(tmp_path: Path) -> None:
+    """No key configured: a key file (owner-only) is made, values are stored encrypted, and a plain store
+    from before is encrypted in place when opened."""
+    import stat
+    import sqlite3
+
+    from smallfleet.memory import key_file, resolve_key
+
+    plain = tmp_path / "memory.db"
+    with FactStore(plain) as s:  # an old, plain-text store
+        s.add("s1", "email", "ada@example.com", turn=0)
+    key = resolve_key(None, plain)
+    kf = key_file(plain)
+    assert kf.is_file() and stat.S_IMODE(kf.stat().st_mode) == 0o600
+    assert resolve_key(None, plain) == key  # read back, not regenerated
+    with FactStore(plain, key=key) as s:
+        assert s.encrypted and s.facts("s1")[0].value == "ada@example.com"
+        s.add("s1", "phone", "+44 20 7946 0958", turn=1)
+    raw = b"".join(bytes(str(r), "utf-8") for r in sqlite3.connect(plain).execute("SELECT value FROM facts"))
+    assert b"ada@example.com" not in raw and b"7946" not in raw
 
 
 def test_memory_cli_lists_shows_and_forgets(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import ENV_VARS, Config, load_config
@@ -54,9 +55,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SmallfleetError as e:
-            console.print(f"[bold red]error:[/] {e.message}")
+            console.print(f"[bold red]error:[/] {escape(e.message)}")  # messages name [sections]: not markup
             if e.hint:
-                console.print(f"  [yellow]hint:[/] {e.hint}")
+                console.print(f"  [yellow]hint:[/] {escape(e.hint)}")
             sys.exit(2 if e.status < 500 or e.type == "config_error" else 1)
 
 
@@ -81,6 +82,8 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
       smallfleet serve           OpenAI-compatible gateway; use model "auto"
       smallfleet run "prompt"    one step from the shell
       smallfleet report          spend, tiers, escalations, savings
+      smallfleet keys create NAME  an API key; once one exists, every endpoint needs one
+      smallfleet budget RUN USD  show or set (raise) an agent run's budget
       smallfleet redact          pseudonymise personal data (JSON lines), locally
       smallfleet verify          check reasoning traces with the process verifier
       smallfleet index add PATH  build a local knowledge base; smallfleet search QUERY
@@ -93,7 +96,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 # the command families register themselves on ``cli`` when imported
-from . import fleet, knowledge, memory, privacy, serving, verify  # noqa: E402,F401
+from . import fleet, keys, knowledge, memory, privacy, serving, verify  # noqa: E402,F401
 from ..evals.cli import bench as _bench  # noqa: E402 - heavy imports stay inside the command
 from ..guards.cli import detector as _detector  # noqa: E402
 

@@ -144,17 +144,21 @@ def doctor(ctx: click.Context, load: bool) -> None:
     m = cfg.memory
     if not m.enabled:
         ok("session memory off")
-    elif not m.store_path.is_file():
-        ok(f"session memory: store will be created at {m.store_path} ({'encrypted' if m.key else 'plain text; set SMALLFLEET_MEMORY_KEY to encrypt'})")
     else:
-        try:
-            from ..memory import FactStore
+        from ..memory import FactStore, key_file
 
-            with FactStore(m.store_path, key=m.key) as fs:
-                ok(f"session memory at {m.store_path}: {len(fs.sessions())} session(s), "
-                   f"{'encrypted' if fs.encrypted else 'plain text (set SMALLFLEET_MEMORY_KEY to encrypt it)'}")
-        except SmallfleetError as e:
-            bad(e.message, e.hint or "point [memory] path at a new file")
+        kf = key_file(m.store_path)
+        source = "SMALLFLEET_MEMORY_KEY" if m.key else (f"key file {kf}" if kf.is_file() else f"a key file {kf} made on first use")
+        if not m.store_path.is_file():
+            ok(f"session memory: store will be created at {m.store_path}, encrypted with {source}")
+        else:
+            try:  # doctor only reads: a store without its key is reported, not converted
+                key = m.key or (kf.read_text(encoding="ascii").strip() if kf.is_file() else None)
+                with FactStore(m.store_path, key=key) as fs:
+                    ok(f"session memory at {m.store_path}: {len(fs.sessions())} session(s), "
+                       f"{'encrypted with ' + source if fs.encrypted else 'plain text (the gateway encrypts it when it next opens it)'}")
+            except SmallfleetError as e:
+                bad(e.message, e.hint or "point [memory] path at a new file")
     judge = cfg.judge_model()
     if judge is not None:
         lo, hi = cfg.verify.band

@@ -42,7 +42,9 @@ _WHERE_OPT = click.option("--where", "where", multiple=True, metavar="KEY=VALUE"
 @click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE",
               help="Metadata for these documents, for `search --where` (repeatable). Re-adding an unchanged "
                    "file with --meta replaces its metadata without re-embedding it.")
-def index_add(paths: tuple[str, ...], index_path: str | None, meta: tuple[str, ...]) -> None:
+@click.option("--follow-symlinks", is_flag=True,
+              help="In a folder, also index files whose symlinks lead outside it (skipped by default).")
+def index_add(paths: tuple[str, ...], index_path: str | None, meta: tuple[str, ...], follow_symlinks: bool) -> None:
     """Index files (folders are walked); unchanged files are skipped, changed ones re-indexed.
 
     \b
@@ -57,8 +59,26 @@ def index_add(paths: tuple[str, ...], index_path: str | None, meta: tuple[str, .
     tags = parse_meta(list(meta), "--meta") if meta else None
     store = Store(index_path or _default_index())
     own = str(store.path.resolve())
-    files = [f for p in paths for f in ([Path(p)] if Path(p).is_file() else sorted(x for x in Path(p).rglob("*") if x.is_file()))
-             if not str(f.resolve()).startswith(own)]  # never index the index (or its -wal/-shm files)
+    files: list[Path] = []
+    outside: list[Path] = []
+    for p in paths:
+        root = Path(p)
+        if root.is_file():  # named on the command line: taken as given
+            files.append(root)
+            continue
+        base = root.resolve()
+        for x in sorted(root.rglob("*")):
+            if not x.is_file():
+                continue
+            if not follow_symlinks and not x.resolve().is_relative_to(base):
+                outside.append(x)  # a link out of the folder: never read without being asked
+                continue
+            files.append(x)
+    files = [f for f in files if not str(f.resolve()).startswith(own)]  # never index the index (or its -wal/-shm files)
+    for x in outside[:5]:
+        console.print(f"[yellow]skipped[/] {x}: a symlink to {x.resolve()}, outside the folder (--follow-symlinks to index it)")
+    if len(outside) > 5:
+        console.print(f"[yellow]skipped[/] {len(outside) - 5} more symlinks out of the folder")
     counts: dict[str, int] = {}
     failed = 0
     for f in track(files, description="indexing", console=console, transient=True):
@@ -174,7 +194,7 @@ def ask(ctx: click.Context, question: str, index_path: str | None, model: str, m
         engine = Engine(_config(ctx))
         try:
             with console.status("searching and answering …"):
-                return await engine.complete(request, kb=str(path), kb_where=parse_meta(list(where), "--where") if where else None)
+                return await engine.complete(request, kb_path=path, kb_where=parse_meta(list(where), "--where") if where else None)
         finally:
             await engine.aclose()
 

@@ -15,14 +15,14 @@ from . import _config, cli, console, out
 
 def _store(ctx: click.Context) -> Any:
     from ..errors import ConfigError
-    from ..memory import FactStore
+    from ..memory import FactStore, resolve_key
 
     m = _config(ctx).memory
     if not m.store_path.is_file():
         raise ConfigError(f"no session memory at {m.store_path}.",
                           hint="it is created by the gateway on the first request with x-smallfleet-session; "
                                "or set [memory] path")
-    return FactStore(m.store_path, key=m.key)
+    return FactStore(m.store_path, key=resolve_key(m.key, m.store_path))
 
 
 @cli.group()

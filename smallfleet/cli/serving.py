@@ -29,9 +29,17 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
       client = OpenAI(base_url="http://127.0.0.1:8088/v1", api_key="unused")
       client.chat.completions.create(model="auto", messages=[...])
     Optional request headers: x-smallfleet-run (agent run id), x-smallfleet-budget (USD for
-    that run), x-smallfleet-session, x-smallfleet-step-kind (override the derived kind).
-    Response headers: x-smallfleet-model, -tier, -step-kind, -escalated, -cost, -reason.
+    that run; it can lower a run's budget, never raise it), x-smallfleet-session,
+    x-smallfleet-step-kind (override the derived kind), x-smallfleet-kb (a knowledge base
+    declared as [knowledge.NAME]).
+    Response headers: x-smallfleet-model, -tier, -step-kind, -escalated, -cost, -verdict, -reason.
     Dashboard at http://HOST:PORT/ .
+
+    
+    Access: with no API keys the gateway serves loopback clients only; once
+    `smallfleet keys create NAME` has made one, every endpoint needs a key.
+    Limits ([server] in smallfleet.toml): max_body_mb (8), header_timeout_s (10),
+    body_timeout_s (30), keepalive_s (5), max_connections (256), max_concurrent (64).
     """
     from ..engine import Engine
     from ..server import serve as run_server
@@ -39,11 +47,22 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
     cfg = _config(ctx)
     engine = Engine(cfg)
     if cfg.memory.enabled:  # a fact store that cannot be opened (encrypted, key missing or wrong) fails here, not per request
-        from ..memory import FactStore
+        from ..memory import FactStore, resolve_key
 
-        FactStore(cfg.memory.store_path, key=cfg.memory.key).close()
+        FactStore(cfg.memory.store_path, key=resolve_key(cfg.memory.key, cfg.memory.store_path)).close()
     h, p = host or cfg.host, port if port is not None else cfg.port
     console.print(f"smallfleet gateway on [bold]http://{h}:{p}/v1[/] (dashboard http://{h}:{p}/) · ledger {cfg.ledger_path}")
+    from ..keys import KeyRing
+
+    ring = KeyRing(cfg.key_store_path)
+    n = ring.count
+    ring.close()
+    if n:
+        console.print(f"  {n} API key(s) in {cfg.key_store_path}: every endpoint needs one")
+    else:
+        console.print("  no API keys: loopback clients only (create one with `smallfleet keys create NAME`)")
+        if h not in ("127.0.0.1", "localhost", "::1"):
+            console.print(f"  [yellow]bound to {h}, but without keys other machines are refused[/]")
     if preload:
         _load_models(engine, cfg)
     run_server(engine, h, p, preload=False, log_level=log_level)

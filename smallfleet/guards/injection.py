@@ -12,8 +12,8 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
+from ..textcache import TextCache
 from .trust import clean
 
 # Cyrillic/Greek letters that look Latin: folded so "іgnore previоus" reads as "ignore previous"
@@ -94,11 +94,11 @@ class InjectionDetector:
 
             if ARTIFACT.is_file():
                 self.classifier = InjectionClassifier.load(ARTIFACT)
-        self._cached = lru_cache(maxsize=4096)(self._scan)
+        self._cache = TextCache(max_entries=4096, max_bytes=16 << 20)
 
     def scan(self, text: str) -> Finding:
         """Cached by text: conversations re-send the same tool output every turn."""
-        return self._cached(text)
+        return self._cache.get(text, lambda: self._scan(text))
 
     def _scan(self, text: str) -> Finding:
         if not text:

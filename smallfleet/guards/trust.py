@@ -20,12 +20,12 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from enum import IntEnum
-from functools import lru_cache
 from typing import Any, Callable
 
 import orjson
 
 from ..step import message_text
+from ..textcache import text_cached
 
 try:  # tool output is often YAML (AgentDojo, many Python agent loops); JSON is tried first
     import yaml as _yaml
@@ -46,6 +46,12 @@ _FREE_KEYS = {"body", "content", "text", "description", "message", "messages", "
               "review", "reviews", "comment", "comments", "html", "page", "markdown", "subject", "title", "bio", "about"}
 _MAX_RECORD_WORDS = 6
 MAX_TOOL_CHARS = 200_000  # longer tool output is cut for analysis (the model never sees more either)
+# Untrusted structured text is parsed under hard bounds: YAML aliases are refused outright (an alias
+# bomb of 600 bytes expands to billions of nodes), and any tool result with more nodes or deeper
+# nesting than this is read as plain text instead.
+MAX_YAML_CHARS = 64_000
+MAX_NODES = 20_000
+MAX_DEPTH = 32
 
 # invisible characters attackers use to split words or hide text; removed before any comparison
 _INVISIBLE = dict.fromkeys([0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD, 0x180E, 0x2061, 0x2062, 0x2063, 0x2064])
@@ -119,15 +125,69 @@ def _mentions(hay: str, v: str) -> bool:
         start = i + 1
 
 
-def _leaves(obj: Any, path: str = "") -> list[tuple[str, str, Any]]:
-    """(path, last key, value) for every scalar in a parsed tool result."""
-    if isinstance(obj, dict):
-        return [leaf for k, v in obj.items() for leaf in _leaves(v, f"{path}.{k}")] + \
-               [(f"{path}.{k}#key", "", str(k)) for k in obj if isinstance(k, str) and len(k) > 3]
-    if isinstance(obj, list):
-        return [leaf for i, v in enumerate(obj) for leaf in _leaves(v, f"{path}[{i}]")]
-    key = path.rsplit(".", 1)[-1].split("[", 1)[0] if path else ""
-    return [(path, key, obj)]
+class _KeyName(str):
+    """A mapping key, read as a value of its own (it can carry text too)."""
+
+
+def _leaves(obj: Any) -> list[tuple[str, str, Any]]:
+    """(path, last key, value) for every scalar in a parsed tool result, in document order.
+
+    Iterative: a parsed result is bounded (:func:`_bounded`), but never walked on the call stack."""
+    out: list[tuple[str, str, Any]] = []
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            # keys after values, as before: values first in document order, then the key names
+            stack.extend((_KeyName(str(k)), f"{path}.{k}#key") for k in reversed(list(node)) if isinstance(k, str) and len(k) > 3)
+            stack.extend((v, f"{path}.{k}") for k, v in reversed(list(node.items())))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(node))))
+        elif isinstance(node, _KeyName):
+            out.append((path, "", str(node)))
+        else:
+            key = path.rsplit(".", 1)[-1].split("[", 1)[0] if path else ""
+            out.append((path, key, node))
+    return out
+
+
+def _bounded(obj: Any) -> bool:
+    """At most MAX_NODES containers and scalars, nested at most MAX_DEPTH deep."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    n = 0
+    while stack:
+        node, d = stack.pop()
+        n += 1
+        if n > MAX_NODES or d > MAX_DEPTH:
+            return False
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return True
+
+
+def _yaml_safe(text: str) -> bool:
+    """The YAML event stream has no anchors or aliases and stays within the node and depth bounds.
+
+    Events are read one at a time from libyaml's parser, which never expands anything, so this costs
+    time linear in the text; only then is the text composed into Python objects."""
+    assert _yaml is not None
+    n = depth = 0
+    try:
+        for ev in _yaml.parse(text, Loader=_YAML_LOADER):
+            n += 1
+            if n > 2 * MAX_NODES or isinstance(ev, _yaml.AliasEvent) or getattr(ev, "anchor", None):
+                return False
+            if isinstance(ev, (_yaml.MappingStartEvent, _yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return False
+            elif isinstance(ev, (_yaml.MappingEndEvent, _yaml.SequenceEndEvent)):
+                depth -= 1
+    except Exception:  # noqa: BLE001 - any YAML error means "not structured"
+        return False
+    return True
 
 
 def parse_tool_output(text: str) -> Any | None:
@@ -138,22 +198,24 @@ def parse_tool_output(text: str) -> Any | None:
     return _parse_cached(text)
 
 
-@lru_cache(maxsize=1024)
+@text_cached(max_entries=1024, max_bytes=16 << 20)
 def _parse_cached(text: str) -> Any | None:
     t = text.strip()
     if not t:
         return None
     if t[0] in "[{":
         try:
-            return orjson.loads(t)
+            obj = orjson.loads(t)
         except orjson.JSONDecodeError:
             pass
-    if _yaml is not None and ("\n" in t or ": " in t):
+        else:
+            return obj if _bounded(obj) else None
+    if _yaml is not None and ("\n" in t or ": " in t) and len(t) <= MAX_YAML_CHARS and _yaml_safe(t):
         try:
             obj = _yaml.load(t, Loader=_YAML_LOADER)  # libyaml's C loader: the pure-Python one costs ~15 ms per 5 kB
         except Exception:  # noqa: BLE001 - any YAML error means "not structured"
             return None
-        if isinstance(obj, (dict, list)):
+        if isinstance(obj, (dict, list)) and _bounded(obj):
             return obj
     return None
 
@@ -172,7 +234,7 @@ def tool_segments(text: str, source: str, tool: str | None, *, trusted: bool = F
     return list(_tool_segments(text, source, tool, trusted, confidential, detector))
 
 
-@lru_cache(maxsize=2048)
+@text_cached(max_entries=2048, max_bytes=16 << 20)
 def _tool_segments(text: str, source: str, tool: str | None, trusted: bool, confidential: bool,
                    detector: Detector | None) -> tuple[Segment, ...]:
     return tuple(_split_tool_output(text, source, tool, trusted=trusted, confidential=confidential, detector=detector))

@@ -10,8 +10,8 @@
 from .extract import FACT_SCHEMA, Extractor, ExtractorStats, Segment, grounded, looks_factual, split_trust
 from .pin import PIN_HEADER, UNTRUSTED_HEADER, pin_messages, render, select_facts
 from .session import SessionMemory
-from .store import Fact, FactStore, normalize_key
+from .store import Fact, FactStore, key_file, normalize_key, resolve_key
 
 __all__ = ["FACT_SCHEMA", "PIN_HEADER", "UNTRUSTED_HEADER", "Extractor", "ExtractorStats", "Fact", "FactStore",
            "Segment", "SessionMemory", "grounded", "looks_factual", "normalize_key", "pin_messages", "render",
-           "select_facts", "split_trust"]
+           "select_facts", "split_trust", "key_file", "resolve_key"]

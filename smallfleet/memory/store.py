@@ -21,6 +21,7 @@ vacuumed so no plaintext stays in free pages.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -178,8 +179,9 @@ class FactStore:
             try:
                 self._fernet.decrypt(meta.get("key_check", "").encode())
             except InvalidToken:
-                raise ConfigError(f"{KEY_ENV} is not the key the fact store {self.path} was encrypted with.",
-                                  hint="set the key it was created with, or point [memory] path at a new file") from None
+                raise ConfigError(f"the key given ({KEY_ENV}, else the key file {key_file(self.path)}) is not the key the "
+                                  f"fact store {self.path} was encrypted with.",
+                                  hint=f"set {KEY_ENV} to the key it was created with, or point [memory] path at a new file") from None
         elif cipher != "none":
             raise ConfigError(f"the fact store {self.path} uses an unknown cipher {cipher!r}.",
                               hint="it was written by a newer smallfleet; upgrade, or use another file")
@@ -349,3 +351,32 @@ def _fernet(key: str | bytes):  # type: ignore[no-untyped-def]
         return Fernet(key)
     except (ValueError, TypeError):
         raise ConfigError(f"{KEY_ENV} is not a valid key (32 url-safe base64 bytes).", hint=_KEY_HINT) from None
+
+
+def key_file(store_path: Path) -> Path:
+    """Where the generated key of a fact store lives: beside it, ``memory.db`` -> ``memory.key``."""
+    return store_path.with_name(store_path.stem + ".key")
+
+
+def resolve_key(env_key: str | None, store_path: Path) -> str:
+    """The fact store's Fernet key: ``SMALLFLEET_MEMORY_KEY`` when set, else the key file beside the store,
+    created (owner-only, 0600) on first use. So session memory is encrypted at rest by default; a store
+    written in plain text by an older version is encrypted in place when it is next opened."""
+    if env_key:
+        return env_key
+    path = key_file(store_path)
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    from cryptography.fernet import Fernet
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+    return key

@@ -9,8 +9,10 @@ from .anthropic import AnthropicBackend
 from .base import Backend, ChatResult
 from .llamacpp import LlamaCppBackend
 from .openai_http import OpenAIHTTPBackend
+from .scripted import FunctionBackend
 
-__all__ = ["Backend", "ChatResult", "Fleet", "LlamaCppBackend", "OpenAIHTTPBackend", "AnthropicBackend", "make_backend"]
+__all__ = ["Backend", "ChatResult", "Fleet", "FunctionBackend", "LlamaCppBackend", "OpenAIHTTPBackend", "AnthropicBackend",
+           "make_backend"]
 
 
 def make_backend(spec: ModelSpec, progress: ProgressFn | None = None) -> Backend:
@@ -24,10 +26,11 @@ def make_backend(spec: ModelSpec, progress: ProgressFn | None = None) -> Backend
 class Fleet:
     """Lazily built backends, one per distinct model; a frontier stand-in shares its model's instance."""
 
-    def __init__(self, config: Config, progress: ProgressFn | None = None) -> None:
+    def __init__(self, config: Config, progress: ProgressFn | None = None, backends: dict[str, Backend] | None = None) -> None:
+        """``backends`` puts given instances (e.g. a :class:`FunctionBackend`) in place of models by name."""
         self.config = config
         self._progress = progress
-        self._backends: dict[str, Backend] = {}
+        self._backends: dict[str, Backend] = dict(backends or {})
 
     def spec(self, name: str) -> ModelSpec:
         try:

@@ -4,6 +4,15 @@ One ``xllamacpp.Server`` per model, loaded lazily on first use. Calls run in wor
 extension releases the GIL) and llama.cpp queues them onto its slots, so concurrent requests are
 safe. With the default single slot consecutive steps that share a prefix (system prompt + tool
 definitions) reuse its KV cache instead of re-reading it.
+
+Cancellation: a call whose caller is cancelled (the client went away) stops generating at the next
+token. llama.cpp only checks for that in streaming mode, so a free-text step (no tools, no JSON
+schema: the reasoning and generation steps, whose answers are the long ones) is generated as a stream
+and assembled here: the same text and usage, and the logprobs of every token that produced text
+(the one-shot call also lists the end-of-text token). A step with tools or a schema is one call,
+because llama.cpp gives no logprobs for streamed tool calls and leaves the grammar's fence tokens
+out of streamed logprobs, which the calibrated confidence checks count: such a step (short, bounded
+by its schema) runs to its end, and the cascade does not escalate it once the client is gone.
 """
 
 from __future__ import annotations
@@ -83,6 +92,8 @@ class LlamaCppBackend:
         req["max_tokens"] = min(int(request.get("max_tokens") or request.get("max_completion_tokens") or self.spec.max_output),
                                 self.spec.context)
         req.setdefault("temperature", 0.0)  # agent steps want repeatable answers unless asked otherwise
+        if "seed" in req:
+            req["seed"] = req["seed"] % (1 << 32)  # llama.cpp's seed is 32 bits; OpenAI's is any integer
         if "logprobs" not in req:
             req["logprobs"] = True  # feeds the confidence check; cheap
             if isinstance(req.get("response_format"), dict):
@@ -117,13 +128,20 @@ class LlamaCppBackend:
             if isinstance(err, dict) and err.get("type") == "exceed_context_size_error":
                 raise ContextLengthError(f"{self.spec.name}: {msg}",
                                          hint="shorten the conversation or use a model with a larger context")
+            if isinstance(err, dict) and (err.get("code") == 400 or err.get("type") == "invalid_request_error"):
+                # e.g. a grammar llama.cpp cannot build from the request's schema: the request's problem
+                raise InvalidRequestError(f"{self.spec.name} cannot run this request: {str(msg)[:300]}",
+                                          hint="simplify the JSON schema (response_format or tool parameters)")
             raise BackendError(f"{self.spec.name}: {msg}")
 
     async def chat(self, request: dict[str, Any]) -> ChatResult:
         req, names = self._prepare(request)
-        req["stream"] = False
         t0 = time.perf_counter()
-        res = await asyncio.to_thread(self._call, req)
+        if req.get("tools") or req.get("response_format"):
+            req["stream"] = False
+            res = await asyncio.to_thread(self._call, req)
+        else:
+            res = await self._streamed(req)
         latency = (time.perf_counter() - t0) * 1000
         self._raise_for(res)
         choice = res["choices"][0]
@@ -150,6 +168,26 @@ class LlamaCppBackend:
                           for c in toks] if any(c.get("top_logprobs") for c in toks) else None,
             extra={"timings": res.get("timings", {})},
         )
+
+    async def _streamed(self, req: dict[str, Any]) -> dict[str, Any]:
+        """One completion generated as a stream (so it can be stopped) and assembled into the one-shot shape."""
+        req = {**req, "stream": True, "stream_options": {"include_usage": True}}
+        stop = threading.Event()
+        chunks: list[Any] = []
+
+        def on_chunk(chunk: Any) -> bool:
+            chunks.append(chunk)
+            return stop.is_set()  # True asks llama.cpp to stop generating
+
+        fut = asyncio.get_running_loop().run_in_executor(None, self._call, req, on_chunk)
+        try:
+            res = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            stop.set()  # the thread returns at the next token; nobody waits for it
+            raise
+        if isinstance(res, dict) and res.get("error"):
+            return res
+        return assemble(chunks)
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         req, _ = self._prepare(request)
@@ -191,3 +229,29 @@ class LlamaCppBackend:
 
     async def aclose(self) -> None:
         self._server = None
+
+
+def assemble(chunks: list[Any]) -> dict[str, Any]:
+    """``chat.completion.chunk`` dicts (llama.cpp's stream) as the ``chat.completion`` they add up to."""
+    content: list[str] = []
+    logprobs: list[dict[str, Any]] = []
+    finish, usage, timings, role = None, {}, {}, "assistant"
+    for ch in chunks:
+        if not isinstance(ch, dict):
+            continue
+        if ch.get("error"):
+            return ch
+        for c in ch.get("choices") or []:
+            delta = c.get("delta") or {}
+            if delta.get("content"):
+                content.append(delta["content"])
+            lp = c.get("logprobs") or {}
+            logprobs.extend(x for x in lp.get("content") or [] if isinstance(x, dict))
+            finish = c.get("finish_reason") or finish
+        usage = ch.get("usage") or usage
+        timings = ch.get("timings") or timings
+    choice: dict[str, Any] = {"index": 0, "finish_reason": finish or "stop",
+                              "message": {"role": role, "content": "".join(content)}}
+    if logprobs:
+        choice["logprobs"] = {"content": logprobs}
+    return {"choices": [choice], "usage": usage, "timings": timings}

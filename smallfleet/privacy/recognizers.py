@@ -213,6 +213,8 @@ def _has_suffix(value: str) -> bool:
 
 
 _PROSE = re.compile(r"(?<!\w)(?:and|or|the|in|of|at|to|for|with|more|than|each|items?|per|from|by|is|are|was)(?!\w)", re.I)
+# "line 5 column 22", "row 3 col 4": a position in a text or a table (parser errors quote these), not a house
+_POSITION = re.compile(r"\b(?:line|row|col|column|char|character|offset|pos|position|page|para(?:graph)?|cell|byte)\s*$", re.I)
 _UNIT_TAIL = re.compile(rf"[ \t,]+{_UNIT}\b", re.I)
 _NEWLINE = re.compile(r"[ \t,]*\n")
 
@@ -225,6 +227,8 @@ def street_addresses(text: str) -> Iterator[Entity]:
             continue
         if _PROSE.search(value):
             continue  # "3 lamps and 2", "2019 and 300": counts in a sentence, not a house
+        if _POSITION.search(text[max(0, s - 12):s]):
+            continue
         ctx = _ADDR_CTX.search(text[max(0, s - 60):s]) is not None
         multiline = text[e:e + 1] == "\n" or text[max(0, s - 1):s] == "\n"
         both_numbers = bool(re.match(r"\d", value)) and bool(re.search(r"\d[A-Za-z]?\.?$", value))

@@ -1,29 +1,59 @@
 """The OpenAI-compatible gateway as a bare ASGI app.
 
-No framework and no middleware: the hot path is parse → validate → cascade → serialise, with the
-ledger write off the event loop. Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``,
-``GET /health``, ``GET /v1/smallfleet/report`` and the dashboard at ``GET /``.
+No framework and no middleware: the hot path is admit → parse → validate → cascade → serialise, with
+the ledger write off the event loop. Endpoints: ``POST /v1/chat/completions``,
+``POST /v1/smallfleet/extract``, ``GET /v1/models``, ``GET /health``, ``GET /v1/smallfleet/report``
+and the dashboard at ``GET /`` (with ``POST /login`` and ``/logout`` when the gateway has keys).
+
+Every request may be hostile: a client error is a 4xx in OpenAI's shape, a 5xx is a real fault and
+carries an error id instead of internals, model work stops when the client goes away, and at most
+``[server] max_concurrent`` requests are in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import secrets
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import orjson
 
 from ..engine import Engine
 from ..errors import InvalidRequestError, SmallfleetError
-from .dashboard import render_dashboard
+from ..keys import KeyRing
+from .access import COOKIE, LOCAL, Access, AuthError, Principal
+from .dashboard import render_dashboard, render_login
 
-MAX_BODY = 32 << 20
+log = logging.getLogger("smallfleet.gateway")
+T = TypeVar("T")
+
 _WORDS = re.compile(r"\s*\S+\s*|\s+")
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_HTML = (b"content-type", b"text/html; charset=utf-8")
+_NOSNIFF = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+MAX_HEADER = 512  # characters in one x-smallfleet-* value
 
 Scope = dict[str, Any]
+
+# path -> allowed methods; anything else is 404, a known path with another method 405
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/v1/chat/completions": ("POST",), "/chat/completions": ("POST",),
+    "/v1/smallfleet/extract": ("POST",),
+    "/v1/models": ("GET",), "/models": ("GET",),
+    "/health": ("GET",), "/v1/smallfleet/report": ("GET",),
+    "/": ("GET",), "/dashboard": ("GET",), "/login": ("POST",), "/logout": ("POST", "GET"),
+}
+_DASHBOARD = {"/", "/dashboard", "/v1/smallfleet/report", "/login", "/logout"}
+
+
+class ClientGone(Exception):
+    """The client disconnected; whatever it asked for is abandoned."""
 
 
 def _hdrs(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -31,10 +61,14 @@ def _hdrs(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
 
 
 class Gateway:
-    def __init__(self, engine: Engine, preload: bool = False) -> None:
+    def __init__(self, engine: Engine, preload: bool = False, keys: KeyRing | None = None) -> None:
         self.engine = engine
         self.preload = preload
         self.started = time.time()
+        cfg = engine.config
+        self.limits = cfg.limits
+        self.access = Access(keys or KeyRing(cfg.key_store_path), cfg.host)
+        self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -55,57 +89,127 @@ class Gateway:
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await self.engine.aclose()
+                self.access.ring.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
-        path = scope["path"]
-        method = scope["method"]
+        path, method = scope["path"], scope["method"]
+        started = False
+
+        async def tracked(msg: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(msg)
+
         try:
-            if path == "/v1/chat/completions" or path == "/chat/completions":
-                if method != "POST":
-                    return await self._json(send, 405, _err("use POST for /v1/chat/completions", "method_not_allowed"))
-                return await self._chat(scope, receive, send)
-            if path == "/v1/smallfleet/extract":
-                if method != "POST":
-                    return await self._json(send, 405, _err("use POST for /v1/smallfleet/extract", "method_not_allowed"))
-                return await self._extract(receive, send)
-            if method != "GET":
-                return await self._json(send, 405, _err(f"use GET for {path}", "method_not_allowed"))
-            if path in ("/v1/models", "/models"):
-                return await self._json(send, 200, self._models())
+            methods = ROUTES.get(path)
+            if methods is None:
+                raise NotFound(f"no route {path[:100]}; see /v1/chat/completions, /v1/models, /health")
+            if method == "HEAD" and "GET" in methods:
+                method = "GET"
+            elif method not in methods:
+                raise MethodNotAllowed(f"use {' or '.join(methods)} for {path}", methods)
+            headers = _headers(scope)
+            server = scope.get("server")
+            client = scope.get("client")
             if path == "/health":
-                return await self._json(send, 200, self._health())
+                return await self._health(tracked, headers, client[0] if client else None, server[1] if server else None)
+            if path == "/logout":  # needs no key: it only clears the cookie
+                return await self._send(tracked, 303, b"", [(b"location", b"/"), _cookie_header("", 0)])
+            if path == "/login":
+                self.access.check_site(headers, server[1] if server else None)
+                return await self._login(scope, receive, tracked)
+            who = self.access.admit(headers, client[0] if client else None, server[1] if server else None,
+                                    dashboard=path in _DASHBOARD and method == "GET")
+            if path in ("/v1/chat/completions", "/chat/completions"):
+                return await self._limited(self._chat(scope, receive, tracked, headers, who), tracked)
+            if path == "/v1/smallfleet/extract":
+                return await self._limited(self._extract(receive, tracked), tracked)
+            if path in ("/v1/models", "/models"):
+                return await self._json(tracked, 200, self._models())
             if path == "/v1/smallfleet/report":
-                return await self._json(send, 200, await asyncio.to_thread(self._report))
+                qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                run = (qs.get("run") or [None])[0]
+                return await self._json(tracked, 200, await asyncio.to_thread(self._report, who, run))
             if path in ("/", "/dashboard"):
-                html = await asyncio.to_thread(render_dashboard, self._report())
-                return await self._send(send, 200, html.encode(), [(b"content-type", b"text/html; charset=utf-8")])
-            return await self._json(send, 404, _err(f"no route {path}; see /v1/chat/completions, /v1/models, /health", "not_found"))
+                html = await asyncio.to_thread(lambda: render_dashboard(self._report(who, None)))
+                return await self._send(tracked, 200, html.encode(), [_HTML, *_NOSNIFF])
+        except AuthError as e:
+            if path in ("/", "/dashboard") and not started:
+                return await self._send(tracked, 401, render_login().encode(), [_HTML, *_NOSNIFF])
+            await self._error(tracked, started, e.status, e.to_openai())
         except SmallfleetError as e:
-            await self._json(send, e.status, e.to_openai())
-        except Exception as e:  # last resort: the client still gets OpenAI's error shape
-            await self._json(send, 500, _err(f"internal error: {e.__class__.__name__}: {e}", "server_error"))
+            await self._error(tracked, started, e.status, e.to_openai(),
+                              [(b"allow", ", ".join(e.methods).encode())] if isinstance(e, MethodNotAllowed) else [])
+        except ClientGone:
+            return
+        except Exception:  # a real fault: logged with an id, no internals to the client
+            eid = secrets.token_hex(6)
+            log.exception("internal error %s on %s %s", eid, method, path[:100])
+            await self._error(tracked, started, 500, _err(f"internal error (id {eid}); the gateway log has the details.",
+                                                          "server_error", "server_error"))
+
+    async def _error(self, send: Any, started: bool, status: int, body: dict[str, Any],
+                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        if started:  # headers are gone (a stream): nothing more can be said
+            return
+        await self._send(send, status, orjson.dumps(body), [_JSON, *(extra or [])])
+
+    async def _limited(self, work: Awaitable[None], send: Any) -> None:
+        """At most ``max_concurrent`` requests run; more get a 503 the client may retry."""
+        if self.inflight >= self.limits.max_concurrent:
+            work.close()  # type: ignore[attr-defined]
+            return await self._send(send, 503, orjson.dumps(_err(
+                f"the gateway is busy ({self.limits.max_concurrent} requests in flight); retry shortly.", "overloaded",
+                "server_error")), [_JSON, (b"retry-after", b"1")])
+        self.inflight += 1
+        try:
+            await work
+        finally:
+            self.inflight -= 1
 
     async def _read_body(self, receive: Any) -> bytes:
-        chunks, size = [], 0
+        chunks, size, cap = [], 0, self.limits.max_body
         while True:
             msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise ClientGone
             body = msg.get("body", b"")
             size += len(body)
-            if size > MAX_BODY:
-                raise InvalidRequestError(f"request body over {MAX_BODY >> 20} MiB.")
+            if size > cap:
+                raise PayloadTooLarge(f"the request body is over the gateway's limit of {self.limits.max_body_mb:g} MiB.",
+                                      hint="send less history or smaller tool results; the operator sets [server] max_body_mb")
             chunks.append(body)
             if not msg.get("more_body"):
                 return b"".join(chunks)
 
-    async def _chat(self, scope: Scope, receive: Any, send: Any) -> None:
-        raw = await self._read_body(receive)
+    async def _until_gone(self, receive: Any, work: Awaitable[T]) -> T:
+        """Run ``work``; if the client disconnects first, cancel it (model work stops) and raise ClientGone."""
+        task = asyncio.ensure_future(work)
+        watch = asyncio.ensure_future(_disconnect(receive))
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise InvalidRequestError(f"the body is not valid JSON: {e}.", hint="send Content-Type: application/json with a JSON object") from None
-        h = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"] if k.startswith(b"x-smallfleet")}
+            await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            watch.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # noqa: BLE001 - the client is gone; only cancellation is left to finish
+            pass
+        raise ClientGone
+
+    async def _chat(self, scope: Scope, receive: Any, send: Any, headers: dict[str, str], who: Principal) -> None:
+        body = _parse_json(await self._read_body(receive))
+        h = {k: v for k, v in headers.items() if k.startswith("x-smallfleet")}
+        for k, v in h.items():
+            if len(v) > MAX_HEADER:
+                raise InvalidRequestError(f"{k} is longer than {MAX_HEADER} characters.", param=k)
         budget = None
         if "x-smallfleet-budget" in h:
             try:
@@ -113,8 +217,8 @@ class Gateway:
             except ValueError:
                 raise InvalidRequestError("x-smallfleet-budget must be a number of USD.", param="x-smallfleet-budget") from None
         approved = frozenset(t.strip() for t in h.get("x-smallfleet-approve", "").split(",") if t.strip())
-        step = self.engine.make_step(body, step_kind=h.get("x-smallfleet-step-kind"), run_id=h.get("x-smallfleet-run"),
-                                     session_id=h.get("x-smallfleet-session"), budget_usd=budget,
+        step = self.engine.make_step(body, step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
+                                     session_id=who.scoped(h.get("x-smallfleet-session")), budget_usd=budget,
                                      guard_mode=h.get("x-smallfleet-guard"), approved=approved,
                                      datamark=_onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark"),
                                      kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None)
@@ -123,38 +227,52 @@ class Gateway:
         if mode not in ("verified", "live"):
             raise InvalidRequestError("x-smallfleet-stream must be 'verified' or 'live'.", param="x-smallfleet-stream")
         if body.get("stream") and mode == "live" and self.engine.cascade.can_stream_live(step):
-            unread = await self.engine.before(step)  # session facts are pinned into live answers too
-            try:
-                live = self.engine.cascade.live(step, body.get("model") or "auto")
-                await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *_hdrs(live.headers())]})
-                try:
-                    async for chunk in live.chunks(include_usage):
-                        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
-                except SmallfleetError as e:  # headers are gone: report in-band, as OpenAI does
-                    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(e.to_openai()) + b"\n\n", "more_body": True})
-                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
-            finally:
-                self.engine.after(step, unread)
-            return
-        outcome = await self.engine.run_step(step)
-        headers = _hdrs(outcome.headers())
+            return await self._until_gone(receive, self._live(step, body, include_usage, send))
+        outcome = await self._until_gone(receive, self.engine.run_step(step))
+        headers_out = _hdrs(outcome.headers())
         if not body.get("stream"):
-            return await self._send(send, 200, orjson.dumps(outcome.response()), [_JSON, *headers])
-        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *headers]})
+            return await self._send(send, 200, orjson.dumps(outcome.response()), [_JSON, *headers_out])
+        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *headers_out]})
         for chunk in stream_chunks(outcome.response(), include_usage):
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
+    async def _live(self, step: Any, body: dict[str, Any], include_usage: bool, send: Any) -> None:
+        unread = await self.engine.before(step)  # session facts are pinned into live answers too
+        try:
+            live = self.engine.cascade.live(step, body.get("model") or "auto")
+            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *_hdrs(live.headers())]})
+            try:
+                async for chunk in live.chunks(include_usage):
+                    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+            except SmallfleetError as e:  # headers are gone: report in-band, as OpenAI does
+                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(e.to_openai()) + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        finally:
+            self.engine.after(step, unread)
+
     async def _extract(self, receive: Any, send: Any) -> None:
         """Quarantined reading: {"text", "schema", "instruction"?} → {"fields", "trust": "untrusted", "model"}."""
-        try:
-            body = orjson.loads(await self._read_body(receive))
-        except orjson.JSONDecodeError as e:
-            raise InvalidRequestError(f"the body is not valid JSON: {e}.") from None
+        body = _parse_json(await self._read_body(receive))
         if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not isinstance(body.get("schema"), dict):
             raise InvalidRequestError("send {\"text\": str, \"schema\": {JSON schema object}, \"instruction\": str (optional)}.")
-        result = await self.engine.extract_quarantined(body["text"], body["schema"], str(body.get("instruction") or ""))
+        instruction = body.get("instruction")
+        if instruction is not None and not isinstance(instruction, str):
+            raise InvalidRequestError("'instruction' must be a string.", param="instruction")
+        result = await self._until_gone(receive, self.engine.extract_quarantined(body["text"], body["schema"], instruction or ""))
         await self._json(send, 200, result)
+
+    async def _login(self, scope: Scope, receive: Any, send: Any) -> None:
+        """The dashboard's key form: a valid key becomes a same-site, HTTP-only cookie."""
+        raw = await self._read_body(receive)
+        if not self.access.keyed:  # nothing to sign in to
+            return await self._send(send, 303, b"", [(b"location", b"/")])
+        form = parse_qs(raw[:4096].decode("utf-8", "replace"))
+        key = (form.get("key") or [""])[0].strip()
+        if not self.access.ring.check(key):
+            return await self._send(send, 401, render_login("That key is not valid (unknown or revoked).").encode(),
+                                    [_HTML, *_NOSNIFF])
+        await self._send(send, 303, b"", [(b"location", b"/"), _cookie_header(key, 8 * 3600)])
 
     def _models(self) -> dict[str, Any]:
         data = [{"id": "auto", "object": "model", "created": int(self.started), "owned_by": "smallfleet"}]
@@ -165,17 +283,25 @@ class Gateway:
                                         "loaded": self.engine.fleet.loaded(m.name)}})
         return {"object": "list", "data": data}
 
-    def _health(self) -> dict[str, Any]:
-        return {"status": "ok", "uptime_s": round(time.time() - self.started, 1),
-                "models": {m: self.engine.fleet.loaded(m) for m in self.engine.config.models},
-                "ledger": str(self.engine.config.ledger_path)}
+    async def _health(self, send: Any, headers: dict[str, str], client: str | None, port: int | None) -> None:
+        """Liveness for load balancers: always answers; the details only to a client that may see them."""
+        body: dict[str, Any] = {"status": "ok"}
+        try:
+            self.access.admit(headers, client, port)
+        except SmallfleetError:
+            return await self._json(send, 200, body)
+        body.update(uptime_s=round(time.time() - self.started, 1), in_flight=self.inflight,
+                    models={m: self.engine.fleet.loaded(m) for m in self.engine.config.models},
+                    ledger=str(self.engine.config.ledger_path), keys=self.access.keyed)
+        await self._json(send, 200, body)
 
-    def _report(self) -> dict[str, Any]:
+    def _report(self, who: Principal, run: str | None) -> dict[str, Any]:
         from ..report import build_report  # not on the chat hot path
 
         if self.engine.ledger is None:
             return {"error": "no ledger configured"}
-        return build_report(self.engine.ledger, self.engine.config).as_dict()
+        run_id = who.scoped(run) if run else None
+        return build_report(self.engine.ledger, self.engine.config, run_id, run_prefix=None if run_id else who.prefix).as_dict()
 
     async def _json(self, send: Any, status: int, obj: Any) -> None:
         await self._send(send, status, orjson.dumps(obj), [_JSON])
@@ -183,6 +309,48 @@ class Gateway:
     async def _send(self, send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class NotFound(SmallfleetError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(SmallfleetError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, methods: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.methods = methods
+
+
+class PayloadTooLarge(InvalidRequestError):
+    status = 413
+    code = "payload_too_large"
+
+
+async def _disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequestError(f"the body is not valid JSON: {str(e)[:200]}.",
+                                  hint="send Content-Type: application/json with a JSON object") from None
+
+
+def _cookie_header(key: str, max_age: int) -> tuple[bytes, bytes]:
+    return (b"set-cookie", f"{COOKIE}={key}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict".encode())
 
 
 def _onoff(v: str | None, name: str) -> bool | None:
@@ -193,8 +361,8 @@ def _onoff(v: str | None, name: str) -> bool | None:
     return v.lower() == "on"
 
 
-def _err(message: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+def _err(message: str, code: str, type_: str = "invalid_request_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
 def stream_chunks(resp: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
@@ -221,3 +389,6 @@ def stream_chunks(resp: dict[str, Any], include_usage: bool) -> list[dict[str, A
     if include_usage:
         out.append({**base, "choices": [], "usage": resp["usage"]})
     return out
+
+
+__all__ = ["ClientGone", "Gateway", "LOCAL", "stream_chunks"]

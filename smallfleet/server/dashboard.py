@@ -62,3 +62,13 @@ def _guard(g: dict[str, Any]) -> str:
     rules = [{"rule": r, "n": n} for r, n in sorted(g.get("by_rule", {}).items(), key=lambda x: -x[1])]
     return ("<h2>Tool-call guard</h2>" + _table(rows, [("what", "decision"), ("n", "count")])
             + (_table(rules, [("rule", "rule that stopped a call"), ("n", "count")]) if rules else ""))
+
+
+def render_login(error: str = "") -> str:
+    """The dashboard's key prompt (a gateway with API keys); the key goes into a same-site cookie."""
+    msg = f'<p style="color:#c92a2a">{html.escape(error)}</p>' if error else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>smallfleet: sign in</title>
+<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}input{{font:inherit;padding:4px;width:28em}}</style></head>
+<body><h1>smallfleet</h1><p>This gateway needs an API key (from <code>smallfleet keys create NAME</code>).</p>{msg}
+<form method="post" action="/login"><input type="password" name="key" placeholder="sf-..." autocomplete="off" autofocus>
+<button type="submit">Open the dashboard</button></form></body></html>"""

@@ -13,7 +13,8 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from functools import lru_cache
+
+from ..textcache import text_cached
 
 _MONTHS = {m: i for i, names in enumerate((
     ("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",), ("june", "jun"),
@@ -185,7 +186,7 @@ class TextDates:
     weekdays: tuple[int, ...]
 
 
-@lru_cache(maxsize=256)
+@text_cached(max_entries=256, max_bytes=8 << 20)
 def text_dates(text: str) -> TextDates:
     """Cached per text: agents send the same history with every step, so each message is read once."""
     m = mentions(text)

@@ -15,10 +15,10 @@ import itertools
 import re
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 from typing import Any
 
 from ..step import message_text
+from ..textcache import text_cached
 from .arith import known_values, numbers
 from .dates import DateContext, parse_date_value
 
@@ -72,7 +72,7 @@ class _TextFacts:
     numbers: frozenset[float]
 
 
-@lru_cache(maxsize=256)
+@text_cached(max_entries=256, max_bytes=8 << 20)
 def _facts(text: str) -> _TextFacts:
     """One message's lookups, cached by its text: agents re-send the whole history with every step, and
     reading a long tool result's numbers and equations costs milliseconds each time."""
