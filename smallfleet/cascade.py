@@ -7,6 +7,7 @@ in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -171,6 +172,8 @@ def _datamarked(request: dict[str, Any]) -> dict[str, Any]:
     return {**request, "messages": msgs}
 
 
+OFF_LOOP_CHARS = 64_000  # a prompt above this is measured and its tool output labelled in a worker thread
+
 # Measured on the fleet's tokenizers (20,000 repeated characters): Qwen2.5 packs 127 spaces, 64 '=' or
 # 32 newlines into one token, but letters and digits at most 8 ("aaaa...") and digits one by one. So
 # letters and digits over 16 bound the token count from below whatever the punctuation.
@@ -178,14 +181,30 @@ WORD_CHARS_PER_TOKEN_MAX = 16
 _NON_WORD = re.compile(r"\W+")
 
 
-def min_prompt_tokens(request: dict[str, Any], context: int) -> int:
-    """A floor on the prompt's token count without a tokenizer or a model load; 0 when the prompt is
-    too short to matter against ``context`` (the count is only made for huge prompts)."""
-    texts = [m["content"] if isinstance(m.get("content"), str) else orjson.dumps(m.get("content")).decode()
-             for m in request.get("messages", ())]
-    if sum(map(len, texts)) <= WORD_CHARS_PER_TOKEN_MAX * context:
+MIN_CONTEXT = 256  # the smallest context window a model may be configured with
+
+
+def prompt_chars(request: dict[str, Any]) -> int:
+    return sum(len(m["content"]) if isinstance(m.get("content"), str) else len(orjson.dumps(m.get("content")))
+               for m in request.get("messages", ()))
+
+
+def min_prompt_tokens(request: dict[str, Any], cap: int) -> int:
+    """A floor on the prompt's token count without a tokenizer or a model load, counted up to ``cap``
+    (the largest context window: past it the exact value does not matter). 0 for a prompt too short to
+    exceed any window. Letters are counted 64 kB at a time and the count stops at ``cap``, so a
+    megabytes-long prompt costs a few milliseconds, not a scan of all of it."""
+    if prompt_chars(request) <= WORD_CHARS_PER_TOKEN_MAX * MIN_CONTEXT:
         return 0
-    return sum(len(_NON_WORD.sub("", t)) for t in texts) // WORD_CHARS_PER_TOKEN_MAX
+    need = (cap + 1) * WORD_CHARS_PER_TOKEN_MAX
+    words = 0
+    for m in request.get("messages", ()):
+        t = m["content"] if isinstance(m.get("content"), str) else orjson.dumps(m.get("content")).decode()
+        for i in range(0, len(t), 65536):
+            words += len(_NON_WORD.sub("", t[i:i + 65536]))
+            if words >= need:
+                return cap + 1
+    return words // WORD_CHARS_PER_TOKEN_MAX
 
 
 def estimate_tokens(request: dict[str, Any]) -> int:
@@ -203,6 +222,7 @@ class Cascade:
         self.router = Router(config)
         self.privacy = privacy
         self.guard = guard
+        self._max_context = max(m.context for m in config.models.values())
 
     def _guarded(self, spec: ModelSpec) -> bool:
         """Personal data is pseudonymised for every model that does not run on this machine."""
@@ -213,7 +233,9 @@ class Cascade:
         return spec.cost(estimate_tokens(step.request), int(out))
 
     async def _attempt(self, spec: ModelSpec, tier: str, step: Step, checks: tuple[str, ...]) -> Attempt:
-        floor = min_prompt_tokens(step.request, spec.context)
+        if step.prompt_floor < 0:
+            step.prompt_floor = min_prompt_tokens(step.request, self._max_context)
+        floor = step.prompt_floor
         if floor > spec.context:  # certain not to fit: say so without loading the model
             return Attempt(spec, tier, None, error=f"context: the prompt is at least {floor} tokens; {spec.name} "
                                                    f"holds {spec.context}")
@@ -295,6 +317,9 @@ class Cascade:
 
     async def run(self, step: Step, model: str = "auto") -> Outcome:
         """Answer one step; raises SmallfleetError only when no attempt produced an answer."""
+        if prompt_chars(step.request) > OFF_LOOP_CHARS:  # scanning megabytes would stall the event loop
+            step.prompt_floor = await asyncio.to_thread(min_prompt_tokens, step.request, self._max_context)
+            await asyncio.to_thread(self._guard_context, step)
         try:
             if model != "auto":  # a concrete model passes through: checked and recorded, never escalated
                 spec = self.fleet.spec(model)

@@ -41,6 +41,7 @@ class StepKind(str, Enum):
 
 _LABEL_SET = re.compile(r"\b(?:one of|choose from|pick one of|label(?:s)?:|categor(?:y|ies):|answer (?:with|only with))\b[^\n]{0,200}[,|/]", re.I)
 _PLAN = re.compile(r"\b(step[- ]by[- ]step|plan|how many|how much|calculate|compute|prove|derive|figure out|what is the total)\b", re.I)
+_SCAN = 64_000  # characters of the last user message the wording rules read
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?")
 
 
@@ -125,6 +126,8 @@ def classify_step(request: dict[str, Any], override: str | None = None) -> StepK
         return StepKind.RESHAPING
     user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
     text = message_text(user) if user else ""
+    if len(text) > _SCAN:  # the wording rules read the two ends of a huge message (a full scan stalls the gateway)
+        text = text[: _SCAN // 2] + "\n" + text[-_SCAN // 2:]
     if _mostly_payload(text):
         return StepKind.RESHAPING
     if _LABEL_SET.search(text):
@@ -154,6 +157,7 @@ class Step:
     kb_where: dict[str, str] | None = None  # only documents with this metadata (x-smallfleet-kb-where)
     evidence: Any = None  # retrieval.grounded.Evidence once retrieved
     reserved: float = 0.0  # budget reserved by this step's attempts, released when the step is written
+    prompt_floor: int = -1  # a lower bound on the prompt's tokens, from its size (-1: not measured yet)
 
     @property
     def privacy_key(self) -> str:

@@ -18,25 +18,30 @@ T = TypeVar("T")
 
 
 class TextCache:
-    """``cache.get(key, compute)``: at most ``max_entries`` keys and ``max_bytes`` of key text."""
+    """``cache.get(key, compute)``: at most ``max_entries`` keys and ``max_bytes`` charged.
 
-    def __init__(self, max_entries: int = 1024, max_bytes: int = 16 << 20, max_text: int = 256 << 10) -> None:
-        self.max_entries, self.max_bytes, self.max_text = max_entries, max_bytes, max_text
+    Each entry is charged its key text times ``weight``: what it keeps per character of text (parsed
+    JSON objects or labelled segments are several times larger than the text they came from)."""
+
+    def __init__(self, max_entries: int = 1024, max_bytes: int = 16 << 20, max_text: int = 256 << 10,
+                 weight: float = 1.0) -> None:
+        self.max_entries, self.max_bytes, self.max_text, self.weight = max_entries, max_bytes, max_text, weight
         self._data: OrderedDict[Any, Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _size(key: Any) -> int:
+    def _size(self, key: Any) -> int:
         if isinstance(key, str):
-            return len(key)
-        if isinstance(key, tuple):
-            return sum(len(k) for k in key if isinstance(k, str)) + 8 * len(key)
-        return 64
+            n = len(key)
+        elif isinstance(key, tuple):
+            n = sum(len(k) for k in key if isinstance(k, str)) + 8 * len(key)
+        else:
+            n = 64
+        return int(n * self.weight)
 
     def get(self, key: Any, compute: Callable[[], T]) -> T:
         size = self._size(key)
-        if size > self.max_text:
+        if size > self.max_text * self.weight:
             return compute()
         with self._lock:
             if key in self._data:
@@ -65,11 +70,11 @@ class TextCache:
         return self._bytes
 
 
-def text_cached(max_entries: int = 1024, max_bytes: int = 16 << 20,
-                max_text: int = 256 << 10) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def text_cached(max_entries: int = 1024, max_bytes: int = 16 << 20, max_text: int = 256 << 10,
+                weight: float = 1.0) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorator form for functions of hashable arguments (strings counted by length)."""
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
-        cache = TextCache(max_entries, max_bytes, max_text)
+        cache = TextCache(max_entries, max_bytes, max_text, weight)
 
         @functools.wraps(fn)
         def inner(*args: Any) -> T:

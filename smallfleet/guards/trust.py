@@ -198,7 +198,7 @@ def parse_tool_output(text: str) -> Any | None:
     return _parse_cached(text)
 
 
-@text_cached(max_entries=1024, max_bytes=16 << 20)
+@text_cached(max_entries=1024, max_bytes=64 << 20, weight=10)  # parsed objects: ~10 bytes per character of JSON
 def _parse_cached(text: str) -> Any | None:
     t = text.strip()
     if not t:
@@ -234,7 +234,7 @@ def tool_segments(text: str, source: str, tool: str | None, *, trusted: bool = F
     return list(_tool_segments(text, source, tool, trusted, confidential, detector))
 
 
-@text_cached(max_entries=2048, max_bytes=16 << 20)
+@text_cached(max_entries=2048, max_bytes=64 << 20, weight=20)  # labelled segments: ~20 bytes per character
 def _tool_segments(text: str, source: str, tool: str | None, trusted: bool, confidential: bool,
                    detector: Detector | None) -> tuple[Segment, ...]:
     return tuple(_split_tool_output(text, source, tool, trusted=trusted, confidential=confidential, detector=detector))

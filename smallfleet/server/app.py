@@ -38,6 +38,7 @@ _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")
 _HTML = (b"content-type", b"text/html; charset=utf-8")
 _NOSNIFF = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
 MAX_HEADER = 512  # characters in one x-smallfleet-* value
+OFF_LOOP = 256 << 10  # bodies larger than this are parsed and validated in a worker thread, not on the event loop
 
 Scope = dict[str, Any]
 
@@ -205,7 +206,9 @@ class Gateway:
         raise ClientGone
 
     async def _chat(self, scope: Scope, receive: Any, send: Any, headers: dict[str, str], who: Principal) -> None:
-        body = _parse_json(await self._read_body(receive))
+        raw = await self._read_body(receive)
+        big = len(raw) > OFF_LOOP  # megabytes of JSON and text scans would stall every other request (and /health)
+        body = await asyncio.to_thread(_parse_json, raw) if big else _parse_json(raw)
         h = {k: v for k, v in headers.items() if k.startswith("x-smallfleet")}
         for k, v in h.items():
             if len(v) > MAX_HEADER:
@@ -217,11 +220,12 @@ class Gateway:
             except ValueError:
                 raise InvalidRequestError("x-smallfleet-budget must be a number of USD.", param="x-smallfleet-budget") from None
         approved = frozenset(t.strip() for t in h.get("x-smallfleet-approve", "").split(",") if t.strip())
-        step = self.engine.make_step(body, step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
-                                     session_id=who.scoped(h.get("x-smallfleet-session")), budget_usd=budget,
-                                     guard_mode=h.get("x-smallfleet-guard"), approved=approved,
-                                     datamark=_onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark"),
-                                     kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None)
+        kw = dict(step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
+                  session_id=who.scoped(h.get("x-smallfleet-session")), budget_usd=budget,
+                  guard_mode=h.get("x-smallfleet-guard"), approved=approved,
+                  datamark=_onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark"),
+                  kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None)
+        step = await asyncio.to_thread(self.engine.make_step, body, **kw) if big else self.engine.make_step(body, **kw)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         mode = h.get("x-smallfleet-stream", self.engine.config.stream_mode)
         if mode not in ("verified", "live"):
