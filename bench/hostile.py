@@ -464,7 +464,11 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated substrings of category names")
     ap.add_argument("--fuzz", type=int, default=600)
     ap.add_argument("--out", default=str(HERE / "results" / "hostile.json"))
+    ap.add_argument("--print", dest="print_only", action="store_true", help="only print the tables of --out")
     a = ap.parse_args()
+    if a.print_only:
+        print_tables(json.loads(Path(a.out).read_text()))
+        return
     only = set(a.only.split(",")) if a.only else None
     results: dict[str, Any] = {"setup": {"cap_gb": a.cap_gb, "fuzz": a.fuzz, "cores": os.cpu_count(),
                                          "date": time.strftime("%Y-%m-%d %H:%M"), "fleet": "default (0.5B + 1.5B, lazy)"}}
@@ -486,15 +490,47 @@ def main() -> None:
     finally:
         if wt is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True)
-    for label, _ in runs:
-        rows = results.get(label, [])
-        print(f"\n{label}: {'category':<36}{'tried':>6}{'4xx':>6}{'5xx':>6}{'hangs':>6}{'peak MB':>9}{'/health max s':>14}{'alive':>7}")
-        for r in rows:
-            print(f"{'':<{len(label) + 2}}{r['category']:<36}{r.get('tried', 0):>6}{r.get('4xx', '-'):>6}{r.get('5xx', '-'):>6}"
-                  f"{r.get('hangs', '-'):>6}{r['peak_rss_mb']:>9}{r['health_max_s']:>14}{str(r['alive_after']):>7}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=1))
+    print_tables(results)
     print(f"wrote {a.out}")
+
+
+def _note(r: dict[str, Any]) -> str:
+    """What the category-specific measurement says, in a few words."""
+    bits = []
+    if "still_open" in r:
+        bits.append(f"{r['still_open']}/{r['tried']} still open after 35 s")
+    if "next_request_s" in r:
+        bits.append(f"next request waited {r['next_request_s']} s")
+    if "passed" in r:
+        bits.append(f"{r['passed']}/8 passed, spent ${r['spent_usd']:.2e} of ${r['budget_usd']:.2e}")
+    if "no_key" in r:
+        bits.append(f"no key {r['no_key']}, key {r['with_key']}, report {r['report_no_key']}, dashboard {r['dashboard_no_key']}")
+    if r.get("unsupported"):
+        bits.append("no keys in this version")
+    if r.get("2xx"):
+        bits.append(f"{r['2xx']} answered 2xx")
+    if r.get("refused"):
+        bits.append(f"{r['refused']} connections dropped")
+    if r.get("victim_file_changed"):
+        bits.append("victim SQLite file modified")
+    if r.get("crashed"):
+        bits.append("GATEWAY DIED")
+    if r.get("error"):
+        bits.append(r["error"])
+    return "; ".join(bits)
+
+
+def print_tables(results: dict[str, Any]) -> None:
+    for label, rows in results.items():
+        if label == "setup":
+            continue
+        print(f"\n{label}\n{'category':<36}{'tried':>6}{'4xx':>5}{'5xx':>5}{'hangs':>6}{'peak MB':>9}{'idle MB':>8}"
+              f"{'/health max s':>14}{'fails':>6}  notes")
+        for r in rows:
+            print(f"{r['category']:<36}{r.get('tried', 0):>6}{r.get('4xx', '-'):>5}{r.get('5xx', '-'):>5}"
+                  f"{r.get('hangs', '-'):>6}{r['peak_rss_mb']:>9}{r['idle_rss_mb']:>8}{r['health_max_s']:>14}{r['health_failures']:>6}  {_note(r)}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def to_messages_request(request: dict[str, Any], model: str, default_max: int) -
         else:
             push("user", {"type": "text", "text": message_text(m)})
     body: dict[str, Any] = {"model": model, "messages": out,
-                            "max_tokens": request.get("max_tokens") or request.get("max_completion_tokens") or default_max}
+                            "max_tokens": min(request.get("max_tokens") or request.get("max_completion_tokens") or default_max,
+                                              default_max)}
     if system:
         body["system"] = "\n\n".join(system)
     if request.get("temperature") is not None:

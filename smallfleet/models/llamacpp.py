@@ -89,8 +89,9 @@ class LlamaCppBackend:
 
     def _prepare(self, request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
         req = {k: request[k] for k in _PASS if k in request}
+        # max_output is the operator's cap: a request may ask for fewer tokens, never more
         req["max_tokens"] = min(int(request.get("max_tokens") or request.get("max_completion_tokens") or self.spec.max_output),
-                                self.spec.context)
+                                self.spec.max_output, self.spec.context)
         req.setdefault("temperature", 0.0)  # agent steps want repeatable answers unless asked otherwise
         if "seed" in req:
             req["seed"] = req["seed"] % (1 << 32)  # llama.cpp's seed is 32 bits; OpenAI's is any integer

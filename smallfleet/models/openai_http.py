@@ -75,6 +75,9 @@ class OpenAIHTTPBackend:
         body = {k: v for k, v in request.items() if k != "metadata"}
         body["model"] = self.spec.remote_model or self.spec.name
         body["stream"] = stream
+        for key in ("max_tokens", "max_completion_tokens"):  # the operator's max_output caps what a request asks for
+            if isinstance(body.get(key), int):
+                body[key] = min(body[key], self.spec.max_output)
         if stream:
             body["stream_options"] = {"include_usage": True}
         return orjson.dumps(body)

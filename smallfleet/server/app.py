@@ -26,6 +26,7 @@ import orjson
 from ..engine import Engine
 from ..errors import InvalidRequestError, SmallfleetError
 from ..keys import KeyRing
+from ..step import Step
 from .access import COOKIE, LOCAL, Access, AuthError, Principal
 from .dashboard import render_dashboard, render_login
 
@@ -220,12 +221,15 @@ class Gateway:
             except ValueError:
                 raise InvalidRequestError("x-smallfleet-budget must be a number of USD.", param="x-smallfleet-budget") from None
         approved = frozenset(t.strip() for t in h.get("x-smallfleet-approve", "").split(",") if t.strip())
-        kw = dict(step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
-                  session_id=who.scoped(h.get("x-smallfleet-session")), budget_usd=budget,
-                  guard_mode=h.get("x-smallfleet-guard"), approved=approved,
-                  datamark=_onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark"),
-                  kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None)
-        step = await asyncio.to_thread(self.engine.make_step, body, **kw) if big else self.engine.make_step(body, **kw)
+        datamark = _onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark")
+
+        def make() -> Step:
+            return self.engine.make_step(body, step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
+                                         session_id=who.scoped(h.get("x-smallfleet-session")), budget_usd=budget,
+                                         guard_mode=h.get("x-smallfleet-guard"), approved=approved, datamark=datamark,
+                                         kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None)
+
+        step = await asyncio.to_thread(make) if big else make()
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         mode = h.get("x-smallfleet-stream", self.engine.config.stream_mode)
         if mode not in ("verified", "live"):
@@ -241,7 +245,7 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
-    async def _live(self, step: Any, body: dict[str, Any], include_usage: bool, send: Any) -> None:
+    async def _live(self, step: Step, body: dict[str, Any], include_usage: bool, send: Any) -> None:
         unread = await self.engine.before(step)  # session facts are pinned into live answers too
         try:
             live = self.engine.cascade.live(step, body.get("model") or "auto")
