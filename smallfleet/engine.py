@@ -56,10 +56,11 @@ class Engine:
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
                   approved: frozenset[str] = frozenset(), datamark: bool | None = None, kb: str | None = None,
-                  kb_where: str | dict[str, str] | None = None, kb_path: str | Path | None = None) -> Step:
+                  kb_where: str | dict[str, str] | None = None, kb_path: str | Path | None = None,
+                  raw: bytes | None = None) -> Step:
         """A validated step. ``kb`` names a knowledge base declared in the config (requests can only name
         one); ``kb_path`` opens a file directly and is for trusted in-process callers (the CLI, benchmarks)."""
-        validate_request(request)
+        validate_request(request, raw)
         if guard_mode is not None and guard_mode not in GUARD_MODES:
             raise InvalidRequestError(f"x-smallfleet-guard must be one of {', '.join(GUARD_MODES)}.", param="x-smallfleet-guard")
         check_budget_value(budget_usd)

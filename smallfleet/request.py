@@ -245,11 +245,15 @@ def _sampling(body: dict[str, Any]) -> None:
                 raise _bad(f"metadata.{str(k)[:64]} must be a string of at most 512 characters (keys up to 64).", f"metadata.{str(k)[:64]}")
 
 
-def validate_request(body: Any) -> dict[str, Any]:
-    """Return the request dict if it is usable, else raise InvalidRequestError naming the field."""
+def validate_request(body: Any, raw: bytes | None = None) -> dict[str, Any]:
+    """Return the request dict if it is usable, else raise InvalidRequestError naming the field.
+
+    ``raw``, the JSON the body was parsed from, lets the nesting check be skipped when the text has
+    too few brackets to nest that deep (most requests)."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object.", "body")
-    check_depth(body)
+    if raw is None or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        check_depth(body)
     _messages(body.get("messages"))
     _tools(body)
     _response_format(body.get("response_format"))

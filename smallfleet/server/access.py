@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from ..errors import SmallfleetError
@@ -64,6 +65,7 @@ class Principal:
 LOCAL = Principal(None)
 
 
+@lru_cache(maxsize=1024)
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -73,6 +75,7 @@ def _is_loopback(host: str | None) -> bool:
         return host == "localhost"
 
 
+@lru_cache(maxsize=1024)
 def _host_name(value: str) -> tuple[str, int | None]:
     """``Host`` or origin netloc -> (lower-case name, port or None)."""
     v = value.strip().lower()

@@ -39,6 +39,7 @@ _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")
 _HTML = (b"content-type", b"text/html; charset=utf-8")
 _NOSNIFF = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
 MAX_HEADER = 512  # characters in one x-smallfleet-* value
+WATCH_AFTER = 0.05  # seconds of work before the gateway starts listening for the client to leave
 OFF_LOOP = 256 << 10  # bodies larger than this are parsed and validated in a worker thread, not on the event loop
 
 Scope = dict[str, Any]
@@ -187,24 +188,42 @@ class Gateway:
                 return b"".join(chunks)
 
     async def _until_gone(self, receive: Any, work: Awaitable[T]) -> T:
-        """Run ``work``; if the client disconnects first, cancel it (model work stops) and raise ClientGone."""
-        task = asyncio.ensure_future(work)
-        watch = asyncio.ensure_future(_disconnect(receive))
+        """Run ``work``; if the client disconnects first, cancel it (model work stops) and raise ClientGone.
+
+        The watcher starts only once the work has run for ``WATCH_AFTER`` seconds: a step answered
+        sooner (a remote model, a refusal) costs one timer, not a task. Everything here runs on the
+        event loop, so the "done" flag closes the race between finishing and the client leaving."""
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        state = {"done": False, "gone": False}
+        watch: list[asyncio.Task[None]] = []
+
+        def on_gone(w: asyncio.Task[None]) -> None:
+            if not w.cancelled() and not state["done"]:
+                state["gone"] = True
+                me.cancel()
+
+        def start() -> None:
+            if not state["done"]:
+                watch.append(loop.create_task(_disconnect(receive)))
+                watch[0].add_done_callback(on_gone)
+
+        timer = loop.call_later(WATCH_AFTER, start)
         try:
-            await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            task.cancel()
+            result = await work
+            state["done"] = True
+            return result
+        except asyncio.CancelledError:
+            if state["gone"]:
+                me.uncancel()
+                raise ClientGone from None
             raise
         finally:
-            watch.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        try:
-            await task
-        except BaseException:  # noqa: BLE001 - the client is gone; only cancellation is left to finish
-            pass
-        raise ClientGone
+            state["done"] = True
+            timer.cancel()
+            for w in watch:
+                w.cancel()
 
     async def _chat(self, scope: Scope, receive: Any, send: Any, headers: dict[str, str], who: Principal) -> None:
         raw = await self._read_body(receive)
@@ -224,7 +243,7 @@ class Gateway:
         datamark = _onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark")
 
         def make() -> Step:
-            return self.engine.make_step(body, step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
+            return self.engine.make_step(body, raw=raw, step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
                                          session_id=who.scoped(h.get("x-smallfleet-session")), budget_usd=budget,
                                          guard_mode=h.get("x-smallfleet-guard"), approved=approved, datamark=datamark,
                                          kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None)
