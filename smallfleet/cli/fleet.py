@@ -141,6 +141,16 @@ def doctor(ctx: click.Context, load: bool) -> None:
         ok(f"ledger writable at {cfg.ledger_path}")
     except SmallfleetError as e:
         bad(e.message, e.hint or "set SMALLFLEET_LEDGER to a writable path")
+    try:
+        from ..keys import KeyRing
+
+        ring = KeyRing(cfg.key_store_path)
+        n = ring.count
+        ring.close()
+        ok(f"API keys: {n} active in {cfg.key_store_path}: every endpoint needs one" if n else
+           "API keys: none, so the gateway serves loopback clients only (`smallfleet keys create NAME` to open it up)")
+    except SmallfleetError as e:
+        bad(e.message, e.hint or "set SMALLFLEET_KEYS to a writable path")
     m = cfg.memory
     if not m.enabled:
         ok("session memory off")
