@@ -124,14 +124,7 @@ def test_shipped_verifier_scores_and_flags() -> None:
 
 
 def test_training_is_reproducible_on_small_data(tmp_path: Path) -> None:
-    src = Path(__file__).resolve().parents[2] / "shared" / "data"
-    data = tmp_path / "data"
-    (data / "processbench").mkdir(parents=True)
-    (data / "gsm8k").mkdir()
-    for name in ("gsm8k", "math"):
-        rows = json.loads((src / "processbench" / f"{name}.json").read_text())[:40]
-        (data / "processbench" / f"{name}.json").write_text(json.dumps(rows))
-    (data / "gsm8k" / "train.jsonl").write_text("\n".join((src / "gsm8k" / "train.jsonl").read_text().splitlines()[:80]))
+    data = Path(__file__).resolve().parent / "data"  # small fixtures: tests never read ../shared
     a = train_verifier("math", tmp_path / "a.json", data, n_synthetic=60)
     b = train_verifier("math", tmp_path / "b.json", data, n_synthetic=60)
     assert a["training_data_sha256"] == b["training_data_sha256"] and a["weights"] == b["weights"]
@@ -259,16 +252,14 @@ def test_outcome_training_on_small_data(tmp_path: Path) -> None:
     from smallfleet.errors import NotAvailableError
     from smallfleet.verify import OutcomeModel, train_outcome
 
-    src = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"
-    (tmp_path / "gsm8k").mkdir()
-    (tmp_path / "gsm8k" / "example_model_solutions.jsonl").write_text("\n".join(src.read_text().splitlines()[:60]))
-    a = train_outcome(tmp_path / "a.json", tmp_path, folds=3)
-    b = train_outcome(tmp_path / "b.json", tmp_path, folds=3)
+    data = Path(__file__).resolve().parent / "data"  # small fixtures: tests never read ../shared
+    a = train_outcome(tmp_path / "a.json", data, folds=3)
+    b = train_outcome(tmp_path / "b.json", data, folds=3)
     assert a["solutions"] == 240 and a["training_data_sha256"] == b["training_data_sha256"] and a["weights"] == b["weights"]
     m = OutcomeModel.load(tmp_path / "a.json")
     assert 0.0 < m.p_wrong(EGGS, ["9 * 2 = 18", "A: 18"], [0.1, 0.1]) < 1.0
     with pytest.raises(InvalidRequestError):
-        train_outcome(tmp_path / "c.json", tmp_path, folds=1)
+        train_outcome(tmp_path / "c.json", data, folds=1)
     with pytest.raises(NotAvailableError, match="missing"):
         train_outcome(tmp_path / "c.json", tmp_path / "nowhere")
 
