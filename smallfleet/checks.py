@@ -260,6 +260,99 @@ def value_token_probs(result: ChatResult, skip_keys: set[str]) -> list[float]:
     return probs
 
 
+# -- tool loops ----------------------------------------------------------------------------------
+# Small models given a tool result often answer with the call again written as text, the tool's JSON
+# echoed, the same call repeated until max_tokens, or text cut off mid-sentence. Each is a broken turn
+# of the agent loop, whatever the other checks say.
+_CALL_TEXT = re.compile(r"<tool_call>|\{\s*\{?\s*\"name\"\s*:\s*\"[^\"]{1,64}\"\s*,\s*\"(?:arguments|parameters)\"\s*:", re.S)
+_MIN_ECHO = 20  # characters of a tool result that, repeated verbatim, make an echo
+
+
+def _canon_args(args: Any) -> Any:
+    if isinstance(args, str):
+        try:
+            return orjson.loads(args or "{}")
+        except orjson.JSONDecodeError:
+            return args
+    return args
+
+
+def _answered_calls(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(name, arguments) of every call in the history that has a tool result."""
+    answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
+    out = []
+    for m in messages:
+        if m.get("role") != "assistant":
+            continue
+        for tc in m.get("tool_calls") or []:
+            fn = tc.get("function") or {}
+            if tc.get("id") in answered:
+                out.append((str(fn.get("name")), _canon_args(fn.get("arguments"))))
+    return out
+
+
+def _repeats(text: str) -> str | None:
+    """Why the text is degenerate repetition (a line or a chunk over and over), or None."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for i in range(len(lines) - 2):
+        if len(lines[i]) >= 8 and lines[i] == lines[i + 1] == lines[i + 2]:
+            return f"repeats the line {lines[i][:60]!r}"
+    if len(text) >= 200:  # a chunk of 20+ characters that fills most of a long answer
+        for size in (20, 40, 80):
+            for start in (0, len(text) // 3):
+                chunk = text[start:start + size]
+                if chunk.strip() and text.count(chunk) * size >= 0.6 * len(text):
+                    return f"repeats {chunk.strip()[:40]!r} over and over"
+    return None
+
+
+def check_loop_answer(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+    """A turn of an agent loop ends in a well-formed new tool call or an answer in words.
+
+    Applies when tools are offered or tool results are in the conversation. Fails a call that repeats
+    one that already has a result, a call written as text (with or without tags or fences), an echo
+    of tool output, degenerate repetition, and text cut off by max_tokens."""
+    msgs = step.messages
+    tool_texts = [c.strip() for m in msgs if m.get("role") == "tool" and isinstance(c := m.get("content"), str)]
+    if not step.tools and not tool_texts:
+        return None
+    if result.tool_calls:
+        done = _answered_calls(msgs)
+        for tc in result.tool_calls:
+            fn = tc.get("function") or {}
+            key = (str(fn.get("name")), _canon_args(fn.get("arguments")))
+            if key in done:
+                return Verdict("loop_answer", False, f"calls {key[0]} again with the arguments it already has a result for")
+        return Verdict("loop_answer", True)
+    text = result.content
+    if _CALL_TEXT.search(text):
+        return Verdict("loop_answer", False, "wrote a tool call as text instead of calling it or answering")
+    if "<tool_response>" in text:
+        return Verdict("loop_answer", False, "echoes the tool output")
+    stripped = text.strip()
+    for t in tool_texts:
+        if len(t) >= _MIN_ECHO and t in stripped:
+            return Verdict("loop_answer", False, "echoes the tool output")
+    if stripped[:1] in "{[" and tool_texts:
+        try:
+            value = parse_json_answer(stripped)
+        except orjson.JSONDecodeError:
+            value = None
+        if value is not None and not step.wants_json():
+            for t in tool_texts:
+                try:
+                    if orjson.loads(t) == value:
+                        return Verdict("loop_answer", False, "echoes the tool output")
+                except orjson.JSONDecodeError:
+                    pass
+    why = _repeats(text)
+    if why:
+        return Verdict("loop_answer", False, why)
+    if result.finish_reason == "length":
+        return Verdict("loop_answer", False, "cut off at max_tokens before the answer ended")
+    return Verdict("loop_answer", True)
+
+
 def check_confidence(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
     """Token-probability confidence.
 
@@ -287,7 +380,8 @@ def check_confidence(step: Step, result: ChatResult, policy: KindPolicy) -> Verd
 
 
 for _name, _fn in (("schema_valid", check_schema_valid), ("tool_call_valid", check_tool_call_valid),
-                   ("nonempty", check_nonempty), ("not_refusal", check_not_refusal), ("confidence", check_confidence)):
+                   ("nonempty", check_nonempty), ("not_refusal", check_not_refusal), ("confidence", check_confidence),
+                   ("loop_answer", check_loop_answer)):
     register_check(_name, _fn)
 
 # The verifiers register themselves the same way a plug-in would (imported last: they use this module).

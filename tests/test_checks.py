@@ -114,3 +114,59 @@ def test_parse_tool_calls_from_text() -> None:
         assert '"order_id":"A"' in calls[0]["function"]["arguments"]
     assert parse_tool_calls('{"name": "other", "arguments": {}}', names) == []
     assert parse_tool_calls("no json here", names) == []
+
+
+# -- tool loops: what the local models wrote after a tool result (issue 13) -------------------------
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+RESULT = '{"city": "Madrid", "temp_c": 31, "sky": "clear"}'
+LOOP = [{"role": "user", "content": "What's the weather in Madrid?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                             "function": {"name": "get_weather", "arguments": '{"city":"Madrid"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": RESULT}]
+
+
+def loop_step(**req):
+    return Step({"messages": LOOP, "tools": WEATHER, **req}, StepKind.RESHAPING)
+
+
+def test_loop_answer_fails_broken_turns() -> None:
+    import pytest as _pytest  # noqa: F401 - keeps this block self-contained
+
+    broken = {
+        '{"name": "get_weather", "arguments": {"city": "Madrid"}}\n{"temp_c": 31, "sky": "clear"}': "tool call as text",  # the 0.5B
+        '{{"name": "get_weather", "arguments": {"city": "Madrid"}}}': "tool call as text",  # the 1.5B
+        '```json\n{\n  "name": "get_weather",\n  "arguments": {"city": "Madrid"}\n}\n```': "tool call as text",
+        'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Madrid"}}\n</tool_call>': "tool call as text",
+        '<tool_response>\n' + RESULT + '\n</tool_response>': "echoes",
+        'Here it is: ' + RESULT: "echoes",
+        '{"temp_c": 31, "sky": "clear", "city": "Madrid"}': "echoes",
+        ("It is sunny.\n" * 5): "repeats the line",
+        ("Madrid weather call " * 40): "over and over",
+    }
+    for text, why in broken.items():
+        v = verdict("loop_answer", loop_step(), result(text))
+        assert v is not None and not v.passed, text
+        assert why.split()[0] in v.reason or (why == "tool call as text" and "as text" in v.reason), (text, v.reason)
+    cut = verdict("loop_answer", loop_step(), result("The weather in Madrid is", finish="length"))
+    assert not cut.passed and "cut off" in cut.reason
+    again = verdict("loop_answer", loop_step(), result(tool_calls=[make_call("get_weather", {"city": "Madrid"})]))
+    assert not again.passed and "already has a result" in again.reason
+
+
+def test_loop_answer_passes_answers_and_new_calls() -> None:
+    ok = verdict("loop_answer", loop_step(), result("It is 31 °C and clear in Madrid."))
+    assert ok.passed
+    assert verdict("loop_answer", loop_step(), result(tool_calls=[make_call("get_weather", {"city": "Lyon"})])).passed
+    assert verdict("loop_answer", step(), result("plain text, no tools anywhere")) is None  # not a tool loop
+    schema = loop_step(response_format={"type": "json_object"})
+    assert verdict("loop_answer", schema, result('{"summary": "31 and clear"}')).passed
+
+
+def test_result_nudge_is_added_only_after_a_tool_result() -> None:
+    from smallfleet.models._toolcalls import RESULT_NUDGE, RESULT_NUDGE_NO_TOOLS, with_result_nudge
+
+    msgs = with_result_nudge(LOOP, True)
+    assert msgs[:-1] == LOOP and msgs[-1] == {"role": "system", "content": RESULT_NUDGE}
+    assert with_result_nudge(LOOP, False)[-1]["content"] == RESULT_NUDGE_NO_TOOLS
+    assert with_result_nudge(LOOP[:1], True) == LOOP[:1]

@@ -159,3 +159,23 @@ def test_live_streaming_pins_session_facts_and_grounded_steps_stream_verified(cl
             stream=True, extra_headers={"x-smallfleet-stream": "live", "x-smallfleet-kb": gateway.knowledge("returns", index)}) as raw:
         assert "x-smallfleet-stream" not in raw.headers and raw.headers["x-smallfleet-citations"]
         list(raw.parse())
+
+
+WEATHER_TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+                                                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                                 "required": ["city"]}}}]
+
+
+def test_a_tool_loop_finishes_with_an_answer(client) -> None:
+    """The loop of issue 13: call, role "tool" result, then an answer in words (not the call again, not the JSON)."""
+    msgs = [{"role": "user", "content": "What's the weather in Madrid?"}]
+    first = client.chat.completions.create(model="auto", messages=msgs, tools=WEATHER_TOOLS, tool_choice="required", max_tokens=60)
+    call = first.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and "Madrid" in call.function.arguments
+    msgs += [first.choices[0].message.model_dump(exclude_none=True),
+             {"role": "tool", "tool_call_id": call.id, "content": '{"city": "Madrid", "temp_c": 31, "sky": "clear"}'}]
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=msgs, tools=WEATHER_TOOLS, max_tokens=80)
+    answer = raw.parse().choices[0].message
+    assert raw.headers["x-smallfleet-step-kind"] == "reshaping" and raw.headers["x-smallfleet-verdict"] == "pass", raw.headers
+    assert not answer.tool_calls and "arguments" not in answer.content and "{" not in answer.content
+    assert "31" in answer.content or "clear" in answer.content.lower()  # words that carry the result

@@ -475,3 +475,22 @@ def test_impossible_schema_never_reaches_llama_cpp(gateway) -> None:
         assert r.status_code == 400 and time.perf_counter() - t0 < 1.0
     t0 = time.perf_counter()
     assert httpx.get(gateway.base + "/health", timeout=1).status_code == 200 and time.perf_counter() - t0 < 1.0
+
+
+def test_a_broken_loop_answer_on_every_tier_is_reported_as_failed(scripted_gateway) -> None:
+    """A model that echoes the tool output on every tier: escalated, then answered with verdict fail, and the
+    ledger's final attempt is not a pass (issue 13's checks, on scripted models)."""
+    echo = '{"city": "Madrid", "temp_c": 31, "sky": "clear"}'
+    gw = scripted_gateway(answer=lambda req: echo)
+    msgs = [{"role": "user", "content": "What's the weather in Madrid?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                                 "function": {"name": "get_weather", "arguments": '{"city":"Madrid"}'}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": echo}]
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    r = post(gw, {"model": "auto", "messages": msgs, "tools": tools}, {"x-smallfleet-run": "broken-loop"})
+    assert r.status_code == 200 and r.headers["x-smallfleet-verdict"] == "fail:loop_answer"
+    assert r.headers["x-smallfleet-escalated"] == "true"
+    led = Ledger(gw.ledger)
+    rows = led.attempts(run_id="broken-loop")
+    led.close()
+    assert len(rows) >= 2 and rows[-1]["final"] == 1 and rows[-1]["passed"] == 0

@@ -16,6 +16,23 @@ import orjson
 _FENCE = re.compile(r"```(?:json|tool_call)?\s*(.*?)```", re.S)
 
 
+# Measured (bench/tool_turns.py): given a tool result, the packaged 0.5B and 1.5B answered with the call
+# again or the result echoed on every single-step task; with this line after the result both answered
+# all six. Sent to local models only, after the last tool message; the client never sees it.
+RESULT_NUDGE = ("Above is the result of the tool call. Answer the user's question now in plain sentences, using the values "
+                "from the result. If, and only if, the question cannot be answered without another tool, call a different "
+                "tool instead.")
+RESULT_NUDGE_NO_TOOLS = ("Above is the result of the tool call. Answer the user's question now in plain sentences, using "
+                         "the values from the result.")
+
+
+def with_result_nudge(messages: list[dict[str, Any]], tools_offered: bool) -> list[dict[str, Any]]:
+    """The messages with the answer-now instruction after a final tool result (unchanged otherwise)."""
+    if not messages or messages[-1].get("role") != "tool":
+        return messages
+    return [*messages, {"role": "system", "content": RESULT_NUDGE if tools_offered else RESULT_NUDGE_NO_TOOLS}]
+
+
 def call_schema(tools: list[dict[str, Any]], tool_choice: Any) -> dict[str, Any]:
     """JSON schema that admits exactly one call of an offered (or the named) tool."""
     named = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None

@@ -27,7 +27,7 @@ from typing import Any
 from ..assets import ProgressFn, ensure_packaged, verify_file
 from ..config import ModelSpec
 from ..errors import BackendError, ContextLengthError, InvalidRequestError, ModelUnavailableError
-from ._toolcalls import call_schema, parse_tool_calls
+from ._toolcalls import call_schema, parse_tool_calls, with_result_nudge
 from .base import ChatResult
 
 # Fields llama.cpp understands; everything else (metadata, user, stream_options...) stays out.
@@ -109,6 +109,7 @@ class LlamaCppBackend:
             # The template has no native tool-call format: constrain the JSON instead.
             req["response_format"] = {"type": "json_schema", "json_schema": {"name": "tool_call", "schema": call_schema(tools, tc)}}
         req.pop("tool_choice", None)
+        req["messages"] = with_result_nudge(req["messages"], bool(req.get("tools")))
         return req, names
 
     def _call(self, req: dict[str, Any], callback: Callable[[dict[str, Any]], bool] | None = None) -> Any:
