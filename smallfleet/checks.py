@@ -18,7 +18,7 @@ import orjson
 
 from .config import KindPolicy
 from .models.base import ChatResult
-from .step import Step
+from .step import Step, message_text
 
 
 @dataclass(frozen=True)
@@ -306,6 +306,50 @@ def _repeats(text: str) -> str | None:
     return None
 
 
+_TRIVIAL = {"ok", "done", "true", "false", "success", "succeeded", "none", "null", "yes", "no", "sent", "logged", "saved",
+            "updated", "created", "deleted"}
+
+
+def _result_values(texts: list[str]) -> set[str]:
+    """The informative values of tool results (scalars of structured output, longer words of plain text)."""
+    from .guards.trust import parse_tool_output  # guards import this module's siblings, not this one
+
+    vals: set[str] = set()
+    for t in texts:
+        obj = parse_tool_output(t)
+        if obj is None:
+            vals.update(w.casefold() for w in re.findall(r"[^\W_]{4,}", t[:2000]))
+            continue
+        stack = [obj]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+            elif node is not None and not isinstance(node, bool):
+                s = str(node).strip().casefold()
+                if len(s) >= 2 or s.isdigit():
+                    vals.add(s)
+    return {v for v in vals if v not in _TRIVIAL}
+
+
+def _uses(text: str, values: set[str]) -> bool:
+    t = text.casefold()
+    if any(v in t for v in values):
+        return True
+    nums = {float(n.replace(",", "")) for n in re.findall(r"\d[\d,]*(?:\.\d+)?", t)}
+    return any(_is_num(v) and float(v) in nums for v in values)
+
+
+def _is_num(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
 def check_loop_answer(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
     """A turn of an agent loop ends in a well-formed new tool call or an answer in words.
 
@@ -350,6 +394,14 @@ def check_loop_answer(step: Step, result: ChatResult, policy: KindPolicy) -> Ver
         return Verdict("loop_answer", False, why)
     if result.finish_reason == "length":
         return Verdict("loop_answer", False, "cut off at max_tokens before the answer ended")
+    if msgs and msgs[-1].get("role") == "tool" and not step.wants_json():
+        # the answer to a tool result uses it: "The user wants to know the weather in Madrid." does not
+        last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=-1)
+        fresh = [c for m in msgs[last_user + 1:] if m.get("role") == "tool" and isinstance(c := m.get("content"), str)]
+        asked = " ".join(message_text(m) for m in msgs if m.get("role") in ("user", "system", "developer")).casefold()
+        values = {v for v in _result_values(fresh) if v not in asked}  # "Madrid" was the question, not the news
+        if values and not _uses(text, values):
+            return Verdict("loop_answer", False, "does not use the tool result")
     return Verdict("loop_answer", True)
 
 

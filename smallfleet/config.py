@@ -237,11 +237,13 @@ def _default_threads() -> int:
 
 
 DEFAULT_ROUTING: dict[StepKind, KindPolicy] = {
-    StepKind.TOOL_CHOICE: KindPolicy("small", ("tool_call_valid", "loop_answer", "args_grounded", "nonempty", "confidence"), True, 0.45),
+    StepKind.TOOL_CHOICE: KindPolicy("small", ("tool_call_valid", "loop_answer", "args_grounded", "answer_grounded", "nonempty",
+                                               "confidence"), True, 0.45),
     StepKind.EXTRACTION: KindPolicy("small", ("schema_valid", "extraction_grounded", "confidence"), True, 0.45),
     StepKind.CLASSIFICATION: KindPolicy("small", ("schema_valid", "label_margin"), True, 0.60),
     # after a tool result: a new call (checked like any call) or an answer in words (loop_answer)
-    StepKind.RESHAPING: KindPolicy("small", ("tool_call_valid", "loop_answer", "args_grounded", "nonempty", "not_refusal"), True, 0.0),
+    StepKind.RESHAPING: KindPolicy("small", ("tool_call_valid", "loop_answer", "args_grounded", "answer_grounded", "nonempty",
+                                             "not_refusal"), True, 0.0),
     # 0.90: Youden-best threshold on held-out GSM8K train problems (bench/calibrate_confidence.py); the
     # signal is weak there (AUROC 0.59), so reasoning escalates readily; the process check adds the
     # arithmetic recomputation and the distilled verifier.

@@ -71,6 +71,15 @@ CREATE TABLE IF NOT EXISTS guard_events (
     mode TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS guard_step ON guard_events(step_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    run_id TEXT,
+    step_id TEXT,
+    success INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_run ON feedback(run_id);
+CREATE INDEX IF NOT EXISTS feedback_step ON feedback(step_id);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     budget_usd REAL,
@@ -315,6 +324,19 @@ class Ledger:
                     spent, stored = self._spent[run]
                     self._spent[run] = (spent + cost, _tighter(stored, budget))
                 self._release(run, reserved)
+
+    def record_feedback(self, *, run_id: str | None = None, step_id: str | None = None, success: bool) -> bool:
+        """The agent's word on a run's task or a step's answer; False when no such run or step is recorded."""
+        with self._lock:
+            if run_id is not None:
+                known = self._db.execute("SELECT 1 FROM attempts WHERE run_id=? LIMIT 1", (run_id,)).fetchone()
+            else:
+                known = self._db.execute("SELECT 1 FROM attempts WHERE step_id=? LIMIT 1", (step_id,)).fetchone()
+            if not known:
+                return False
+            self._db.execute("INSERT INTO feedback (ts, run_id, step_id, success) VALUES (?,?,?,?)",
+                             (time.time(), run_id, step_id, int(success)))
+        return True
 
     # -- reads -----------------------------------------------------------------------------------
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -21,6 +21,10 @@ class Report:
     by_model: list[dict[str, Any]] = field(default_factory=list)
     guard: dict[str, Any] = field(default_factory=dict)  # policy decisions: allowed/blocked/confirm, by rule; injections
     run_id: str | None = None
+    verified_steps: int = 0       # final answer passed its checks
+    unverified_steps: int = 0     # final answer still failing a check (the response said fail:...)
+    failed_steps: int = 0         # steps of tasks the agent reported as failed (feedback), or steps reported wrong
+    parity_savings_usd: float = 0.0  # savings counting only what succeeded (see build_report)
 
     @property
     def savings_usd(self) -> float:
@@ -31,13 +35,18 @@ class Report:
         return 100.0 * self.savings_usd / self.counterfactual_usd if self.counterfactual_usd else 0.0
 
     @property
+    def parity_savings_pct(self) -> float:
+        return 100.0 * self.parity_savings_usd / self.counterfactual_usd if self.counterfactual_usd else 0.0
+
+    @property
     def escalation_rate(self) -> float:
         esc = sum(k["escalated"] for k in self.by_kind)
         return esc / self.steps if self.steps else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(savings_usd=self.savings_usd, savings_pct=self.savings_pct, escalation_rate=self.escalation_rate)
+        d.update(savings_usd=self.savings_usd, savings_pct=self.savings_pct, escalation_rate=self.escalation_rate,
+                 parity_savings_pct=self.parity_savings_pct)
         return d
 
 
@@ -80,6 +89,7 @@ def build_report(ledger: Ledger, config: Config, run_id: str | None = None, run_
             f"FROM attempts {where} GROUP BY model, tier ORDER BY 3 DESC", params):
         rep.by_model.append({"model": model, "tier": tier, "attempts": n, "tokens_in": tin, "tokens_out": tout,
                              "spend_usd": cost, "failed_checks": fails})
+    _parity(ledger, rep, where, params)
     g: dict[str, Any] = {"allowed": 0, "blocked": 0, "needs_confirmation": 0, "flagged_only": 0, "injections_flagged": 0,
                          "by_rule": {}}
     for action, rule, mode, n in ledger.query(
@@ -95,3 +105,38 @@ def build_report(ledger: Ledger, config: Config, run_id: str | None = None, run_
         g["by_rule"][rule] = g["by_rule"].get(rule, 0) + n
     rep.guard = g
     return rep
+
+
+def _parity(ledger: Ledger, rep: Report, where: str, params: tuple[Any, ...]) -> None:
+    """Savings at parity: a saving on a broken answer is a loss.
+
+    Per step: reported wrong (its own feedback, or its run's task reported failed) → its spend is lost
+    (the work has to be done again, on the frontier); reported right (step or run) → all-frontier cost
+    minus spend; no report → the same when its final answer passed its checks, lost when it did not.
+    The latest feedback wins."""
+    rows = ledger.query(
+        "SELECT a.step_id, a.run_id, SUM(a.cost_usd), MAX(CASE WHEN a.final=1 THEN a.frontier_cost_usd END), "
+        "MAX(CASE WHEN a.final=1 THEN a.passed END), MAX(a.step_kind) FROM attempts a "
+        f"{where.replace('run_id', 'a.run_id')} GROUP BY a.step_id", params)
+    fb_step = {s: bool(v) for s, v in ledger.query(
+        "SELECT step_id, success FROM feedback WHERE step_id IS NOT NULL ORDER BY id")}
+    fb_run = {r: bool(v) for r, v in ledger.query("SELECT run_id, success FROM feedback WHERE run_id IS NOT NULL ORDER BY id")}
+    total = 0.0
+    for step_id, run_id, spend, cf, passed, kind in rows:
+        if kind == "memory":  # bookkeeping calls of session memory: cost only, as in the plain figure
+            total -= spend or 0.0
+            continue
+        ok = fb_step.get(step_id, fb_run.get(run_id) if run_id is not None else None)
+        if ok is None:
+            ok = bool(passed)
+            if ok:
+                rep.verified_steps += 1
+            else:
+                rep.unverified_steps += 1
+        else:
+            if ok:
+                rep.verified_steps += 1
+            else:
+                rep.failed_steps += 1
+        total += ((cf or 0.0) - (spend or 0.0)) if ok else -(spend or 0.0)
+    rep.parity_savings_usd = total

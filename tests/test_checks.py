@@ -148,6 +148,8 @@ def test_loop_answer_fails_broken_turns() -> None:
         v = verdict("loop_answer", loop_step(), result(text))
         assert v is not None and not v.passed, text
         assert why.split()[0] in v.reason or (why == "tool call as text" and "as text" in v.reason), (text, v.reason)
+    unused = verdict("loop_answer", loop_step(), result("The user wants to know the weather in Madrid."))  # the 135M
+    assert not unused.passed and "does not use the tool result" in unused.reason
     cut = verdict("loop_answer", loop_step(), result("The weather in Madrid is", finish="length"))
     assert not cut.passed and "cut off" in cut.reason
     again = verdict("loop_answer", loop_step(), result(tool_calls=[make_call("get_weather", {"city": "Madrid"})]))
@@ -170,3 +172,12 @@ def test_result_nudge_is_added_only_after_a_tool_result() -> None:
     assert msgs[:-1] == LOOP and msgs[-1] == {"role": "system", "content": RESULT_NUDGE}
     assert with_result_nudge(LOOP, False)[-1]["content"] == RESULT_NUDGE_NO_TOOLS
     assert with_result_nudge(LOOP[:1], True) == LOOP[:1]
+
+
+def test_answer_grounded_flags_invented_numbers_in_tool_loops() -> None:
+    time_q = Step({"messages": [{"role": "user", "content": "What time is it in Madrid?"}], "tools": WEATHER}, StepKind.TOOL_CHOICE)
+    v = verdict("answer_grounded", time_q, result("It is currently 2:15 PM in Madrid."))  # the 135M, without calling a tool
+    assert not v.passed and "15" in v.reason
+    assert verdict("answer_grounded", loop_step(), result("It is 31 degrees and clear in Madrid today.")).passed
+    assert verdict("answer_grounded", loop_step(), result("It is 35 degrees in Madrid.")).passed is False
+    assert verdict("answer_grounded", step(), result("The answer is 42.")) is None  # not a tool loop

@@ -34,3 +34,7 @@ def test_demo_runs_and_records(tmp_path: Path) -> None:
     assert {"classification", "extraction", "tool_choice", "reshaping"} <= kinds
     assert data["report"]["steps"] == len(data["steps"]) >= 8
     assert data["report"]["spend_usd"] < data["report"]["counterfactual_usd"]
+    assert "at parity" in r.stdout  # unverified steps are counted apart from verified ones
+    rep = data["report"]
+    assert rep["verified_steps"] + rep["unverified_steps"] == rep["steps"]
+    assert sum(not s["verified"] for s in data["steps"]) == rep["unverified_steps"]

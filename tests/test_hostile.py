@@ -494,3 +494,24 @@ def test_a_broken_loop_answer_on_every_tier_is_reported_as_failed(scripted_gatew
     rows = led.attempts(run_id="broken-loop")
     led.close()
     assert len(rows) >= 2 and rows[-1]["final"] == 1 and rows[-1]["passed"] == 0
+    rep = httpx.get(gw.base + "/v1/smallfleet/report?run=broken-loop").json()
+    assert rep["unverified_steps"] == 1 and rep["verified_steps"] == 0 and rep["parity_savings_usd"] < 0
+
+
+def test_feedback_and_savings_at_parity(scripted_gateway) -> None:
+    """Unverified steps are counted apart, and a run its agent reports as failed saves nothing."""
+    gw = scripted_gateway()
+    assert post(gw, OK, {"x-smallfleet-run": "good"}).status_code == 200
+    assert post(gw, OK, {"x-smallfleet-run": "bad"}).status_code == 200
+    rep = httpx.get(gw.base + "/v1/smallfleet/report").json()
+    assert rep["verified_steps"] == 2 and rep["unverified_steps"] == 0
+    assert rep["parity_savings_usd"] == pytest.approx(rep["savings_usd"])
+    r = post(gw, {"run_id": "bad", "success": False}, path="/v1/smallfleet/feedback")
+    assert r.status_code == 200 and r.json()["recorded"]
+    rep = httpx.get(gw.base + "/v1/smallfleet/report").json()
+    assert rep["failed_steps"] == 1 and rep["verified_steps"] == 1 and rep["parity_savings_usd"] < rep["savings_usd"]
+    assert post(gw, {"run_id": "never", "success": True}, path="/v1/smallfleet/feedback").status_code == 404
+    for bad in ({"run_id": "good"}, {"run_id": "good", "step_id": "x", "success": True}, {"success": "yes", "run_id": "good"}, []):
+        assert post(gw, bad, path="/v1/smallfleet/feedback").status_code == 400
+    page = httpx.get(gw.base + "/").text
+    assert "unverified" in page and "at parity" in page

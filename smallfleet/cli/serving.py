@@ -200,6 +200,10 @@ def print_report(rep: Any, path: Path | None = None) -> None:
     out.print(f"{rep.steps} steps, {rep.attempts} model calls · spend [bold]${rep.spend_usd:.6f}[/] · "
               f"all-frontier ${rep.counterfactual_usd:.6f} · saved [bold green]${rep.savings_usd:.6f} ({rep.savings_pct:.1f}%)[/] · "
               f"escalation rate {rep.escalation_rate:.1%}")
+    out.print(f"verified {rep.verified_steps} · [bold]unverified {rep.unverified_steps}[/] (final answer still failing a check)"
+              + (f" · {rep.failed_steps} in tasks reported failed" if rep.failed_steps else "")
+              + f" · saved at parity [bold]${rep.parity_savings_usd:.6f} ({rep.parity_savings_pct:.1f}%)[/] "
+              "[dim](a step that failed or was not verified counts its spend as a loss)[/]")
     out.print(f"[dim]{rep.basis}[/]")
     t = Table(title="steps per tier (final answer)")
     for c in ("tier", "steps", "share"):

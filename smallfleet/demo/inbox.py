@@ -155,12 +155,12 @@ async def process_email(engine: Engine, company: str, mail: dict[str, Any], run_
         except json.JSONDecodeError:
             args = {}
         result = run_tool(call["function"]["name"], args)
-        # The tool result comes back as data to reshape into a reply. Small models echo the call format
-        # when shown raw tool-call history, so the agent hands it over as text and names the step kind.
+        # The agent loop as any client runs it: the call goes back as the assistant's message and the
+        # result as a role "tool" message; the next turn must be the reply (or another call).
         await step("draft reply", {
-            "messages": [system, {"role": "user", "content": f"{email_text}\n\nThe tool {call['function']['name']} returned: "
-                                                             f"{json.dumps(result)}\n\nWrite the reply to the customer (at most 3 sentences)."}],
-            "metadata": {"smallfleet_step_kind": "reshaping"}, "max_tokens": 120})
+            "messages": [*ask, {"role": "assistant", "content": None, "tool_calls": [call]},
+                         {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(result)}],
+            "tools": TOOLS, "max_tokens": 120})
     else:
         await step("draft reply", {"messages": ask[:1] + [{"role": "user", "content": f"Write a short reply to this e-mail.\n\n{email_text}"}],
                                    "max_tokens": 120})
@@ -218,7 +218,9 @@ def run_demo(config: Config, out: Console, err: Console, *, limit: int | None = 
     if unverified:
         out.print(f"[yellow]not verified even at the top tier (for a human, or a real frontier model):[/] {', '.join(unverified)}")
     out.print(f"[bold]savings:[/] spent ${rep.spend_usd:.6f} vs ${rep.counterfactual_usd:.6f} all-frontier → "
-              f"saved ${rep.savings_usd:.6f} ({rep.savings_pct:.1f}%)")
+              f"saved ${rep.savings_usd:.6f} ({rep.savings_pct:.1f}%); [bold]at parity[/] (an unverified step's spend "
+              f"counts as a loss: {rep.unverified_steps} of {rep.verified_steps + rep.unverified_steps}) "
+              f"${rep.parity_savings_usd:.6f} ({rep.parity_savings_pct:.1f}%)")
     out.print(f"[dim]{rep.basis}[/]")
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:

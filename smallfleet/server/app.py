@@ -28,6 +28,7 @@ from ..errors import InvalidRequestError, SmallfleetError
 from ..keys import KeyRing
 from ..step import Step
 from .access import COOKIE, LOCAL, Access, AuthError, Principal
+from . import responses
 from .dashboard import render_dashboard, render_login
 
 log = logging.getLogger("smallfleet.gateway")
@@ -46,8 +47,8 @@ Scope = dict[str, Any]
 
 # path -> allowed methods; anything else is 404, a known path with another method 405
 ROUTES: dict[str, tuple[str, ...]] = {
-    "/v1/chat/completions": ("POST",), "/chat/completions": ("POST",),
-    "/v1/smallfleet/extract": ("POST",),
+    "/v1/chat/completions": ("POST",), "/chat/completions": ("POST",), "/v1/responses": ("POST",), "/responses": ("POST",),
+    "/v1/smallfleet/extract": ("POST",), "/v1/smallfleet/feedback": ("POST",),
     "/v1/models": ("GET",), "/models": ("GET",),
     "/health": ("GET",), "/v1/smallfleet/report": ("GET",),
     "/": ("GET",), "/dashboard": ("GET",), "/login": ("POST",), "/logout": ("POST", "GET"),
@@ -72,6 +73,7 @@ class Gateway:
         self.limits = cfg.limits
         self.access = Access(keys or KeyRing(cfg.key_store_path), cfg.host)
         self.inflight = 0
+        self.responses = responses.ResponseStore()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -127,8 +129,12 @@ class Gateway:
                                     dashboard=path in _DASHBOARD and method == "GET")
             if path in ("/v1/chat/completions", "/chat/completions"):
                 return await self._limited(self._chat(scope, receive, tracked, headers, who), tracked)
+            if path in ("/v1/responses", "/responses"):
+                return await self._limited(self._responses(receive, tracked, headers, who), tracked)
             if path == "/v1/smallfleet/extract":
                 return await self._limited(self._extract(receive, tracked), tracked)
+            if path == "/v1/smallfleet/feedback":
+                return await self._feedback(receive, tracked, who)
             if path in ("/v1/models", "/models"):
                 return await self._json(tracked, 200, self._models())
             if path == "/v1/smallfleet/report":
@@ -225,10 +231,14 @@ class Gateway:
             for w in watch:
                 w.cancel()
 
-    async def _chat(self, scope: Scope, receive: Any, send: Any, headers: dict[str, str], who: Principal) -> None:
+    async def _body(self, receive: Any) -> tuple[Any, bytes, bool]:
+        """The parsed JSON body, its bytes, and whether it is big (then parsed in a worker thread)."""
         raw = await self._read_body(receive)
         big = len(raw) > OFF_LOOP  # megabytes of JSON and text scans would stall every other request (and /health)
-        body = await asyncio.to_thread(_parse_json, raw) if big else _parse_json(raw)
+        return (await asyncio.to_thread(_parse_json, raw) if big else _parse_json(raw)), raw, big
+
+    async def _make_step(self, body: Any, raw: bytes | None, big: bool, headers: dict[str, str], who: Principal) -> Step:
+        """A validated step from a chat-completions body and the x-smallfleet-* headers."""
         h = {k: v for k, v in headers.items() if k.startswith("x-smallfleet")}
         for k, v in h.items():
             if len(v) > MAX_HEADER:
@@ -248,7 +258,12 @@ class Gateway:
                                          guard_mode=h.get("x-smallfleet-guard"), approved=approved, datamark=datamark,
                                          kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None)
 
-        step = await asyncio.to_thread(make) if big else make()
+        return await asyncio.to_thread(make) if big else make()
+
+    async def _chat(self, scope: Scope, receive: Any, send: Any, headers: dict[str, str], who: Principal) -> None:
+        body, raw, big = await self._body(receive)
+        step = await self._make_step(body, raw, big, headers, who)
+        h = {k: v for k, v in headers.items() if k.startswith("x-smallfleet")}
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         mode = h.get("x-smallfleet-stream", self.engine.config.stream_mode)
         if mode not in ("verified", "live"):
@@ -263,6 +278,32 @@ class Gateway:
         for chunk in stream_chunks(outcome.response(), include_usage):
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    async def _responses(self, receive: Any, send: Any, headers: dict[str, str], who: Principal) -> None:
+        """POST /v1/responses: the Responses API through the same engine (see responses.py)."""
+        body, _, big = await self._body(receive)
+        if not isinstance(body, dict):
+            raise InvalidRequestError("the request body must be a JSON object.", param="body")
+        owner = who.key.id if who.key is not None else None
+        prev = body.get("previous_response_id")
+        if prev is not None and not isinstance(prev, str):
+            raise InvalidRequestError("'previous_response_id' must be a string.", param="previous_response_id")
+        history = self.responses.get(prev, owner) if prev else []
+        chat = responses.to_chat(body, history)
+        step = await self._make_step(chat, None, big, headers, who)
+        outcome = await self._until_gone(receive, self.engine.run_step(step))
+        resp_id = responses.new_id("resp")
+        resp = responses.response_object(outcome, body, resp_id, chat)
+        if outcome.final.result is not None:
+            kept = chat["messages"][1:] if body.get("instructions") else chat["messages"]
+            self.responses.put(resp_id, owner, kept, outcome.final.result.message)
+        hdrs = _hdrs(outcome.headers())
+        if not body.get("stream"):
+            return await self._send(send, 200, orjson.dumps(resp), [_JSON, *hdrs])
+        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *hdrs]})
+        chunks = responses.sse(responses.events(resp))
+        for i, chunk in enumerate(chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
 
     async def _live(self, step: Step, body: dict[str, Any], include_usage: bool, send: Any) -> None:
         unread = await self.engine.before(step)  # session facts are pinned into live answers too
@@ -288,6 +329,22 @@ class Gateway:
             raise InvalidRequestError("'instruction' must be a string.", param="instruction")
         result = await self._until_gone(receive, self.engine.extract_quarantined(body["text"], body["schema"], instruction or ""))
         await self._json(send, 200, result)
+
+    async def _feedback(self, receive: Any, send: Any, who: Principal) -> None:
+        """{"run_id" | "step_id", "success": bool}: the agent's word on a task or an answer (savings at parity)."""
+        body = _parse_json(await self._read_body(receive))
+        if not isinstance(body, dict) or not isinstance(body.get("success"), bool) or \
+                sum(isinstance(body.get(k), str) and 0 < len(body[k]) <= 256 for k in ("run_id", "step_id")) != 1:
+            raise InvalidRequestError('send {"run_id": "...", "success": true|false} or {"step_id": "...", "success": ...}.')
+        if self.engine.ledger is None:
+            raise NotFound("this gateway keeps no ledger.")
+        run = who.scoped(body["run_id"]) if isinstance(body.get("run_id"), str) else None
+        step = body.get("step_id") if run is None else None
+        ok = await asyncio.to_thread(self.engine.ledger.record_feedback, run_id=run, step_id=step, success=body["success"])
+        if not ok:
+            what = f"run {body.get('run_id')!r}" if run is not None else f"step {str(step)[:64]!r}"
+            raise NotFound(f"no {what} is recorded in the ledger.", hint="send the x-smallfleet-run value or a step id of this gateway")
+        await self._json(send, 200, {"recorded": True, "success": body["success"]})
 
     async def _login(self, scope: Scope, receive: Any, send: Any) -> None:
         """The dashboard's key form: a valid key becomes a same-site, HTTP-only cookie."""

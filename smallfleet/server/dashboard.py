@@ -43,6 +43,10 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}th{{background:#
 <body><h1>smallfleet</h1>
 <p class="big">{rep['steps']} steps · spend ${rep['spend_usd']:.6f} · all-frontier ${rep['counterfactual_usd']:.6f} ·
 saved <b>{rep['savings_pct']:.1f}%</b> · escalation rate {rep['escalation_rate']:.1%}</p>
+<p class="big">verified {rep.get('verified_steps', 0)} · unverified <b>{rep.get('unverified_steps', 0)}</b>
+{f"· in tasks reported failed {rep['failed_steps']} " if rep.get('failed_steps') else ""}· saved at parity
+<b>{rep.get('parity_savings_pct', 0.0):.1f}%</b></p>
+<p><small>At parity, a step whose answer failed its checks or whose task was reported failed counts its spend as a loss.</small></p>
 <p><small>{html.escape(rep['basis'])}</small></p>
 <h2>Share of steps per tier</h2>{_bars(rep['by_tier'])}
 {_table(rep['by_tier'], [('tier', 'tier'), ('steps', 'steps'), ('share', 'share')])}

@@ -50,6 +50,32 @@ def check_args_grounded(step: Step, result: ChatResult, policy: KindPolicy) -> V
     return Verdict("args_grounded", True)
 
 
+_ANSWER_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\d])")
+
+
+def check_answer_grounded(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+    """An answer in words inside an agent loop states no number that the conversation (the user's words,
+    the tool results) does not hold or simply derive. Measured on the local models: the 135M answered
+    "what time is it in Madrid?" with "2:15 PM" without calling the time tool; a number is where an
+    invented fact shows, and (unlike names, units and month words) it is cheap to check exactly."""
+    if result.tool_calls or step.wants_json() or not result.content.strip():
+        return None
+    if not step.tools and not any(m.get("role") == "tool" for m in step.messages):
+        return None
+    ctx = Context.from_messages(step.messages)
+    raw = "\n".join(message_text(m) for m in step.messages)
+    bad = []
+    for m in _ANSWER_NUMBER.finditer(result.content):
+        text = m.group(0)
+        v = float(text.replace(",", ""))
+        if re.search(rf"(?<![\d.]){re.escape(text)}(?![\d])", raw) or ctx.number_grounded(v):
+            continue
+        bad.append(text)
+    if bad:
+        return Verdict("answer_grounded", False, "states numbers that no message or tool result holds: " + ", ".join(bad[:5]))
+    return Verdict("answer_grounded", True)
+
+
 def check_extraction_grounded(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
     if not step.wants_json() or result.tool_calls:
         return None
@@ -169,5 +195,5 @@ def check_evidence_grounded(step: Step, result: ChatResult, policy: KindPolicy) 
 
 
 for _name, _fn in (("evidence_grounded", check_evidence_grounded), ("args_grounded", check_args_grounded), ("extraction_grounded", check_extraction_grounded),
-                   ("process", check_process), ("label_margin", check_label_margin)):
+                   ("process", check_process), ("label_margin", check_label_margin), ("answer_grounded", check_answer_grounded)):
     register_check(_name, _fn)
