@@ -329,7 +329,9 @@ def _result_values(texts: list[str]) -> set[str]:
                 stack.extend(node)
             elif node is not None and not isinstance(node, bool):
                 s = str(node).strip().casefold()
-                if len(s) >= 2 or s.isdigit():
+                if len(s.split()) > 2:  # a sentence ("refund issued, 3-5 business days"): answers paraphrase it, so its words count
+                    vals.update(w for w in re.findall(r"[^\W_]{4,}|\d+", s))
+                elif len(s) >= 2 or s.isdigit():
                     vals.add(s)
     return {v for v in vals if v not in _TRIVIAL}
 

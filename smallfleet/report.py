@@ -62,6 +62,7 @@ def counterfactual_basis(config: Config) -> str:
 def build_report(ledger: Ledger, config: Config, run_id: str | None = None, run_prefix: str | None = None) -> Report:
     """The report over the whole ledger, one run, or the runs whose id starts with ``run_prefix`` (one
     API key's runs: ``KEYID:``)."""
+    params: tuple[Any, ...]
     if run_id:
         where, params = "WHERE run_id=?", (run_id,)
     elif run_prefix:

@@ -153,3 +153,28 @@ def test_llama_fields_fuzz_on_real_models(gateway, extra, content) -> None:
     r = httpx.post(gateway.base + "/v1/chat/completions", json=body, timeout=120)
     _check(r)
     assert r.status_code != 502, r.text
+
+
+resp_items = st.lists(st.one_of(
+    st.fixed_dictionaries({"role": st.one_of(st.sampled_from(["user", "assistant", "system", "developer"]), json_values)},
+                          optional={"content": st.one_of(texts, st.lists(parts, max_size=3), json_values), "type": st.just("message")}),
+    st.fixed_dictionaries({"type": st.sampled_from(["function_call", "function_call_output", "reasoning", "item_reference", "x"])},
+                          optional={"call_id": st.one_of(st.text(max_size=6), json_values), "name": st.one_of(st.just("f"), json_values),
+                                    "arguments": st.one_of(st.just("{}"), texts, json_values), "output": st.one_of(texts, json_values)}),
+    json_values), max_size=4)
+resp_bodies = st.fixed_dictionaries({}, optional={
+    "model": st.one_of(st.just("auto"), json_values), "input": st.one_of(texts, resp_items, json_values),
+    "instructions": st.one_of(texts, json_values), "previous_response_id": st.one_of(st.just("resp_x"), json_values),
+    "tools": st.one_of(json_values, st.lists(st.fixed_dictionaries({"type": st.sampled_from(["function", "web_search"]),
+                                                                    "name": st.one_of(st.sampled_from(["f", "bad name"]), json_values)},
+                                                                   optional={"parameters": schemas}), max_size=2)),
+    "tool_choice": st.one_of(st.sampled_from(["auto", "none", "required"]), json_values),
+    "text": st.one_of(json_values, st.fixed_dictionaries({"format": st.one_of(json_values, st.fixed_dictionaries(
+        {"type": st.sampled_from(["json_schema", "text", "json_object"])}, optional={"schema": schemas, "name": json_values}))})),
+    "stream": json_values, "max_output_tokens": json_values, "temperature": json_values, "conversation": json_values})
+
+
+@FUZZ
+@given(body=resp_bodies, hdrs=headers)
+def test_responses_fuzz(fuzz_gw, body, hdrs) -> None:
+    _check(fuzz_gw.client.post("/v1/responses", content=json.dumps(body).encode(), headers=hdrs))

@@ -290,7 +290,11 @@ class Gateway:
             raise InvalidRequestError("'previous_response_id' must be a string.", param="previous_response_id")
         history = self.responses.get(prev, owner) if prev else []
         chat = responses.to_chat(body, history)
-        step = await self._make_step(chat, None, big, headers, who)
+        try:
+            step = await self._make_step(chat, None, big, headers, who)
+        except InvalidRequestError as e:  # name the Responses field, not the chat one it was mapped to
+            e.param = responses.responses_param(e.param)
+            raise
         outcome = await self._until_gone(receive, self.engine.run_step(step))
         resp_id = responses.new_id("resp")
         resp = responses.response_object(outcome, body, resp_id, chat)

@@ -191,6 +191,20 @@ def to_chat(body: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
     return req
 
 
+_PARAMS = (("max_tokens", "max_output_tokens"), ("response_format.json_schema.schema", "text.format.schema"),
+           ("response_format", "text.format"))
+
+
+def responses_param(param: str | None) -> str | None:
+    """The Responses API's name for a chat-completions field in an error (messages keep their chat index)."""
+    if param is None:
+        return None
+    for chat, resp in _PARAMS:
+        if param.startswith(chat):
+            return resp + param[len(chat):]
+    return re.sub(r"^tools\[(\d+)\]\.function\.", r"tools[\1].", param)
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
