@@ -189,12 +189,12 @@ def prompt_chars(request: dict[str, Any]) -> int:
                for m in request.get("messages", ()))
 
 
-def min_prompt_tokens(request: dict[str, Any], cap: int) -> int:
+def min_prompt_tokens(request: dict[str, Any], cap: int, chars: int | None = None) -> int:
     """A floor on the prompt's token count without a tokenizer or a model load, counted up to ``cap``
     (the largest context window: past it the exact value does not matter). 0 for a prompt too short to
     exceed any window. Letters are counted 64 kB at a time and the count stops at ``cap``, so a
     megabytes-long prompt costs a few milliseconds, not a scan of all of it."""
-    if prompt_chars(request) <= WORD_CHARS_PER_TOKEN_MAX * MIN_CONTEXT:
+    if (prompt_chars(request) if chars is None else chars) <= WORD_CHARS_PER_TOKEN_MAX * MIN_CONTEXT:
         return 0
     need = (cap + 1) * WORD_CHARS_PER_TOKEN_MAX
     words = 0
@@ -233,9 +233,7 @@ class Cascade:
         return spec.cost(estimate_tokens(step.request), int(out))
 
     async def _attempt(self, spec: ModelSpec, tier: str, step: Step, checks: tuple[str, ...]) -> Attempt:
-        if step.prompt_floor < 0:
-            step.prompt_floor = min_prompt_tokens(step.request, self._max_context)
-        floor = step.prompt_floor
+        floor = step.prompt_floor  # measured once per step, in run()
         if floor > spec.context:  # certain not to fit: say so without loading the model
             return Attempt(spec, tier, None, error=f"context: the prompt is at least {floor} tokens; {spec.name} "
                                                    f"holds {spec.context}")
@@ -317,9 +315,12 @@ class Cascade:
 
     async def run(self, step: Step, model: str = "auto") -> Outcome:
         """Answer one step; raises SmallfleetError only when no attempt produced an answer."""
-        if prompt_chars(step.request) > OFF_LOOP_CHARS:  # scanning megabytes would stall the event loop
-            step.prompt_floor = await asyncio.to_thread(min_prompt_tokens, step.request, self._max_context)
+        chars = prompt_chars(step.request)
+        if chars > OFF_LOOP_CHARS:  # scanning megabytes would stall the event loop
+            step.prompt_floor = await asyncio.to_thread(min_prompt_tokens, step.request, self._max_context, chars)
             await asyncio.to_thread(self._guard_context, step)
+        else:
+            step.prompt_floor = min_prompt_tokens(step.request, self._max_context, chars)
         try:
             if model != "auto":  # a concrete model passes through: checked and recorded, never escalated
                 spec = self.fleet.spec(model)

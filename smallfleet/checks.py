@@ -17,6 +17,8 @@ import jsonschema
 import orjson
 
 from .config import KindPolicy
+from .guards.policy import decode_args
+from .guards.trust import parse_tool_output
 from .models.base import ChatResult
 from .step import Step, message_text
 
@@ -268,15 +270,6 @@ _CALL_TEXT = re.compile(r"<tool_call>|\{\s*\{?\s*\"name\"\s*:\s*\"[^\"]{1,64}\"\
 _MIN_ECHO = 20  # characters of a tool result that, repeated verbatim, make an echo
 
 
-def _canon_args(args: Any) -> Any:
-    if isinstance(args, str):
-        try:
-            return orjson.loads(args or "{}")
-        except orjson.JSONDecodeError:
-            return args
-    return args
-
-
 def _answered_calls(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     """(name, arguments) of every call in the history that has a tool result."""
     answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
@@ -287,7 +280,7 @@ def _answered_calls(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         for tc in m.get("tool_calls") or []:
             fn = tc.get("function") or {}
             if tc.get("id") in answered:
-                out.append((str(fn.get("name")), _canon_args(fn.get("arguments"))))
+                out.append((str(fn.get("name")), decode_args(fn.get("arguments"))))
     return out
 
 
@@ -312,8 +305,6 @@ _TRIVIAL = {"ok", "done", "true", "false", "success", "succeeded", "none", "null
 
 def _result_values(texts: list[str]) -> set[str]:
     """The informative values of tool results (scalars of structured output, longer words of plain text)."""
-    from .guards.trust import parse_tool_output  # guards import this module's siblings, not this one
-
     vals: set[str] = set()
     for t in texts:
         obj = parse_tool_output(t)
@@ -366,7 +357,7 @@ def check_loop_answer(step: Step, result: ChatResult, policy: KindPolicy) -> Ver
         done = _answered_calls(msgs)
         for tc in result.tool_calls:
             fn = tc.get("function") or {}
-            key = (str(fn.get("name")), _canon_args(fn.get("arguments")))
+            key = (str(fn.get("name")), decode_args(fn.get("arguments")))
             if key in done:
                 return Verdict("loop_answer", False, f"calls {key[0]} again with the arguments it already has a result for")
         return Verdict("loop_answer", True)

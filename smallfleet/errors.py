@@ -51,6 +51,47 @@ class ModelNotFoundError(InvalidRequestError):
     code = "model_not_found"
 
 
+class PayloadTooLargeError(InvalidRequestError):
+    status = 413
+    code = "payload_too_large"
+
+
+class AuthError(SmallfleetError):
+    """No API key, or one that is unknown or revoked."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ForbiddenError(SmallfleetError):
+    """A request the gateway refuses whoever sends it (cross-site, foreign Host, non-loopback without keys)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
+class NotFoundError(SmallfleetError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ResponseNotFoundError(NotFoundError):
+    code = "previous_response_not_found"
+
+
+class MethodNotAllowedError(SmallfleetError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, methods: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.methods = methods
+
+
 class ContextLengthError(InvalidRequestError):
     code = "context_length_exceeded"
 

@@ -35,10 +35,6 @@ def _bad(msg: str, param: str, hint: str | None = None) -> InvalidRequestError:
     return InvalidRequestError(msg, param=param, hint=hint)
 
 
-def check_json_schema(schema: Any, param: str) -> None:
-    check_schema(schema, param)
-
-
 def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
     """Refuse JSON nested deeper than ``limit`` (iterative: a deep body cannot exhaust the stack here)."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
@@ -170,7 +166,7 @@ def _tools(body: dict[str, Any]) -> None:
             if desc is not None and not isinstance(desc, str):
                 raise _bad(f"{p}.function.description must be a string.", f"{p}.function.description")
             params = fn.get("parameters", {"type": "object", "properties": {}})
-            check_json_schema(params, f"{p}.function.parameters")
+            check_schema(params, f"{p}.function.parameters")
             if params.get("type", "object") != "object":
                 raise _bad(f"{p}.function.parameters must describe an object (type: object).", f"{p}.function.parameters")
     tc = body.get("tool_choice")
@@ -195,7 +191,7 @@ def _response_format(rf: Any) -> None:
         if not isinstance(js, dict) or "schema" not in js:
             raise _bad("response_format.json_schema.schema is missing.", "response_format.json_schema",
                        '{"type": "json_schema", "json_schema": {"name": "x", "schema": {...}}}')
-        check_json_schema(js["schema"], "response_format.json_schema.schema")
+        check_schema(js["schema"], "response_format.json_schema.schema")
 
 
 def _sampling(body: dict[str, Any]) -> None:

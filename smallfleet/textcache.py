@@ -81,6 +81,5 @@ def text_cached(max_entries: int = 1024, max_bytes: int = 16 << 20, max_text: in
             return cache.get(args, lambda: fn(*args))
 
         inner.cache = cache  # type: ignore[attr-defined]
-        inner.cache_clear = cache.clear  # type: ignore[attr-defined]
         return inner
     return wrap

@@ -237,7 +237,8 @@ def test_keyless_gateway_refuses_other_hosts_and_cross_site_requests(scripted_ga
 
 def test_keyless_gateway_serves_loopback_clients_only() -> None:
     from smallfleet.keys import KeyRing
-    from smallfleet.server.access import Access, ForbiddenError
+    from smallfleet.errors import ForbiddenError
+    from smallfleet.server.access import Access
 
     acc = Access(KeyRing(Path("/nonexistent/keys.db")), "0.0.0.0")
     assert acc.admit({"host": "127.0.0.1:8088"}, "127.0.0.1", 8088).key is None

@@ -22,23 +22,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from ..errors import SmallfleetError
+from ..errors import AuthError, ForbiddenError
 from ..keys import KeyInfo, KeyRing
 
 COOKIE = "smallfleet_key"
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
-
-
-class AuthError(SmallfleetError):
-    status = 401
-    type = "invalid_request_error"
-    code = "invalid_api_key"
-
-
-class ForbiddenError(SmallfleetError):
-    status = 403
-    type = "invalid_request_error"
-    code = "forbidden"
 
 
 @dataclass(frozen=True)
@@ -107,7 +95,7 @@ class Access:
             names.add(f"[{self.bind_host}]")
         return names
 
-    def check_site(self, headers: dict[str, str], server_port: int | None) -> None:
+    def check_site(self, headers: dict[str, str]) -> None:
         """Refuse cross-site browser requests (keys or not)."""
         site = headers.get("sec-fetch-site", "")
         if site in ("cross-site", "same-site"):
@@ -128,7 +116,7 @@ class Access:
     def admit(self, headers: dict[str, str], client: str | None, server_port: int | None, *,
               dashboard: bool = False) -> Principal:
         """The principal for a request, or AuthError / ForbiddenError."""
-        self.check_site(headers, server_port)
+        self.check_site(headers)
         if not self.keyed:
             if not _is_loopback(client):
                 raise ForbiddenError("this gateway has no API keys, so it serves loopback clients only.",

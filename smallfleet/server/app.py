@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable
@@ -24,17 +23,18 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..engine import Engine
-from ..errors import InvalidRequestError, SmallfleetError
+from ..errors import (AuthError, InvalidRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError,
+                      SmallfleetError)
 from ..keys import KeyRing
 from ..step import Step
-from .access import COOKIE, LOCAL, Access, AuthError, Principal
+from .access import COOKIE, LOCAL, Access, Principal
 from . import responses
 from .dashboard import render_dashboard, render_login
+from .sse import event, word_pieces
 
 log = logging.getLogger("smallfleet.gateway")
 T = TypeVar("T")
 
-_WORDS = re.compile(r"\s*\S+\s*|\s+")
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _HTML = (b"content-type", b"text/html; charset=utf-8")
@@ -110,11 +110,11 @@ class Gateway:
         try:
             methods = ROUTES.get(path)
             if methods is None:
-                raise NotFound(f"no route {path[:100]}; see /v1/chat/completions, /v1/models, /health")
+                raise NotFoundError(f"no route {path[:100]}; see /v1/chat/completions, /v1/models, /health")
             if method == "HEAD" and "GET" in methods:
                 method = "GET"
             elif method not in methods:
-                raise MethodNotAllowed(f"use {' or '.join(methods)} for {path}", methods)
+                raise MethodNotAllowedError(f"use {' or '.join(methods)} for {path}", methods)
             headers = _headers(scope)
             server = scope.get("server")
             client = scope.get("client")
@@ -123,7 +123,7 @@ class Gateway:
             if path == "/logout":  # needs no key: it only clears the cookie
                 return await self._send(tracked, 303, b"", [(b"location", b"/"), _cookie_header("", 0)])
             if path == "/login":
-                self.access.check_site(headers, server[1] if server else None)
+                self.access.check_site(headers)
                 return await self._login(scope, receive, tracked)
             who = self.access.admit(headers, client[0] if client else None, server[1] if server else None,
                                     dashboard=path in _DASHBOARD and method == "GET")
@@ -150,7 +150,7 @@ class Gateway:
             await self._error(tracked, started, e.status, e.to_openai())
         except SmallfleetError as e:
             await self._error(tracked, started, e.status, e.to_openai(),
-                              [(b"allow", ", ".join(e.methods).encode())] if isinstance(e, MethodNotAllowed) else [])
+                              [(b"allow", ", ".join(e.methods).encode())] if isinstance(e, MethodNotAllowedError) else [])
         except ClientGone:
             return
         except Exception:  # a real fault: logged with an id, no internals to the client
@@ -187,7 +187,7 @@ class Gateway:
             body = msg.get("body", b"")
             size += len(body)
             if size > cap:
-                raise PayloadTooLarge(f"the request body is over the gateway's limit of {self.limits.max_body_mb:g} MiB.",
+                raise PayloadTooLargeError(f"the request body is over the gateway's limit of {self.limits.max_body_mb:g} MiB.",
                                       hint="send less history or smaller tool results; the operator sets [server] max_body_mb")
             chunks.append(body)
             if not msg.get("more_body"):
@@ -263,9 +263,8 @@ class Gateway:
     async def _chat(self, scope: Scope, receive: Any, send: Any, headers: dict[str, str], who: Principal) -> None:
         body, raw, big = await self._body(receive)
         step = await self._make_step(body, raw, big, headers, who)
-        h = {k: v for k, v in headers.items() if k.startswith("x-smallfleet")}
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        mode = h.get("x-smallfleet-stream", self.engine.config.stream_mode)
+        mode = headers.get("x-smallfleet-stream", self.engine.config.stream_mode)
         if mode not in ("verified", "live"):
             raise InvalidRequestError("x-smallfleet-stream must be 'verified' or 'live'.", param="x-smallfleet-stream")
         if body.get("stream") and mode == "live" and self.engine.cascade.can_stream_live(step):
@@ -297,7 +296,7 @@ class Gateway:
             raise
         outcome = await self._until_gone(receive, self.engine.run_step(step))
         resp_id = responses.new_id("resp")
-        resp = responses.response_object(outcome, body, resp_id, chat)
+        resp = responses.response_object(outcome, body, resp_id)
         if outcome.final.result is not None:
             kept = chat["messages"][1:] if body.get("instructions") else chat["messages"]
             self.responses.put(resp_id, owner, kept, outcome.final.result.message)
@@ -305,7 +304,7 @@ class Gateway:
         if not body.get("stream"):
             return await self._send(send, 200, orjson.dumps(resp), [_JSON, *hdrs])
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *hdrs]})
-        chunks = responses.sse(responses.events(resp))
+        chunks = [event(e) for e in responses.events(resp)]
         for i, chunk in enumerate(chunks):
             await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
 
@@ -341,13 +340,13 @@ class Gateway:
                 sum(isinstance(body.get(k), str) and 0 < len(body[k]) <= 256 for k in ("run_id", "step_id")) != 1:
             raise InvalidRequestError('send {"run_id": "...", "success": true|false} or {"step_id": "...", "success": ...}.')
         if self.engine.ledger is None:
-            raise NotFound("this gateway keeps no ledger.")
+            raise NotFoundError("this gateway keeps no ledger.")
         run = who.scoped(body["run_id"]) if isinstance(body.get("run_id"), str) else None
         step = body.get("step_id") if run is None else None
         ok = await asyncio.to_thread(self.engine.ledger.record_feedback, run_id=run, step_id=step, success=body["success"])
         if not ok:
             what = f"run {body.get('run_id')!r}" if run is not None else f"step {str(step)[:64]!r}"
-            raise NotFound(f"no {what} is recorded in the ledger.", hint="send the x-smallfleet-run value or a step id of this gateway")
+            raise NotFoundError(f"no {what} is recorded in the ledger.", hint="send the x-smallfleet-run value or a step id of this gateway")
         await self._json(send, 200, {"recorded": True, "success": body["success"]})
 
     async def _login(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -399,27 +398,6 @@ class Gateway:
         await send({"type": "http.response.body", "body": body})
 
 
-class NotFound(SmallfleetError):
-    status = 404
-    type = "invalid_request_error"
-    code = "not_found"
-
-
-class MethodNotAllowed(SmallfleetError):
-    status = 405
-    type = "invalid_request_error"
-    code = "method_not_allowed"
-
-    def __init__(self, message: str, methods: tuple[str, ...]) -> None:
-        super().__init__(message)
-        self.methods = methods
-
-
-class PayloadTooLarge(InvalidRequestError):
-    status = 413
-    code = "payload_too_large"
-
-
 async def _disconnect(receive: Any) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -459,16 +437,7 @@ def stream_chunks(resp: dict[str, Any], include_usage: bool) -> list[dict[str, A
     choice = resp["choices"][0]
     msg = choice["message"]
     out = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
-    content = msg.get("content") or ""
-    # Word-sized pieces keep clients that render incrementally behaving as with a live stream;
-    # the pieces concatenate back to the exact content.
-    pieces: list[str] = []
-    for word in _WORDS.findall(content):
-        if pieces and len(pieces[-1]) < 24:
-            pieces[-1] += word
-        else:
-            pieces.append(word)
-    for p in pieces:
+    for p in word_pieces(msg.get("content") or ""):
         out.append({**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]})
     for i, tc in enumerate(msg.get("tool_calls") or []):
         out.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, **tc}]}, "finish_reason": None}]})

@@ -29,14 +29,12 @@ class GuardedProtocol(HttpToolsProtocol):
     body_timeout = 30.0
     write_timeout = 30.0
     max_connections = 256
-    dropped = 0  # connections closed by a deadline or the cap (all instances; for tests and the bench)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            type(self).dropped += 1
             transport.close()
             return
         self._arm(self.header_timeout)
@@ -53,7 +51,6 @@ class GuardedProtocol(HttpToolsProtocol):
     def _too_slow(self) -> None:
         self._timer = None
         if not self.transport.is_closing():
-            type(self).dropped += 1
             self.transport.close()
 
     def on_message_begin(self) -> None:
@@ -82,7 +79,6 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _not_reading(self) -> None:
         self._write_timer = None
-        type(self).dropped += 1
         self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:

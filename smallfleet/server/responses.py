@@ -24,17 +24,11 @@ from typing import Any
 import orjson
 
 from ..cascade import Outcome
-from ..errors import InvalidRequestError, SmallfleetError
+from ..errors import InvalidRequestError, ResponseNotFoundError
+from .sse import word_pieces
 
 TEXT_PARTS = {"input_text", "output_text", "text"}
 MAX_ITEMS = 4_096
-_WORDS = re.compile(r"\s*\S+\s*|\s+")
-
-
-class ResponseNotFound(SmallfleetError):
-    status = 404
-    type = "invalid_request_error"
-    code = "previous_response_not_found"
 
 
 def _bad(msg: str, param: str, hint: str | None = None) -> InvalidRequestError:
@@ -209,7 +203,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def response_object(outcome: Outcome, body: dict[str, Any], resp_id: str, request: dict[str, Any]) -> dict[str, Any]:
+def response_object(outcome: Outcome, body: dict[str, Any], resp_id: str) -> dict[str, Any]:
     """The ``response`` object for a finished step."""
     res = outcome.final.result
     assert res is not None
@@ -264,13 +258,7 @@ def events(resp: dict[str, Any]) -> list[dict[str, Any]]:
             emit("response.output_item.added", output_index=i, item={**item, "status": "in_progress", "content": []})
             empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             emit("response.content_part.added", item_id=item["id"], output_index=i, content_index=0, part=empty)
-            pieces: list[str] = []
-            for word in _WORDS.findall(text):
-                if pieces and len(pieces[-1]) < 24:
-                    pieces[-1] += word
-                else:
-                    pieces.append(word)
-            for piece in pieces:
+            for piece in word_pieces(text):
                 emit("response.output_text.delta", item_id=item["id"], output_index=i, content_index=0, delta=piece, logprobs=[])
             emit("response.output_text.done", item_id=item["id"], output_index=i, content_index=0, text=text, logprobs=[])
             emit("response.content_part.done", item_id=item["id"], output_index=i, content_index=0, part=item["content"][0])
@@ -282,10 +270,6 @@ def events(resp: dict[str, Any]) -> list[dict[str, Any]]:
         emit("response.output_item.done", output_index=i, item=item)
     emit("response.incomplete" if resp["status"] == "incomplete" else "response.completed", response=resp)
     return out
-
-
-def sse(evts: list[dict[str, Any]]) -> list[bytes]:
-    return [b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in evts]
 
 
 class ResponseStore:
@@ -315,7 +299,7 @@ class ResponseStore:
         with self._lock:
             hit = self._data.get(resp_id)
         if hit is None or hit[0] != owner:
-            raise ResponseNotFound(f"no response {resp_id[:64]!r} is kept by this gateway.",
+            raise ResponseNotFoundError(f"no response {resp_id[:64]!r} is kept by this gateway.",
                                    hint="responses are kept in memory by the gateway process that made them, for a while; "
                                         "send the whole history in 'input' instead", param="previous_response_id")
         return [dict(m) for m in hit[1]]
