@@ -131,8 +131,6 @@ def loop_step(**req):
 
 
 def test_loop_answer_fails_broken_turns() -> None:
-    import pytest as _pytest  # noqa: F401 - keeps this block self-contained
-
     broken = {
         '{"name": "get_weather", "arguments": {"city": "Madrid"}}\n{"temp_c": 31, "sky": "clear"}': "tool call as text",  # the 0.5B
         '{{"name": "get_weather", "arguments": {"city": "Madrid"}}}': "tool call as text",  # the 1.5B
