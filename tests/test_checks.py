@@ -179,3 +179,31 @@ def test_answer_grounded_flags_invented_numbers_in_tool_loops() -> None:
     assert verdict("answer_grounded", loop_step(), result("It is 31 degrees and clear in Madrid today.")).passed
     assert verdict("answer_grounded", loop_step(), result("It is 35 degrees in Madrid.")).passed is False
     assert verdict("answer_grounded", step(), result("The answer is 42.")) is None  # not a tool loop
+
+
+def test_next_call_takes_only_a_new_call_of_an_offered_tool() -> None:
+    from smallfleet.models._toolcalls import answered_calls, next_call, next_step_schema
+
+    done = answered_calls(LOOP)
+    assert done.calls == {("get_weather", b'{"city":"Madrid"}')} and done.names == {"get_weather"} and "31" in done.values
+    # the same call again (any key order or spacing) is not a next step; another city is
+    assert next_call('{"name": "get_weather", "arguments": {"city": "Madrid"}}', {"get_weather"}, done) is None
+    new = next_call('{"name": "get_weather", "arguments": {"city": "Lyon"}}', {"get_weather"}, done)
+    assert new is not None and new["function"] == {"name": "get_weather", "arguments": '{"city":"Lyon"}'}
+    assert next_call('{"answer": "It is 31 °C."}', {"get_weather"}, done) is None
+    assert next_call('{"name": "rm_rf", "arguments": {}}', {"get_weather"}, done) is None  # not offered
+    assert next_call('{"name": "get_weather", "arguments": "Lyon"}', {"get_weather"}, done) is None
+    assert next_call("not json", {"get_weather"}, done) is None
+    # calls before the last user message belong to an earlier request
+    assert answered_calls([*LOOP, {"role": "user", "content": "and Lyon?"}]).calls == set()
+    # the same tool fed its own result back is not a next step (189.0 and 189 are one value)
+    conv = [{"role": "user", "content": "120 USD in EUR?"},
+            {"role": "assistant", "content": None, "tool_calls": [make_call("convert", {"amount": 120.0, "to": "EUR"})]},
+            {"role": "tool", "tool_call_id": "x", "content": '{"amount": 111.11, "currency": "EUR"}'}]
+    seen = answered_calls(conv)
+    assert next_call('{"name": "convert", "arguments": {"amount": 120, "to": "EUR"}}', {"convert"}, seen) is None
+    assert next_call('{"name": "convert", "arguments": {"amount": 111.11, "to": "GBP"}}', {"convert"}, seen) is None
+    assert next_call('{"name": "convert", "arguments": {"amount": 50, "to": "GBP"}}', {"convert"}, seen) is not None
+    schema = next_step_schema(WEATHER)
+    assert [b["properties"].get("name", {}).get("const") for b in schema["anyOf"]] == ["get_weather", None]
+    assert schema["anyOf"][-1]["required"] == ["answer"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+_WORD = re.compile(r"[\w.@+:/-]+")
 _FENCE = re.compile(r"```(?:json|tool_call)?\s*(.*?)```", re.S)
 
 
@@ -48,6 +50,101 @@ def call_schema(tools: list[dict[str, Any]], tool_choice: Any) -> dict[str, Any]
             "required": ["name", "arguments"],
         })
     return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+
+# The next-step pass (see LlamaCppBackend.chat): one call of any offered tool, or an answer.
+_ANSWER_BRANCH = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 1000}}, "required": ["answer"]}
+
+
+def next_step_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    calls = call_schema(tools, "auto")
+    return {"anyOf": [*calls.get("anyOf", [calls]), _ANSWER_BRANCH]}
+
+
+def after_tool_result(messages: list[dict[str, Any]]) -> bool:
+    return bool(messages) and messages[-1].get("role") == "tool"
+
+
+@dataclass
+class Answered:
+    """The calls made since the last user message and what they returned."""
+
+    calls: set[tuple[str, bytes]] = field(default_factory=set)  # (name, canonical arguments)
+    names: set[str] = field(default_factory=set)
+    values: set[str] = field(default_factory=set)  # the values in their results, lower-cased
+
+
+def answered_calls(messages: list[dict[str, Any]]) -> Answered:
+    out = Answered()
+    for m in reversed(messages):
+        role = m.get("role")
+        if role == "user":
+            break
+        if role == "tool" and isinstance(m.get("content"), str):
+            text = m["content"][:20_000]
+            try:
+                out.values.update(_scalars(orjson.loads(text)))
+            except orjson.JSONDecodeError:
+                out.values.update(w.lower() for w in _WORD.findall(text))
+        for tc in m.get("tool_calls") or [] if role == "assistant" else []:
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if isinstance(fn, dict):
+                out.calls.add((str(fn.get("name")), _canonical(fn.get("arguments"))))
+                out.names.add(str(fn.get("name")))
+    return out
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)  # 189.0 and 189 are the same argument
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_norm(x) for x in v]
+    return v
+
+
+def _canonical(arguments: Any) -> bytes:
+    if isinstance(arguments, str):
+        text: str = arguments
+        try:
+            arguments = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text.encode()
+    try:
+        return orjson.dumps(_norm(arguments), option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return repr(arguments).encode()
+
+
+def _scalars(v: Any) -> list[str]:
+    if isinstance(v, dict):
+        return [s for x in v.values() for s in _scalars(x)]
+    if isinstance(v, list):
+        return [s for x in v for s in _scalars(x)]
+    if isinstance(v, bool) or v is None:
+        return []
+    return [str(_norm(v)).lower()]
+
+
+def next_call(text: str, tool_names: set[str], done: Answered) -> dict[str, Any] | None:
+    """The call a next-step pass chose, if it is a *new* call of an offered tool.
+
+    Not new: the same call again (arguments compared as values), or the same tool fed a value out of
+    a result it already returned (the 0.5B converted 120 USD, then converted the 111.11 EUR it got
+    back, and so on until the client's step limit)."""
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or obj.get("name") not in tool_names or not isinstance(obj.get("arguments"), dict):
+        return None
+    name, args = obj["name"], obj["arguments"]
+    if (name, _canonical(args)) in done.calls:
+        return None
+    if name in done.names and any(v in done.values for v in _scalars(args)):
+        return None
+    return make_call(name, args)
 
 
 def _candidates(text: str) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 from ..assets import ProgressFn, ensure_packaged, verify_file
 from ..config import ModelSpec
 from ..errors import BackendError, ContextLengthError, InvalidRequestError, ModelUnavailableError
-from ._toolcalls import call_schema, parse_tool_calls, with_result_nudge
+from ._toolcalls import after_tool_result, answered_calls, call_schema, next_call, next_step_schema, parse_tool_calls, with_result_nudge
 from .base import ChatResult
 
 # Fields llama.cpp understands; everything else (metadata, user, stream_options...) stays out.
@@ -139,6 +139,11 @@ class LlamaCppBackend:
     async def chat(self, request: dict[str, Any]) -> ChatResult:
         req, names = self._prepare(request)
         t0 = time.perf_counter()
+        extra_out = 0
+        if names and "response_format" not in req and after_tool_result(request.get("messages") or []):
+            chosen, extra_out = await self._next_call(req, names, request["messages"], t0)
+            if chosen is not None:
+                return chosen
         if req.get("tools") or req.get("response_format"):
             req["stream"] = False
             res = await asyncio.to_thread(self._call, req)
@@ -162,7 +167,7 @@ class LlamaCppBackend:
         usage = res.get("usage") or {}
         return ChatResult(
             model=self.spec.name, message=msg, finish_reason=finish,
-            tokens_in=int(usage.get("prompt_tokens", 0)), tokens_out=int(usage.get("completion_tokens", 0)),
+            tokens_in=int(usage.get("prompt_tokens", 0)), tokens_out=int(usage.get("completion_tokens", 0)) + extra_out,
             cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
             latency_ms=latency, token_logprobs=[c["logprob"] for c in toks] or None,
             token_texts=[c.get("token", "") for c in toks] or None, raw_text=raw_text,
@@ -170,6 +175,32 @@ class LlamaCppBackend:
                           for c in toks] if any(c.get("top_logprobs") for c in toks) else None,
             extra={"timings": res.get("timings", {})},
         )
+
+    async def _next_call(self, req: dict[str, Any], names: set[str], messages: list[dict[str, Any]],
+                         t0: float) -> tuple[ChatResult | None, int]:
+        """After a tool result: does the task need another call? Asked with decoding constrained to
+        "one call of an offered tool, or an answer".
+
+        Measured on the packaged models (bench/agents.py): left free, after a result they answer (the
+        nudge) even when the request needs a second call; constrained this way the 1.5B picks the right
+        next call in most chains, but it also repeats the call it just made where one call was enough.
+        So a *new* call is taken; a repeated call or an answer falls back to the free-text answer (whose
+        prompt is already in the KV cache). Returns (the call, or None; tokens this pass generated)."""
+        dreq = {**req, "stream": False, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "next_step", "schema": next_step_schema(req["tools"])}}}
+        res = await asyncio.to_thread(self._call, dreq)
+        self._raise_for(res)
+        usage = res.get("usage") or {}
+        out = int(usage.get("completion_tokens", 0))
+        choice = res["choices"][0]
+        call = next_call((choice.get("message") or {}).get("content") or "", names, answered_calls(messages))
+        if call is None:
+            return None, out
+        return ChatResult(model=self.spec.name, message={"role": "assistant", "content": None, "tool_calls": [call]},
+                          finish_reason="tool_calls", tokens_in=int(usage.get("prompt_tokens", 0)), tokens_out=out,
+                          cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
+                          latency_ms=(time.perf_counter() - t0) * 1000, raw_text=choice["message"].get("content") or "",
+                          extra={"timings": res.get("timings", {}), "next_step_pass": True}), out
 
     async def _streamed(self, req: dict[str, Any]) -> dict[str, Any]:
         """One completion generated as a stream (so it can be stopped) and assembled into the one-shot shape."""
