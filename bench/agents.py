@@ -83,6 +83,7 @@ price_in = 0.02
 price_out = 0.04
 context = 8192
 threads = {threads}
+next_step_pass = {small_pass}
 
 [models."qwen2.5-coder-1.5b"]
 backend = "llamacpp"
@@ -112,10 +113,10 @@ def free_port() -> int:
 class Gateway:
     """``smallfleet serve`` in a child process, models preloaded, its own ledger."""
 
-    def __init__(self, workdir: Path, threads: int) -> None:
+    def __init__(self, workdir: Path, threads: int, small_pass: bool = True) -> None:
         self.ledger = workdir / "ledger.db"
         self.config = workdir / "fleet.toml"
-        self.config.write_text(FLEET.format(threads=threads, ledger=self.ledger), encoding="utf-8")
+        self.config.write_text(FLEET.format(threads=threads, ledger=self.ledger, small_pass=str(small_pass).lower()), encoding="utf-8")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "SMALLFLEET_MEMORY_KEY": os.environ.get("SMALLFLEET_MEMORY_KEY", "")}
@@ -513,6 +514,8 @@ def main() -> None:
     ap.add_argument("--bfcl", default=",".join(BFCL_IDS), help="BFCL multi-turn base task ids")
     ap.add_argument("--agentdojo-iters", type=int, default=4, help="tool rounds per AgentDojo case")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--small-next-step", choices=("on", "off"), default="on",
+                    help="the 0.5B's next-step pass after tool results ([models.X] next_step_pass)")
     ap.add_argument("--json", default=str(HERE / "results" / "agents.json"))
     ap.add_argument("--plot", default=str(HERE / "results" / "agents.png"))
     a = ap.parse_args()
@@ -533,7 +536,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sf-agents-"))
     t_start = time.perf_counter()
     print(f"starting smallfleet serve (ledger {work / 'ledger.db'}) …", file=sys.stderr)
-    gw = Gateway(work, a.threads)
+    gw = Gateway(work, a.threads, a.small_next_step == "on")
     results: dict[str, dict[str, list[TaskResult]]] = {c: {} for c in configs}
     try:
         # workload-major: each model keeps its prompt cache (the workload's system prompt + tools) warm
@@ -580,6 +583,7 @@ def main() -> None:
     print(table(summary))
     print(counterfactual_basis(config))
     out = {"when": time.strftime("%Y-%m-%d %H:%M"), "wall_s": round(time.perf_counter() - t_start), "threads": a.threads,
+           "small_next_step": a.small_next_step,
            "configs": {c: {"model": CONFIGS[c][0], "guard": CONFIGS[c][1]} for c in configs}, "basis": counterfactual_basis(config),
            "bfcl_ids": a.bfcl.split(","), "agentdojo": {"suite": AGENTDOJO_SUITE, "user_tasks": AGENTDOJO_USER, "injection_tasks": AGENTDOJO_INJ,
                                                         "max_iters": a.agentdojo_iters},

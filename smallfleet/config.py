@@ -71,6 +71,7 @@ class ModelSpec:
     timeout_s: float = 120.0
     retries: int = 2
     stands_in_for: str = ""  # set when a local model fills the frontier tier
+    next_step_pass: bool = True  # llamacpp: after a tool result, ask "another call, or an answer?" first
 
     @property
     def is_local(self) -> bool:
@@ -329,7 +330,7 @@ def _get(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, 
 
 
 _MODEL_KEYS = {"backend", "tier", "path", "url", "model", "api_key_env", "api_key", "price_in", "price_out",
-               "context", "max_output", "tags", "threads", "parallel", "timeout_s", "retries"}
+               "context", "max_output", "tags", "threads", "parallel", "timeout_s", "retries", "next_step_pass"}
 
 
 def _parse_model(name: str, d: Any, tiers: tuple[str, ...]) -> ModelSpec:
@@ -363,7 +364,7 @@ def _parse_model(name: str, d: Any, tiers: tuple[str, ...]) -> ModelSpec:
         context=_get(d, "context", int, where, 4096), max_output=_get(d, "max_output", int, where, 1024),
         tags=tuple(_get(d, "tags", list, where, [])), threads=_get(d, "threads", int, where, 0) or _default_threads(),
         parallel=_get(d, "parallel", int, where, 1), timeout_s=_get(d, "timeout_s", float, where, 120.0),
-        retries=_get(d, "retries", int, where, 2),
+        retries=_get(d, "retries", int, where, 2), next_step_pass=_get(d, "next_step_pass", bool, where, True),
     )
     if spec.price_in < 0 or spec.price_out < 0:
         raise ConfigError(f"{where}: prices must not be negative.")

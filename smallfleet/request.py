@@ -118,7 +118,7 @@ def _messages(msgs: Any) -> None:
         raise _bad("'messages' must be a non-empty list.", "messages", 'e.g. "messages": [{"role": "user", "content": "hi"}]')
     if len(msgs) > MAX_MESSAGES:
         raise _bad(f"'messages' has {len(msgs)} entries; the limit is {MAX_MESSAGES}.", "messages")
-    tool_ids: set[str] = set()
+    open_calls: set[str] | None = None  # ids of the calls the latest assistant message made; None: no calls open
     for i, m in enumerate(msgs):
         p = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -133,13 +133,24 @@ def _messages(msgs: Any) -> None:
         if name is not None and (not isinstance(name, str) or len(name) > MAX_ID):
             raise _bad(f"{p}.name must be a string of at most {MAX_ID} characters.", f"{p}.name")
         if role == "assistant":
-            _tool_calls(m.get("tool_calls"), p, tool_ids)
+            ids: set[str] = set()
+            _tool_calls(m.get("tool_calls"), p, ids)
+            open_calls = ids if m.get("tool_calls") else None
         elif content is None:
             raise _bad(f"{p}.content is missing.", f"{p}.content")
         if role == "tool":
             tcid = m.get("tool_call_id")
             if not isinstance(tcid, str) or len(tcid) > MAX_ID:
                 raise _bad(f"{p} (role tool) needs a string tool_call_id.", f"{p}.tool_call_id")
+            # as OpenAI: a tool result answers a call of the assistant message before it
+            if open_calls is None:
+                raise _bad(f"{p} (role tool) must follow an assistant message with tool_calls.", f"{p}.tool_call_id",
+                           "send the assistant message that made the call, then one tool message per call")
+            if open_calls and tcid not in open_calls:
+                raise _bad(f"{p}.tool_call_id {tcid[:64]!r} answers no call of the preceding assistant message "
+                           f"(its calls: {', '.join(sorted(open_calls))[:200]}).", f"{p}.tool_call_id")
+        elif role != "assistant":
+            open_calls = None
 
 
 def _tools(body: dict[str, Any]) -> None:

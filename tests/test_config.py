@@ -43,6 +43,9 @@ def test_toml_file_and_env_overrides(tmp_path: Path) -> None:
     assert cfg.routing[StepKind.REASONING].start == "large"
     assert cfg.routing[StepKind.REASONING].min_confidence == 0.9
     assert set(cfg.models) == {"smollm2", "qwen05", "frontier-stand-in"}
+    assert all(m.next_step_pass for m in cfg.models.values())  # on unless a model says otherwise
+    p.write_text(TINY_TOML.replace('tier = "small"', 'tier = "small"\nnext_step_pass = false', 1))
+    assert [m.next_step_pass for m in load_config(p, env={}).models.values()][:2] == [False, True]
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -50,6 +53,7 @@ def test_toml_file_and_env_overrides(tmp_path: Path) -> None:
     ("[models.a]\nbackend='magic'\npath='x'\ntier='small'\n", "backend = 'magic'"),
     ("[models.a]\npath='x'\ntier='small'\nprice_in='cheap'\n", "price_in must be a float"),
     ("[models.a]\npath='x'\ntier='small'\ncolour='red'\n", "unknown key(s) colour"),
+    ("[models.a]\npath='x'\ntier='small'\nnext_step_pass='yes'\n", "next_step_pass must be a bool"),
     ("[models.a]\nbackend='openai'\nurl='ftp://x'\ntier='small'\n", "http(s) base URL"),
     ("[models.a]\npath='x'\ntier='small'\n", "tier 'large' has no model"),
     ("[routing.dreaming]\nstart='small'\n", "unknown step kind"),

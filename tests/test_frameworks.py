@@ -3,8 +3,8 @@ tool loop — the model calls a tool, the framework sends the result back, the m
 the session gateway (SmolLM2-135M small tier, Qwen2.5-Coder-0.5B large tier).
 
 The task offers two tools and needs one call: "What's the weather in Madrid?" with get_weather and
-get_time. A task that needs two calls in a row is beyond these models (bench/tool_turns.py: 0 of 4
-multi-step turns right), so it is not what CI asserts.
+get_time. A task that needs two calls in a row is beyond the test fleet's models (bench/agents.py: only
+the 1.5B makes the second call, and only in some chains), so it is not what CI asserts.
 """
 
 from __future__ import annotations

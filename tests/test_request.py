@@ -35,3 +35,27 @@ def test_bad_requests_name_the_field(body, param) -> None:
     assert e.value.param == param
     assert e.value.status == 400
     assert e.value.to_openai()["error"]["param"] == param
+
+
+CALL = {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+    {"id": "b", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}]}
+
+
+@pytest.mark.parametrize("msgs, param", [
+    ([{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "a", "content": "1"}], "messages[1].tool_call_id"),
+    ([{"role": "user", "content": "hi"}, CALL, {"role": "tool", "tool_call_id": "zz", "content": "1"}], "messages[2].tool_call_id"),
+    ([{"role": "user", "content": "hi"}, CALL, {"role": "tool", "tool_call_id": "a", "content": "1"},
+      {"role": "user", "content": "and?"}, {"role": "tool", "tool_call_id": "b", "content": "2"}], "messages[4].tool_call_id"),
+])
+def test_tool_results_must_answer_a_call_that_was_made(msgs, param) -> None:
+    with pytest.raises(InvalidRequestError) as e:
+        validate_request({"messages": msgs})
+    assert e.value.param == param and e.value.status == 400
+
+
+def test_parallel_calls_and_odd_tool_output_are_accepted() -> None:
+    # two calls in one turn, answered in any order; output that is not JSON, or is binary-looking text
+    msgs = [{"role": "user", "content": "hi"}, CALL, {"role": "tool", "tool_call_id": "b", "content": "\x00\x01 not json"},
+            {"role": "tool", "tool_call_id": "a", "content": "x" * 100_000}]
+    assert validate_request({"messages": msgs})["messages"] is msgs

@@ -13,6 +13,11 @@ and assembled here: the same text and usage, and the logprobs of every token tha
 because llama.cpp gives no logprobs for streamed tool calls and leaves the grammar's fence tokens
 out of streamed logprobs, which the calibrated confidence checks count: such a step (short, bounded
 by its schema) runs to its end, and the cascade does not escalate it once the client is gone.
+
+After a tool result (tools offered, ``tool_choice`` auto) a step first runs a short next-step pass:
+decoding constrained to "one call of an offered tool, or an answer". A new call is the step's answer;
+a repeated call or an answer falls back to the free-text answer with the result nudge (see
+``_next_call``). Its generated tokens are added to the step's usage.
 """
 
 from __future__ import annotations
@@ -140,7 +145,7 @@ class LlamaCppBackend:
         req, names = self._prepare(request)
         t0 = time.perf_counter()
         extra_out = 0
-        if names and "response_format" not in req and after_tool_result(request.get("messages") or []):
+        if self.spec.next_step_pass and names and "response_format" not in req and after_tool_result(request.get("messages") or []):
             chosen, extra_out = await self._next_call(req, names, request["messages"], t0)
             if chosen is not None:
                 return chosen

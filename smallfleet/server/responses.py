@@ -104,6 +104,10 @@ def _messages(body: dict[str, Any], history: list[dict[str, Any]]) -> list[dict[
             call_id, out = item.get("call_id"), item.get("output")
             if not isinstance(call_id, str):
                 raise _bad(f"{p}: a function_call_output item needs a string call_id.", f"{p}.call_id")
+            made = {c.get("id") for m in msgs if m.get("role") == "assistant" for c in m.get("tool_calls") or []}
+            if call_id not in made:
+                raise _bad(f"{p}: no function_call with call_id {call_id[:64]!r} precedes this output.", f"{p}.call_id",
+                           "send the function_call item (or previous_response_id) before its function_call_output")
             text = out if isinstance(out, str) else _text_of(out, p) if isinstance(out, list) else None
             if text is None:
                 raise _bad(f"{p}.output must be a string (or a list of text parts).", f"{p}.output")
