@@ -514,8 +514,9 @@ def main() -> None:
     ap.add_argument("--bfcl", default=",".join(BFCL_IDS), help="BFCL multi-turn base task ids")
     ap.add_argument("--agentdojo-iters", type=int, default=4, help="tool rounds per AgentDojo case")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--small-next-step", choices=("on", "off"), default="on",
-                    help="the 0.5B's next-step pass after tool results ([models.X] next_step_pass)")
+    ap.add_argument("--small-next-step", choices=("on", "off"), default="off",
+                    help="the 0.5B's next-step pass after tool results ([models.X] next_step_pass; off in the built-in "
+                         "fleet; bench/results/agents.json was run with it on)")
     ap.add_argument("--json", default=str(HERE / "results" / "agents.json"))
     ap.add_argument("--plot", default=str(HERE / "results" / "agents.png"))
     a = ap.parse_args()

@@ -19,6 +19,8 @@ def test_builtin_fleet_has_three_tiers_and_a_stand_in(tmp_path: Path, monkeypatc
     assert f.stands_in_for == "qwen2.5-coder-1.5b" and f.location == "package:qwen2.5-coder-1.5b"
     assert cfg.frontier_price() == (2.5, 10.0)  # reference price for the counterfactual
     assert all(m.price_in > 0 and m.price_out > 0 for m in cfg.models.values())
+    # measured (bench/agents.py): the 0.5B's next-step pass makes spurious calls, the 1.5B's finishes chains
+    assert not cfg.tier_model("small").next_step_pass and cfg.tier_model("large").next_step_pass
 
 
 def test_frontier_from_env() -> None:
