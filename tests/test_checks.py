@@ -204,6 +204,13 @@ def test_next_call_takes_only_a_new_call_of_an_offered_tool() -> None:
     assert next_call('{"name": "convert", "arguments": {"amount": 120, "to": "EUR"}}', {"convert"}, seen) is None
     assert next_call('{"name": "convert", "arguments": {"amount": 111.11, "to": "GBP"}}', {"convert"}, seen) is None
     assert next_call('{"name": "convert", "arguments": {"amount": 50, "to": "GBP"}}', {"convert"}, seen) is not None
+    # a client's tool output or arguments nested past the recursion limit are read as text, not walked
+    deep = "[" * 990 + "]" * 990
+    hostile = answered_calls([{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "d", "type": "function", "function": {"name": "get_weather", "arguments": deep}}]},
+        {"role": "tool", "tool_call_id": "d", "content": deep}])
+    assert hostile.calls == {("get_weather", deep.encode())}
+    assert next_call('{"name": "get_weather", "arguments": {"city": ' + deep + "}}", {"get_weather"}, hostile) is None
     schema = next_step_schema(WEATHER)
     assert [b["properties"].get("name", {}).get("const") for b in schema["anyOf"]] == ["get_weather", None]
     assert schema["anyOf"][-1]["required"] == ["answer"]

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from ..guards.trust import parse_tool_output
+
 _WORD = re.compile(r"[\w.@+:/-]+")
 _FENCE = re.compile(r"```(?:json|tool_call)?\s*(.*?)```", re.S)
 
@@ -81,11 +83,11 @@ def answered_calls(messages: list[dict[str, Any]]) -> Answered:
         if role == "user":
             break
         if role == "tool" and isinstance(m.get("content"), str):
-            text = m["content"][:20_000]
-            try:
-                out.values.update(_scalars(orjson.loads(text)))
-            except orjson.JSONDecodeError:
-                out.values.update(w.lower() for w in _WORD.findall(text))
+            obj = parse_tool_output(m["content"])  # bounded in size and depth, cached: the checks parse it too
+            if obj is None:
+                out.values.update(w.lower() for w in _WORD.findall(m["content"][:20_000]))
+            else:
+                out.values.update(_scalars(obj))
         for tc in m.get("tool_calls") or [] if role == "assistant" else []:
             fn = tc.get("function") if isinstance(tc, dict) else None
             if isinstance(fn, dict):
@@ -107,9 +109,8 @@ def _norm(v: Any) -> Any:
 def _canonical(arguments: Any) -> bytes:
     if isinstance(arguments, str):
         text: str = arguments
-        try:
-            arguments = orjson.loads(text)
-        except orjson.JSONDecodeError:
+        arguments = parse_tool_output(text)  # a client's arguments may nest deeper than recursion allows: bounded
+        if arguments is None:
             return text.encode()
     try:
         return orjson.dumps(_norm(arguments), option=orjson.OPT_SORT_KEYS)
@@ -133,10 +134,7 @@ def next_call(text: str, tool_names: set[str], done: Answered) -> dict[str, Any]
     Not new: the same call again (arguments compared as values), or the same tool fed a value out of
     a result it already returned (the 0.5B converted 120 USD, then converted the 111.11 EUR it got
     back, and so on until the client's step limit)."""
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
+    obj = parse_tool_output(text)
     if not isinstance(obj, dict) or obj.get("name") not in tool_names or not isinstance(obj.get("arguments"), dict):
         return None
     name, args = obj["name"], obj["arguments"]
