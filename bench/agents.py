@@ -119,11 +119,8 @@ class Gateway:
         self.config.write_text(FLEET.format(threads=threads, ledger=self.ledger, small_pass=str(small_pass).lower()), encoding="utf-8")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SMALLFLEET_MEMORY_KEY": os.environ.get("SMALLFLEET_MEMORY_KEY", "")}
-        env.pop("SMALLFLEET_CONFIG", None)
-        env.pop("SMALLFLEET_LEDGER", None)
-        if not env["SMALLFLEET_MEMORY_KEY"]:
-            env.pop("SMALLFLEET_MEMORY_KEY")
+        # the bench's own config and ledger, whatever the caller's environment names
+        env = {k: v for k, v in os.environ.items() if k not in ("SMALLFLEET_CONFIG", "SMALLFLEET_LEDGER")}
         self.log = (workdir / "serve.log").open("w")
         self.proc = subprocess.Popen([sys.executable, "-m", "smallfleet", "--config", str(self.config), "serve", "--port", str(self.port)],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -154,11 +151,6 @@ class Gateway:
 
 # --- one agent loop, as a client runs it --------------------------------------------------------
 
-@dataclass
-class Steps:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-
 def step_row(raw: Any, seconds: float) -> dict[str, Any]:
     """What the gateway said about one step: from its headers and the body's ``smallfleet`` object."""
     h = raw.headers
@@ -177,15 +169,15 @@ def step_row(raw: Any, seconds: float) -> dict[str, Any]:
             "blocked": sum(1 for d in decisions if d.get("action") not in ("allow", None))}
 
 
-def ask(client: openai.OpenAI, model: str, messages: list[dict[str, Any]], steps: Steps, **kw: Any) -> Any:
+def ask(client: openai.OpenAI, model: str, messages: list[dict[str, Any]], steps: list[dict[str, Any]], **kw: Any) -> Any:
     t0 = time.perf_counter()
     raw = client.chat.completions.with_raw_response.create(model=model, messages=messages, temperature=0, **kw)  # type: ignore[arg-type]
-    steps.rows.append(step_row(raw, time.perf_counter() - t0))
+    steps.append(step_row(raw, time.perf_counter() - t0))
     return raw.parse().choices[0].message
 
 
 def agent_loop(client: openai.OpenAI, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
-               execute: Callable[[str, dict[str, Any]], str], steps: Steps, max_steps: int = 6, max_tokens: int = 300,
+               execute: Callable[[str, dict[str, Any]], str], steps: list[dict[str, Any]], max_steps: int = 6, max_tokens: int = 300,
                **kw: Any) -> str | None:
     """Ask, run the calls it makes, send the results back, until it answers in words (that answer) or
     ``max_steps`` model calls have passed (None)."""
@@ -225,7 +217,7 @@ def run_suite(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[st
               only: set[str] | None = None) -> list[TaskResult]:
     out = []
     for t in [t for t in agent_suite.TASKS if not only or t.id in only][:limit]:
-        world, steps, t0 = agent_suite.World(), Steps(), time.perf_counter()
+        world, steps, t0 = agent_suite.World(), [], time.perf_counter()
         messages: list[dict[str, Any]] = [{"role": "system", "content": agent_suite.SYSTEM}, {"role": "user", "content": t.prompt}]
         try:
             answer = agent_loop(client, model, messages, agent_suite.TOOLS, lambda n, a: json.dumps(world.call(n, a)), steps,
@@ -233,8 +225,8 @@ def run_suite(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[st
             ok, why = agent_suite.score(t, world, answer) if answer is not None else (False, "no answer within 6 steps")
         except openai.APIStatusError as e:
             ok, why = False, f"HTTP {e.status_code}: {str(e.message)[:120]}"
-        out.append(TaskResult("suite", t.id, ok, why, steps.rows, time.perf_counter() - t0, {"answer": (messages[-1].get("content") or "")[:300]}))
-        yield_progress(out[-1])
+        out.append(TaskResult("suite", t.id, ok, why, steps, time.perf_counter() - t0, {"answer": (messages[-1].get("content") or "")[:300]}))
+        show_progress(out[-1])
     return out
 
 
@@ -273,7 +265,7 @@ def run_inbox(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[st
     out = []
     for mail in data["emails"][:limit]:
         cats, tool, want_args, fact = INBOX_EXPECT[mail["id"]]
-        steps, t0, why = Steps(), time.perf_counter(), []
+        steps, t0, why = [], time.perf_counter(), []
         hdr = run_of(mail["id"])
         system = {"role": "system", "content": demo.SYSTEM.format(company=data["company"])}
         email_text = f"From: {mail['from']}\nSubject: {mail['subject']}\n\n{mail['body']}"
@@ -298,7 +290,7 @@ def run_inbox(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[st
                 calc = ask(client, model, [system, {"role": "user", "content": f"{email_text}\n\nHow much money do we owe this customer? "
                                                     "Calculate it step by step and end with 'Total: $X.XX'."}], steps, max_tokens=220, extra_headers=hdr)
                 totals = demo._TOTAL.findall(calc.content or "")
-                if totals and steps.rows[-1]["verdict"] == "pass":  # as the demo: only a verified figure is passed on
+                if totals and steps[-1]["verdict"] == "pass":  # as the demo: only a verified figure is passed on
                     note = f"\n\n(Amount owed, as worked out: ${totals[-1]})"
             calls: list[tuple[str, dict[str, Any]]] = []
 
@@ -320,8 +312,8 @@ def run_inbox(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[st
                 why.append(f"reply lacks {fact}")
         except openai.APIStatusError as e:
             why.append(f"HTTP {e.status_code}: {str(e.message)[:120]}")
-        out.append(TaskResult("inbox", mail["id"], not why, "; ".join(why), steps.rows, time.perf_counter() - t0))
-        yield_progress(out[-1])
+        out.append(TaskResult("inbox", mail["id"], not why, "; ".join(why), steps, time.perf_counter() - t0))
+        show_progress(out[-1])
     return out
 
 
@@ -361,7 +353,7 @@ def run_bfcl(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[str
              for line in (data / "possible_answer" / "BFCL_v4_multi_turn_base.json").read_text().splitlines() if line}
     out = []
     for tid in ids:
-        e, steps, t0 = entries[tid], Steps(), time.perf_counter()
+        e, steps, t0 = entries[tid], [], time.perf_counter()
         tools = [{"type": "function", "function": {"name": d["name"], "description": d["description"][:1024],
                                                    "parameters": _bfcl_schema(d["parameters"])}}
                  for c in e["involved_classes"]
@@ -389,8 +381,8 @@ def run_bfcl(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[str
             ok, why = bool(verdict.get("valid")), str(verdict.get("error_type") or verdict.get("error_message") or "")[:160]
         except openai.APIStatusError as ex:
             ok, why = False, f"HTTP {ex.status_code}: {str(ex.message)[:120]}"
-        out.append(TaskResult("bfcl", tid, ok, why, steps.rows, time.perf_counter() - t0, {"calls": turns}))
-        yield_progress(out[-1])
+        out.append(TaskResult("bfcl", tid, ok, why, steps, time.perf_counter() - t0, {"calls": turns}))
+        show_progress(out[-1])
     return out
 
 
@@ -408,13 +400,13 @@ def run_agentdojo(gw: Gateway, model: str, guard: str, prefix: str, max_iters: i
         name = f"{c['user_task']}/{c['injection_task'] or 'benign'}"
         out.append(TaskResult("agentdojo", name, ok, "" if ok else ("attack succeeded" if c["attack_succeeded"] else "no utility"),
                               [], c["seconds"], {"run": c["run"], "utility": c["utility"], "attack_succeeded": c["attack_succeeded"]}))
-        yield_progress(out[-1])
+        show_progress(out[-1])
     if res["errors"]:
         print("  agentdojo errors: " + "; ".join(res["errors"])[:400], file=sys.stderr)
     return out
 
 
-def yield_progress(r: TaskResult) -> None:
+def show_progress(r: TaskResult) -> None:
     tiers = "".join((s["tier"] or "?")[0] + ("↑" if s["escalated"] else "") for s in r.steps)
     print(f"  {r.workload:<9} {r.task:<22} {'ok ' if r.success else 'FAIL'} {r.seconds:6.1f}s {tiers:<14} {r.why[:70]}", file=sys.stderr, flush=True)
 
@@ -431,16 +423,12 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, c - h), min(1.0, c + h))
 
 
-def ledger_steps(ledger: Path, prefix: str) -> list[dict[str, Any]]:
+def ledger_steps(led: Any, prefix: str) -> list[dict[str, Any]]:
     """Per step, from the gateway's ledger (AgentDojo's steps are only seen there)."""
-    import sqlite3
-
-    con = sqlite3.connect(ledger)
-    rows = con.execute("SELECT step_id, tier, step_kind, escalated, passed, cost_usd, error FROM attempts "
-                       "WHERE substr(run_id,1,?)=? AND final=1", (len(prefix), prefix)).fetchall()
-    con.close()
+    rows = led.query("SELECT tier, step_kind, escalated, passed, cost_usd FROM attempts "
+                     "WHERE substr(run_id,1,?)=? AND final=1", (len(prefix), prefix))
     return [{"tier": t, "kind": k, "escalated": bool(e), "verdict": "pass" if p else "fail", "cost_usd": c, "escalation_checks": []}
-            for _, t, k, e, p, c, _err in rows]
+            for t, k, e, p, c in rows]
 
 
 def summarise(results: list[TaskResult], steps: list[dict[str, Any]], report: Any, tiers: tuple[str, ...]) -> dict[str, Any]:
@@ -574,7 +562,7 @@ def main() -> None:
         all_s: list[dict[str, Any]] = []
         for w, rs in results[cfg].items():
             prefix = f"{tag}-{cfg}-{w}-"
-            steps = [s for r in rs for s in r.steps] or ledger_steps(gw.ledger, prefix)
+            steps = [s for r in rs for s in r.steps] or ledger_steps(led, prefix)
             summary[cfg][w] = summarise(rs, steps, build_report(led, config, run_prefix=prefix), config.tiers)
             all_r += rs
             all_s += steps

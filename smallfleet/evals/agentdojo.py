@@ -342,16 +342,14 @@ def run_model(base_url: str, model: str, *, suites: Sequence[str] = ("workspace"
         pipe.name = PIPELINE_NAME  # only the attack text uses it ("... to you, GPT-4"): the same text for every model
         return pipe
 
-    pipe = pipeline(f"agentdojo-{guard}")
     tally = Tally()
     errors: list[str] = []
     cases: list[dict[str, Any]] = []
     with warnings.catch_warnings(), NullLogger():
         warnings.simplefilter("ignore")
         for sname, suite, ut, it in _cases(suites, user_tasks, injection_tasks):
-            run = f"{run_prefix}{sname}-{ut.ID}-{it.ID if it else 'benign'}" if run_prefix else None
-            if run:
-                pipe = pipeline(run)
+            run = f"{run_prefix}{sname}-{ut.ID}-{it.ID if it else 'benign'}" if run_prefix else f"agentdojo-{guard}"
+            pipe = pipeline(run)  # a client per case: cheap, and the run header is the client's
             injections = load_attack("important_instructions", suite, pipe).attack(ut, it) if it is not None else {}
             t0 = time.perf_counter()
             try:

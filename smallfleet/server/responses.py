@@ -78,6 +78,7 @@ def _messages(body: dict[str, Any], history: list[dict[str, Any]]) -> list[dict[
                    'e.g. "input": "hi" or "input": [{"role": "user", "content": "hi"}]')
     if len(inp) > MAX_ITEMS:
         raise _bad(f"'input' has {len(inp)} items; the limit is {MAX_ITEMS}.", "input")
+    made = {c.get("id") for m in history if m.get("role") == "assistant" for c in m.get("tool_calls") or []}  # call ids so far
     for i, item in enumerate(inp):
         p = f"input[{i}]"
         if not isinstance(item, dict):
@@ -93,6 +94,7 @@ def _messages(body: dict[str, Any], history: list[dict[str, Any]]) -> list[dict[
             if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(args, str):
                 raise _bad(f"{p}: a function_call item needs string call_id, name and arguments.", p)
             call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+            made.add(call_id)
             last = msgs[-1] if msgs else None
             prev = inp[i - 1] if i > 0 and isinstance(inp[i - 1], dict) else {}
             same_turn = prev.get("type") == "function_call" or (prev.get("type", "message") == "message" and prev.get("role") == "assistant")
@@ -104,7 +106,6 @@ def _messages(body: dict[str, Any], history: list[dict[str, Any]]) -> list[dict[
             call_id, out = item.get("call_id"), item.get("output")
             if not isinstance(call_id, str):
                 raise _bad(f"{p}: a function_call_output item needs a string call_id.", f"{p}.call_id")
-            made = {c.get("id") for m in msgs if m.get("role") == "assistant" for c in m.get("tool_calls") or []}
             if call_id not in made:
                 raise _bad(f"{p}: no function_call with call_id {call_id[:64]!r} precedes this output.", f"{p}.call_id",
                            "send the function_call item (or previous_response_id) before its function_call_output")
