@@ -57,10 +57,9 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.append(str(HERE))
 
+import agent_suite  # noqa: E402
 import httpx  # noqa: E402
 import openai  # noqa: E402
-
-import agent_suite  # noqa: E402
 
 SMALL, LARGE = "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
 CONFIGS: dict[str, tuple[str, str]] = {"small": (SMALL, "off"), "large": (LARGE, "off"), "auto": ("auto", "off"), "guarded": ("auto", "block")}

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smallfleet.config import load_config  # noqa: E402
-from smallfleet.models.llamacpp import LlamaCppBackend  # noqa: E402
+from smallfleet.config import load_config
+from smallfleet.models.llamacpp import LlamaCppBackend
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 NUM = re.compile(r"-?\d[\d,]*\.?\d*")

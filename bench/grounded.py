@@ -62,7 +62,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -329,7 +329,7 @@ def main() -> int:
 
     git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
     res = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick, "n": len(sample), "seed": args.seed, "max_tokens": args.max_tokens,
         "step_kind": args.step_kind, "temperature": 0.0, "prompt_suffix": SUFFIX,
         "configs": {c: {"label": CONFIGS[c][0], "model": CONFIGS[c][1], "kb": CONFIGS[c][2]} for c in configs},

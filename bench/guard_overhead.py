@@ -5,12 +5,16 @@ last tool result (so its YAML parse and detector scans are paid), the earlier on
 
     python bench/guard_overhead.py     # prints ms of CPU per review
 """
-import time, json
-from smallfleet.guards import Guard, PolicyEngine
+import json
+import time
+
 from smallfleet.evals.agentdojo import POLICY_FILE
+from smallfleet.guards import Guard, PolicyEngine
+
 g = Guard(PolicyEngine.from_file(POLICY_FILE))
 # a realistic conversation: 3 YAML tool results of calendar/email data
 import yaml
+
 emails = [{"id_": str(i), "sender": f"p{i}@example.com", "subject": "Meeting notes", "body": "Hi Emma, the meeting is moved to 3pm on Friday. Please bring the Q3 numbers and the slides. Thanks, John\n" * 3} for i in range(12)]
 msgs = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Summarise my unread emails and reply to John"}]
 for i in range(3):

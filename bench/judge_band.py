@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smallfleet.config import load_config  # noqa: E402
-from smallfleet.models import Fleet  # noqa: E402
+from smallfleet.fleet import Fleet  # noqa: E402
 from smallfleet.verify import ProcessVerifier, processbench_f1  # noqa: E402
 from smallfleet.verify.judge import judge_request, read_judgement  # noqa: E402
 from smallfleet.verify.process import MAX_STEPS, default_data_dir  # noqa: E402

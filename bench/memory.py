@@ -42,9 +42,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smallfleet.config import load_config  # noqa: E402
-from smallfleet.memory import Extractor, FactStore, SessionMemory, normalize_key  # noqa: E402
-from smallfleet.models import Fleet  # noqa: E402
+from smallfleet.config import load_config
+from smallfleet.memory import Extractor, FactStore, SessionMemory, normalize_key
+from smallfleet.fleet import Fleet
 
 MODELS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 EXTRACTOR = "qwen2.5-coder-0.5b"

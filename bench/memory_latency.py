@@ -34,7 +34,7 @@ import memory as MB  # noqa: E402  (bench/memory.py: fact sets, questions, scori
 from smallfleet.config import load_config  # noqa: E402
 from smallfleet.engine import Engine  # noqa: E402
 from smallfleet.ledger import Ledger  # noqa: E402
-from smallfleet.models import Fleet  # noqa: E402
+from smallfleet.fleet import Fleet  # noqa: E402
 
 MODEL = "qwen2.5-coder-0.5b"
 MODES = {"memory off": "enabled = false", "extract, then answer": "defer = false", "answer, then extract": "defer = true"}

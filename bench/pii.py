@@ -48,10 +48,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pii" / "presidio_synth_dataset_v2.json"
@@ -93,9 +94,9 @@ def version(dist: str) -> str | None:
 
 
 def load_presidio() -> tuple[Detect, dict[str, str | None]]:
+    import presidio_analyzer
     import tldextract
     import yaml
-    import presidio_analyzer
     from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 
@@ -228,7 +229,7 @@ def main() -> int:
         try:
             detect, versions = LOADERS[name]()
             detect([WARMUP])
-        except Exception as e:  # noqa: BLE001 - report any import/constructor failure, never fake numbers
+        except Exception as e:
             print(f"\n== {name}: detector NOT AVAILABLE ({type(e).__name__}: {e}); no numbers for it ==")
             results[name] = {"available": False, "error": f"{type(e).__name__}: {e}"}
             continue
@@ -264,7 +265,7 @@ def main() -> int:
         print(f"({name} not requested)")
 
     git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(args.data),
+    out = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "data": str(args.data),
            "data_sha256": hashlib.sha256(raw).hexdigest(), "docs": len(docs), "limit": args.limit, "split": args.split,
            "tokenization": TOKEN.pattern, "beta": BETA, "batch_size": args.batch_size,
            "mapping": {"dataset_to_smallfleet": DATASET_TO_SMALLFLEET, "dataset_to_presidio": DATASET_TO_PRESIDIO},

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smallfleet.config import load_config  # noqa: E402
-from smallfleet.models.llamacpp import LlamaCppBackend  # noqa: E402
-from smallfleet.privacy import PLACEHOLDER, Detector, Pseudonymizer  # noqa: E402
+from smallfleet.config import load_config
+from smallfleet.models.llamacpp import LlamaCppBackend
+from smallfleet.privacy import PLACEHOLDER, Detector, Pseudonymizer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pii" / "presidio_synth_dataset_v2.json"
 PROMPT = ("Rewrite the following text so it sounds friendly and professional. Keep every placeholder such as "

@@ -74,11 +74,12 @@ import sysconfig
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -673,7 +674,7 @@ def main() -> int:
 
     git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
     res = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "splits": splits,
         "corpus": {"name": "BFCL v4 function documentation and requests (bfcl-eval on PyPI, Apache-2.0)",

@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smallfleet.config import load_config  # noqa: E402
-from smallfleet.demo.inbox import TOOLS, load_inbox  # noqa: E402
-from smallfleet.models.llamacpp import LlamaCppBackend, resolve_location  # noqa: E402
+from smallfleet.config import load_config
+from smallfleet.demo.inbox import TOOLS, load_inbox
+from smallfleet.models.llamacpp import LlamaCppBackend, resolve_location
 
 PROMPTS = [
     "Explain in two sentences why the sky is blue.",

@@ -24,7 +24,7 @@ import itertools
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +103,8 @@ def main() -> int:
         "params": best["params"], "grid": results,
         "trained_on": "bench/retrieval.py corpus, dev questions (sha256(id) % 3 == 0)",
         "corpus_sha256": meta["sha256"], "bfcl_eval_version": meta["bfcl_eval_version"],
-        "questions": len(dev), "rows": int(len(y)), "positives": int(y.sum()), "training_data_sha256": data_sha,
-        "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "questions": len(dev), "rows": len(y), "positives": int(y.sum()), "training_data_sha256": data_sha,
+        "trained": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     shipped = fusion.FusionModel(spec)
     diff = max(float(np.max(np.abs(shipped.score(r[1]) - model.decision_function(r[1])))) for r in rows_dev if len(r[0]))

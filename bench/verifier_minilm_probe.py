@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +104,7 @@ def main() -> int:
                                 "f1": round(f1 * 100, 1)})
                 print(f"{kind:4} {name:9} {train:>5} -> {test:5}  F1 {f1 * 100:5.1f}  (erroneous {acc_err * 100:5.1f}, "
                       f"sound {acc_ok * 100:5.1f}, t={th:.2f})", flush=True)
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": round(time.perf_counter() - t0, 1),
+    out = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "wall_s": round(time.perf_counter() - t0, 1),
            "features": {"sym": "the shipped verifier's 24 symbolic step features",
                         "cos": "sym + 5 MiniLM cosines (problem, previous step, best/mean earlier step, novelty)",
                         "emb": "cos + the step's 384-d MiniLM vector and its product with the problem's"},

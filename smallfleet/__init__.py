@@ -10,10 +10,20 @@ from .cascade import Attempt, Cascade, Outcome
 from .checks import Verdict, register_check, run_checks
 from .config import Config, KindPolicy, ModelSpec, load_config
 from .engine import Engine
-from .errors import (BackendError, BudgetExceededError, ConfigError, ContextLengthError, InvalidRequestError,
-                     ModelNotFoundError, ModelUnavailableError, NotAvailableError, SmallfleetError)
+from .errors import (
+                     BackendError,
+                     BudgetExceededError,
+                     ConfigError,
+                     ContextLengthError,
+                     InvalidRequestError,
+                     ModelNotFoundError,
+                     ModelUnavailableError,
+                     NotAvailableError,
+                     SmallfleetError,
+)
 from .ledger import Ledger
-from .models import Backend, ChatResult, Fleet
+from .fleet import Fleet
+from .models import Backend, ChatResult
 from .routing import Router
 from .step import Step, StepKind, classify_step
 

@@ -21,7 +21,8 @@ from .config import Config, ModelSpec
 from .errors import BackendError, ContextLengthError, SmallfleetError
 from .guards import Guard, Review, call_token, datamark, decode_args
 from .ledger import AttemptRow, Ledger
-from .models import ChatResult, Fleet
+from .fleet import Fleet
+from .models import ChatResult
 from .privacy.guard import PrivacyGuard
 from .routing import Router
 from .step import Step
@@ -462,7 +463,7 @@ class Cascade:
         check may escalate) must be checked before they leave."""
         return not step.tools and not step.wants_json() and step.kb is None
 
-    def live(self, step: Step, model: str = "auto") -> "LiveStream":
+    def live(self, step: Step, model: str = "auto") -> LiveStream:
         spec = self.fleet.spec(model) if model != "auto" else self.config.tier_model(self.router.policy(step).start)
         if self.ledger is not None:
             step.reserved += self.ledger.reserve(step.run_id, step.budget_usd, self._estimate_cost(spec, step))

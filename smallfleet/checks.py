@@ -1,95 +1,25 @@
-"""Checks on a model's answer: the cascade's accept-or-escalate signal.
+"""The built-in checks on a model's answer: the cascade's accept-or-escalate signal.
 
-A check is any callable ``(step, result, policy) -> Verdict | None`` (None: does not apply to this
-answer) registered under a name; routing policies list check names per step kind. New verifiers
-(grounding, process verification) plug in with :func:`register_check` — the cascade does not change.
+Each is a ``(step, result, policy) -> Verdict | None`` (see :mod:`smallfleet.verdict`). The table at the
+bottom registers every built-in check — these and the verifiers' — by name, in one place.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import jsonschema
 import orjson
 
-from .config import KindPolicy
 from .guards.policy import decode_args
 from .guards.trust import parse_tool_output
+from .jsontext import json_value_spans, parse_json_answer, validate_json
 from .models.base import ChatResult
+from .spec import KindPolicy
 from .step import Step, message_text
-
-
-@dataclass(frozen=True)
-class Verdict:
-    check: str
-    passed: bool
-    reason: str = ""
-    score: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"check": self.check, "passed": self.passed}
-        if self.reason:
-            d["reason"] = self.reason
-        if self.score is not None:
-            d["score"] = round(self.score, 4)
-        return d
-
-
-Check = Callable[[Step, ChatResult, KindPolicy], "Verdict | None"]
-_REGISTRY: dict[str, Check] = {}
-
-
-def register_check(name: str, check: Check) -> None:
-    """Make a check available to routing policies under ``name``."""
-    _REGISTRY[name] = check
-
-
-def registered_checks() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def run_checks(names: tuple[str, ...] | list[str], step: Step, result: ChatResult, policy: KindPolicy) -> list[Verdict]:
-    out = []
-    for n in names:
-        v = _REGISTRY[n](step, result, policy)
-        if v is not None:
-            out.append(v)
-    return out
-
-
-@lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Any:
-    schema = orjson.loads(schema_json)
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
-
-
-def validate_json(instance: Any, schema: dict[str, Any]) -> str | None:
-    """First validation error as text, or None when the instance is valid."""
-    v = _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode())
-    err = next(iter(v.iter_errors(instance)), None)
-    if err is None:
-        return None
-    where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-    if err.validator in ("required", "additionalProperties", "dependentRequired"):
-        return f"{where}: {err.message}"  # names keys only
-    # Other messages quote the offending value, which may be personal data: say what rule failed instead.
-    rule = orjson.dumps(err.validator_value).decode()
-    return f"{where}: fails {err.validator} {rule[:80]}"
-
-
-_FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
-
-
-def parse_json_answer(text: str) -> Any:
-    """The JSON in an answer, tolerating one surrounding code fence (small models add them)."""
-    t = text.strip()
-    m = _FENCED.match(t)
-    return orjson.loads(m.group(1) if m else t)
+from .verdict import Check, Verdict, register_check, registered_checks, run_checks
+from .verify import checks as verifiers
 
 
 def check_schema_valid(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
@@ -177,52 +107,6 @@ def check_not_refusal(step: Step, result: ChatResult, policy: KindPolicy) -> Ver
     return Verdict("not_refusal", True)
 
 
-def json_value_spans(text: str) -> list[tuple[int, int, str | None]]:
-    """(start, end, key) of every scalar value in JSON text — strings and numbers, not keys or nulls.
-
-    A tolerant scanner: it never fails, so a fenced or truncated answer still yields its spans.
-    """
-    spans: list[tuple[int, int, str | None]] = []
-    i, n = 0, len(text)
-    last_key: str | None = None
-    expect_key = False
-    stack: list[str] = []
-    while i < n:
-        c = text[i]
-        if c in "{[":
-            stack.append(c)
-            expect_key = c == "{"
-            i += 1
-        elif c in "}]":
-            if stack:
-                stack.pop()
-            i += 1
-        elif c == ",":
-            expect_key = bool(stack) and stack[-1] == "{"
-            i += 1
-        elif c == ":":
-            expect_key = False
-            i += 1
-        elif c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            if expect_key:
-                last_key = text[i + 1:j]
-            else:
-                spans.append((i + 1, j, last_key))
-            i = j + 1
-        elif c == "-" or c.isdigit():
-            j = i + 1
-            while j < n and (text[j].isdigit() or text[j] in ".eE+-"):
-                j += 1
-            spans.append((i, j, last_key))
-            i = j
-        else:
-            i += 1
-    return spans
-
-
 def _enum_keys(schema: dict[str, Any] | None) -> set[str]:
     """Property names (any depth) whose values are closed sets."""
     keys: set[str] = set()
@@ -244,8 +128,6 @@ def value_token_probs(result: ChatResult, skip_keys: set[str]) -> list[float]:
     """Probabilities of the tokens that spell *copyable* JSON values: numbers and single-word strings
     (ids, codes, e-mail addresses). Multi-word free text is generative, so its low-probability tokens
     say nothing about invention; it is left out, as are values under ``skip_keys``."""
-    import math
-
     toks, lps = result.token_texts, result.token_logprobs
     if not toks or not lps:
         return []
@@ -424,10 +306,21 @@ def check_confidence(step: Step, result: ChatResult, policy: KindPolicy) -> Verd
     return Verdict("confidence", ok, "" if ok else f"{what} {p:.2f} < {policy.min_confidence:.2f}", p)
 
 
-for _name, _fn in (("schema_valid", check_schema_valid), ("tool_call_valid", check_tool_call_valid),
-                   ("nonempty", check_nonempty), ("not_refusal", check_not_refusal), ("confidence", check_confidence),
-                   ("loop_answer", check_loop_answer)):
-    register_check(_name, _fn)
+BUILTIN_CHECKS: dict[str, Check] = {
+    "schema_valid": check_schema_valid,
+    "tool_call_valid": check_tool_call_valid,
+    "nonempty": check_nonempty,
+    "not_refusal": check_not_refusal,
+    "confidence": check_confidence,
+    "loop_answer": check_loop_answer,
+    "evidence_grounded": verifiers.check_evidence_grounded,
+    "args_grounded": verifiers.check_args_grounded,
+    "extraction_grounded": verifiers.check_extraction_grounded,
+    "answer_grounded": verifiers.check_answer_grounded,
+    "process": verifiers.check_process,
+    "label_margin": verifiers.check_label_margin,
+}
+for _name, _check in BUILTIN_CHECKS.items():
+    register_check(_name, _check)
 
-# The verifiers register themselves the same way a plug-in would (imported last: they use this module).
-from .verify import checks as _verify_checks  # noqa: E402,F401
+__all__ = ["BUILTIN_CHECKS", "Check", "Verdict", "register_check", "registered_checks", "run_checks"]

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .checks import registered_checks
 from .errors import ConfigError
 from .guards.settings import MODES as GUARD_MODES
 from .guards.settings import GuardSettings
 from .privacy.guard import PrivacySettings
+from .spec import KindPolicy, ModelSpec
 from .step import StepKind
 
 BACKENDS = ("llamacpp", "openai", "anthropic")
@@ -48,52 +50,6 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_JUDGE": "a model or tier that judges reasoning answers the process verifier is unsure of (default: off)",
     "SMALLFLEET_KEYS": "API-key store (default: keys.db beside the ledger); once it holds a key, every endpoint needs one",
 }
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of the fleet. Prices are USD per 1M tokens."""
-
-    name: str
-    backend: str
-    tier: str
-    location: str = ""  # GGUF path / package:NAME (llamacpp) or base URL (http backends)
-    remote_model: str = ""  # model name sent to an HTTP API
-    api_key_env: str = ""
-    api_key: str = ""
-    price_in: float = 0.0
-    price_out: float = 0.0
-    context: int = 4096
-    max_output: int = 1024
-    tags: tuple[str, ...] = ()
-    threads: int = 0  # 0 = all cores
-    parallel: int = 1  # llama.cpp slots; 1 keeps the whole context for prefix reuse
-    timeout_s: float = 120.0
-    retries: int = 2
-    stands_in_for: str = ""  # set when a local model fills the frontier tier
-    next_step_pass: bool = True  # llamacpp: after a tool result, ask "another call, or an answer?" first
-
-    @property
-    def is_local(self) -> bool:
-        return self.backend == "llamacpp"
-
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000
-
-    def resolved_api_key(self) -> str:
-        if self.api_key:
-            return self.api_key
-        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-
-
-@dataclass(frozen=True)
-class KindPolicy:
-    """How one step kind is routed: where it starts, what must pass, whether to escalate."""
-
-    start: str
-    checks: tuple[str, ...]
-    escalate: bool = True
-    min_confidence: float = 0.0  # mean token probability floor for the confidence check
 
 
 @dataclass(frozen=True)
@@ -398,7 +354,6 @@ def _parse_routing(d: Any, tiers: tuple[str, ...]) -> dict[StepKind, KindPolicy]
         if start not in tiers:
             raise ConfigError(f"{where}.start = {start!r} is not one of the tiers {list(tiers)}.")
         checks = tuple(_get(pol, "checks", list, where, list(base.checks)))
-        from .checks import registered_checks  # late: checks imports this module
 
         bad = [c for c in checks if c not in registered_checks()]
         if bad:

@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any
 from .assets import ProgressFn
 from .cascade import Cascade, Outcome
 from .config import Config, load_config
-from .ledger import AttemptRow, Ledger, check_budget_value
-from .models.base import ChatResult
-from .models import Fleet
-from .privacy.guard import PrivacyGuard
-from .request import validate_request
-from .step import Step, classify_step, last_user_index
 from .errors import InvalidRequestError, NotAvailableError
 from .guards import Guard, InjectionDetector, PolicyEngine
 from .guards.settings import MODES as GUARD_MODES
 from .guards.settings import GuardSettings
+from .ledger import AttemptRow, Ledger, check_budget_value
+from .fleet import Fleet
+from .models.base import ChatResult
+from .privacy.guard import PrivacyGuard
+from .request import validate_request
+from .step import Step, classify_step, last_user_index
 
 if TYPE_CHECKING:  # the retrieval stack (ONNX, tokenizers) loads only when a step is grounded
     from .retrieval import KnowledgeBase
@@ -38,7 +38,7 @@ def make_guard(settings: GuardSettings) -> Guard:
 class Engine:
     """``await Engine().complete({"model": "auto", "messages": [...]})`` runs one verified step."""
 
-    def __init__(self, config: Config | None = None, *, ledger: Ledger | None | bool = True,
+    def __init__(self, config: Config | None = None, *, ledger: Ledger | bool | None = True,
                  progress: ProgressFn | None = None, fleet: Fleet | None = None) -> None:
         self.config = config or load_config()
         self.fleet = fleet or Fleet(self.config, progress)

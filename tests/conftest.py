@@ -56,7 +56,7 @@ def tiny_config(tmp_path: Path) -> Config:
 @pytest.fixture(scope="session")
 def shared_fleet(tmp_path_factory: pytest.TempPathFactory):
     """One loaded fleet for the whole session: loading models once keeps CI short."""
-    from smallfleet.models import Fleet
+    from smallfleet.fleet import Fleet
 
     tmp = tmp_path_factory.mktemp("fleet")
     cfg = load_config(write_config(tmp), env={})
@@ -128,7 +128,8 @@ class ThreadGateway:
         import uvicorn
 
         from smallfleet.engine import Engine
-        from smallfleet.models import Fleet, FunctionBackend
+        from smallfleet.fleet import Fleet
+        from smallfleet.models import FunctionBackend
         from smallfleet.server import Gateway as App
         from smallfleet.server.protocol import protocol_for
 

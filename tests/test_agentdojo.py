@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("agentdojo")  # a test dependency: installed by `make test`
 
-from smallfleet.evals.agentdojo import run_compromised  # noqa: E402
+from smallfleet.evals.agentdojo import run_compromised
 
 
 def test_banking_policy_off_is_attacked_and_policy_on_stops_every_attack() -> None:

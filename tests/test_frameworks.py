@@ -81,8 +81,7 @@ def test_pydantic_ai_agent(gateway) -> None:
 
 @pytest.mark.parametrize("api", ["responses", "chat_completions"])
 def test_openai_agents_sdk(gateway, api) -> None:
-    from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, function_tool
-    from agents import set_tracing_disabled
+    from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
     from openai import AsyncOpenAI
 
     set_tracing_disabled(True)  # no trace export: nothing leaves this machine

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -236,8 +235,8 @@ def test_keyless_gateway_refuses_other_hosts_and_cross_site_requests(scripted_ga
 
 
 def test_keyless_gateway_serves_loopback_clients_only() -> None:
-    from smallfleet.keys import KeyRing
     from smallfleet.errors import ForbiddenError
+    from smallfleet.keys import KeyRing
     from smallfleet.server.access import Access
 
     acc = Access(KeyRing(Path("/nonexistent/keys.db")), "0.0.0.0")

@@ -11,10 +11,22 @@ import pytest
 
 from smallfleet.config import load_config
 from smallfleet.errors import BackendError, ConfigError, InvalidRequestError, ModelNotFoundError, ModelUnavailableError
-from smallfleet.memory import (PIN_HEADER, UNTRUSTED_HEADER, Extractor, Fact, FactStore, SessionMemory, grounded,
-                               looks_factual, normalize_key, pin_messages, select_facts, split_trust)
+from smallfleet.memory import (
+    PIN_HEADER,
+    UNTRUSTED_HEADER,
+    Extractor,
+    Fact,
+    FactStore,
+    SessionMemory,
+    grounded,
+    looks_factual,
+    normalize_key,
+    pin_messages,
+    select_facts,
+    split_trust,
+)
 from smallfleet.memory.extract import _uncovered, clauses, snap
-from smallfleet.models import Fleet
+from smallfleet.fleet import Fleet
 
 from .conftest import write_config
 
@@ -132,8 +144,8 @@ def test_serve_stops_at_start_up_on_an_encrypted_store_without_its_key(tmp_path:
 def test_session_memory_is_encrypted_at_rest_by_default(tmp_path: Path) -> None:
     """No key configured: a key file (owner-only) is made, values are stored encrypted, and a plain store
     from before is encrypted in place when opened."""
-    import stat
     import sqlite3
+    import stat
 
     from smallfleet.memory import key_file, resolve_key
 

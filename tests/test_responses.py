@@ -10,8 +10,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from smallfleet.server.responses import to_chat
 from smallfleet.errors import InvalidRequestError, ResponseNotFoundError
+from smallfleet.server.responses import to_chat
 
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Current weather",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]

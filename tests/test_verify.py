@@ -1,6 +1,5 @@
 """Verification: arithmetic and provenance checks, the distilled verifier, grounding checks."""
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -13,7 +13,7 @@ from rich.table import Table
 from .. import assets
 from ..config import Config
 from ..errors import SmallfleetError
-from . import _config, byte_progress, cli, console, out
+from ._app import _config, byte_progress, cli, console, out
 
 
 # -- models ------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import click
 import orjson
 from rich.table import Table
 
-from . import _config, cli, console, out
+from ._app import _config, cli, console, out
 
 
 @cli.group()
@@ -93,7 +93,8 @@ def budget(ctx: click.Context, run_id: str, usd: str | None, key_id: str | None)
     A running gateway sees the change within a few seconds.
     """
     from ..errors import InvalidRequestError
-    from ..ledger import Ledger, usd as fmt
+    from ..ledger import Ledger
+    from ..ledger import usd as fmt
 
     cfg = _config(ctx)
     run = f"{key_id}:{run_id}" if key_id else run_id

@@ -12,7 +12,7 @@ import orjson
 from rich.table import Table
 
 from ..errors import SmallfleetError
-from . import _config, cli, console, out
+from ._app import _config, cli, console, out
 
 
 # -- index / search ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import click
 import orjson
 from rich.table import Table
 
-from . import _config, cli, console, out
+from ._app import _config, cli, console, out
 
 
 def _store(ctx: click.Context) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import orjson
 
-from . import cli, console
+from ._app import cli, console
 
 
 # -- redact ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import orjson
 from rich.table import Table
 
 from ..config import Config
-from . import _config, byte_progress, cli, console, out
+from ._app import _config, byte_progress, cli, console, out
 
 
 # -- serve -------------------------------------------------------------------------------------------
@@ -38,7 +38,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
     Response headers: x-smallfleet-model, -tier, -step-kind, -escalated, -cost, -verdict, -reason.
     Dashboard at http://HOST:PORT/ .
 
-    
+    \b
     Access: with no API keys the gateway serves loopback clients only; once
     `smallfleet keys create NAME` has made one, every endpoint needs a key.
     Limits ([server] in smallfleet.toml): max_body_mb (8), header_timeout_s (10),

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import orjson
 
-from . import cli, console, out
+from ._app import cli, console, out
 
 
 # -- verify ------------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def verifier_train(holdout: str, out: str, data_dir: str | None, synthetic: int,
 def verifier_train_outcome(out: str, data_dir: str | None, folds: int) -> None:
     """Train the outcome verifier (p_wrong: the final answer's odds of being wrong) from the GSM8K
     example model solutions; uses the shipped process verifier's step scores as features."""
-    from ..verify.outcome import train_outcome
+    from ..verify.training import train_outcome
 
     with console.status("extracting features and training …"):
         meta = train_outcome(out, data_dir, folds)

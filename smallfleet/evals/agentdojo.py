@@ -150,7 +150,7 @@ def _compromised_agent(suite: Any, user_task: Any, injection_task: Any | None, l
         # tool output is YAML with long strings folded: parse it before looking for the injected goal
         try:
             obj = yaml.safe_load(text)
-        except Exception:  # noqa: BLE001
+        except Exception:
             obj = text
         stack, parts = [obj], []
         while stack:
@@ -354,7 +354,7 @@ def run_model(base_url: str, model: str, *, suites: Sequence[str] = ("workspace"
             t0 = time.perf_counter()
             try:
                 utility, security = suite.run_task_with_pipeline(pipe, ut, it, injections)
-            except Exception as e:  # noqa: BLE001 - a failed case counts as no utility, no attack
+            except Exception as e:
                 errors.append(f"{sname}/{ut.ID}/{it.ID if it else 'benign'}: {e.__class__.__name__}: {str(e)[:200]}")
                 utility, security = False, False
             cases.append({"suite": sname, "user_task": ut.ID, "injection_task": it.ID if it else None, "run": run,

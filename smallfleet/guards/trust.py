@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -185,7 +186,7 @@ def _yaml_safe(text: str) -> bool:
                     return False
             elif isinstance(ev, (_yaml.MappingEndEvent, _yaml.SequenceEndEvent)):
                 depth -= 1
-    except Exception:  # noqa: BLE001 - any YAML error means "not structured"
+    except Exception:
         return False
     return True
 
@@ -213,7 +214,7 @@ def _parse_cached(text: str) -> Any | None:
     if _yaml is not None and ("\n" in t or ": " in t) and len(t) <= MAX_YAML_CHARS and _yaml_safe(t):
         try:
             obj = _yaml.load(t, Loader=_YAML_LOADER)  # libyaml's C loader: the pure-Python one costs ~15 ms per 5 kB
-        except Exception:  # noqa: BLE001 - any YAML error means "not structured"
+        except Exception:
             return None
         if isinstance(obj, (dict, list)) and _bounded(obj):
             return obj

@@ -12,6 +12,23 @@ from .pin import PIN_HEADER, UNTRUSTED_HEADER, pin_messages, render, select_fact
 from .session import SessionMemory
 from .store import Fact, FactStore, key_file, normalize_key, resolve_key
 
-__all__ = ["FACT_SCHEMA", "PIN_HEADER", "UNTRUSTED_HEADER", "Extractor", "ExtractorStats", "Fact", "FactStore",
-           "Segment", "SessionMemory", "grounded", "looks_factual", "normalize_key", "pin_messages", "render",
-           "select_facts", "split_trust", "key_file", "resolve_key"]
+__all__ = [
+           "FACT_SCHEMA",
+           "PIN_HEADER",
+           "UNTRUSTED_HEADER",
+           "Extractor",
+           "ExtractorStats",
+           "Fact",
+           "FactStore",
+           "Segment",
+           "SessionMemory",
+           "grounded",
+           "key_file",
+           "looks_factual",
+           "normalize_key",
+           "pin_messages",
+           "render",
+           "resolve_key",
+           "select_facts",
+           "split_trust",
+]

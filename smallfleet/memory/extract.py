@@ -181,8 +181,7 @@ def _uncovered(clause: str, values: list[str]) -> bool:
 
 # -- grounding --------------------------------------------------------------------------------------
 _WORD = re.compile(r"[^\W_]+(?:[-.'’@/][^\W_]+)*", re.U)
-_FILLER = frozenset("a an the my our me i i'm im is are am was of to for and or in on at by with your you it "
-                    "this that be not no".split())
+_FILLER = frozenset(["a", "an", "the", "my", "our", "me", "i", "i'm", "im", "is", "are", "am", "was", "of", "to", "for", "and", "or", "in", "on", "at", "by", "with", "your", "you", "it", "this", "that", "be", "not", "no"])
 
 
 def _words(text: str) -> list[str]:

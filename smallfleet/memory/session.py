@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InvalidRequestError, SmallfleetError
-from ..models import Fleet
+from ..fleet import Fleet
 from ..models.base import ChatResult
 from ..retrieval.embed import Embedder
 from ..step import message_text

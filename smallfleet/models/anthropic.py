@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ..config import ModelSpec
+from ..spec import ModelSpec
 from ..step import message_text
 from ._toolcalls import make_call
 from .base import ChatResult

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..assets import ProgressFn, ensure_packaged, verify_file
-from ..config import ModelSpec
+from ..spec import ModelSpec
 from ..errors import BackendError, ContextLengthError, InvalidRequestError, ModelUnavailableError
 from ._toolcalls import after_tool_result, answered_calls, call_schema, next_call, next_step_schema, parse_tool_calls, with_result_nudge
 from .base import ChatResult

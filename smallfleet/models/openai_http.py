@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..config import ModelSpec
+from ..spec import ModelSpec
 from ..errors import BackendError, BackendTimeoutError, ContextLengthError, InvalidRequestError
 from .base import ChatResult
 
@@ -37,7 +37,7 @@ def _upstream_message(status: int, body: bytes) -> str:
 
 
 class _Response:
-    __slots__ = ("status", "body", "headers")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.status, self.body, self.headers = status, body, headers
@@ -106,7 +106,7 @@ class OpenAIHTTPBackend:
                         return _Response(resp.status, data, dict(resp.headers))
                     if resp.status not in _RETRY_STATUS or last:
                         self._raise_status(resp.status, data)
-            except asyncio.TimeoutError as e:
+            except TimeoutError as e:
                 if last:
                     raise BackendTimeoutError(f"{self.spec.name} at {self.spec.location} timed out after "
                                               f"{self.spec.timeout_s:.0f} s ({self.spec.retries + 1} tries).",
@@ -156,7 +156,7 @@ class OpenAIHTTPBackend:
                     if payload == b"[DONE]":
                         break
                     yield orjson.loads(payload)
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise BackendTimeoutError(f"{self.spec.name} stream timed out.") from e
         except aiohttp.ClientError as e:
             raise BackendError(f"{self.spec.name}: cannot reach {self.spec.location} ({e}).") from e

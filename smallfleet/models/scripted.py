@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ..config import ModelSpec
+from ..spec import ModelSpec
 from .base import ChatResult
 
 Answer = str | dict[str, Any] | ChatResult

@@ -17,6 +17,7 @@ import orjson
 
 from ..errors import ConfigError, NotAvailableError
 
+
 class Vault:
     """Thread-safe mapping for one session; placeholders look like ``<PERSON_1>``."""
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from .terms import STOPWORDS  # the same stop words as the keyword half
+
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
 
@@ -47,11 +49,9 @@ class Candidates:
     features: np.ndarray  # (len(ids), len(FEATURES))
 
 
-def candidates(store: "Store", query: str, lexical: list[tuple[int, float]], dense: list[tuple[int, float]],
+def candidates(store: Store, query: str, lexical: list[tuple[int, float]], dense: list[tuple[int, float]],
                top_cosine: float, cosine: dict[int, float]) -> Candidates:
     """Feature rows for the union of the two halves' candidates (lexical/dense: (chunk id, score) best first)."""
-    from .store import STOPWORDS  # the same stop words as the keyword half
-
     lex_ids = [c for c, _ in lexical]
     dense_ids = [c for c, _ in dense]
     ids = list(dict.fromkeys(lex_ids + dense_ids))
@@ -120,7 +120,7 @@ class FusionModel:
         self.baseline = float(spec["baseline"])
 
     @classmethod
-    def load(cls, path: str | Path = FUSION_FILE) -> "FusionModel":
+    def load(cls, path: str | Path = FUSION_FILE) -> FusionModel:
         return cls(orjson.loads(Path(path).read_bytes()))
 
     def score(self, x: np.ndarray) -> np.ndarray:

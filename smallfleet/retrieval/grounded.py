@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checks import Verdict
-from ..config import KindPolicy
 from ..models.base import ChatResult
+from ..spec import KindPolicy
 from ..step import Step, message_text
+from ..verdict import Verdict
 from ..verify.grounding import Context
 from ..verify.grounding import normalize as _norm
 from .store import Hit

@@ -26,6 +26,7 @@ import orjson
 
 from ..errors import InvalidRequestError, NotAvailableError
 from . import fusion
+from .terms import STOPWORDS
 from .embed import DIM, Embedder
 
 MAX_FILE_BYTES = 50 << 20
@@ -193,8 +194,6 @@ else:  # pragma: no cover - numpy 1.x
 
 
 _FTS_TOKEN = re.compile(r"\w+")
-STOPWORDS = frozenset("a an and are as at be by for from has have how i in is it of on or that the this to was what "
-                      "when where which who why will with you your do does did can".split())
 
 
 def _check_key(key: Any) -> str:

@@ -23,12 +23,11 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..engine import Engine
-from ..errors import (AuthError, InvalidRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError,
-                      SmallfleetError)
+from ..errors import AuthError, InvalidRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, SmallfleetError
 from ..keys import KeyRing
 from ..step import Step
-from .access import COOKIE, LOCAL, Access, Principal
 from . import responses
+from .access import COOKIE, LOCAL, Access, Principal
 from .dashboard import render_dashboard, render_login
 from .sse import event, word_pieces
 
@@ -448,4 +447,4 @@ def stream_chunks(resp: dict[str, Any], include_usage: bool) -> list[dict[str, A
     return out
 
 
-__all__ = ["ClientGone", "Gateway", "LOCAL", "stream_chunks"]
+__all__ = ["LOCAL", "ClientGone", "Gateway", "stream_chunks"]

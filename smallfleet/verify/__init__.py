@@ -2,8 +2,9 @@
 grounding of tool arguments and extracted fields, and an LLM-judge baseline."""
 
 from .grounding import Context, ungrounded
-from .outcome import OutcomeModel, train_outcome
+from .outcome import OutcomeModel
 from .process import ProcessVerifier, TraceResult, first_error, processbench_f1, train_verifier
+from .training import train_outcome
 
 
 def __getattr__(name: str):  # the judge pulls in llama.cpp: only on demand

@@ -1,18 +1,20 @@
 """Verifiers as cascade checks: grounding of tool arguments and extracted fields, and the process
-verifier (plus a full arithmetic check) on reasoning answers."""
+verifier (plus a full arithmetic check) on reasoning answers. Registered in :mod:`smallfleet.checks`."""
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from typing import Any
 
 import orjson
 
-from ..checks import Verdict, parse_json_answer, register_check
-from ..config import KindPolicy
+from ..jsontext import json_value_spans, parse_json_answer
 from ..models.base import ChatResult
+from ..spec import KindPolicy
 from ..step import Step, message_text
+from ..verdict import Verdict
 from .arith import equations
 from .grounding import Context, ungrounded
 
@@ -97,10 +99,6 @@ def _label_props(schema: dict[str, Any] | None) -> dict[str, list[str]]:
 def label_margins(step: Step, result: ChatResult) -> dict[str, float]:
     """For each enum field: p(chosen label) minus p(best other label), from the alternatives at the
     token where the label starts, renormalised over the allowed labels that appear there."""
-    import math
-
-    from ..checks import json_value_spans
-
     toks, tops = result.token_texts, result.top_logprobs
     labels = _label_props(step.schema)
     if not toks or not tops or not labels:
@@ -192,8 +190,3 @@ def check_evidence_grounded(step: Step, result: ChatResult, policy: KindPolicy) 
     from ..retrieval.grounded import check_evidence_grounded as check  # the retrieval stack loads only when used
 
     return check(step, result, policy)
-
-
-for _name, _fn in (("evidence_grounded", check_evidence_grounded), ("args_grounded", check_args_grounded), ("extraction_grounded", check_extraction_grounded),
-                   ("process", check_process), ("label_margin", check_label_margin), ("answer_grounded", check_answer_grounded)):
-    register_check(_name, _fn)

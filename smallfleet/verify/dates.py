@@ -155,7 +155,7 @@ def _relative_terms(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
             n = _SMALL.get(mt["n"].lower()) or int(mt["n"])
             offsets.append(n * (7 if mt["unit"].lower().startswith("week") else 1))
         elif mt["span"]:
-            offsets.extend(range(0, 14))
+            offsets.extend(range(14))
         else:
             weekdays.append(_WEEKDAYS.index(mt["wd"].lower()))
     return tuple(sorted(set(offsets))), tuple(sorted(set(weekdays)))

@@ -17,17 +17,16 @@ is scored by a model that saw any solution of it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidRequestError, NotAvailableError
+from ..errors import NotAvailableError
 from .arith import _ANNOT, _NUM, _THOUSANDS, normalise, numbers
+from .artifacts import read_artifact
 from .features import NAMES, trace_features
 
 ARTIFACT = "outcome-v1.json"
@@ -77,9 +76,7 @@ class OutcomeModel:
         self.meta = meta or {}
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "OutcomeModel":
-        from .process import read_artifact
-
+    def load(cls, path: str | Path | None = None) -> OutcomeModel:
         a = read_artifact(ARTIFACT, path, FEATURES, "smallfleet verifier train-outcome")
         return cls(np.array(a["weights"]), float(a["bias"]), np.array(a["mean"]), np.array(a["scale"]),
                    float(a["threshold"]), a)
@@ -134,39 +131,3 @@ def _auroc(p: np.ndarray, y: np.ndarray) -> float:
         return float("nan")
     ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def train_outcome(out: str | Path, data_dir: str | Path | None = None, folds: int = 5) -> dict[str, Any]:
-    """Fit on every example model solution; report cross-validated AUROC (folds over questions); write the artifact."""
-    try:
-        import sklearn  # noqa: F401
-    except ImportError as e:
-        raise NotAvailableError("training needs scikit-learn.", hint="pip install scikit-learn") from e
-    from .process import ProcessVerifier, default_data_dir
-
-    if folds < 2:
-        raise InvalidRequestError("folds must be at least 2.")
-    t0 = time.time()
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
-    pv = ProcessVerifier.load(with_outcome=False)
-    x, y, q, src = outcome_dataset(data_dir, pv.step_scores)
-    digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-    cv = np.zeros(len(y))
-    for f in range(folds):
-        test = q % folds == f
-        cv[test] = fit_outcome(x[~test], y[~test]).p_wrong_rows(x[test])
-    model = fit_outcome(x, y)
-    per_source = {s: round(_auroc(cv[[i for i, k in enumerate(src) if k == s]], y[[i for i, k in enumerate(src) if k == s]]), 4)
-                  for s in SOURCES}
-    meta = {
-        "version": 1, "features": list(FEATURES), "weights": model.weights.tolist(), "bias": model.bias,
-        "mean": model.mean.tolist(), "scale": model.scale.tolist(), "threshold": model.threshold,
-        "model": "logistic regression", "trained_on": "GSM8K example model solutions (" + ", ".join(SOURCES) + ")",
-        "solutions": int(len(y)), "wrong": int(y.sum()), "questions": int(q.max() + 1), "training_data_sha256": digest,
-        "process_verifier_sha256": hashlib.sha256(json.dumps(pv.meta, sort_keys=True).encode()).hexdigest(),
-        "cv": {"folds": folds, "by": "question", "auroc_all": round(_auroc(cv, y), 4), "auroc_by_source": per_source},
-        "trained": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.time() - t0, 1),
-    }
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(meta, indent=1))
-    return meta

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidRequestError, NotAvailableError
+from .artifacts import default_data_dir, read_artifact
 from .features import MODEL_NAMES, model_features, trace_features
+from .outcome import OutcomeModel
 
 ARTIFACT = "verifier-v1.json"
 OUTCOME_ARTIFACT = "outcome-v1.json"
@@ -51,18 +53,6 @@ class TraceResult:
         return d
 
 
-def read_artifact(name: str, path: str | Path | None, features: tuple[str, ...], retrain: str) -> dict[str, Any]:
-    """A JSON artifact: the one shipped as data/<name>, or the file at path; its features must match."""
-    if path is None:
-        raw = resources.files("smallfleet.verify").joinpath(f"data/{name}").read_text(encoding="utf-8")
-    else:
-        raw = Path(path).read_text(encoding="utf-8")
-    a = json.loads(raw)
-    if a.get("features") != list(features):
-        raise NotAvailableError(f"{name}: trained on other features; retrain with `{retrain}`.")
-    return a
-
-
 def first_error(scores: list[float], threshold: float) -> int:
     return next((i for i, s in enumerate(scores) if s > threshold), -1)
 
@@ -81,8 +71,6 @@ class ProcessVerifier:
         a = read_artifact(ARTIFACT, path, MODEL_NAMES, "smallfleet verifier train")
         outcome = None
         if with_outcome and path is None and resources.files("smallfleet.verify").joinpath(f"data/{OUTCOME_ARTIFACT}").is_file():
-            from .outcome import OutcomeModel
-
             outcome = OutcomeModel.load()
         return cls(np.array(a["weights"]), np.array(a["mean"]), np.array(a["scale"]), float(a["threshold"]), a, outcome)
 
@@ -134,10 +122,6 @@ def processbench_f1(pred: list[int], gold: list[int]) -> tuple[float, float, flo
     return acc_err, acc_ok, f1
 
 
-def default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 def training_traces(data_dir: Path, holdout: str | None, n_synthetic: int, seed: int) -> list[dict[str, Any]]:
     from .synthetic import synthetic_traces
 
@@ -184,7 +168,7 @@ def train_verifier(holdout: str | None, out: str | Path, data_dir: str | Path | 
     acc_err, acc_ok, f1 = processbench_f1([first_error(s, best[1]) for s, _ in scored], [g for _, g in scored])
     meta = {
         "version": 1, "features": list(MODEL_NAMES), "weights": w.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
-        "threshold": round(float(best[1]), 4), "holdout": holdout, "training_traces": len(traces), "training_steps": int(len(y)),
+        "threshold": round(float(best[1]), 4), "holdout": holdout, "training_traces": len(traces), "training_steps": len(y),
         "positive_steps": int(y.sum()), "n_synthetic_problems": n_synthetic, "seed": seed, "training_data_sha256": digest,
         "train_metrics": {"acc_erroneous": round(acc_err, 4), "acc_correct": round(acc_ok, 4), "f1": round(f1, 4),
                           "on": "the ProcessBench part of the training data"},
