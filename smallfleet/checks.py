@@ -63,10 +63,9 @@ def check_tool_call_valid(step: Step, result: ChatResult, policy: KindPolicy) ->
         if tc == "required" or isinstance(tc, dict):
             return Verdict("tool_call_valid", False, "tool_choice demands a call but the answer has none")
         obj = _text_call(result)  # a call written as text instead of an answer
-        if obj is not None:
-            if tc == "none" or obj["name"] not in offered:
-                why = "tool_choice is none" if obj["name"] in offered else "that tool was not offered"
-                return Verdict("tool_call_valid", False, f"wrote a call of {obj['name']!r} as text, but {why}")
+        if obj is not None and (tc == "none" or obj["name"] not in offered):
+            why = "tool_choice is none" if obj["name"] in offered else "that tool was not offered"
+            return Verdict("tool_call_valid", False, f"wrote a call of {obj['name']!r} as text, but {why}")
         return None
     for c in calls:
         fn = c.get("function") or {}

@@ -2,16 +2,20 @@
 
 Sources, later ones win: the built-in default fleet, ``smallfleet.toml`` (path from ``--config``,
 ``$SMALLFLEET_CONFIG``, or ``./smallfleet.toml`` when present), then environment variables (see
-:data:`ENV_VARS`). Everything is validated once at load time; errors name the offending key.
+:data:`ENV_VARS`). The whole file is validated once at load time against one schema (:data:`_SCHEMA`);
+errors name the table and key, and the closest valid one.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from .checks import registered_checks
 from .errors import ConfigError
@@ -276,54 +280,149 @@ def _stand_in_frontier(models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> 
     return out
 
 
-def _get(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, default: Any = None) -> Any:
-    if key not in d:
-        return default
-    v = d[key]
+# -- schema ------------------------------------------------------------------------------------------
+# Every table of smallfleet.toml and the keys it takes, in one place: the loader validates the whole file
+# against it before reading any value, so a typo is an error naming the table and key, never a silent
+# default. A value is a type, a ``list[T]`` (each item checked), or ``dict``: a sub-table whose schema is
+# the entry named by its path, else the parent's "*" entry ("models.*": any [models.NAME]). A "*" key
+# accepts any name. float accepts an integer.
+_SCHEMA: dict[str, dict[str, Any]] = {
+    "": {s: dict for s in ("fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding", "memory",
+                           "verify", "knowledge")},
+    "fleet": {"tiers": list[str], "max_escalations": int, "reference_price": list[float], "replace_builtin": bool},
+    "models": {"*": dict},
+    "models.*": {"backend": str, "tier": str, "path": str, "url": str, "model": str, "api_key_env": str, "api_key": str,
+                 "price_in": float, "price_out": float, "context": int, "max_output": int, "tags": list[str],
+                 "threads": int, "parallel": int, "timeout_s": float, "retries": int, "next_step_pass": bool},
+    "routing": {k.value: dict for k in StepKind},
+    "routing.*": {"start": str, "checks": list[str], "escalate": bool, "min_confidence": float},
+    "ledger": {"path": str, "run_budget_usd": float},
+    # the limits are ServerLimits' fields, typed as the dataclass declares them
+    "server": {"host": str, "port": int, "stream": str, "keys": str,
+               **{f.name: {"int": int, "float": float}[str(f.type)] for f in fields(ServerLimits)}},
+    "privacy": {"enabled": bool, "prefer_local": bool, "entities": list[str], "threshold": float, "ner": bool},
+    "guards": {"mode": str, "policy_file": str, "detector": bool, "trusted_tools": list[str], "datamark": bool},
+    "grounding": {"index": str, "kinds": list[str], "k": int, "min_relevance": float},
+    "memory": {"enabled": bool, "path": str, "model": str, "max_pinned": int, "defer": bool},
+    "verify": {"judge": str, "band": list[float]},
+    "knowledge": {"*": dict},
+    "knowledge.*": {"path": str},
+}
+_NOUNS = {"": "section", "routing": "step kind"}  # what a table's keys are called in errors
+
+
+def _name(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, quoted otherwise ("qwen2.5-coder-0.5b" has dots)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{_name(key)}" if where else _name(key)
+
+
+def _type_name(typ: Any) -> str:
+    if get_origin(typ) is list:
+        return f"list of {_type_name(get_args(typ)[0])}"
+    return "table" if typ is dict else str(typ.__name__)
+
+
+def _typed(v: Any, typ: Any, where: str) -> Any:
+    """``v`` checked against ``typ`` (floats from integers, list items one by one)."""
+    if get_origin(typ) is list:
+        if not isinstance(v, list):
+            raise ConfigError(f"{where} must be a {_type_name(typ)}, got {type(v).__name__} {v!r}.")
+        item = get_args(typ)[0]
+        return [_typed(x, item, f"{where}[{i}]") for i, x in enumerate(v)]
     if typ is float and isinstance(v, int) and not isinstance(v, bool):
-        v = float(v)
+        return float(v)
     if not isinstance(v, typ) or (isinstance(v, bool) and typ is not bool):
-        tname = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-        raise ConfigError(f"{where}.{key} must be a {tname}, got {type(v).__name__} {v!r}.")
+        raise ConfigError(f"{where} must be a {_type_name(typ)}, got {type(v).__name__} {v!r}.")
     return v
 
 
-_MODEL_KEYS = {"backend", "tier", "path", "url", "model", "api_key_env", "api_key", "price_in", "price_out",
-               "context", "max_output", "tags", "threads", "parallel", "timeout_s", "retries", "next_step_pass"}
+def _split_name(name: str, sub: dict[str, Any]) -> str:
+    """The name a dotted [models.a.b] header was meant to have: TOML made nested tables of its parts."""
+    parts = [name]
+    while len(sub) == 1:
+        (key, value), = sub.items()
+        if not isinstance(value, dict):
+            break
+        parts.append(key)
+        sub = value
+    return ".".join(parts)
 
 
-def _parse_model(name: str, d: Any, tiers: tuple[str, ...]) -> ModelSpec:
-    where = f"models.{name}"
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where} must be a table.")
-    unknown = set(d) - _MODEL_KEYS
+def _homes(key: str, schema: str) -> list[str]:
+    """Where a misplaced key belongs: ``port`` at the top or in [fleet] is "[server] port"."""
+    return [f"[{s}] {key}" for s in _SCHEMA[""] if s != schema and key in _SCHEMA.get(s, {})][:1]
+
+
+def _validated(table: dict[str, Any], where: str, schema: str, source: str, parent: str = "", entry: str = "") -> dict[str, Any]:
+    """``table`` (at path ``where``, the ``entry`` of ``parent``) checked against ``_SCHEMA[schema]``, recursively;
+    floats normalised."""
+    allowed = _SCHEMA[schema]
+    unknown = [k for k in table if k not in allowed and "*" not in allowed]
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.", hint=f"allowed: {', '.join(sorted(_MODEL_KEYS))}")
-    backend = _get(d, "backend", str, where, "llamacpp")
+        split = next((k for k in unknown if isinstance(table[k], dict)), None)
+        if schema.endswith(".*") and split is not None:
+            # [models.qwen2.5-coder-0.5b] reads as models -> qwen2 -> 5-coder-0 -> 5b
+            meant = _split_name(entry, {split: table[split]})
+            raise ConfigError(f"[{where}] holds a sub-table {split!r}: TOML split the name {meant!r} at its dots.",
+                              hint=f"quote a name that has dots: [{parent}.{json.dumps(meant)}]")
+        noun = _NOUNS.get(schema, "key")
+        label = f"[{where}]" if where else source
+        keys = [k for k in allowed if k != "*"]
+        guesses = [f"{m[0]} (for {k})" if len(unknown) > 1 else m[0]
+                   for k in unknown if (m := _homes(k, schema) or difflib.get_close_matches(k, keys, n=1))]
+        plural = "s" if len(unknown) > 1 else ""
+        valid = f"valid {noun}s{f' of {label}' if where else ''}: {', '.join(keys)}"
+        raise ConfigError(f"{label}: unknown {noun}{plural} {', '.join(repr(k) for k in unknown)}.",
+                          hint=f"did you mean {', '.join(guesses)}? {valid}" if guesses else valid)
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        typ = allowed.get(key, allowed.get("*"))
+        path = _join(where, key)
+        if typ is dict:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a table, got {type(value).__name__} {value!r}.",
+                                  hint=f"write it as a [{path}] section" if "*" not in allowed else
+                                  f"write each entry as a [{_join(where, 'NAME')}] section")
+            sub = f"{schema}.{key}" if schema else key
+            out[key] = _validated(value, path, sub if sub in _SCHEMA else f"{schema}.*", source, where, key)
+        else:
+            out[key] = _typed(value, typ, path)
+    return out
+
+
+_LIMIT_KEYS = tuple(f.name for f in fields(ServerLimits))
+
+
+def _parse_model(name: str, d: dict[str, Any], tiers: tuple[str, ...]) -> ModelSpec:
+    where = _join("models", name)
+    backend = d.get("backend", "llamacpp")
     if backend not in BACKENDS:
         raise ConfigError(f"{where}.backend = {backend!r} is not one of {', '.join(BACKENDS)}.")
-    tier = _get(d, "tier", str, where)
+    tier = d.get("tier")
     if tier is None:
         raise ConfigError(f"{where}.tier is missing.", hint=f"set tier to one of: {', '.join(tiers)}")
     if tier not in tiers:
         raise ConfigError(f"{where}.tier = {tier!r} is not one of the fleet tiers {list(tiers)}.")
     if backend == "llamacpp":
-        location = _get(d, "path", str, where)
+        location = d.get("path")
         if not location:
             raise ConfigError(f"{where}.path is missing: a GGUF file path or package:NAME.")
     else:
-        location = _get(d, "url", str, where)
+        location = d.get("url")
         if not location or not location.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.url must be an http(s) base URL, got {location!r}.")
     spec = ModelSpec(
         name=name, backend=backend, tier=tier, location=location,
-        remote_model=_get(d, "model", str, where, name), api_key_env=_get(d, "api_key_env", str, where, ""),
-        api_key=_get(d, "api_key", str, where, ""),
-        price_in=_get(d, "price_in", float, where, 0.0), price_out=_get(d, "price_out", float, where, 0.0),
-        context=_get(d, "context", int, where, 4096), max_output=_get(d, "max_output", int, where, 1024),
-        tags=tuple(_get(d, "tags", list, where, [])), threads=_get(d, "threads", int, where, 0) or _default_threads(),
-        parallel=_get(d, "parallel", int, where, 1), timeout_s=_get(d, "timeout_s", float, where, 120.0),
-        retries=_get(d, "retries", int, where, 2), next_step_pass=_get(d, "next_step_pass", bool, where, True),
+        remote_model=d.get("model", name), api_key_env=d.get("api_key_env", ""), api_key=d.get("api_key", ""),
+        price_in=d.get("price_in", 0.0), price_out=d.get("price_out", 0.0),
+        context=d.get("context", 4096), max_output=d.get("max_output", 1024),
+        tags=tuple(d.get("tags", [])), threads=d.get("threads", 0) or _default_threads(),
+        parallel=d.get("parallel", 1), timeout_s=d.get("timeout_s", 120.0),
+        retries=d.get("retries", 2), next_step_pass=d.get("next_step_pass", True),
     )
     if spec.price_in < 0 or spec.price_out < 0:
         raise ConfigError(f"{where}: prices must not be negative.")
@@ -334,44 +433,39 @@ def _parse_model(name: str, d: Any, tiers: tuple[str, ...]) -> ModelSpec:
     return spec
 
 
-def _parse_routing(d: Any, tiers: tuple[str, ...]) -> dict[StepKind, KindPolicy]:
+def _merge_fleet(builtin: dict[str, ModelSpec], user: dict[str, ModelSpec], tiers: tuple[str, ...]) -> dict[str, ModelSpec]:
+    """The user's models, in their order, plus the built-ins they leave standing: a user model of the same name, or
+    on the same tier (a tier has one model), replaces a built-in. Built-ins on tiers the file's [fleet] tiers leave
+    out are dropped, so a custom tier list with its own models gets no stray built-in."""
+    user_tiers = {m.tier for m in user.values()}
+    out = list(user.values())
+    for name, m in builtin.items():
+        if name in user or m.tier in user_tiers or m.tier not in tiers:
+            continue
+        # listed in tier order: before the first user model of a dearer tier
+        rank = tiers.index(m.tier)
+        out.insert(next((i for i, u in enumerate(out) if tiers.index(u.tier) > rank), len(out)), m)
+    return {m.name: m for m in out}
+
+
+def _parse_routing(d: dict[str, Any], tiers: tuple[str, ...]) -> dict[StepKind, KindPolicy]:
     routing = dict(DEFAULT_ROUTING)
-    if d is None:
-        return routing
-    if not isinstance(d, dict):
-        raise ConfigError("routing must be a table of step kinds.")
     for kind_name, pol in d.items():
-        try:
-            kind = StepKind(kind_name)
-        except ValueError:
-            raise ConfigError(f"routing.{kind_name}: unknown step kind.",
-                              hint=f"use one of: {', '.join(k.value for k in StepKind)}") from None
-        where = f"routing.{kind_name}"
-        if not isinstance(pol, dict):
-            raise ConfigError(f"{where} must be a table.")
+        kind = StepKind(kind_name)  # the schema admits step kinds only
+        where = _join("routing", kind_name)
         base = routing[kind]
-        start = _get(pol, "start", str, where, base.start)
+        start = pol.get("start", base.start)
         if start not in tiers:
             raise ConfigError(f"{where}.start = {start!r} is not one of the tiers {list(tiers)}.")
-        checks = tuple(_get(pol, "checks", list, where, list(base.checks)))
-
+        checks = tuple(pol.get("checks", base.checks))
         bad = [c for c in checks if c not in registered_checks()]
         if bad:
             raise ConfigError(f"{where}.checks: unknown check(s) {bad}.", hint=f"known: {', '.join(registered_checks())}")
-        conf = _get(pol, "min_confidence", float, where, base.min_confidence)
+        conf = pol.get("min_confidence", base.min_confidence)
         if not 0.0 <= conf <= 1.0:
             raise ConfigError(f"{where}.min_confidence must be between 0 and 1.")
-        routing[kind] = KindPolicy(start, checks, _get(pol, "escalate", bool, where, base.escalate), conf)
+        routing[kind] = KindPolicy(start, checks, pol.get("escalate", base.escalate), conf)
     return routing
-
-
-def _check_section(d: Any, name: str, allowed: tuple[str, ...]) -> None:
-    """A config section must be a table with only the keys it knows (listed in order in the hint)."""
-    if not isinstance(d, dict):
-        raise ConfigError(f"{name} must be a table.")
-    unknown = set(d) - set(allowed)
-    if unknown:
-        raise ConfigError(f"{name}: unknown key(s) {', '.join(sorted(unknown))}.", hint=f"allowed: {', '.join(allowed)}")
 
 
 def _env_onoff(env: dict[str, str], name: str, default: bool) -> bool:
@@ -384,114 +478,95 @@ def _env_onoff(env: dict[str, str], name: str, default: bool) -> bool:
     return flag == "on"
 
 
-def _parse_privacy(d: Any, env: dict[str, str]) -> PrivacySettings:
-    _check_section(d, "privacy", ("enabled", "prefer_local", "entities", "threshold", "ner"))
+def _parse_privacy(d: dict[str, Any], env: dict[str, str]) -> PrivacySettings:
     from .privacy.entities import ENTITY_TYPES
 
-    entities = tuple(_get(d, "entities", list, "privacy", []))
+    entities = tuple(d.get("entities", []))
     bad = [e for e in entities if e not in ENTITY_TYPES]
     if bad:
         raise ConfigError(f"privacy.entities: unknown type(s) {bad}.", hint=f"known: {', '.join(ENTITY_TYPES)}")
-    threshold = _get(d, "threshold", float, "privacy", 0.5)
+    threshold = d.get("threshold", 0.5)
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError("privacy.threshold must be between 0 and 1.")
-    enabled = _env_onoff(env, "SMALLFLEET_PRIVACY", _get(d, "enabled", bool, "privacy", True))
-    return PrivacySettings(enabled=enabled, prefer_local=_get(d, "prefer_local", bool, "privacy", True),
-                           entities=entities, threshold=threshold, ner=_get(d, "ner", bool, "privacy", True))
+    enabled = _env_onoff(env, "SMALLFLEET_PRIVACY", d.get("enabled", True))
+    return PrivacySettings(enabled=enabled, prefer_local=d.get("prefer_local", True), entities=entities,
+                           threshold=threshold, ner=d.get("ner", True))
 
 
-def _parse_guards(d: Any, env: dict[str, str]) -> GuardSettings:
-    _check_section(d, "guards", ("mode", "policy_file", "detector", "trusted_tools", "datamark"))
-    mode = env.get("SMALLFLEET_GUARD") or _get(d, "mode", str, "guards", "block")
+def _parse_guards(d: dict[str, Any], env: dict[str, str]) -> GuardSettings:
+    mode = env.get("SMALLFLEET_GUARD") or d.get("mode", "block")
     if mode not in GUARD_MODES:
         raise ConfigError(f"guard mode {mode!r}: use one of {', '.join(GUARD_MODES)}.", hint="guards.mode or SMALLFLEET_GUARD")
-    pf = env.get("SMALLFLEET_POLICY") or _get(d, "policy_file", str, "guards", "")
+    pf = env.get("SMALLFLEET_POLICY") or d.get("policy_file", "")
     policy_file = Path(pf).expanduser() if pf else None
     if policy_file is not None and not policy_file.is_file():
         raise ConfigError(f"policy file {policy_file} does not exist.", hint="fix guards.policy_file or SMALLFLEET_POLICY")
-    trusted = _get(d, "trusted_tools", list, "guards", [])
-    if not all(isinstance(t, str) for t in trusted):
-        raise ConfigError("guards.trusted_tools must be a list of tool names.")
-    return GuardSettings(mode=mode, policy_file=policy_file, detector=_get(d, "detector", bool, "guards", True),
-                         trusted_tools=tuple(trusted), datamark=_get(d, "datamark", bool, "guards", False))
+    return GuardSettings(mode=mode, policy_file=policy_file, detector=d.get("detector", True),
+                         trusted_tools=tuple(d.get("trusted_tools", [])), datamark=d.get("datamark", False))
 
 
-def _parse_grounding(d: Any, env: dict[str, str]) -> GroundingSettings:
-    _check_section(d, "grounding", ("index", "kinds", "k", "min_relevance"))
-    kinds = tuple(_get(d, "kinds", list, "grounding", []))
+def _parse_grounding(d: dict[str, Any], env: dict[str, str]) -> GroundingSettings:
+    kinds = tuple(d.get("kinds", []))
     bad = [k for k in kinds if k not in {s.value for s in StepKind}]
     if bad:
         raise ConfigError(f"grounding.kinds: unknown step kind(s) {bad}.", hint=f"known: {', '.join(s.value for s in StepKind)}")
-    k = _get(d, "k", int, "grounding", 4)
+    k = d.get("k", 4)
     if not 1 <= k <= 20:
         raise ConfigError("grounding.k must be between 1 and 20.")
-    rel = _get(d, "min_relevance", float, "grounding", 0.35)
+    rel = d.get("min_relevance", 0.35)
     if not 0.0 <= rel <= 1.0:
         raise ConfigError("grounding.min_relevance must be between 0 and 1.")
-    idx = env.get("SMALLFLEET_INDEX") or _get(d, "index", str, "grounding", "")
+    idx = env.get("SMALLFLEET_INDEX") or d.get("index", "")
     return GroundingSettings(index=Path(idx).expanduser() if idx else None, kinds=kinds, k=k, min_relevance=rel)
 
 
-def _parse_memory(d: Any, env: dict[str, str]) -> MemorySettings:
-    _check_section(d, "memory", ("enabled", "path", "model", "max_pinned", "defer"))
-    enabled = _env_onoff(env, "SMALLFLEET_MEMORY", _get(d, "enabled", bool, "memory", True))
-    n = _get(d, "max_pinned", int, "memory", 12)
+def _parse_memory(d: dict[str, Any], env: dict[str, str]) -> MemorySettings:
+    enabled = _env_onoff(env, "SMALLFLEET_MEMORY", d.get("enabled", True))
+    n = d.get("max_pinned", 12)
     if not 1 <= n <= 100:
         raise ConfigError("memory.max_pinned must be between 1 and 100.")
-    path = _get(d, "path", str, "memory", "")
-    return MemorySettings(enabled=enabled, path=Path(path).expanduser() if path else None,
-                          model=_get(d, "model", str, "memory", ""), max_pinned=n, defer=_get(d, "defer", bool, "memory", True),
-                          key=env.get("SMALLFLEET_MEMORY_KEY") or None)
-
-
-_LIMIT_KEYS = ("max_body_mb", "header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections", "max_concurrent")
+    path = d.get("path", "")
+    return MemorySettings(enabled=enabled, path=Path(path).expanduser() if path else None, model=d.get("model", ""),
+                          max_pinned=n, defer=d.get("defer", True), key=env.get("SMALLFLEET_MEMORY_KEY") or None)
 
 
 def _parse_limits(server: dict[str, Any]) -> ServerLimits:
-    vals: dict[str, Any] = {}
-    for key in _LIMIT_KEYS:
-        typ = int if key.startswith("max_c") else float
-        v = _get(server, key, typ, "server", None)
-        if v is None:
-            continue
+    vals = {key: server[key] for key in _LIMIT_KEYS if key in server}
+    for key, v in vals.items():
         if v <= 0:
             raise ConfigError(f"server.{key} must be positive.")
-        vals[key] = v
     return ServerLimits(**vals)
 
 
-def _parse_knowledge(d: Any) -> dict[str, Path]:
-    if not isinstance(d, dict):
-        raise ConfigError("knowledge must be a table of [knowledge.NAME] entries.")
+def _parse_knowledge(d: dict[str, Any]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for name, entry in d.items():
-        _check_section(entry, f"knowledge.{name}", ("path",))
-        path = _get(entry, "path", str, f"knowledge.{name}", "")
+        path = entry.get("path", "")
         if not path:
-            raise ConfigError(f"knowledge.{name}.path is missing.", hint="the knowledge-base file built by `smallfleet index add`")
+            raise ConfigError(f"{_join('knowledge', name)}.path is missing.",
+                              hint="the knowledge-base file built by `smallfleet index add`")
         out[name] = Path(path).expanduser()
     return out
 
 
-def _parse_verify(d: Any, env: dict[str, str], models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> VerifySettings:
-    _check_section(d, "verify", ("judge", "band"))
-    judge = env.get("SMALLFLEET_JUDGE", _get(d, "judge", str, "verify", "")).strip()
+def _parse_verify(d: dict[str, Any], env: dict[str, str], models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> VerifySettings:
+    judge = env.get("SMALLFLEET_JUDGE", d.get("judge", "")).strip()
     if judge.lower() in ("off", "none"):
         judge = ""
     if judge and judge not in models and judge not in tiers:
         raise ConfigError(f"verify.judge: {judge!r} is neither a model nor a tier of this fleet.",
                           hint=f"models: {', '.join(models)}; tiers: {', '.join(tiers)}; or \"\" for no judge")
-    band = _get(d, "band", list, "verify", [0.3, 0.6])
-    if len(band) != 2 or not all(isinstance(x, (int, float)) for x in band) or not 0 <= band[0] <= band[1] <= 1:
+    band = d.get("band", [0.3, 0.6])
+    if len(band) != 2 or not 0 <= band[0] <= band[1] <= 1:
         raise ConfigError("verify.band must be [LOW, HIGH] with 0 <= LOW <= HIGH <= 1.",
                           hint="process-check scores inside it go to the judge, e.g. [0.3, 0.6]")
-    return VerifySettings(judge=judge, band=(float(band[0]), float(band[1])))
+    return VerifySettings(judge=judge, band=(band[0], band[1]))
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
     """Load and validate the fleet configuration (see module doc for the precedence)."""
     env = dict(os.environ) if env is None else env
-    data: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
     source = "built-in defaults"
     path = path or env.get("SMALLFLEET_CONFIG") or ("smallfleet.toml" if Path("smallfleet.toml").is_file() else None)
     if path:
@@ -499,30 +574,27 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist.", hint="check --config or SMALLFLEET_CONFIG")
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {p} is not valid TOML: {e}.") from None
         except UnicodeDecodeError:
             raise ConfigError(f"config file {p} is not UTF-8 text.") from None
         source = str(p)
-    unknown = set(data) - {"fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding", "memory",
-                         "verify", "knowledge"}
-    if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}.",
-                          hint="sections: fleet, models, routing, ledger, server, privacy, guards, grounding, memory, verify, knowledge")
+    data = _validated(raw, "", "", source)
     fleet = data.get("fleet", {})
-    if not isinstance(fleet, dict):
-        raise ConfigError("fleet must be a table.")
-    tiers = tuple(_get(fleet, "tiers", list, "fleet", ["small", "large", "frontier"]))
-    if len(tiers) < 1 or len(set(tiers)) != len(tiers) or not all(isinstance(t, str) for t in tiers):
+    tiers = tuple(fleet.get("tiers", ["small", "large", "frontier"]))
+    if len(tiers) < 1 or len(set(tiers)) != len(tiers):
         raise ConfigError("fleet.tiers must be a non-empty list of distinct names, cheapest first.")
 
-    models = default_models() if "models" not in data else {}
+    models = default_models()
     if "models" in data:
-        if not isinstance(data["models"], dict) or not data["models"]:
+        if not data["models"]:
             raise ConfigError("models must be a non-empty table of [models.NAME] entries.")
-        for name, d in data["models"].items():
-            models[name] = _parse_model(name, d, tiers)
+        user = {name: _parse_model(name, d, tiers) for name, d in data["models"].items()}
+        models = user if fleet.get("replace_builtin", False) else _merge_fleet(models, user, tiers)
+    elif fleet.get("replace_builtin", False):
+        raise ConfigError("fleet.replace_builtin = true, but there are no [models.NAME] entries to replace the built-in fleet with.",
+                          hint="add [models.NAME] sections, or drop replace_builtin")
     for tier_env, tier in (("SMALLFLEET_SMALL_MODEL", "small"), ("SMALLFLEET_LARGE_MODEL", "large")):
         if env.get(tier_env):
             for n, m in list(models.items()):
@@ -536,22 +608,19 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         if not any(m.tier == t for m in models.values()):
             raise ConfigError(f"tier {t!r} has no model.", hint=f"add a [models.NAME] with tier = \"{t}\"")
 
-    routing = _parse_routing(data.get("routing"), tiers)
-    ref_in, ref_out = _parse_price(",".join(str(x) for x in _get(fleet, "reference_price", list, "fleet", [2.5, 10.0])))
+    routing = _parse_routing(data.get("routing", {}), tiers)
+    ref_in, ref_out = _parse_price(",".join(str(x) for x in fleet.get("reference_price", [2.5, 10.0])))
     ledger = data.get("ledger", {})
     server = data.get("server", {})
-    if not isinstance(ledger, dict) or not isinstance(server, dict):
-        raise ConfigError("ledger and server must be tables.")
-    ledger_path = Path(env.get("SMALLFLEET_LEDGER") or _get(ledger, "path", str, "ledger", "")
-                       or default_data_dir() / "ledger.db").expanduser()
+    ledger_path = Path(env.get("SMALLFLEET_LEDGER") or ledger.get("path", "") or default_data_dir() / "ledger.db").expanduser()
     try:
-        port = int(env.get("SMALLFLEET_PORT") or _get(server, "port", int, "server", 8088))
+        port = int(env.get("SMALLFLEET_PORT") or server.get("port", 8088))
     except ValueError:
         raise ConfigError(f"SMALLFLEET_PORT={env.get('SMALLFLEET_PORT')!r} is not a port number.") from None
     if not 0 <= port <= 65535:
         raise ConfigError(f"port {port} is out of range.")
     budget_txt = env.get("SMALLFLEET_RUN_BUDGET")
-    budget = _get(ledger, "run_budget_usd", float, "ledger", None)
+    budget = ledger.get("run_budget_usd")
     if budget_txt:
         try:
             budget = float(budget_txt)
@@ -560,12 +629,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     if budget is not None and not (0 <= budget < float("inf")):
         raise ConfigError(f"run budget {budget!r} must be a finite, non-negative number of USD.",
                           hint="ledger.run_budget_usd or SMALLFLEET_RUN_BUDGET")
-    unknown_server = set(server) - {"host", "port", "stream", "keys", *_LIMIT_KEYS}
-    if unknown_server:
-        raise ConfigError(f"server: unknown key(s) {', '.join(sorted(unknown_server))}.",
-                          hint=f"allowed: host, port, stream, keys, {', '.join(_LIMIT_KEYS)}")
-    keys = env.get("SMALLFLEET_KEYS") or _get(server, "keys", str, "server", "")
-    stream_mode = env.get("SMALLFLEET_STREAM") or _get(server, "stream", str, "server", "verified")
+    keys = env.get("SMALLFLEET_KEYS") or server.get("keys", "")
+    stream_mode = env.get("SMALLFLEET_STREAM") or server.get("stream", "verified")
     if stream_mode not in ("verified", "live"):
         raise ConfigError(f"stream mode {stream_mode!r}: use 'verified' or 'live'.")
     privacy = _parse_privacy(data.get("privacy", {}), env)
@@ -573,13 +638,13 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     grounding = _parse_grounding(data.get("grounding", {}), env)
     memory = _parse_memory(data.get("memory", {}), env)
     verify = _parse_verify(data.get("verify", {}), env, models, tiers)
-    max_esc = _get(fleet, "max_escalations", int, "fleet", 2)
+    max_esc = fleet.get("max_escalations", 2)
     if max_esc < 0 or max_esc > len(tiers):
         raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
     return Config(
         models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
-        host=env.get("SMALLFLEET_HOST") or _get(server, "host", str, "server", "127.0.0.1"), port=port,
+        host=env.get("SMALLFLEET_HOST") or server.get("host", "127.0.0.1"), port=port,
         run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, memory=memory, verify=verify,
         limits=_parse_limits(server), keys_path=Path(keys).expanduser() if keys else None,
         knowledge=_parse_knowledge(data.get("knowledge", {})), source=source,

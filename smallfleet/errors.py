@@ -47,6 +47,8 @@ class InvalidRequestError(SmallfleetError):
 
 
 class ModelNotFoundError(InvalidRequestError):
+    """The request names a model that is not in the fleet."""
+
     status = 404
     code = "model_not_found"
 
@@ -93,10 +95,14 @@ class MethodNotAllowedError(SmallfleetError):
 
 
 class ContextLengthError(InvalidRequestError):
+    """The prompt does not fit the context window of any model that could take it."""
+
     code = "context_length_exceeded"
 
 
 class BudgetExceededError(SmallfleetError):
+    """The agent run's budget cannot cover the next call (HTTP 429)."""
+
     status = 429
     type = "budget_exceeded"
     code = "run_budget_exceeded"

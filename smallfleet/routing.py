@@ -1,22 +1,98 @@
-"""Routing policy: which tier a step starts on, what must pass there, and where it escalates."""
+"""The router: where a step starts, what must pass there, and where it escalates.
+
+Every start-tier rule lives here and runs once per step, for the cascade and for live streams alike:
+
+1. the kind's policy names the start tier;
+2. injected instructions flagged in tool output the model will read: one local tier up;
+3. weak evidence behind a grounded step: one local tier up;
+4. personal data in a step whose start tier is remote: the nearest local tier instead
+   (``[privacy] prefer_local``), so the data never leaves the machine.
+
+Each move is noted on the step and ends up in the ``x-smallfleet-reason`` header.
+"""
 
 from __future__ import annotations
 
-from .config import Config, KindPolicy, ModelSpec
+from typing import TYPE_CHECKING, Any
+
+from .config import Config
+from .spec import KindPolicy, ModelSpec
 from .step import Step
+
+if TYPE_CHECKING:
+    from .guards import Guard
+    from .privacy.guard import PrivacyGuard
 
 
 class Router:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, privacy: PrivacyGuard | None = None, guard: Guard | None = None) -> None:
         self.config = config
+        self.privacy = privacy
+        self.guard = guard
 
     def policy(self, step: Step) -> KindPolicy:
         return self.config.routing[step.kind]
 
-    def start(self, step: Step) -> str:
-        return self.policy(step).start
+    def checks(self, step: Step) -> tuple[str, ...]:
+        """The policy's checks, plus the evidence check for a grounded step."""
+        return self.policy(step).checks + (("evidence_grounded",) if step.evidence is not None else ())
 
-    def _same_model(self, a: ModelSpec, b: ModelSpec) -> bool:
+    def pseudonymises(self, spec: ModelSpec) -> bool:
+        """Personal data is pseudonymised for every model that does not run on this machine."""
+        return self.privacy is not None and self.privacy.protects(spec)
+
+    def guard_mode(self, step: Step) -> str:
+        return step.guard_mode or self.config.guards.mode
+
+    def guard_context(self, step: Step) -> Any:
+        """Labelled context + detector findings, computed once per step (only when tool output is present)."""
+        if step.guard_ctx is None and self.guard is not None and any(m.get("role") == "tool" for m in step.messages):
+            step.guard_ctx = self.guard.context(step.messages)
+        return step.guard_ctx
+
+    def start_tier(self, step: Step) -> str:
+        """The tier a step starts on, after every rule above (decided once: call it once per step)."""
+        start = self._risk_tier(step, self.policy(step).start)
+        if step.evidence is not None and step.evidence.weak:
+            up = self._local_above(start)
+            if up is not None:
+                step.notes.append(f"weak evidence: started on {up}")
+                start = up
+        return self._private_tier(step, start)
+
+    def _risk_tier(self, step: Step, start: str) -> str:
+        if self.guard_mode(step) == "off" or self.guard_context(step) is None or not step.guard_ctx[1]:
+            return start
+        up = self._local_above(start)
+        if up is None:
+            step.notes.append("injection flagged in tool output (no larger local tier to move to)")
+            return start
+        step.notes.append(f"injection flagged in tool output: started on {up} instead of {start}")
+        return up
+
+    def _private_tier(self, step: Step, start: str) -> str:
+        if not self.pseudonymises(self.config.tier_model(start)):
+            return start
+        assert self.privacy is not None  # pseudonymises() is false without it
+        if not self.privacy.settings.prefer_local:
+            return start
+        tiers = self.config.tiers
+        i = tiers.index(start)
+        below = [t for t in tiers[:i] if self.config.tier_model(t).is_local]
+        above = [t for t in tiers[i + 1:] if self.config.tier_model(t).is_local]
+        local = below[-1] if below else (above[0] if above else None)  # the nearest local tier
+        if local is not None and self.privacy.has_pii(step.request):
+            step.notes.append(f"personal data present: started on local tier {local} instead of {start}")
+            return local
+        return start
+
+    def _local_above(self, tier: str) -> str | None:
+        """The next tier up whose model runs on this machine (risk and weak evidence move a step there)."""
+        i = self.config.tiers.index(tier)
+        return next((t for t in self.config.tiers[i + 1:] if self.config.tier_model(t).is_local), None)
+
+    @staticmethod
+    def _same_model(a: ModelSpec, b: ModelSpec) -> bool:
         return (a.stands_in_for or a.name) == (b.stands_in_for or b.name)
 
     def escalate_from(self, tier: str, tried: list[ModelSpec], min_context: int = 0) -> str | None:

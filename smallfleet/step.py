@@ -31,6 +31,8 @@ from .errors import InvalidRequestError
 
 
 class StepKind(str, Enum):
+    """What an agent step does; routing policies are per kind."""
+
     TOOL_CHOICE = "tool_choice"
     EXTRACTION = "extraction"
     CLASSIFICATION = "classification"
@@ -166,7 +168,8 @@ class Step:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        return self.request["messages"]
+        messages: list[dict[str, Any]] = self.request["messages"]
+        return messages
 
     @property
     def tools(self) -> list[dict[str, Any]]:

@@ -103,3 +103,50 @@ def test_the_graph_sees_late_imports() -> None:
 def test_no_import_cycles() -> None:
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+PUBLIC = [
+    "Attempt", "Backend", "BackendError", "BudgetExceededError", "ChatRequest", "ChatResult", "Config", "ConfigError",
+    "ContextLengthError", "Engine", "Fleet", "FunctionBackend", "Guard", "InvalidRequestError", "KindPolicy",
+    "KnowledgeBase", "Message", "ModelNotFoundError", "ModelSpec", "ModelUnavailableError", "NotAvailableError",
+    "Outcome", "PolicyEngine", "Pseudonymizer", "SessionMemory", "SmallfleetError", "Step", "StepKind", "Tool",
+    "ToolCall", "Verdict", "chat_completion", "load_config", "register_check",
+]
+
+
+def test_the_public_face_is_pinned() -> None:
+    """A name joins or leaves ``import smallfleet`` on purpose: change this list with the README."""
+    assert sorted(smallfleet.__all__) == sorted(PUBLIC)
+    for name in PUBLIC:
+        obj = getattr(smallfleet, name)  # the lazy ones load here
+        assert obj.__doc__, f"smallfleet.{name} has no docstring"
+    internals = {"Cascade", "Router", "run_checks", "Ledger", "LiveStream", "Recorder"}
+    assert not internals & set(dir(smallfleet)) - {"__getattr__"}
+
+
+def test_engine_complete_has_real_parameters() -> None:
+    import inspect
+
+    params = inspect.signature(smallfleet.Engine.complete).parameters
+    assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+    assert {"step_kind", "run_id", "session_id", "budget_usd", "guard_mode", "kb"} <= set(params)
+
+
+def test_the_readme_test_double_example_runs_as_written(tmp_path, monkeypatch) -> None:
+    import asyncio
+    import re
+
+    monkeypatch.chdir(tmp_path)  # no ./smallfleet.toml: the built-in fleet
+    for k in ("SMALLFLEET_CONFIG", "SMALLFLEET_SMALL_MODEL", "SMALLFLEET_LARGE_MODEL", "SMALLFLEET_FRONTIER_URL"):
+        monkeypatch.delenv(k, raising=False)
+    readme = (PKG.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Library\n"):readme.index("\n## ", readme.index("## Library\n") + 5)]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    example = next(b for b in blocks if "FunctionBackend" in b)
+    ns: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), ns)
+    engine = ns["engine"]
+    out = asyncio.run(engine.complete({"messages": [{"role": "user", "content": "Classify: refund please. "  # type: ignore[attr-defined]
+                                                      "Answer with one of: refund, shipping, other"}]}))
+    assert out.message["content"] == "refund" and out.verdict == "pass"
+    asyncio.run(engine.aclose())  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from smallfleet.config import KindPolicy
 from smallfleet.engine import Engine
 from smallfleet.errors import BudgetExceededError
 from smallfleet.ledger import Ledger
+from smallfleet.server import render
 from smallfleet.step import StepKind
 
 pytestmark = pytest.mark.model
@@ -31,7 +32,7 @@ def test_failed_check_escalates_once_and_both_attempts_are_recorded(tiny_config,
     out = asyncio.run(eng.complete(req, run_id="run-a"))
     assert [a.spec.name for a in out.attempts] == ["smollm2", "qwen05"]  # stand-in of qwen05 is not retried
     assert out.escalated and out.final.tier == "large" and out.final.passed
-    h = out.headers()
+    h = render.headers(out)
     assert h["x-smallfleet-escalated"] == "true" and h["x-smallfleet-model"] == "qwen05"
     rows = eng.ledger.attempts(step_id=out.step.step_id)
     assert [(r["tier"], r["passed"], r["escalated"], r["final"]) for r in rows] == [("small", 0, 1, 0), ("large", 1, 0, 1)]
@@ -71,8 +72,8 @@ def test_extraction_step_end_to_end(tiny_config, shared_fleet, tmp_path) -> None
 
 
 def _reasoning_attempt(cfg, model: str, answer: str, verdict):
-    from smallfleet.cascade import Attempt
     from smallfleet.models import ChatResult
+    from smallfleet.outcome import Attempt
     from smallfleet.step import Step
 
     step = Step({"messages": [{"role": "user", "content": "Tom has 3 apples and buys 5 more. How many now?"}]}, StepKind.REASONING)
@@ -89,17 +90,17 @@ def test_judge_decides_only_where_the_verifier_is_unsure(tiny_config, shared_fle
     answer = "He starts with 3 apples.\nHe buys 5 more, so 3 + 5 = 8.\nThe answer is 8."
     # unsure: the judge (a real model call) replaces the verdict, and its cost joins the attempt's
     step, att = _reasoning_attempt(cfg, "smollm2", answer, Verdict("process", True, "", 0.45))
-    asyncio.run(eng.cascade._judge(att, step))
+    asyncio.run(eng.cascade.judge.review(att, step))
     v = att.verdicts[0]
     assert v.check == "process" and "unsure (0.45); judge qwen05" in v.reason and att.cost_usd > 1e-6
     assert v.passed == ("every step is correct" in v.reason)  # "gave no step number" keeps the verifier's pass
     # sure either way, or a recomputed arithmetic error: not judged
     for score in (0.1, 0.9, 1.0):
         step, att = _reasoning_attempt(cfg, "smollm2", answer, Verdict("process", score < 0.5, "", score))
-        asyncio.run(eng.cascade._judge(att, step))
+        asyncio.run(eng.cascade.judge.review(att, step))
         assert att.verdicts[0].reason == "" and att.cost_usd == 1e-6
     # never the model that wrote the answer
     step, att = _reasoning_attempt(cfg, "qwen05", answer, Verdict("process", False, "step 2 looks wrong", 0.5))
-    asyncio.run(eng.cascade._judge(att, step))
+    asyncio.run(eng.cascade.judge.review(att, step))
     assert not att.verdicts[0].passed and "not judged: the judge qwen05 wrote it" in att.verdicts[0].reason
     assert att.cost_usd == 1e-6

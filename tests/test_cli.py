@@ -119,3 +119,50 @@ def test_verify_json_lines() -> None:
     # the blank line is skipped; a step over 4,000 characters is checked in part, and the output says so
     assert len(out) == 4 and "step(s) 0 were checked on their first 4000" in out[3]["truncated"]
     assert out[3]["arithmetic_errors"][0]["actual"] == 4.0
+
+
+def test_config_hints_print_brackets_verbatim(tmp_path: Path) -> None:
+    # rich reads "[models.NAME]" as a markup tag; every printer of a message or hint must show it as written
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[fleet]\nreplace_builtin = true\n[models.s]\npath = "s.gguf"\ntier = "small"\n')
+    r = sf("--config", str(bad), "doctor", "--no-load")
+    assert r.returncode == 1 and 'fix: add a [models.NAME] with tier = "large"' in r.stdout, r.stdout
+    r = sf("--config", str(bad), "models")
+    assert r.returncode == 2 and 'hint: add a [models.NAME] with tier = "large"' in r.stderr, r.stderr
+    bad.write_text('[models.qwen2.5-coder-0.5b]\npath = "package:qwen2.5-coder-0.5b"\ntier = "small"\n')
+    r = sf("--config", str(bad), "models")
+    assert r.returncode == 2 and "[models.qwen2] holds a sub-table" in r.stderr
+    assert 'hint: quote a name that has dots: [models."qwen2.5-coder-0.5b"]' in r.stderr, r.stderr
+
+
+def test_config_option_after_the_command(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[fleet]\nmax_escalatons = 1\n")
+    for args in (("doctor", "--config", str(bad), "--no-load"), ("doctor", "--no-load", f"--config={bad}")):
+        r = sf(*args)
+        assert r.returncode == 1 and "[fleet]: unknown key 'max_escalatons'" in r.stdout, r.stdout
+        assert "fix: did you mean max_escalations?" in r.stdout
+    r = sf("serve", "--config", str(bad), "--port", "0")  # the config fails before anything binds
+    assert r.returncode == 2 and "max_escalatons" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    good = tmp_path / "good.toml"
+    good.write_text(f'[models.mine]\npath = "{tmp_path / "mine.gguf"}"\ntier = "small"\n')
+    r = sf("models", "--config", str(good), env={"SMALLFLEET_PORT": "1"})
+    assert r.returncode == 0 and "mine" in r.stdout and "qwen2.5-coder-1.5b" in r.stdout, r.stderr
+    assert "also accepted after the command" in " ".join(sf("--help").stdout.split())  # help wraps lines
+
+
+def test_hoist_config_moves_it_before_the_command() -> None:
+    import click
+
+    from smallfleet.cli._app import _hoist_config
+
+    assert _hoist_config(["doctor", "--config", "a.toml", "--no-load"]) == ["--config", "a.toml", "doctor", "--no-load"]
+    assert _hoist_config(["serve", "--port", "0", "--config=a.toml"]) == ["--config=a.toml", "serve", "--port", "0"]
+    # after a group-level --config: the one after the command wins, as for a repeated option
+    assert _hoist_config(["--config", "a", "run", "--config", "b", "hi"]) == ["--config", "a", "--config", "b", "run", "hi"]
+    assert _hoist_config(["bench", "agentdojo", "--config", "a"]) == ["--config", "a", "bench", "agentdojo"]
+    assert _hoist_config(["run", "--", "--config", "x"]) == ["run", "--", "--config", "x"]  # an argument after --
+    assert _hoist_config(["--config", "a", "doctor"]) == ["--config", "a", "doctor"]
+    assert _hoist_config([]) == [] and _hoist_config(["--help"]) == ["--help"]
+    with pytest.raises(click.UsageError, match="requires an argument"):
+        _hoist_config(["doctor", "--config"])

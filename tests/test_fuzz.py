@@ -65,8 +65,9 @@ field_values = {
     "messages": messages, "tools": tools,
     "tool_choice": st.one_of(st.sampled_from(["auto", "none", "required"]), json_values,
                              st.fixed_dictionaries({"type": st.just("function"), "function": json_values})),
-    "response_format": st.one_of(json_values, st.fixed_dictionaries({"type": st.sampled_from(["json_schema", "json_object", "text"]),
-                                                                      "json_schema": st.fixed_dictionaries({"name": st.just("x"), "schema": schemas})})),
+    "response_format": st.one_of(json_values, st.fixed_dictionaries({
+        "type": st.sampled_from(["json_schema", "json_object", "text"]),
+        "json_schema": st.fixed_dictionaries({"name": st.just("x"), "schema": schemas})})),
     "stream_options": st.one_of(json_values, st.fixed_dictionaries({"include_usage": json_values})),
 }
 bodies = st.fixed_dictionaries({}, optional={f: field_values.get(f, json_values) for f in FIELDS})

@@ -44,7 +44,8 @@ def test_streaming(client) -> None:
 
 def test_tools(client) -> None:
     tools = [{"type": "function", "function": {"name": "track_shipment", "description": "Where is a parcel",
-                                               "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}]
+                                               "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+                                                              "required": ["order_id"]}}}]
     raw = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": "Where is order ORD-12345?"}], tools=tools,
         tool_choice="required", max_tokens=40)

@@ -13,6 +13,7 @@ from smallfleet.engine import Engine
 from smallfleet.errors import InvalidRequestError, NotAvailableError
 from smallfleet.retrieval import Store
 from smallfleet.retrieval.grounded import claims, unsupported
+from smallfleet.server import render
 
 from .conftest import write_config
 
@@ -61,9 +62,9 @@ def test_grounded_step_gets_numbered_evidence_and_citations(engine: Engine, kb: 
     sys_msgs = [m for m in out.step.messages if m["role"] == "system"]
     assert sys_msgs and "[1]" in sys_msgs[0]["content"] and "330 metres" in sys_msgs[0]["content"]
     assert any(v.check == "evidence_grounded" for a in out.attempts for v in a.verdicts)
-    cites = out.summary()["citations"]
+    cites = render.summary(out)["citations"]
     assert cites[0]["n"] == 1 and cites[0]["source"].endswith("tower.md") and "relevance" in cites[0]
-    assert "x-smallfleet-citations" in out.headers()
+    assert "x-smallfleet-citations" in render.headers(out)
     asyncio.run(engine.aclose())
 
 

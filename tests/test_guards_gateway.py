@@ -101,7 +101,8 @@ def test_quarantined_extract_returns_bounded_untrusted_fields(gateway) -> None:
     out = r.json()
     assert out["trust"] == "untrusted" and set(out["fields"]) == {"urgent", "topic"}
     assert out["fields"]["topic"] in ("invoice", "meeting", "other") and isinstance(out["fields"]["urgent"], bool)
-    bad = httpx.post(gateway.base + "/v1/smallfleet/extract", json={"text": text, "schema": {"type": "object", "properties": {"x": {"type": "array"}}}})
+    bad = httpx.post(gateway.base + "/v1/smallfleet/extract",
+                     json={"text": text, "schema": {"type": "object", "properties": {"x": {"type": "array"}}}})
     assert bad.status_code == 400 and "quarantine field" in bad.json()["error"]["message"]
     assert httpx.post(gateway.base + "/v1/smallfleet/extract", json={"text": 3}).status_code == 400
 

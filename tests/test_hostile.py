@@ -111,7 +111,7 @@ def test_deep_schema_is_refused_without_recursion() -> None:
     for depth in range(1, 301):
         s = {"type": "array", "items": s}
         if depth in (100, 300):  # past the walker's bound; past the JSON encoder's own limit
-            with pytest.raises(InvalidRequestError, match="nests subschemas more than|cannot be serialised"):
+            with pytest.raises(InvalidRequestError, match=r"nests subschemas more than|cannot be serialised"):
                 check_schema(s, "p")
 
 
@@ -255,7 +255,7 @@ def test_budget_values_must_be_finite_and_non_negative(scripted_gateway, value) 
 
 def test_concurrent_steps_cannot_overshoot_a_budget(scripted_gateway) -> None:
     gw = scripted_gateway(delay=1.0)
-    est = gw.engine.cascade._estimate_cost(gw.cfg.tier_model("small"), gw.engine.make_step({**OK, "max_tokens": 16}))
+    est = gw.engine.recorder.estimate(gw.engine.make_step({**OK, "max_tokens": 16}), gw.cfg.tier_model("small"))
     h = {"x-smallfleet-run": "one-step", "x-smallfleet-budget": repr(est * 1.5)}
 
     def go(_: int) -> int:
@@ -274,7 +274,7 @@ def test_concurrent_steps_cannot_overshoot_a_budget(scripted_gateway) -> None:
 
 def test_a_client_cannot_raise_its_budget_but_the_operator_can(scripted_gateway) -> None:
     gw = scripted_gateway(answer=lambda req: "word " * 800)  # costs far more than the step's estimate
-    est = gw.engine.cascade._estimate_cost(gw.cfg.tier_model("small"), gw.engine.make_step({**OK, "max_tokens": 16}))
+    est = gw.engine.recorder.estimate(gw.engine.make_step({**OK, "max_tokens": 16}), gw.cfg.tier_model("small"))
     body = {**OK, "max_tokens": 16}
     assert post(gw, body, {"x-smallfleet-run": "r1", "x-smallfleet-budget": repr(est * 1.2)}).status_code == 200
     r = post(gw, body, {"x-smallfleet-run": "r1", "x-smallfleet-budget": "1000"})  # asking for more changes nothing
@@ -303,7 +303,8 @@ BAD_BODIES = [
     {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
     {"messages": [{"role": "user", "content": [5]}]},
     {"messages": [{"role": "user", "content": "x", "name": 7}]},
-    {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": 5, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
+    {"messages": [{"role": "assistant", "content": None,
+                   "tool_calls": [{"id": 5, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
     {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{not json"}}]}]},
     {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": {"a": 1}}}]}]},
     {"messages": [{"role": "user", "content": "x", "extra": json.loads("[" * 70 + "]" * 70)}]},
@@ -313,7 +314,8 @@ BAD_BODIES = [
     {**OK, "temperature": 99}, {**OK, "metadata": {"a": 5}}, {**OK, "metadata": []},
     {**OK, "model": 5}, {**OK, "user": ["x"]}, {**OK, "parallel_tool_calls": "y"}, {**OK, "max_tokens": "5"},
     {**OK, "tools": [{"type": "function", "function": {"name": "f", "description": 5}}]},
-    {**OK, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string", "maxLength": 1.5}}}}}]},
+    {**OK, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                                                                                    "properties": {"a": {"type": "string", "maxLength": 1.5}}}}}]},
 ]
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from smallfleet.config import load_config
 from smallfleet.errors import BackendError, ConfigError, InvalidRequestError, ModelNotFoundError, ModelUnavailableError
+from smallfleet.fleet import Fleet
 from smallfleet.memory import (
     PIN_HEADER,
     UNTRUSTED_HEADER,
@@ -26,7 +27,6 @@ from smallfleet.memory import (
     split_trust,
 )
 from smallfleet.memory.extract import _uncovered, clauses, snap
-from smallfleet.fleet import Fleet
 
 from .conftest import write_config
 

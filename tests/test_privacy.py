@@ -1,5 +1,6 @@
 """PII detection and reversible pseudonyms (spaCy NER loaded once per module)."""
 
+import itertools
 from pathlib import Path
 
 import orjson
@@ -66,7 +67,7 @@ def test_entity_set_and_threshold() -> None:
 def test_overlapping_entities_never_overlap(detector: Detector) -> None:
     text = "Visit https://example.com/u/jane.doe@example.com or write jane.doe@example.com, 24 Clarke Avenue"
     ents = detector.detect(text)
-    for a, b in zip(ents, ents[1:]):
+    for a, b in itertools.pairwise(ents):
         assert a.end <= b.start
     assert any(e.type == "URL" for e in ents) and any(e.type == "EMAIL_ADDRESS" for e in ents)
 
@@ -155,7 +156,7 @@ def test_guard_scrub_and_detection(detector: Detector) -> None:
     g = PrivacyGuard(detector=detector)
     assert g.has_pii({"messages": [{"role": "user", "content": "I am Jane Doe, jane.doe@example.com"}]})
     assert not g.has_pii({"messages": [{"role": "user", "content": "What is the capital of the moon?"}]})
-    req, pz, n = g.outbound({"messages": [{"role": "user", "content": "jane.doe@example.com"}]}, "s1")
+    req, _pz, n = g.outbound({"messages": [{"role": "user", "content": "jane.doe@example.com"}]}, "s1")
     assert n == 1 and req["messages"][0]["content"] == "<EMAIL_ADDRESS_1>"
     assert g.scrub("upstream said: 'jane.doe@example.com' is invalid", "s1") == "upstream said: '<EMAIL_ADDRESS_1>' is invalid"
     assert "4111" not in g.scrub("bad value 4111 1111 1111 1111")

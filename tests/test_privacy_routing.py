@@ -102,7 +102,7 @@ def test_only_pseudonymised_text_reaches_the_remote_model_and_the_ledger_keeps_n
     async def go():
         try:
             outs = []
-            for turn in range(2):  # two turns of one session: same placeholders both times
+            for _ in range(2):  # two turns of one session: same placeholders both times
                 outs.append(await eng.complete({"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 24},
                                                session_id="sess-1", run_id="pii-run"))
             return outs

@@ -107,7 +107,8 @@ def test_json_schema_output(client, scripted_gateway) -> None:
     ({"input": []}, "input"),
     ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"input": "x", "tools": [{"type": "function", "name": "bad name!"}]}, "tools[0].name"),
-    ({"input": "x", "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "string", "minLength": 9, "maxLength": 2}}}}, "text.format.schema"),
+    ({"input": "x", "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "string", "minLength": 9, "maxLength": 2}}}},
+     "text.format.schema"),
 ])
 def test_bad_requests_are_400_naming_the_field(gw, body, param) -> None:
     r = httpx.post(gw.base + "/v1/responses", json={"model": "auto", **body})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,8 +9,8 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from ..config import ENV_VARS, Config, load_config
 from ..errors import SmallfleetError
@@ -44,26 +43,57 @@ def byte_progress(label: str) -> Iterator[Callable[[int, int], None]]:
 
 def _config(ctx: click.Context) -> Config:
     obj = ctx.ensure_object(dict)
-    if "config" not in obj:
-        obj["config"] = load_config(obj.get("config_path"))
-    return obj["config"]
+    cfg = obj.get("config")
+    if not isinstance(cfg, Config):
+        cfg = obj["config"] = load_config(obj.get("config_path"))
+    return cfg
+
+
+def _hoist_config(args: list[str], ctx: click.Context | None = None) -> list[str]:
+    """``args`` with a ``--config FILE`` / ``--config=FILE`` given after the command moved before it, where the
+    group reads it: ``smallfleet doctor --config f.toml`` is ``smallfleet --config f.toml doctor``."""
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":  # the group's own options
+        i += 2 if args[i] == "--config" else 1
+    if i >= len(args) or args[i] == "--":
+        return args
+    head, rest = args[:i + 1], args[i + 1:]  # i: the command's name
+    moved: list[str] = []
+    j = 0
+    while j < len(rest) and rest[j] != "--":  # after "--" every token is an argument
+        if rest[j] == "--config":
+            if j + 1 >= len(rest):
+                raise click.UsageError("Option '--config' requires an argument.", ctx)
+            moved += rest[j:j + 2]
+            del rest[j:j + 2]
+        elif rest[j].startswith("--config="):
+            moved.append(rest.pop(j))
+        else:
+            j += 1
+    # before the command, after any group-level --config: the later one wins, as click does for one option
+    return head[:-1] + moved + head[-1:] + rest
 
 
 class _Group(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _hoist_config(args, ctx))
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SmallfleetError as e:
-            console.print(f"[bold red]error:[/] {escape(e.message)}")  # messages name [sections]: not markup
+            # Text, not markup: messages and hints name tables ([models.NAME]) that rich would read as tags
+            console.print(Text.assemble(("error:", "bold red"), " ", e.message))
             if e.hint:
-                console.print(f"  [yellow]hint:[/] {escape(e.hint)}")
+                console.print(Text.assemble("  ", ("hint:", "yellow"), " ", e.hint))
             sys.exit(2 if e.status < 500 or e.type == "config_error" else 1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog="\b\nEnvironment variables (override smallfleet.toml):\n" + ENV_HELP)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="SMALLFLEET_CONFIG",
-              help="smallfleet.toml to load (default: ./smallfleet.toml if present, else built-in fleet).")
+              help="smallfleet.toml to load (default: ./smallfleet.toml if present, else built-in fleet); "
+                   "also accepted after the command: smallfleet doctor --config FILE.")
 @click.version_option(package_name="smallfleet")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:

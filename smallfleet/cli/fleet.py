@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import orjson
+from rich.markup import escape
 from rich.table import Table
 
 from .. import assets
@@ -74,7 +75,8 @@ def _gateway_health(cfg: Config) -> dict[str, bool] | None:
 
     try:
         with urllib.request.urlopen(f"http://{cfg.host}:{cfg.port}/health", timeout=0.5) as r:
-            return orjson.loads(r.read()).get("models")
+            models: dict[str, bool] | None = orjson.loads(r.read()).get("models")
+            return models
     except Exception:  # nothing there, or not a smallfleet gateway
         return None
 
@@ -88,12 +90,12 @@ def doctor(ctx: click.Context, load: bool) -> None:
     problems = 0
 
     def ok(msg: str) -> None:
-        out.print(f"[green]✓[/] {msg}")
+        out.print(f"[green]✓[/] {escape(msg)}")  # messages and hints name [sections]: not markup
 
     def bad(msg: str, fix: str) -> None:
         nonlocal problems
         problems += 1
-        out.print(f"[red]✗[/] {msg}\n    [yellow]fix:[/] {fix}")
+        out.print(f"[red]✗[/] {escape(msg)}\n    [yellow]fix:[/] {escape(fix)}")
 
     v = sys.version_info
     (ok if v >= (3, 11) else lambda m: bad(m, "use Python 3.11+"))(f"Python {v.major}.{v.minor}.{v.micro}")

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 import orjson
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import SmallfleetError
@@ -87,7 +88,7 @@ def index_add(paths: tuple[str, ...], index_path: str | None, meta: tuple[str, .
             counts[status] = counts.get(status, 0) + 1
         except SmallfleetError as e:
             failed += 1
-            console.print(f"[yellow]skipped[/] {e.message}")
+            console.print(f"[yellow]skipped[/] {escape(e.message)}")
     store.close()
     out.print(", ".join(f"{n} {'metadata updated' if k == 'metadata' else k}" for k, n in counts.items()) or "nothing indexed")
     if failed:
@@ -163,7 +164,7 @@ def search(query: str, index_path: str | None, k: int, mode: str, as_json: bool,
             sys.stdout.write(orjson.dumps([h.as_dict() for h in hits]).decode() + "\n")
         else:
             for h in hits:
-                out.print(f"[bold]{h.score:.4f}[/] {h.source} [dim]#{h.id}[/]\n  {' '.join(h.text.split())[:200]}")
+                out.print(f"[bold]{h.score:.4f}[/] {escape(h.source)} [dim]#{h.id}[/]\n  {escape(' '.join(h.text.split())[:200])}")
     store.close()
 
 
@@ -209,6 +210,6 @@ def ask(ctx: click.Context, question: str, index_path: str | None, model: str, m
     out.print(answer, markup=False, highlight=False)
     for c in ev.citations() if ev else []:
         mark = "[bold]*[/]" if c["cited"] else " "
-        out.print(f"{mark} [{c['n']}] {c['source']} [dim]#{c['id']} relevance {c['relevance']:.2f}[/]")
+        out.print(f"{mark} [{c['n']}] {escape(c['source'])} [dim]#{c['id']} relevance {c['relevance']:.2f}[/]")
     console.print(f"[dim]{outcome.final.spec.name} ({outcome.final.tier}) · verdict {outcome.verdict} · "
-                  f"escalated={outcome.escalated} · {outcome.reason}[/]")
+                  f"escalated={outcome.escalated} · {escape(outcome.reason)}[/]")

@@ -44,7 +44,7 @@ def redact(ctx: click.Context, source: Any, restore: bool, vault_path: str | Non
         detector = Detector(entities=kinds, threshold=threshold, ner=not no_ner)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    vault = Vault.load(vault_path) if restore else Vault()
+    vault = Vault.load(vault_path) if restore and vault_path else Vault()  # --restore without --vault was refused above
     pz = Pseudonymizer(detector, vault)
     failed = 0
 
@@ -66,13 +66,13 @@ def redact(ctx: click.Context, source: Any, restore: bool, vault_path: str | Non
     def flush() -> None:
         texts = [t for _, t in batch]
         if restore:
-            for n, t in batch:
-                r = pz.restore(t)
-                emit({"restored": r.text, "mangled": r.mangled, "unknown": r.unknown})
+            for _, t in batch:
+                restored = pz.restore(t)
+                emit({"restored": restored.text, "mangled": restored.mangled, "unknown": restored.unknown})
         else:
             for (n, t), ents in zip(batch, detector.detect_batch(texts)):
                 r = pz.redact(t, ents)
-                out = {"redacted": r.text, "entities": r.entities}
+                out: dict[str, Any] = {"redacted": r.text, "entities": r.entities}
                 if r.chunks > 1:
                     out["chunks"] = r.chunks
                     console.print(f"[yellow]line {n}: {len(t)} characters, detected in {r.chunks} chunks[/]")

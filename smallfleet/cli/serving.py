@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import orjson
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import Config
@@ -129,16 +130,18 @@ def run(ctx: click.Context, prompt: str | None, json_in: Any, model: str, step_k
 
     outcome = asyncio.run(go())
     if raw:
-        out.print_json(orjson.dumps(outcome.response()).decode())
+        from ..server.render import chat_completion
+
+        out.print_json(orjson.dumps(chat_completion(outcome)).decode())
         return
     msg = outcome.final.result.message if outcome.final.result else {}
     if msg.get("tool_calls"):
         for tc in msg["tool_calls"]:
-            out.print(f"[bold]tool call[/] {tc['function']['name']}({tc['function']['arguments']})")
+            out.print(f"[bold]tool call[/] {escape(tc['function']['name'])}({escape(tc['function']['arguments'])})")
     if msg.get("content"):
         out.print(msg["content"], markup=False, highlight=False)
     console.print(f"[dim]{outcome.step.kind.value} · {outcome.final.spec.name} ({outcome.final.tier}) · "
-                  f"escalated={outcome.escalated} · ${outcome.cost_usd:.6f} · {outcome.reason}[/]")
+                  f"escalated={outcome.escalated} · ${outcome.cost_usd:.6f} · {escape(outcome.reason)}[/]")
 
 
 # -- demo --------------------------------------------------------------------------------------------

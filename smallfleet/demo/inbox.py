@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
-from ..cascade import Outcome
 from ..config import Config
 from ..engine import Engine
+from ..outcome import Outcome
 from ..report import build_report
 
 CATEGORIES = ["order_status", "refund", "billing", "product_question", "account_change", "feedback"]
@@ -50,10 +50,12 @@ TOOLS: list[dict[str, Any]] = [
     {"type": "function", "function": {"name": "search_faq", "description": "Search the product FAQ for an answer to a product question.",
                                       "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}},
     {"type": "function", "function": {"name": "update_account", "description": "Change a field on the customer's account.",
-                                      "parameters": {"type": "object", "properties": {"field": {"enum": ["email", "phone", "address"]}, "value": {"type": "string"}},
+                                      "parameters": {"type": "object",
+                                                     "properties": {"field": {"enum": ["email", "phone", "address"]}, "value": {"type": "string"}},
                                                      "required": ["field", "value"]}}},
     {"type": "function", "function": {"name": "log_feedback", "description": "Record praise or feedback that needs no action.",
-                                      "parameters": {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 120}}, "required": ["summary"]}}},
+                                      "parameters": {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 120}},
+                                                     "required": ["summary"]}}},
 ]
 SYSTEM = ("You are the support agent of {company}. Be accurate and brief. Only use facts from the e-mail and tool results.")
 
@@ -69,7 +71,8 @@ def _category(o: Outcome) -> str | None:
 
 
 def load_inbox() -> dict[str, Any]:
-    return json.loads(resources.files("smallfleet.demo").joinpath("inbox.json").read_text(encoding="utf-8"))
+    inbox: dict[str, Any] = json.loads(resources.files("smallfleet.demo").joinpath("inbox.json").read_text(encoding="utf-8"))
+    return inbox
 
 
 def run_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +105,8 @@ class StepRecord:
         answer = (msg.get("content") or "") if not msg.get("tool_calls") else \
             "; ".join(f"{c['function']['name']}({c['function']['arguments']})" for c in msg["tool_calls"])
         return {"email": self.email, "step": self.step, "kind": o.step.kind.value, "model": o.final.spec.name,
-                "tier": o.final.tier, "checks": " ".join(dict.fromkeys(checks)).replace("_valid", "").replace("confidence", "conf"), "escalated": o.escalated,
+                "tier": o.final.tier, "checks": " ".join(dict.fromkeys(checks)).replace("_valid", "").replace("confidence", "conf"),
+                "escalated": o.escalated,
                 "latency_s": round(self.seconds, 2), "cost_usd": o.cost_usd, "frontier_cost_usd": o.frontier_cost_usd,
                 "answer": answer.strip(), "reason": o.reason, "verified": o.final.passed}
 
@@ -177,8 +181,10 @@ def run_demo(config: Config, out: Console, err: Console, *, limit: int | None = 
     run_id = f"demo-{int(time.time())}"
     rows: list[dict[str, Any]] = []
     table = Table(title=f"support inbox · {len(mails)} e-mails · run {run_id}")
-    for col, just in (("mail", "left"), ("step", "left"), ("kind", "left"), ("tier", "left"), ("checks (✗ = failed)", "left"),
-                      ("esc", "center"), ("s", "right"), ("cost $", "right"), ("answer", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("mail", "left"), ("step", "left"), ("kind", "left"), ("tier", "left"), ("checks (✗ = failed)", "left"),
+        ("esc", "center"), ("s", "right"), ("cost $", "right"), ("answer", "left"))
+    for col, just in columns:
         table.add_column(col, justify=just, no_wrap=True, overflow="ellipsis", max_width=50 if col == "answer" else None)
 
     def on_step(rec: StepRecord) -> None:

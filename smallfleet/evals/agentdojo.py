@@ -88,13 +88,16 @@ class CaseLog:
 
 def _pipeline_elements(agent: Any, guard: Guard | None, log: CaseLog, meta: dict[str, Any]) -> Any:
     ap = _require()
+    from agentdojo.agent_pipeline import BasePipelineElement
     from agentdojo.functions_runtime import EmptyEnv
     from agentdojo.types import text_content_block_from_string
 
-    class PolicyGate(ap.BasePipelineElement):
+    empty_env = EmptyEnv()  # the default env of AgentDojo's own query() signature
+
+    class PolicyGate(BasePipelineElement):  # type: ignore[misc]  # agentdojo ships no type information
         """Reviews the calls in the last assistant message; denied ones are removed and explained."""
 
-        def query(self, query: str, runtime: Any, env: Any = EmptyEnv(), messages: Sequence[Any] = (), extra_args: dict = {}) -> Any:  # noqa: B006
+        def query(self, query: str, runtime: Any, env: Any = empty_env, messages: Sequence[Any] = (), extra_args: dict[str, Any] = {}) -> Any:  # noqa: B006
             if guard is None or not messages or messages[-1]["role"] != "assistant" or not messages[-1].get("tool_calls"):
                 return query, runtime, env, messages, extra_args
             last = messages[-1]
@@ -117,14 +120,14 @@ def _pipeline_elements(agent: Any, guard: Guard | None, log: CaseLog, meta: dict
             new_last["content"] = [text_content_block_from_string("\n".join(notes))]
             return query, runtime, env, [*messages[:-1], new_last], extra_args
 
-    class Loop(ap.BasePipelineElement):
+    class Loop(BasePipelineElement):  # type: ignore[misc]  # agentdojo ships no type information
         """Like ToolsExecutionLoop, but keeps asking the agent while it still has work queued."""
 
         def __init__(self, elements: Sequence[Any], max_iters: int = 80) -> None:
             self.elements = elements
             self.max_iters = max_iters
 
-        def query(self, query: str, runtime: Any, env: Any = EmptyEnv(), messages: Sequence[Any] = (), extra_args: dict = {}) -> Any:  # noqa: B006
+        def query(self, query: str, runtime: Any, env: Any = empty_env, messages: Sequence[Any] = (), extra_args: dict[str, Any] = {}) -> Any:  # noqa: B006
             for _ in range(self.max_iters):
                 last = messages[-1]
                 if last["role"] == "assistant" and not last.get("tool_calls") and not getattr(agent, "pending", False):
@@ -139,14 +142,18 @@ def _pipeline_elements(agent: Any, guard: Guard | None, log: CaseLog, meta: dict
 
 
 def _compromised_agent(suite: Any, user_task: Any, injection_task: Any | None, log: CaseLog) -> Any:
-    ap = _require()
+    _require()
     import yaml
+    from agentdojo.agent_pipeline import BasePipelineElement
     from agentdojo.functions_runtime import EmptyEnv
     from agentdojo.types import ChatAssistantMessage, get_text_content_as_str, text_content_block_from_string
+
+    empty_env = EmptyEnv()  # the default env of AgentDojo's own query() signature
 
     goal = " ".join(injection_task.GOAL.split()) if injection_task is not None else None
 
     def contains_goal(text: str) -> bool:
+        assert goal is not None  # only asked when there is an injection task
         # tool output is YAML with long strings folded: parse it before looking for the injected goal
         try:
             obj = yaml.safe_load(text)
@@ -163,7 +170,7 @@ def _compromised_agent(suite: Any, user_task: Any, injection_task: Any | None, l
                 parts.append(o)
         return any(goal in " ".join(p.split()) for p in parts + [text])
 
-    class Agent(ap.BasePipelineElement):
+    class Agent(BasePipelineElement):  # type: ignore[misc]  # agentdojo ships no type information
         name = PIPELINE_NAME
 
         def __init__(self) -> None:
@@ -172,7 +179,7 @@ def _compromised_agent(suite: Any, user_task: Any, injection_task: Any | None, l
             self.seen = 0
             self.pending = True
 
-        def query(self, query: str, runtime: Any, env: Any = EmptyEnv(), messages: Sequence[Any] = (), extra_args: dict = {}) -> Any:  # noqa: B006
+        def query(self, query: str, runtime: Any, env: Any = empty_env, messages: Sequence[Any] = (), extra_args: dict[str, Any] = {}) -> Any:  # noqa: B006
             if self.queue is None:
                 self.queue = [("user", c) for c in user_task.ground_truth(env)]
             if injection_task is not None and not self.triggered:

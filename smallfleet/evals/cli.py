@@ -117,7 +117,7 @@ def agentdojo(ctx: click.Context, agent: str, suites: str, json_out: str | None,
     every legitimate call the policy blocked, with the rule and reason. Needs `pip install
     'smallfleet[agentdojo]'`.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from . import agentdojo as ad
 
@@ -145,8 +145,12 @@ def agentdojo(ctx: click.Context, agent: str, suites: str, json_out: str | None,
                 with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                               console=console, transient=True) as bar:
                     task = bar.add_task(f"agentdojo model, guard {guard}", total=None)
+
+                    def advance(s: str, k: int, task: TaskID = task) -> None:  # this round's task, bound now
+                        bar.update(task, advance=k)
+
                     results[key] = ad.run_model(url, model_name, suites=names, guard=guard, user_tasks=ut, injection_tasks=it,
-                                                progress=lambda s, k: bar.update(task, advance=k))
+                                                progress=advance)
         report = {"agent": "model", "model": model_name, "attack": "important_instructions",
                   "benchmark_version": ad.BENCHMARK_VERSION, "agentdojo": ad._version(), "suites": names, **results}
         labels = ("without guard", "with smallfleet")
@@ -156,10 +160,10 @@ def agentdojo(ctx: click.Context, agent: str, suites: str, json_out: str | None,
         out.print(f"{len(legit)} legitimate call(s) blocked with the policy on; {report.get('blocked_injected_calls')} injected call(s) blocked")
         seen: set[tuple[str, str, str]] = set()
         for b in legit:
-            key = (b["suite"], b["user_task"], b["tool"])
-            if key in seen:
+            case = (b["suite"], b["user_task"], b["tool"])
+            if case in seen:
                 continue
-            seen.add(key)
+            seen.add(case)
             out.print(f"  [dim]{b['suite']}/{b['user_task']}[/] {b['tool']}: {b['reason']}")
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

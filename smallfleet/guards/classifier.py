@@ -14,6 +14,7 @@ AgentDojo's attack strings and environment texts, which it never saw.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 import re
@@ -31,7 +32,7 @@ _TOKEN = re.compile(r"[a-z]+|<|>|\[|\]|:|!")
 
 def features(text: str) -> list[str]:
     toks = _TOKEN.findall(clean(text).casefold())[:400]
-    return toks + [a + " " + b for a, b in zip(toks, toks[1:])]
+    return toks + [a + " " + b for a, b in itertools.pairwise(toks)]
 
 
 class InjectionClassifier:

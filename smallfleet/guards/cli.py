@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import IO
 
 import click
 import orjson
@@ -16,7 +17,7 @@ def detector() -> None:
 
 @detector.command("scan")
 @click.argument("source", type=click.File("r", encoding="utf-8", errors="replace"), default="-")
-def scan(source: click.utils.LazyFile) -> None:
+def scan(source: IO[str]) -> None:
     """Score each line of SOURCE (or stdin): one JSON line out per line in, {flagged, score, reasons}."""
     from .injection import InjectionDetector
 

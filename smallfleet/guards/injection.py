@@ -25,13 +25,16 @@ _RULES: list[tuple[float, str, re.Pattern[str]]] = [
      re.compile(r"\b(ignore|disregard|forget|override)\b.{0,30}\b(previous|prior|above|earlier|all|your|the)\b.{0,20}"
                 r"\b(instructions?|prompts?|rules|directions|guidelines|task)\b", re.I | re.S)),
     (1.0, "claims to outrank the user's task",
-     re.compile(r"\bbefore (?:you )?(?:can |could )?(?:solve|do|complete|continue|finish|start|answer)\b.{0,40}\b(task|request|question)\b", re.I | re.S)),
+     re.compile(r"\bbefore (?:you )?(?:can |could )?(?:solve|do|complete|continue|finish|start|answer)\b"
+                r".{0,40}\b(task|request|question)\b", re.I | re.S)),
     (0.8, "addresses the AI directly",
-     re.compile(r"\b(?:to you|dear|hey|attention|note to)\b,?\s*(?:the\s+)?(?:ai|assistant|agent|model|llm|chatbot|gpt[\w.-]*|claude|gemini|llama|qwen)\b"
+     re.compile(r"\b(?:to you|dear|hey|attention|note to)\b,?\s*(?:the\s+)?"
+                r"(?:ai|assistant|agent|model|llm|chatbot|gpt[\w.-]*|claude|gemini|llama|qwen)\b"
                 r"|\b(?:ai|assistant|agent|language model)\b[,:]?\s+(?:you must|please|now)\b|\bmessage from me\b.{0,40}\bto you\b", re.I | re.S)),
     (0.8, "announces new or important instructions",
      re.compile(r"\b(?:new|updated|important|urgent|additional|secret|hidden|system)\s+(?:instructions?|task|orders?|directive|message from)\b"
-                r"|\bdo the following\b|\bfollow(?:ing)? these (?:steps|instructions)\b|\byour (?:new|real|actual|true) (?:task|goal|instructions?)\b", re.I)),
+                r"|\bdo the following\b|\bfollow(?:ing)? these (?:steps|instructions)\b"
+                r"|\byour (?:new|real|actual|true) (?:task|goal|instructions?)\b", re.I)),
     (0.8, "fake role or system markup",
      re.compile(r"<\s*/?\s*(?:information|important|instructions?|system|admin|im_start|im_end|inst|sys)\s*>|\[/?INST\]|<\|im_start\|>|"
                 r"^\s*(?:###\s*)?(?:system|assistant)\s*:|\bsystem prompt\b|\bdeveloper mode\b|\bjailbreak\b", re.I | re.M)),
@@ -42,7 +45,8 @@ _RULES: list[tuple[float, str, re.Pattern[str]]] = [
      re.compile(r"\b(?:do not|don't|never)\s+(?:tell|inform|mention|reveal|show)\b.{0,20}\b(?:user|anyone|them)\b"
                 r"|\bwithout (?:asking|telling|informing|confirmation)\b|\bfill them in without asking\b", re.I | re.S)),
     (0.4, "imperative to change credentials or delete",
-     re.compile(r"\b(?:change|update|reset|set)\b.{0,20}\bpassword\b.{0,20}\bto\b|\bdelete (?:all|every|the)\b.{0,40}\b(?:files?|emails?|messages?|records?)\b", re.I | re.S)),
+     re.compile(r"\b(?:change|update|reset|set)\b.{0,20}\bpassword\b.{0,20}\bto\b"
+                r"|\bdelete (?:all|every|the)\b.{0,40}\b(?:files?|emails?|messages?|records?)\b", re.I | re.S)),
 ]
 _B64 = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 THRESHOLD = 1.0

@@ -331,12 +331,12 @@ class PolicyEngine:
             return None
         if Capability.FETCH in caps and not caps & CONSEQUENTIAL:
             ev = provenance(value, ctx)
-            if ev.found and ev.label <= Label.SUSPICIOUS:
+            if ev.label is not None and ev.label <= Label.SUSPICIOUS:
                 return Decision(Action.DENY, tool, f"{arg}={text[:60]!r} appears only in text flagged as an injection ({_where(ev)})",
                                 "fetch_flagged", arg, ev.sources)
             return None
         ev = provenance(value, ctx)
-        if not ev.found:
+        if ev.label is None:
             if role == Role.DESTINATION and caps & {Capability.SENDS_OUTSIDE, Capability.MOVES_MONEY}:
                 return Decision(Action.CONFIRM, tool, f"{arg}={text[:60]!r} appears nowhere in the conversation (the model invented it)",
                                 "invented_destination", arg)
@@ -381,7 +381,7 @@ class PolicyEngine:
             return None
         for ident in _identifiers(text):
             ev = provenance(ident, ctx)
-            if ev.found and ev.label <= Label.UNTRUSTED:
+            if ev.label is not None and ev.label <= Label.UNTRUSTED:
                 return Decision(Action.DENY, tool, f"{arg} carries {ident[:60]!r}, found only in untrusted content ({_where(ev)})",
                                 "untrusted_identifier", arg, ev.sources)
         private = [s for s in ctx.segments if s.confidential and len(s.text.strip()) >= 5

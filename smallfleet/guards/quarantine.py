@@ -43,7 +43,8 @@ def bounded(schema: dict[str, Any]) -> dict[str, Any]:
     unknown = [r for r in required if r not in props]
     if unknown:
         raise InvalidRequestError(f"schema.required names fields that are not in properties: {unknown[:5]}.", param="schema")
-    out = {"type": "object", "properties": {}, "required": list(required), "additionalProperties": False}
+    properties: dict[str, dict[str, Any]] = {}
+    out = {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
     for name, p in props.items():
         t = p.get("type") if isinstance(p, dict) else None
         if t not in ("string", "integer", "number", "boolean"):
@@ -55,7 +56,7 @@ def bounded(schema: dict[str, Any]) -> dict[str, Any]:
             if q.get("minLength", 0) > q["maxLength"]:
                 raise InvalidRequestError(f"quarantine field {name[:64]!r}: minLength is above the {MAX_STRING}-character cap.",
                                           param="schema")
-        out["properties"][name] = q
+        properties[name] = q
     return out
 
 

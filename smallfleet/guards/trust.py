@@ -119,10 +119,10 @@ def _mentions(hay: str, v: str) -> bool:
         before = hay[i - 1] if i else " "
         j = i + len(v)
         after = hay[j] if j < len(hay) else " "
-        if not (before.isalnum() or (v[0].isalnum() and before in "_")) and not (after.isalnum() or after == "_"):
-            # a URL or address continues with "/" or "." + letters: "example.com" must not match "example.com.evil"
-            if not (after == "." and j + 1 < len(hay) and hay[j + 1].isalnum()):
-                return True
+        # a URL or address continues with "/" or "." + letters: "example.com" must not match "example.com.evil"
+        if (not (before.isalnum() or (v[0].isalnum() and before in "_")) and not (after.isalnum() or after == "_")
+                and not (after == "." and j + 1 < len(hay) and hay[j + 1].isalnum())):
+            return True
         start = i + 1
 
 

@@ -181,7 +181,8 @@ def _uncovered(clause: str, values: list[str]) -> bool:
 
 # -- grounding --------------------------------------------------------------------------------------
 _WORD = re.compile(r"[^\W_]+(?:[-.'’@/][^\W_]+)*", re.U)
-_FILLER = frozenset(["a", "an", "the", "my", "our", "me", "i", "i'm", "im", "is", "are", "am", "was", "of", "to", "for", "and", "or", "in", "on", "at", "by", "with", "your", "you", "it", "this", "that", "be", "not", "no"])
+_FILLER = frozenset(["a", "an", "the", "my", "our", "me", "i", "i'm", "im", "is", "are", "am", "was", "of", "to", "for",
+                     "and", "or", "in", "on", "at", "by", "with", "your", "you", "it", "this", "that", "be", "not", "no"])
 
 
 def _words(text: str) -> list[str]:
@@ -392,7 +393,7 @@ class Extractor:
                 continue
             if any(value.lower() == v.lower() for k, (_, vs) in merged.items() if k != norm for v in vs):
                 continue  # the same value under a second key is the model repeating itself, not a new fact
-            label, values = merged.setdefault(norm, (key, []))
+            _label, values = merged.setdefault(norm, (key, []))
             if not any(v.lower() == value.lower() for v in values):
                 values.append(value)  # "my order ids are 4412 and 4413": one key, both values
         out = [(label, ", ".join(values)) for label, values in merged.values()]

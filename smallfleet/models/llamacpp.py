@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..assets import ProgressFn, ensure_packaged, verify_file
-from ..spec import ModelSpec
 from ..errors import BackendError, ContextLengthError, InvalidRequestError, ModelUnavailableError
+from ..spec import ModelSpec
 from ._toolcalls import after_tool_result, answered_calls, call_schema, next_call, next_step_schema, parse_tool_calls, with_result_nudge
 from .base import ChatResult
 
@@ -273,7 +273,9 @@ def assemble(chunks: list[Any]) -> dict[str, Any]:
     """``chat.completion.chunk`` dicts (llama.cpp's stream) as the ``chat.completion`` they add up to."""
     content: list[str] = []
     logprobs: list[dict[str, Any]] = []
-    finish, usage, timings, role = None, {}, {}, "assistant"
+    usage: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    finish, role = None, "assistant"
     for ch in chunks:
         if not isinstance(ch, dict):
             continue

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..spec import ModelSpec
 from ..errors import BackendError, BackendTimeoutError, ContextLengthError, InvalidRequestError
+from ..spec import ModelSpec
 from .base import ChatResult
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})

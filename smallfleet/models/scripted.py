@@ -25,6 +25,8 @@ Answer = str | dict[str, Any] | ChatResult
 
 
 class FunctionBackend:
+    """A model whose answers come from a Python function: a test double for the cascade, guards and gateway."""
+
     def __init__(self, spec: ModelSpec, fn: Callable[[dict[str, Any]], Any], delay: float = 0.0) -> None:
         self.spec = spec
         self.fn = fn

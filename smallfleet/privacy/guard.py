@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from ..spec import ModelSpec
 from .detector import Detector
 from .pseudonymize import Pseudonymizer, Restoration
 from .recognizers import RECOGNIZERS
@@ -43,6 +44,10 @@ class PrivacyGuard:
     @property
     def enabled(self) -> bool:
         return self.settings.enabled
+
+    def protects(self, spec: ModelSpec) -> bool:
+        """Personal data is pseudonymised for every model that does not run on this machine."""
+        return self.enabled and not spec.is_local
 
     @property
     def detector(self) -> Detector:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,8 @@ class Restoration:
 
 
 class Pseudonymizer:
+    """Replaces personal data with placeholders (``<PERSON_1>``) kept in a vault, and restores them in answers."""
+
     def __init__(self, detector: Detector | None = None, vault: Vault | None = None) -> None:
         self.detector = detector or Detector()
         self.vault = vault if vault is not None else Vault()
@@ -110,7 +113,7 @@ class Pseudonymizer:
         return res
 
     # -- chat structures ---------------------------------------------------------------------
-    def _map_json_strings(self, raw: str, fn: Any) -> str:
+    def _map_json_strings(self, raw: str, fn: Callable[[str], str]) -> str:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -171,7 +174,7 @@ class Pseudonymizer:
         self._map_tool_args(msg, rest)
         return msg, total
 
-    def _map_tool_args(self, message: dict[str, Any], fn: Any) -> None:
+    def _map_tool_args(self, message: dict[str, Any], fn: Callable[[str], str]) -> None:
         """Apply ``fn`` to every string value inside the message's tool-call arguments, in place."""
         for tc in message.get("tool_calls") or []:
             f = tc.get("function") or {}

@@ -121,10 +121,10 @@ _REGIONS = ("US", "GB", "DE", "FR", "IT", "ES", "NL", "AU", "IN", "BR")
 def phones(text: str) -> Iterator[Entity]:
     seen: set[tuple[int, int]] = set()
     for region in _REGIONS:  # libphonenumber's matcher validates against real numbering plans
-        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
-            if (m.start, m.end) not in seen:
-                seen.add((m.start, m.end))
-                yield Entity("PHONE_NUMBER", m.start, m.end, m.raw_string, 0.9, "pattern")
+        for pm in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+            if (pm.start, pm.end) not in seen:
+                seen.add((pm.start, pm.end))
+                yield Entity("PHONE_NUMBER", pm.start, pm.end, pm.raw_string, 0.9, "pattern")
     for m in _PHONE.finditer(text):
         v = m.group()
         digits = sum(c.isdigit() for c in v)
@@ -140,7 +140,8 @@ def phones(text: str) -> Iterator[Entity]:
 
 
 # -- dates, ages, titles, zip codes -------------------------------------------------------------
-_MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+          r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
 _DATE = re.compile(
     rf"\b(?:\d{{4}}-\d{{2}}-\d{{2}}(?:[ T]\d{{2}}:\d{{2}}(?::\d{{2}})?)?"
     rf"|\d{{1,2}}[/.]\d{{1,2}}[/.]\d{{2,4}}"
@@ -148,7 +149,8 @@ _DATE = re.compile(
     rf"|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
     rf"|{_MONTH}\s+\d{{4}})\b", re.I)
 _YEAR_CTX = re.compile(r"\b(?:in|since|of|from|until|born|year|founded|established|circa|by)\s+((?:19|20)\d{2})\b", re.I)
-_AGE = re.compile(r"\b(\d{1,3})(?=[ -]years?[ -]old\b|\s*(?:yo|y/o)\b)|\b(?:aged?|turn(?:ed|s|ing)?|i'?ll turn|i am|i'm)\s+(\d{1,3})\b(?!\s*(?:%|dollars|\$|am|pm|:))", re.I)
+_AGE = re.compile(r"\b(\d{1,3})(?=[ -]years?[ -]old\b|\s*(?:yo|y/o)\b)"
+                  r"|\b(?:aged?|turn(?:ed|s|ing)?|i'?ll turn|i am|i'm)\s+(\d{1,3})\b(?!\s*(?:%|dollars|\$|am|pm|:))", re.I)
 _TITLE = re.compile(r"(?<!\w)(Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau)(?:\.|\b)(?=\s+\w)", re.I)
 _ZIP_CTX = re.compile(r"\b(?:zip(?:\s*code)?|postal\s*code|post\s*code|postcode)\b\s*(?:is|:)?\s*([A-Z0-9]{2,5}(?:[ -][A-Z0-9]{2,4})?)\b", re.I)
 
@@ -205,7 +207,8 @@ _UNIT_RE = re.compile(rf"(?<!\w){_UNIT}\b", re.I)
 _ADDR_CTX = re.compile(r"\b(?:address|lives?|living|located|live at|ship(?:ped)? to|send (?:it )?to|deliver(?:ed)? to|"
                        r"mail(?:ing)? to|is at|at the|moved to|reside[sd]?|billing|shipping|visit us)\b", re.I)
 # A following line is part of the address when it is short and made of names, codes and numbers.
-_ADDR_LINE = re.compile(rf"^[ \t>?*-]*((?:{_UNIT}|(?:{_CAP}|[A-Z]{{2,3}}|\d{{3,6}}(?:[ -]\d{{2,4}})?)(?:[ ,]+(?:{_CAP}|[A-Z]{{2,3}}|\d{{3,6}}(?:[ -]\d{{2,4}})?)){{0,4}}))[ \t,]*$", re.M | re.I)
+_ADDR_LINE = re.compile(rf"^[ \t>?*-]*((?:{_UNIT}|(?:{_CAP}|[A-Z]{{2,3}}|\d{{3,6}}(?:[ -]\d{{2,4}})?)"
+                        rf"(?:[ ,]+(?:{_CAP}|[A-Z]{{2,3}}|\d{{3,6}}(?:[ -]\d{{2,4}})?)){{0,4}}))[ \t,]*$", re.M | re.I)
 
 
 def _has_suffix(value: str) -> bool:

@@ -23,10 +23,6 @@ class KnowledgeBase(Protocol):
         """Drop a document and its chunks; False when it was not indexed."""
         ...
 
-    def list(self) -> list[dict[str, Any]]:
-        """Indexed documents: path, bytes, added, meta, chunks."""
-        ...
-
     def count(self) -> int:
         """Chunks in the index."""
         ...
@@ -40,4 +36,9 @@ class KnowledgeBase(Protocol):
         ...
 
     def close(self) -> None:
+        ...
+
+    # Last on purpose: below this method, ``list`` in an annotation would name it, not the builtin.
+    def list(self) -> list[dict[str, Any]]:
+        """Indexed documents: path, bytes, added, meta, chunks."""
         ...

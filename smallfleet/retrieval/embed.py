@@ -11,10 +11,15 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import NotAvailableError
+
+if TYPE_CHECKING:  # pragma: no cover - imported when first used (_load)
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
 
 DIM = 384
 
@@ -31,8 +36,8 @@ class Embedder:
     def __init__(self, max_tokens: int = 256, threads: int | None = None) -> None:
         self.max_tokens = max_tokens
         self.threads = threads or max(1, (os.cpu_count() or 2))
-        self._session = None
-        self._tok = None
+        self._session: ort.InferenceSession | None = None
+        self._tok: Tokenizer | None = None
         self._lock = threading.Lock()
 
     def _load(self) -> None:

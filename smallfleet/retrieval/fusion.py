@@ -100,7 +100,12 @@ class FusionModel:
             raise ValueError("the fusion model was trained on other features; retrain it (bench/train_fusion.py)")
         self.meta = {k: v for k, v in spec.items() if k != "trees"}
         # all trees in one flat node array; a leaf points to itself, so walking on past it changes nothing
-        feature, threshold, left, right, value, roots = [], [], [], [], [], []
+        feature: list[int] = []
+        threshold: list[float] = []
+        left: list[int] = []
+        right: list[int] = []
+        value: list[float] = []
+        roots: list[int] = []
         for t in spec["trees"]:
             base = len(feature)
             roots.append(base)
@@ -132,7 +137,8 @@ class FusionModel:
         for _ in range(self.depth):
             go_left = flat[offset + self.feature[node]] <= self.threshold[node]
             node = np.where(go_left, self.left[node], self.right[node])
-        return self.baseline + self.value[node].reshape(len(self.roots), n).sum(axis=0)
+        logits: np.ndarray = self.baseline + self.value[node].reshape(len(self.roots), n).sum(axis=0)
+        return logits
 
 
 def export(model: Any, meta: dict[str, Any]) -> dict[str, Any]:

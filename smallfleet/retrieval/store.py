@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +26,8 @@ import orjson
 
 from ..errors import InvalidRequestError, NotAvailableError
 from . import fusion
-from .terms import STOPWORDS
 from .embed import DIM, Embedder
+from .terms import STOPWORDS
 
 MAX_FILE_BYTES = 50 << 20
 CHUNK_CHARS = 800
@@ -72,7 +72,7 @@ class Hit:
 
 # -- reading and chunking ---------------------------------------------------------------------------
 class _HTMLText(html.parser.HTMLParser):
-    _BLOCK = {"p", "div", "br", "li", "tr", "section", "article", "pre", "table"}
+    _BLOCK = frozenset({"p", "div", "br", "li", "tr", "section", "article", "pre", "table"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -184,13 +184,15 @@ def _sign_bits(mat: np.ndarray) -> np.ndarray:
     return np.packbits(mat > 0, axis=1).view(np.uint64)
 
 
+_popcount: Callable[[np.ndarray], np.ndarray]  # bits set in each element
 if hasattr(np, "bitwise_count"):  # numpy >= 2.0
     _popcount = np.bitwise_count
 else:  # pragma: no cover - numpy 1.x
     _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
     def _popcount(x: np.ndarray) -> np.ndarray:
-        return _POP8[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+        counts: np.ndarray = _POP8[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+        return counts
 
 
 _FTS_TOKEN = re.compile(r"\w+")
@@ -244,6 +246,8 @@ def only_stopwords(query: str) -> bool:
 
 
 class Store:
+    """A local knowledge base in one SQLite file: chunks, keyword index and int8 vectors; hybrid search with citations."""
+
     def __init__(self, path: str | Path, embedder: Embedder | None = None) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,13 +319,9 @@ class Store:
             self.stem_cache = {}
         return cur.rowcount > 0
 
-    def list(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT d.path, d.bytes, d.added, d.meta, COUNT(c.id) FROM docs d LEFT JOIN chunks c "
-                               "ON c.doc_id = d.id GROUP BY d.id ORDER BY d.path").fetchall()
-        return [{"path": p, "bytes": b, "added": a, "meta": orjson.loads(m), "chunks": n} for p, b, a, m, n in rows]
-
     def count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        n: int = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return n
 
     # -- search ------------------------------------------------------------------------------------
     def bm25(self, query: str, k: int) -> list[int]:
@@ -457,9 +457,9 @@ class Store:
         best = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
         if not best:
             return []
-        q = ",".join("?" * len(best))
+        marks = ",".join("?" * len(best))
         rows = {r[0]: r[1:] for r in self.db.execute(
-            f"SELECT c.id, d.path, c.text, c.heading FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE c.id IN ({q})",
+            f"SELECT c.id, d.path, c.text, c.heading FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE c.id IN ({marks})",
             [cid for cid, _ in best])}
         return [Hit(cid, rows[cid][0], s, rows[cid][1], rows[cid][2]) for cid, s in best if cid in rows]
 
@@ -484,3 +484,9 @@ class Store:
             probs = 1.0 / (1.0 + np.exp(-model.score(cand.features)))
             out.update(zip(cand.ids, probs.tolist()))
         return out
+
+    # Last in the class on purpose: below this method, ``list`` in an annotation would name it, not the builtin.
+    def list(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT d.path, d.bytes, d.added, d.meta, COUNT(c.id) FROM docs d LEFT JOIN chunks c "
+                               "ON c.doc_id = d.id GROUP BY d.id ORDER BY d.path").fetchall()
+        return [{"path": p, "bytes": b, "added": a, "meta": orjson.loads(m), "chunks": n} for p, b, a, m, n in rows]

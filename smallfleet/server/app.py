@@ -26,7 +26,7 @@ from ..engine import Engine
 from ..errors import AuthError, InvalidRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, SmallfleetError
 from ..keys import KeyRing
 from ..step import Step
-from . import responses
+from . import render, responses
 from .access import COOKIE, LOCAL, Access, Principal
 from .dashboard import render_dashboard, render_login
 from .sse import event, word_pieces
@@ -269,11 +269,11 @@ class Gateway:
         if body.get("stream") and mode == "live" and self.engine.cascade.can_stream_live(step):
             return await self._until_gone(receive, self._live(step, body, include_usage, send))
         outcome = await self._until_gone(receive, self.engine.run_step(step))
-        headers_out = _hdrs(outcome.headers())
+        headers_out = _hdrs(render.headers(outcome))
         if not body.get("stream"):
-            return await self._send(send, 200, orjson.dumps(outcome.response()), [_JSON, *headers_out])
+            return await self._send(send, 200, orjson.dumps(render.chat_completion(outcome)), [_JSON, *headers_out])
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *headers_out]})
-        for chunk in stream_chunks(outcome.response(), include_usage):
+        for chunk in stream_chunks(render.chat_completion(outcome), include_usage):
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
@@ -299,7 +299,7 @@ class Gateway:
         if outcome.final.result is not None:
             kept = chat["messages"][1:] if body.get("instructions") else chat["messages"]
             self.responses.put(resp_id, owner, kept, outcome.final.result.message)
-        hdrs = _hdrs(outcome.headers())
+        hdrs = _hdrs(render.headers(outcome))
         if not body.get("stream"):
             return await self._send(send, 200, orjson.dumps(resp), [_JSON, *hdrs])
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *hdrs]})
@@ -311,10 +311,13 @@ class Gateway:
         unread = await self.engine.before(step)  # session facts are pinned into live answers too
         try:
             live = self.engine.cascade.live(step, body.get("model") or "auto")
-            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *_hdrs(live.headers())]})
+            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *_hdrs(render.live_headers(step, live.spec))]})
             try:
-                async for chunk in live.chunks(include_usage):
+                async for chunk in live.chunks():
                     await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+                assert live.outcome is not None  # set when the chunks end
+                final = render.live_final_chunk(live.outcome, live.created, include_usage)
+                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n", "more_body": True})
             except SmallfleetError as e:  # headers are gone: report in-band, as OpenAI does
                 await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(e.to_openai()) + b"\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})

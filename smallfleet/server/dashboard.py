@@ -33,6 +33,12 @@ def _bars(rows: list[dict[str, Any]]) -> str:
     return f'<svg width="600" height="28" role="img" aria-label="share of steps per tier">{"".join(parts)}</svg>'
 
 
+_KIND_COLUMNS = [('step_kind', 'step kind'), ('steps', 'steps'), ('escalated', 'escalated'), ('escalation_rate', 'rate'),
+                 ('spend_usd', 'spend'), ('mean_latency_ms', 'mean latency ms')]
+_MODEL_COLUMNS = [('model', 'model'), ('tier', 'tier'), ('attempts', 'attempts'), ('tokens_in', 'tokens in'),
+                  ('tokens_out', 'tokens out'), ('spend_usd', 'spend'), ('failed_checks', 'failed checks')]
+
+
 def render_dashboard(rep: dict[str, Any]) -> str:
     if "error" in rep:
         return f"<p>{html.escape(rep['error'])}</p>"
@@ -51,9 +57,9 @@ saved <b>{rep['savings_pct']:.1f}%</b> · escalation rate {rep['escalation_rate'
 <h2>Share of steps per tier</h2>{_bars(rep['by_tier'])}
 {_table(rep['by_tier'], [('tier', 'tier'), ('steps', 'steps'), ('share', 'share')])}
 <h2>Escalation per step kind</h2>
-{_table(rep['by_kind'], [('step_kind', 'step kind'), ('steps', 'steps'), ('escalated', 'escalated'), ('escalation_rate', 'rate'), ('spend_usd', 'spend'), ('mean_latency_ms', 'mean latency ms')])}
+{_table(rep['by_kind'], _KIND_COLUMNS)}
 <h2>Models</h2>
-{_table(rep['by_model'], [('model', 'model'), ('tier', 'tier'), ('attempts', 'attempts'), ('tokens_in', 'tokens in'), ('tokens_out', 'tokens out'), ('spend_usd', 'spend'), ('failed_checks', 'failed checks')])}
+{_table(rep['by_model'], _MODEL_COLUMNS)}
 {_guard(rep.get('guard') or {})}
 </body></html>"""
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import orjson
 
-from ..cascade import Outcome
 from ..errors import InvalidRequestError, ResponseNotFoundError
+from ..outcome import Outcome
+from .render import summary
 from .sse import word_pieces
 
 TEXT_PARTS = {"input_text", "output_text", "text"}
@@ -240,7 +241,7 @@ def response_object(outcome: Outcome, body: dict[str, Any], resp_id: str) -> dic
                   "total_tokens": res.tokens_in + res.tokens_out,
                   "input_tokens_details": {"cached_tokens": res.cached_tokens},
                   "output_tokens_details": {"reasoning_tokens": 0}},
-        "smallfleet": outcome.summary(),
+        "smallfleet": summary(outcome),
     }
 
 

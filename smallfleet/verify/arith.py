@@ -14,6 +14,7 @@ import ast
 import math
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _LATEX = [
@@ -28,7 +29,7 @@ _PCT_OF = re.compile(r"(\d+(?:\.\d+)?)\s*%\s*of\s*(\d+(?:\.\d+)?)", re.I)
 _PCT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 _ANNOT = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+_OPS: dict[type[ast.AST], Callable[..., float]] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
 
 
@@ -80,7 +81,7 @@ def close(claimed: float, actual: float) -> bool:
     decimals = len(text.split(".")[1]) if "." in text and not text.endswith(".0") else 0
     if not decimals:  # a whole number must be the rounded value: 11/4 = 2 is wrong
         return abs(claimed - actual) <= 0.5 + 1e-9
-    return abs(claimed - actual) < 10 ** (-decimals) - 1e-9
+    return abs(claimed - actual) < 10.0 ** (-decimals) - 1e-9
 
 
 @dataclass(frozen=True)

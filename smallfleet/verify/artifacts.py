@@ -16,7 +16,7 @@ def read_artifact(name: str, path: str | Path | None, features: tuple[str, ...],
         raw = resources.files("smallfleet.verify").joinpath(f"data/{name}").read_text(encoding="utf-8")
     else:
         raw = Path(path).read_text(encoding="utf-8")
-    a = json.loads(raw)
+    a: dict[str, Any] = json.loads(raw)
     if a.get("features") != list(features):
         raise NotAvailableError(f"{name}: trained on other features; retrain with `{retrain}`.")
     return a

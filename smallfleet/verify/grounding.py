@@ -35,7 +35,8 @@ normalize = _norm  # the comparison form other modules share (grounded answers)
 
 _CURRENCY = r"(?:[$€£¥₹]|\b(?:USD|EUR|GBP|JPY|CHF|CAD|AUD|INR|CNY)\b)"
 _SCALE = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "million": 1e6, "b": 1e9, "bn": 1e9, "billion": 1e9}
-_NUMBER_VALUE = re.compile(rf"^\s*{_CURRENCY}?\s*(?P<sign>[-+])?\s*{_CURRENCY}?\s*(?P<num>\d{{1,3}}(?:[,  ']\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)\s*"
+_NUMBER_VALUE = re.compile(rf"^\s*{_CURRENCY}?\s*(?P<sign>[-+])?\s*{_CURRENCY}?\s*"
+                           rf"(?P<num>\d{{1,3}}(?:[,  ']\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)\s*"
                            rf"(?P<scale>k|m|mn|b|bn|thousand|million|billion)?\s*%?\s*{_CURRENCY}?\s*$", re.I)
 # in the conversation: "3k", "1.5M", "$2bn" (arith.numbers, shared with the verifier, reads "3k" as algebra)
 _SCALED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(k|m|mn|bn|b)\b", re.I)

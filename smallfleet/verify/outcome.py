@@ -83,7 +83,8 @@ class OutcomeModel:
 
     def p_wrong_rows(self, x: np.ndarray) -> np.ndarray:
         z = ((np.asarray(x, dtype=float) - self.mean) / self.scale) @ self.weights + self.bias
-        return 1.0 / (1.0 + np.exp(-z))
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return p
 
     def p_wrong(self, problem: str, steps: list[str], step_scores: list[float], sym: np.ndarray | None = None) -> float:
         return float(self.p_wrong_rows(np.array([outcome_features(problem, steps, step_scores, sym)]))[0])

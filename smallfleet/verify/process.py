@@ -80,9 +80,11 @@ class ProcessVerifier:
     def _scores(self, x: np.ndarray) -> list[float]:
         """Step error probabilities from the trace_features rows of one trace."""
         z = ((model_features(x) - self.mean) / self.scale) @ self.weights
-        return (1.0 / (1.0 + np.exp(-z))).tolist()
+        scores: list[float] = (1.0 / (1.0 + np.exp(-z))).tolist()
+        return scores
 
-    def verify(self, problem: str, steps: list[str]) -> TraceResult:
+    def verify(self, problem: object, steps: object) -> TraceResult:
+        """Score a trace; ``problem`` and ``steps`` may be unchecked JSON (a str and a list of str, or an error)."""
         if not isinstance(problem, str) or not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
             raise InvalidRequestError('a trace is {"problem": str, "steps": [str, ...]}')
         if not steps:
