@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test serve bench clean
+.PHONY: install run test lint serve bench clean
 
 install: $(STAMP)
 
@@ -24,15 +24,24 @@ run: install
 	$(BIN)/smallfleet models --install
 	$(BIN)/smallfleet demo
 
-test: install
+test: install lint
 	$(BIN)/smallfleet models --install
 	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check smallfleet tests bench
+	$(BIN)/mypy
 
 serve: install
 	$(BIN)/smallfleet serve --preload
 
+# The fast benchmark: gateway overhead (no model loaded, ~1 min). With the LiteLLM venv of bench/README.md it
+# regenerates bench/results/gateway_overhead.json; without it the LiteLLM row is missing, so it writes to /tmp
+# instead of overwriting the published file. bench/README.md lists every benchmark and its command.
+LITELLM := bench/.venv-litellm/bin/litellm
 bench: install
-	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/gateway_overhead.py $(if $(wildcard $(LITELLM)),--litellm $(LITELLM),--out /tmp/smallfleet-gateway_overhead.json)
+	@echo "every benchmark, what it measures, its command and results file: bench/README.md"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

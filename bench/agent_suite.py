@@ -6,7 +6,8 @@ cancelled, a ticket opened, an e-mail sent, with the right fields) and/or values
 must carry (numbers compared after rounding, words case-insensitively). Nothing is scored on the
 path taken, so an agent that finds another correct route still succeeds.
 
-Used by ``bench/agents.py``; ``python bench/agent_suite.py`` prints the tools and tasks.
+Not a benchmark itself: the ``suite`` workload of bench/agents.py. ``python bench/agent_suite.py`` lists the
+tasks (checking there are at least 10 tools and 50 tasks).
 """
 
 from __future__ import annotations
@@ -332,6 +333,9 @@ SYSTEM = ("You are a helpful assistant with tools. Call a tool whenever it can g
           "what the tools return; when the task is done, answer the user briefly with the figures they asked for.")
 
 if __name__ == "__main__":
+    from _common import parser
+
+    parser(__doc__).parse_args()
     assert len(TOOLS) >= 10 and len(TASKS) >= 50, (len(TOOLS), len(TASKS))
     print(f"{len(TOOLS)} tools, {len(TASKS)} tasks, calls per task: "
           + json.dumps({n: sum(1 for t in TASKS if t.calls == n) for n in (1, 2, 3, 4)}))

@@ -32,17 +32,15 @@ counts as a loss; the all-top-tier price is the report's reference price, see ``
     python bench/agents.py --workloads suite --limit 10     # a quick look
     python bench/agents.py --configs auto,large --workloads inbox
 
-Writes bench/results/agents.json and bench/results/agents.png (success against cost).
+Writes bench/results/agents.json and bench/results/agents.png (success against cost). The published files:
+agents.json is ``--small-next-step on`` (the built-in fleet's setting then); agents_small_pass_off.json is
+``--workloads suite,inbox --configs small,auto --json bench/results/agents_small_pass_off.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,14 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-# bench/agentdojo.py is named like the package it drives: keep bench/ off the path for that import
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.append(str(HERE))
+import httpx
+import openai
+from _common import RESULTS, free_port, parser, serve, stop, wait_ready, wilson, write_json
 
-import agent_suite  # noqa: E402
-import httpx  # noqa: E402
-import openai  # noqa: E402
+from bench import agent_suite
 
 SMALL, LARGE = "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
 CONFIGS: dict[str, tuple[str, str]] = {"small": (SMALL, "off"), "large": (LARGE, "off"), "auto": ("auto", "off"), "guarded": ("auto", "block")}
@@ -103,12 +98,6 @@ enabled = false
 
 # --- the gateway --------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Gateway:
     """``smallfleet serve`` in a child process, models preloaded, its own ledger."""
 
@@ -121,30 +110,18 @@ class Gateway:
         # the bench's own config and ledger, whatever the caller's environment names
         env = {k: v for k, v in os.environ.items() if k not in ("SMALLFLEET_CONFIG", "SMALLFLEET_LEDGER")}
         self.log = (workdir / "serve.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "smallfleet", "--config", str(self.config), "serve", "--port", str(self.port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        t0 = time.time()
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"smallfleet serve exited ({self.proc.returncode}); see {workdir / 'serve.log'}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() - t0 > 300:
-                raise SystemExit("smallfleet serve did not come up in 300 s")
-            time.sleep(0.5)
+        self.proc = serve(self.port, config=self.config, env=env, log=self.log)
+        try:
+            wait_ready(self.url + "/health", self.proc, 300, log=workdir / "serve.log")
+        except RuntimeError as e:
+            stop(self.proc)
+            raise SystemExit(f"smallfleet serve did not come up: {e}") from None
 
     def feedback(self, run: str, success: bool) -> None:
         httpx.post(self.url + "/v1/smallfleet/feedback", json={"run_id": run, "success": success}, timeout=30).raise_for_status()
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc, 30)
         self.log.close()
 
 
@@ -212,6 +189,11 @@ class TaskResult:
 
 # --- workloads ----------------------------------------------------------------------------------
 
+def json_tool(call: Callable[[str, dict[str, Any]], Any]) -> Callable[[str, dict[str, Any]], str]:
+    """A tool executor for agent_loop: ``call``'s result as JSON text."""
+    return lambda name, args: json.dumps(call(name, args))
+
+
 def run_suite(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[str, str]], limit: int | None,
               only: set[str] | None = None) -> list[TaskResult]:
     out = []
@@ -219,8 +201,7 @@ def run_suite(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[st
         world, steps, t0 = agent_suite.World(), [], time.perf_counter()
         messages: list[dict[str, Any]] = [{"role": "system", "content": agent_suite.SYSTEM}, {"role": "user", "content": t.prompt}]
         try:
-            answer = agent_loop(client, model, messages, agent_suite.TOOLS, lambda n, a: json.dumps(world.call(n, a)), steps,
-                                extra_headers=run_of(t.id))
+            answer = agent_loop(client, model, messages, agent_suite.TOOLS, json_tool(world.call), steps, extra_headers=run_of(t.id))
             ok, why = agent_suite.score(t, world, answer) if answer is not None else (False, "no answer within 6 steps")
         except openai.APIStatusError as e:
             ok, why = False, f"HTTP {e.status_code}: {str(e.message)[:120]}"
@@ -253,8 +234,15 @@ def _same(got: Any, want: Any) -> bool:
             return abs(float(got) - want) < 0.006
         except (TypeError, ValueError):
             return False
-    norm = (lambda v: " ".join(str(v).lower().split()))
-    return norm(got) == norm(want)
+    return " ".join(str(got).lower().split()) == " ".join(str(want).lower().split())
+
+
+def recorded(call: Callable[[str, dict[str, Any]], Any], calls: list[tuple[str, dict[str, Any]]]) -> Callable[[str, dict[str, Any]], Any]:
+    """``call``, appending each (name, arguments) it is given to ``calls``."""
+    def run(name: str, args: dict[str, Any]) -> Any:
+        calls.append((name, args))
+        return call(name, args)
+    return run
 
 
 def run_inbox(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[str, str]], limit: int | None) -> list[TaskResult]:
@@ -287,16 +275,13 @@ def run_inbox(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[st
             note = ""
             if cat in ("refund", "billing"):
                 calc = ask(client, model, [system, {"role": "user", "content": f"{email_text}\n\nHow much money do we owe this customer? "
-                                                    "Calculate it step by step and end with 'Total: $X.XX'."}], steps, max_tokens=220, extra_headers=hdr)
+                                                    "Calculate it step by step and end with 'Total: $X.XX'."}],
+                           steps, max_tokens=220, extra_headers=hdr)
                 totals = demo._TOTAL.findall(calc.content or "")
                 if totals and steps[-1]["verdict"] == "pass":  # as the demo: only a verified figure is passed on
                     note = f"\n\n(Amount owed, as worked out: ${totals[-1]})"
             calls: list[tuple[str, dict[str, Any]]] = []
-
-            def execute(name: str, args: dict[str, Any]) -> str:
-                calls.append((name, args))
-                return json.dumps(demo.run_tool(name, args))
-
+            execute = json_tool(recorded(demo.run_tool, calls))
             messages = [system, {"role": "user", "content": "Handle this support e-mail: call exactly one tool, then use its result to "
                                  f"write the reply to the customer (at most 3 sentences).\n\n{email_text}{note}"}]
             reply = agent_loop(client, model, messages, demo.TOOLS, execute, steps, max_steps=3, max_tokens=120,
@@ -338,6 +323,17 @@ BFCL_DOCS = {"GorillaFileSystem": "gorilla_file_system", "MathAPI": "math_api", 
              "TicketAPI": "ticket_api", "TradingBot": "trading_bot", "TravelAPI": "travel_booking", "VehicleControlAPI": "vehicle_control"}
 
 
+def bfcl_executor(run_calls: Callable[..., Any], entry: dict[str, Any], live: str, tid: str,
+                  made: list[list[str]]) -> Callable[[str, dict[str, Any]], str]:
+    """A tool executor for agent_loop running each call on the entry's BFCL back-ends; the calls go to ``made``."""
+    def execute(name: str, args: dict[str, Any]) -> str:
+        call = f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+        made.append([call])
+        res, _ = run_calls([call], entry["initial_config"], entry["involved_classes"], live, tid)
+        return str(res[0])[:4000]
+    return execute
+
+
 def run_bfcl(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[str, str]], ids: list[str], tag: str) -> list[TaskResult]:
     try:
         from importlib.resources import files
@@ -365,13 +361,7 @@ def run_bfcl(client: openai.OpenAI, model: str, run_of: Callable[[str], dict[str
             for turn in e["question"]:
                 messages.extend(turn)
                 made: list[list[str]] = []
-
-                def execute(name: str, args: dict[str, Any]) -> str:
-                    call = f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
-                    made.append([call])
-                    res, _ = execute_multi_turn_func_call([call], e["initial_config"], e["involved_classes"], live, tid)
-                    return str(res[0])[:4000]
-
+                execute = bfcl_executor(execute_multi_turn_func_call, e, live, tid, made)
                 answer = agent_loop(client, model, messages, tools, execute, steps, max_steps=6, max_tokens=300, extra_headers=run_of(tid))
                 if answer is None:
                     messages.append({"role": "assistant", "content": "(no answer)"})
@@ -411,16 +401,6 @@ def show_progress(r: TaskResult) -> None:
 
 
 # --- summary ------------------------------------------------------------------------------------
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
-
 
 def ledger_steps(led: Any, prefix: str) -> list[dict[str, Any]]:
     """Per step, from the gateway's ledger (AgentDojo's steps are only seen there)."""
@@ -493,19 +473,19 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = parser(__doc__)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from: " + ", ".join(CONFIGS))
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from: " + ", ".join(WORKLOADS))
     ap.add_argument("--limit", type=int, default=None, help="only the first N tasks of suite and inbox")
     ap.add_argument("--tasks", default="", help="only these suite task ids (comma-separated)")
     ap.add_argument("--bfcl", default=",".join(BFCL_IDS), help="BFCL multi-turn base task ids")
     ap.add_argument("--agentdojo-iters", type=int, default=4, help="tool rounds per AgentDojo case")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads per model (default: the cores, 2 here)")
     ap.add_argument("--small-next-step", choices=("on", "off"), default="off",
                     help="the 0.5B's next-step pass after tool results ([models.X] next_step_pass; off in the built-in "
                          "fleet; bench/results/agents.json was run with it on)")
-    ap.add_argument("--json", default=str(HERE / "results" / "agents.json"))
-    ap.add_argument("--plot", default=str(HERE / "results" / "agents.png"))
+    ap.add_argument("--json", default=str(RESULTS / "agents.json"), help="default bench/results/agents.json")
+    ap.add_argument("--plot", default=str(RESULTS / "agents.png"), help="success against cost (default bench/results/agents.png)")
     a = ap.parse_args()
     configs = [c for c in a.configs.split(",") if c]
     workloads = [w for w in a.workloads.split(",") if w]
@@ -578,8 +558,7 @@ def main() -> None:
            "summary": summary,
            "tasks": {c: {w: [{"task": r.task, "success": r.success, "why": r.why, "seconds": round(r.seconds, 1), "steps": r.steps, **r.extra}
                              for r in rs] for w, rs in by.items()} for c, by in results.items()}}
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
+    write_json(a.json, out, default=str, quiet=True)
     plot(summary, Path(a.plot))
     print(f"wrote {a.json} and {a.plot} ({out['wall_s']} s)", file=sys.stderr)
 

@@ -6,22 +6,20 @@ labelled -1), and every line of the GSM8K-train reference solutions. A flag = an
 with ``ok is False``. Run it on two commits to compare versions of smallfleet/verify/arith.py.
 
     python bench/arith_false_flags.py [--out bench/results/arith_false_flags.json]
+
+bench/results/arith_false_flags-e741e7e.json is the same script run on the commit before the change (e741e7e,
+checked out elsewhere, with --out pointing here).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, SHARED_DATA, git_describe, parser, write_json
 
-from smallfleet.verify.arith import equations  # noqa: E402
-from smallfleet.verify.process import default_data_dir  # noqa: E402
+from smallfleet.verify.arith import equations
 
 
 def flagged(step: str) -> bool:
@@ -29,15 +27,12 @@ def flagged(step: str) -> bool:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=default_data_dir())
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "arith_false_flags.json")
+    ap = parser(__doc__)
+    ap.add_argument("--data", type=Path, default=SHARED_DATA, help="folder with processbench/ and gsm8k/ (default ../shared/data)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "arith_false_flags.json", help="default bench/results/arith_false_flags.json")
     args = ap.parse_args()
     res: dict[str, object] = {"date": time.strftime("%Y-%m-%d")}
-    try:
-        res["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        pass
+    res["git"] = git_describe()
     for name in ("gsm8k", "math"):
         data = json.loads((args.data / "processbench" / f"{name}.json").read_text())
         ok = [s for t in data for s in (t["steps"] if t["label"] == -1 else t["steps"][:t["label"]])]
@@ -48,7 +43,7 @@ def main() -> int:
              for st in json.loads(line)["answer"].split("####")[0].split("\n") if st.strip()]
     res["gsm8k_train_reference_lines"] = {"lines": len(lines), "false_flags": sum(map(flagged, lines))}
     print(json.dumps(res, indent=1))
-    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    write_json(args.out, res)
     return 0
 
 

@@ -11,7 +11,6 @@ bench/results/confidence_calibration.json.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
@@ -19,14 +18,13 @@ import re
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import RESULTS, SHARED_DATA, parser, write_json
 
 from smallfleet.config import load_config
 from smallfleet.models.llamacpp import LlamaCppBackend
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
+DATA = SHARED_DATA / "gsm8k" / "train.jsonl"
 NUM = re.compile(r"-?\d[\d,]*\.?\d*")
 
 
@@ -60,11 +58,11 @@ async def run(n: int, seed: int, model: str) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--model", default="package:qwen2.5-coder-0.5b")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "confidence_calibration.json"))
+    ap = parser(__doc__)
+    ap.add_argument("--n", type=int, default=60, help="GSM8K train problems (default 60)")
+    ap.add_argument("--seed", type=int, default=7, help="shuffle seed of the problems (default 7)")
+    ap.add_argument("--model", default="package:qwen2.5-coder-0.5b", help="the model's location (default: the packaged 0.5B)")
+    ap.add_argument("--out", default=str(RESULTS / "confidence_calibration.json"), help="default bench/results/confidence_calibration.json")
     a = ap.parse_args()
     t0 = time.time()
     rows = asyncio.run(run(a.n, a.seed, a.model))
@@ -89,10 +87,8 @@ def main() -> None:
         mark = "  <- best (Youden's J)" if r is best else ""
         print(f"{r['threshold']:>10.2f}{r['wrong_flagged']:>15.0%}{r['right_flagged']:>15.0%}{r['escalated']:>11.0%}"
               f"{r['accuracy_of_accepted']:>14.0%}{mark}")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"n": len(rows), "seed": a.seed, "model": a.model, "auroc": auroc, "best": best,
-                                       "table": table, "rows": rows, "wall_s": round(time.time() - t0)}, indent=1))
-    print(f"wrote {a.out}")
+    write_json(a.out, {"n": len(rows), "seed": a.seed, "model": a.model, "auroc": auroc, "best": best,
+                       "table": table, "rows": rows, "wall_s": round(time.time() - t0)})
 
 
 if __name__ == "__main__":

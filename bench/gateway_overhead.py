@@ -1,6 +1,6 @@
 """Gateway overhead: CPU time the gateway process spends per request, with the model taken out.
 
-Both gateways forward to the same *stand-in upstream* (bench/standin_upstream.py, an instant canned
+Both gateways forward to the same *stand-in upstream* (bench/tools/standin_upstream.py, an instant canned
 answer), so what is measured is the gateway's own work: parse, validate, classify, route, check,
 ledger write, serialise. CPU is read from /proc/PID/stat of the gateway process (all its threads).
 
@@ -8,16 +8,16 @@ ledger write, serialise. CPU is read from /proc/PID/stat of the gateway process 
 
 With --litellm (the `litellm` executable of a separate venv with `litellm[proxy]` installed), the
 LiteLLM proxy is measured in the same run against the same stand-in. Prints a table and writes
-bench/results/gateway_overhead.json.
+bench/results/gateway_overhead.json. The published file has all three rows:
+
+    python -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]'
+    python bench/gateway_overhead.py --litellm bench/.venv-litellm/bin/litellm
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,34 +25,16 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import BENCH, RESULTS, free_port, parser, serve, stop, wait_ready, write_json
 
-HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+STANDIN = BENCH / "tools" / "standin_upstream.py"
 
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process and its children threads (not child processes)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} not ready")
 
 
 REQUEST = {"model": "auto", "max_tokens": 32, "messages": [
@@ -96,11 +78,11 @@ def measure(name: str, url: str, pid: int, n: int, conc: int, model: str, header
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--concurrency", type=int, default=8)
+    ap = parser(__doc__)
+    ap.add_argument("--requests", type=int, default=2000, help="timed requests per gateway (default 2000, after 50 to warm up)")
+    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     ap.add_argument("--litellm", default=None, help="path of a `litellm` executable (separate venv) to compare")
-    ap.add_argument("--out", default=str(HERE / "results" / "gateway_overhead.json"))
+    ap.add_argument("--out", default=str(RESULTS / "gateway_overhead.json"), help="default bench/results/gateway_overhead.json")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sf-overhead-"))
@@ -108,7 +90,7 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     results = []
     try:
-        up = subprocess.Popen([sys.executable, str(HERE / "standin_upstream.py"), str(up_port)])
+        up = subprocess.Popen([sys.executable, str(STANDIN), str(up_port)])
         procs.append(up)
         up_url = f"http://127.0.0.1:{up_port}/v1"
         time.sleep(0.5)
@@ -122,7 +104,7 @@ def main() -> None:
             port = free_port()
             env = {**os.environ, "SMALLFLEET_CONFIG": str(cfg), "SMALLFLEET_LEDGER": str(tmp / f"ledger-{privacy}.db"),
                    "SMALLFLEET_PRIVACY": privacy}
-            sf = subprocess.Popen([sys.executable, "-m", "smallfleet.cli", "serve", "--port", str(port)], env=env)
+            sf = serve(port, env=env)
             procs.append(sf)
             wait_ready(f"http://127.0.0.1:{port}/health", sf)
             results.append(measure(f"smallfleet, privacy {privacy}", f"http://127.0.0.1:{port}/v1/chat/completions",
@@ -141,21 +123,14 @@ def main() -> None:
                                    a.requests, a.concurrency, "standin", {"authorization": "Bearer sk-bench-local-only"}))
     finally:
         for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p)
     print(f"\n{'gateway':<26}{'CPU ms/request':>16}{'req/s':>10}{'req per CPU-s':>16}")
     for r in results:
         print(f"{r['gateway']:<26}{r['cpu_ms_per_request']:>16.3f}{r['requests_per_s']:>10.1f}{r['requests_per_cpu_s']:>16.1f}")
     print("(upstream: stand-in with an instant canned answer; measures gateway overhead only)")
     out = {"results": results, "setup": {"requests": a.requests, "concurrency": a.concurrency, "cores": os.cpu_count(),
                                          "date": time.strftime("%Y-%m-%d %H:%M")}}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
-    print(f"wrote {a.out}")
+    write_json(a.out, out)
 
 
 if __name__ == "__main__":

@@ -52,30 +52,24 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import re
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from _common import RESULTS, environment, load_avg, now, parser, progress, write_json
 
-import retrieval as rb  # noqa: E402  (bench/retrieval.py: corpus, ingestion, chunk -> document map)
-
-from smallfleet.config import load_config  # noqa: E402
-from smallfleet.engine import Engine  # noqa: E402
-from smallfleet.retrieval import Embedder, Store  # noqa: E402
-from smallfleet.retrieval.grounded import _ABSTAIN, _CITE, unsupported  # noqa: E402
+from bench import _bfcl as rb  # the corpus of bench/retrieval.py: tool docs, questions, ingestion, chunk -> document map
+from smallfleet.config import load_config
+from smallfleet.engine import Engine
+from smallfleet.retrieval import Embedder, Store
+from smallfleet.retrieval.grounded import _ABSTAIN, _CITE, unsupported
 
 SMALL, LARGE = "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
 SUFFIX = ("\n\nWhich function from the documentation should be called for this request, and with which argument "
@@ -170,7 +164,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- run --------------------------------------------------------------------------------------------
 async def run(args: argparse.Namespace, index: Path, sample: list[rb.Question], tools: list[rb.Tool],
-              evidence: list[dict[str, Any]], configs: list[str], progress: Any) -> tuple[dict[str, list], dict]:
+              evidence: list[dict[str, Any]], configs: list[str], bar: Any) -> tuple[dict[str, list], dict]:
     cfg = load_config(env={})
     cfg = replace(cfg, grounding=replace(cfg.grounding, k=args.k))
     engine = Engine(cfg, ledger=False)
@@ -182,13 +176,13 @@ async def run(args: argparse.Namespace, index: Path, sample: list[rb.Question], 
         needed = {SMALL} | ({LARGE} if "checked" in configs else set())
         for name in sorted(needed):  # loaded before timing starts
             await asyncio.to_thread(engine.fleet.get(name).load)
-        engine._store(engine.make_step({"messages": [{"role": "user", "content": "warm up"}]}, kb_path=index)).search(
+        engine.grounding.store(engine.make_step({"messages": [{"role": "user", "content": "warm up"}]}, kb_path=index)).search(
             "warm up", cfg.grounding.k)  # the engine's own store: embedder + vectors loaded
         info["load_s"] = round(time.perf_counter() - t0, 1)
         out: dict[str, list] = {}
         for cname in configs:
             label, model, grounded = CONFIGS[cname]
-            task = progress.add_task(f"{cname}: {label}", total=len(sample))
+            task = bar.add_task(f"{cname}: {label}", total=len(sample))
             rows = []
             for q, ev in zip(sample, evidence):
                 prompt = q.text + SUFFIX
@@ -225,7 +219,7 @@ async def run(args: argparse.Namespace, index: Path, sample: list[rb.Question], 
                     "finish_reason": fin.result.finish_reason if fin.result else None,
                     "latency_s": round(wall, 3),
                 })
-                progress.advance(task)
+                bar.advance(task)
             out[cname] = rows
         return out, info
     finally:
@@ -269,15 +263,15 @@ def print_table(res: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--n", type=int, default=DEFAULT_N, help=f"questions (default {DEFAULT_N})")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_N} questions")
-    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--seed", type=int, default=SEED, help=f"seed of the question sample (default {SEED})")
     ap.add_argument("--index", type=Path, default=None,
                     help=f"index to use or build (default {CACHE}/bfcl.db; its docs go to the folder 'tools' beside it)")
     ap.add_argument("--bfcl", type=Path, default=None, help="bfcl_eval/data folder or wheel (default: installed package)")
     ap.add_argument("--k", type=int, default=4, help="chunks of evidence (smallfleet's default grounding.k is 4)")
-    ap.add_argument("--max-tokens", type=int, default=80)
+    ap.add_argument("--max-tokens", type=int, default=80, help="answer length cap (default 80)")
     ap.add_argument("--step-kind", default="generation", help="step kind for every question, or 'auto' (classifier)")
     ap.add_argument("--configs", default="none,grounded,checked", help="comma list of none, grounded, checked")
     ap.add_argument("--json", type=Path, default=None, help="output (default bench/results/grounded.json)")
@@ -286,7 +280,7 @@ def main() -> int:
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if bad := [c for c in configs if c not in CONFIGS]:
         raise SystemExit(f"unknown configuration(s) {bad}; use {', '.join(CONFIGS)}")
-    out_path = args.json or ROOT / "bench" / "results" / ("grounded-quick.json" if args.quick else "grounded.json")
+    out_path = args.json or RESULTS / ("grounded-quick.json" if args.quick else "grounded.json")
 
     tools, questions, data_info = rb.load_bfcl(args.bfcl)
     index = (args.index or CACHE / "bfcl.db").expanduser().resolve()
@@ -315,21 +309,17 @@ def main() -> int:
     finally:
         store.close()
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    load0 = [round(x, 2) for x in os.getloadavg()]
+    load0 = load_avg()
     t0 = time.perf_counter()
-    with Progress(TextColumn("{task.description:48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn()) as progress:
-        rows, engine_info = asyncio.run(run(args, index, sample, tools, evidence, configs, progress))
+    with progress(48) as bar:
+        rows, engine_info = asyncio.run(run(args, index, sample, tools, evidence, configs, bar))
     wall = time.perf_counter() - t0
-    load1 = [round(x, 2) for x in os.getloadavg()]
+    load1 = load_avg()
 
     import xllamacpp
 
-    git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
     res = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": now(),
         "quick": args.quick, "n": len(sample), "seed": args.seed, "max_tokens": args.max_tokens,
         "step_kind": args.step_kind, "temperature": 0.0, "prompt_suffix": SUFFIX,
         "configs": {c: {"label": CONFIGS[c][0], "model": CONFIGS[c][1], "kb": CONFIGS[c][2]} for c in configs},
@@ -355,13 +345,10 @@ def main() -> int:
         "summary": {c: summarise(r) for c, r in rows.items()},
         "rows": {c: [{**r, "evidence_headings": e["headings"]} for r, e in zip(rs, evidence)] for c, rs in rows.items()},
         "wall_s": round(wall, 1), "load_avg_before": load0, "load_avg_after": load1,
-        "environment": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-                        "xllamacpp": getattr(xllamacpp, "__version__", None), "git": git.stdout.strip() or None},
+        "environment": environment(xllamacpp=getattr(xllamacpp, "__version__", None)),
     }
     print_table(res)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {out_path}")
+    write_json(out_path, res, indent=2)
     return 0
 
 

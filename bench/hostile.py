@@ -9,12 +9,12 @@ fuzzer, while a watcher polls /health every 0.25 s and samples the gateway's res
 With --ref the same categories are also sent to the gateway of that commit (checked out in a
 temporary worktree, run with this venv) under the same cap: "before" beside "after" in one run. A
 gateway the kernel or its cap kills is restarted for the next category and counted as a crash.
-Prints a table and writes bench/results/hostile.json.
+Prints a table and writes bench/results/hostile.json. The published file came from ``--ref e420db4`` (the commit
+before the hardening), its "this tree" column re-run later on the final code (see its "setup").
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -31,17 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import RESULTS, ROOT, free_port, parser, serve, stop, wait_ready, write_json
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 U = [{"role": "user", "content": "hi"}]
 OK = {"model": "auto", "messages": U, "max_tokens": 4}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -76,19 +69,8 @@ class Gateway:
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
         self.log = (self.tmp / "serve.log").open("a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "smallfleet.cli", "serve", "--port", str(self.port)],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit,
-                                     cwd=str(self.src or ROOT))
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {(self.tmp / 'serve.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise RuntimeError("gateway did not start")
+        self.proc = serve(self.port, env=env, log=self.log, cwd=self.src or ROOT, preexec_fn=limit)
+        wait_ready(self.base + "/health", self.proc, 120, log=self.tmp / "serve.log")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -100,12 +82,7 @@ class Gateway:
             self.start()
 
     def stop(self) -> None:
-        if self.proc is not None and self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc, 15)
 
 
 class Watch:
@@ -188,7 +165,8 @@ def cat_schemas() -> list[Req]:
            {"type": "integer", "minimum": 10, "maximum": 5}]
     out: list[Req] = []
     for s in bad:
-        out.append(("POST", "/v1/chat/completions", j({**OK, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": s}}}), {}))
+        fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": s}}
+        out.append(("POST", "/v1/chat/completions", j({**OK, "response_format": fmt}), {}))
         out.append(("POST", "/v1/chat/completions", j({**OK, "tools": [{"type": "function", "function": {
             "name": "f", "parameters": {"type": "object", "properties": {"a": s}}}}], "tool_choice": "required"}), {}))
     for s in ({"type": "object", "properties": {"a": {"type": "string", "minLength": 300}}},
@@ -359,8 +337,8 @@ def disconnects(gw: Gateway, n: int = 6) -> dict[str, Any]:
 
 def concurrent_budget(gw: Gateway) -> dict[str, Any]:
     """8 simultaneous steps against a budget of 1.5 times one step's estimate (the small tier's price)."""
-    from smallfleet.cascade import estimate_tokens
     from smallfleet.config import default_models
+    from smallfleet.tokens import estimate_tokens
 
     body = {"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello in five words."}]}
     small = next(m for m in default_models().values() if m.tier == "small")
@@ -459,12 +437,12 @@ def run_all(gw: Gateway, only: set[str] | None, fuzz: int) -> list[dict[str, Any
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--cap-gb", type=float, default=10.0, help="address-space cap of the gateway process (RLIMIT_AS)")
     ap.add_argument("--ref", default=None, help="also run the gateway of this git ref (e.g. the commit before the hardening)")
     ap.add_argument("--only", default=None, help="comma-separated substrings of category names")
-    ap.add_argument("--fuzz", type=int, default=600)
-    ap.add_argument("--out", default=str(HERE / "results" / "hostile.json"))
+    ap.add_argument("--fuzz", type=int, default=600, help="seeded random requests of the fuzz category (default 600)")
+    ap.add_argument("--out", default=str(RESULTS / "hostile.json"), help="default bench/results/hostile.json")
     ap.add_argument("--print", dest="print_only", action="store_true", help="only print the tables of --out")
     a = ap.parse_args()
     if a.print_only:
@@ -491,8 +469,7 @@ def main() -> None:
     finally:
         if wt is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(results, indent=1))
+    write_json(a.out, results, quiet=True)
     print_tables(results)
     print(f"wrote {a.out}")
 

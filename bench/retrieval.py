@@ -39,8 +39,9 @@ documentation of the tool this request needs", the look-up an agent with many to
 - Systems: ``bm25s`` (the reference: bm25s 0.3.16, Lucene BM25 k1=1.5 b=0.75, lowercase runs of letters
   and digits — the tokens of FTS5's unicode61 — bm25s's English stop words, no stemming), and the
   store's ``Store.search(question, pool, mode)`` with mode ``bm25`` (FTS5), ``dense`` (MiniLM int8 ONNX;
-  exact cosine up to 20k chunks, sign-bit pre-selection above) ``rrf`` (both fused by reciprocal rank) and ``hybrid`` (both fused by the learned model shipped in
-  smallfleet/retrieval/data/fusion-v1.json, trained by bench/train_fusion.py on the dev questions only).
+  exact cosine up to 20k chunks, sign-bit pre-selection above) ``rrf`` (both fused by reciprocal rank) and
+  ``hybrid`` (both fused by the learned model shipped in smallfleet/retrieval/data/fusion-v1.json, trained by
+  bench/tools/train_fusion.py on the dev questions only).
   At scales above 20k chunks the share of the exact dense top 10 the store returns is reported.
 - Ingestion: wall time of ``Store.add`` per file (read, chunk, embed, one transaction), the embedder
   loaded beforehand; chunks/s and docs/s.
@@ -53,46 +54,33 @@ Reproduce:  pip install bm25s==0.3.16 && pip install --no-deps bfcl-eval==2026.3
             python bench/retrieval.py [--quick] [--split test|dev|all] [--scales 10000,100000] [--json OUT]
 
 Prints tables and writes bench/results/retrieval.json (``--quick``: 300 questions, 10k only,
-bench/results/retrieval-quick.json; ``--json OUT`` overrides either).
+bench/results/retrieval-quick.json; ``--json OUT`` overrides either). The published retrieval.json is
+``--split all``: the test numbers the README reports, with dev and all beside them.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
-import hashlib
-import importlib.util
 import json
 import os
 import platform
 import random
 import shutil
 import sqlite3
-import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
-import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import RESULTS, environment, load_avg, now, parser, progress, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench._bfcl import DISTRACTOR_CATEGORIES, QUERY_CATEGORIES, Question, chunk_map, doc_ranking, ingest, load_bfcl, metrics
+from smallfleet.retrieval import Embedder, Store, chunk
+from smallfleet.retrieval.embed import DIM
+from smallfleet.retrieval.store import EXACT_MAX
 
-from smallfleet.retrieval import Embedder, Store, chunk  # noqa: E402
-from smallfleet.retrieval.embed import DIM  # noqa: E402
-from smallfleet.retrieval.store import EXACT_MAX  # noqa: E402
-
-QUERY_CATEGORIES = ["simple_python", "simple_java", "simple_javascript", "multiple", "parallel", "parallel_multiple",
-                    "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"]
-DISTRACTOR_CATEGORIES = ["irrelevance", "live_irrelevance", "live_relevance"]
 MODES = ("bm25", "dense", "rrf", "hybrid")
 SYSTEMS = ("bm25s",) + MODES
 LABELS = {"bm25s": "BM25 (bm25s, reference)", "bm25": "BM25 (store, FTS5)", "dense": "dense (store, MiniLM)",
@@ -105,98 +93,7 @@ SEED = 1234
 WARMUP = 10
 
 
-# -- data -------------------------------------------------------------------------------------------
-@dataclass
-class Tool:
-    key: tuple[str, str]
-    name: str
-    text: str
-
-
-@dataclass
-class Question:
-    id: str
-    category: str
-    text: str
-    relevant: set[int] = field(default_factory=set)
-
-    @property
-    def split(self) -> str:
-        return "dev" if int(hashlib.sha256(self.id.encode()).hexdigest(), 16) % 3 == 0 else "test"
-
-
-def _reader(where: Path | None) -> tuple[Callable[[str], bytes | None], str]:
-    """A function reading bfcl_eval/data/<name> from the installed package, a data folder or a wheel."""
-    if where is None:
-        spec = importlib.util.find_spec("bfcl_eval")  # finds the package without importing it (heavy deps)
-        if spec is None or spec.origin is None:
-            raise SystemExit("bfcl-eval is not installed: pip install --no-deps bfcl-eval==2026.3.23 (or --bfcl PATH)")
-        where = Path(spec.origin).parent / "data"
-    if where.suffix == ".whl":
-        zf = zipfile.ZipFile(where)
-        names = set(zf.namelist())
-        return (lambda n: zf.read(f"bfcl_eval/data/{n}") if f"bfcl_eval/data/{n}" in names else None), str(where)
-    return (lambda n: (where / n).read_bytes() if (where / n).is_file() else None), str(where)
-
-
-def _render(f: dict[str, Any]) -> str:
-    lines = [f"# {f['name']}", "", " ".join(str(f.get("description", "")).split()), ""]
-    params = f.get("parameters") or {}
-    props = params.get("properties") or {}
-    if props:
-        required = set(params.get("required") or [])
-        lines.append("Parameters:")
-        for pname, p in props.items():
-            p = p if isinstance(p, dict) else {}
-            bits = [str(p.get("type", "any"))] + (["required"] if pname in required else [])
-            desc = " ".join(str(p.get("description", "")).split())
-            if p.get("enum"):
-                desc += f" One of: {', '.join(map(str, p['enum']))}."
-            lines.append(f"- {pname} ({', '.join(bits)}): {desc}")
-    return "\n".join(lines).strip() + "\n"
-
-
-def load_bfcl(where: Path | None) -> tuple[list[Tool], list[Question], dict[str, Any]]:
-    read, origin = _reader(where)
-    tools: list[Tool] = []
-    index: dict[tuple[str, str], int] = {}
-    questions: list[Question] = []
-    digest = hashlib.sha256()
-    for cat in QUERY_CATEGORIES + DISTRACTOR_CATEGORIES:
-        raw = read(f"BFCL_v4_{cat}.json")
-        if raw is None:
-            raise SystemExit(f"{origin}: BFCL_v4_{cat}.json missing")
-        digest.update(raw)
-        answers: dict[str, Any] = {}
-        answers_raw = read(f"possible_answer/BFCL_v4_{cat}.json") if cat in QUERY_CATEGORIES else None
-        if answers_raw:
-            digest.update(answers_raw)
-            for line in answers_raw.splitlines():
-                if line.strip():
-                    a = json.loads(line)
-                    answers[a["id"]] = a["ground_truth"]
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
-            entry = json.loads(line)
-            by_name: dict[str, int] = {}
-            for f in entry["function"]:
-                key = (f["name"], " ".join(str(f.get("description", "")).split()))
-                if key not in index:
-                    index[key] = len(tools)
-                    tools.append(Tool(key, f["name"], _render(f)))
-                by_name[f["name"]] = index[key]
-            if entry["id"] in answers:
-                users = [m["content"] for turn in entry["question"] for m in turn if m.get("role") == "user"]
-                names = {n for call in answers[entry["id"]] for n in call}
-                questions.append(Question(entry["id"], cat, users[-1].strip(), {by_name[n] for n in names}))
-    try:
-        version = metadata.version("bfcl-eval")
-    except metadata.PackageNotFoundError:
-        version = None
-    return tools, questions, {"origin": origin, "bfcl_eval_version": version, "sha256": digest.hexdigest()}
-
-
+# -- distractors -------------------------------------------------------------------------------------
 def load_docstrings() -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """(qualified name, Markdown text) for every docstring of this Python's standard library, seeded order."""
     root = Path(sysconfig.get_paths()["stdlib"])
@@ -254,26 +151,8 @@ class BM25sRef:
         return [[int(self.ids[d]) for d, s in zip(drow, srow) if s > 0] for drow, srow in zip(docs, scores)]
 
 
-def doc_ranking(chunk_ids: list[int], chunk_doc: dict[int, int], k: int = 10) -> list[int]:
-    """First chunk of each document; chunks without a tool document are their own (negative id) documents."""
-    out: list[int] = []
-    for cid in chunk_ids:
-        d = chunk_doc.get(cid, -cid)
-        if d not in out:
-            out.append(d)
-            if len(out) == k:
-                break
-    return out
 
 
-def metrics(rankings: list[list[int]], questions: list[Question]) -> dict[str, float]:
-    r5 = r10 = mrr = 0.0
-    for ranked, q in zip(rankings, questions):
-        r5 += len(q.relevant & set(ranked[:5])) / len(q.relevant)
-        r10 += len(q.relevant & set(ranked[:10])) / len(q.relevant)
-        mrr += next((1.0 / (i + 1) for i, d in enumerate(ranked[:10]) if d in q.relevant), 0.0)
-    n = max(len(questions), 1)
-    return {"recall@5": r5 / n, "recall@10": r10 / n, "mrr@10": mrr / n, "questions": len(questions)}
 
 
 def recall5_by_name(rankings: list[list[int]], questions: list[Question], names: list[str]) -> float:
@@ -292,63 +171,7 @@ def timing(ms: list[float], cpu_ms: list[float]) -> dict[str, float]:
             "cpu_p50_ms": float(np.percentile(c, 50)), "cpu_mean_ms": float(c.mean()), "queries": len(ms)}
 
 
-def progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description:38}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn())
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 # -- phases -----------------------------------------------------------------------------------------
-def ingest(store: Store, files: list[tuple[str, str]], folder: Path, label: str) -> dict[str, Any]:
-    """Write each (name, text) as a Markdown file and Store.add it; timed from the first add to the last."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (_, text) in enumerate(files):
-        p = folder / f"{i:05d}.md"
-        p.write_text(text)
-        paths.append(p)
-    before = store.count()
-    with progress() as bar:
-        task = bar.add_task(f"ingest {label} (Store.add)", total=len(paths))
-        t0 = time.perf_counter()
-        for p in paths:
-            store.add(p)
-            bar.advance(task)
-        secs = time.perf_counter() - t0
-    chunks = store.count() - before
-    return {"docs": len(paths), "chunks": chunks, "seconds": secs, "chunks_per_s": chunks / secs,
-            "docs_per_s": len(paths) / secs, "chars": sum(len(t) for _, t in files), "load_avg": load()}
-
-
-def tool_store(index: Path | None, tools: list[Tool], prefix: str) -> tuple[Store, dict[int, int]]:
-    """The store of the tool documents at ``index`` (built there, or in a new temp folder, when empty)
-    and its chunk -> document map; for the scripts that train or probe the fusion on this corpus."""
-    index = index or Path(tempfile.mkdtemp(prefix=prefix)) / "tools.db"
-    tool_dir = index.parent / f"{index.stem}-tools"
-    store = Store(index)
-    if store.count() == 0:
-        ingest(store, [(t.name, t.text) for t in tools], tool_dir, "tools")
-    chunk_doc = chunk_map(store.db, tool_dir)
-    if len(set(chunk_doc.values())) != len(tools):
-        raise SystemExit(f"{index}: does not hold the tool documents; pass another --index")
-    return store, chunk_doc
-
-
-def chunk_map(db: sqlite3.Connection, tool_dir: Path) -> dict[int, int]:
-    """chunk id -> tool document index, for the chunks of tool documents."""
-    out = {}
-    for cid, path in db.execute("SELECT c.id, d.path FROM chunks c JOIN docs d ON d.id = c.doc_id"):
-        p = Path(path)
-        if p.parent == tool_dir.resolve():
-            out[cid] = int(p.stem)
-    return out
-
-
 def chunk_texts(db: sqlite3.Connection) -> tuple[list[int], list[str]]:
     rows = db.execute("SELECT id, heading, text FROM chunks ORDER BY id").fetchall()
     return [r[0] for r in rows], [f"{h}\n{t}" if h else t for _, h, t in rows]
@@ -396,7 +219,7 @@ def run_scale(store: Store, chunk_doc: dict[int, int], questions: list[Question]
     """Quality and latency of the four systems on one index."""
     n_chunks = store.count()
     ids, texts = chunk_texts(store.db)
-    out: dict[str, Any] = {"chunks": n_chunks, "load_avg_before": load()}
+    out: dict[str, Any] = {"chunks": n_chunks, "load_avg_before": load_avg()}
     t0 = time.perf_counter()
     ref = BM25sRef(ids, texts)
     out["bm25s_index_seconds"] = time.perf_counter() - t0
@@ -429,7 +252,7 @@ def run_scale(store: Store, chunk_doc: dict[int, int], questions: list[Question]
                 cpu[mode].append((time.process_time() - c) * 1000)
                 hits[mode].append([h.id for h in res])
                 bar.advance(task)
-    out["load_avg_after"] = load()
+    out["load_avg_after"] = load_avg()
     out["latency"] = {s: timing(v, cpu[s]) for s, v in lat.items() if v}
     out["rankings"] = {s: [doc_ranking(h, chunk_doc) for h in v] for s, v in hits.items()}
     if n_chunks > EXACT_MAX:  # how much of the exact dense top 10 the sign-bit pre-selection keeps
@@ -458,7 +281,7 @@ def print_tables(res: dict[str, Any]) -> None:
         t.add_column("system")
         for c in ("recall@5", "recall@10", "MRR@10"):
             t.add_column(c, justify="right")
-        for name, sc in res["scales"].items():
+        for sc in res["scales"].values():
             for s in SYSTEMS:
                 m = sc["quality"][split][s]
                 t.add_row(f"{sc['chunks']:,}" if s == "bm25s" else "", LABELS[s], f"{m['recall@5']:.3f}",
@@ -525,7 +348,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--bfcl", type=Path, default=None, help="bfcl_eval/data folder or bfcl_eval wheel (default: installed package)")
     ap.add_argument("--split", choices=("test", "dev", "all"), default="test")
     ap.add_argument("--scales", default="10000,100000", help="comma list of chunk counts beyond the tool docs alone")
@@ -540,7 +363,7 @@ def main() -> int:
     scales = sorted(int(s) for s in args.scales.split(",") if s.strip())
     if args.quick:
         scales = [10_000]
-    out_path = args.json or ROOT / "bench" / "results" / ("retrieval-quick.json" if args.quick else "retrieval.json")
+    out_path = args.json or RESULTS / ("retrieval-quick.json" if args.quick else "retrieval.json")
 
     tools, questions, data_info = load_bfcl(args.bfcl)
     distractors, distractor_info = load_docstrings()
@@ -656,7 +479,7 @@ def main() -> int:
     ingestion["all"]["docs_per_s"] = ingestion["all"]["docs"] / ingestion["all"]["seconds"]
     head_split = splits[0]
     goals = []
-    for name, sc in results.items():
+    for sc in results.values():
         q = sc["quality"][head_split]
         goals.append({"goal": f"hybrid recall@5 >= BM25 (bm25s) + 0.10, {sc['chunks']:,} chunks, {head_split}",
                       "measured": f"hybrid {q['hybrid']['recall@5']:.3f} vs bm25s {q['bm25s']['recall@5']:.3f} "
@@ -672,9 +495,8 @@ def main() -> int:
     import bm25s
     import onnxruntime
 
-    git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
     res = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": now(),
         "quick": args.quick,
         "splits": splits,
         "corpus": {"name": "BFCL v4 function documentation and requests (bfcl-eval on PyPI, Apache-2.0)",
@@ -702,14 +524,10 @@ def main() -> int:
         "ingestion": ingestion,
         "scales": results,
         "goals": goals,
-        "environment": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-                        "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-                        "sqlite": sqlite3.sqlite_version, "git": git.stdout.strip() or None},
+        "environment": environment(onnxruntime=onnxruntime.__version__, numpy=np.__version__, sqlite=sqlite3.sqlite_version),
     }
     print_tables(res)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {out_path}")
+    write_json(out_path, res, indent=2)
     try:
         plot(res, out_path.with_suffix(".png"))
         print(f"wrote {out_path.with_suffix('.png')}")

@@ -6,7 +6,7 @@ output token (grammar build), then with 30 (decoding under the grammar). Beside 
 smallfleet's schema check (`smallfleet/schemas.py`) says of the same schema, so the bounds can be
 read against what they prevent.
 
-    python bench/schema_limits.py            # prints a table, writes bench/results/schema_limits.json
+    python bench/schema_limits.py [--only SUBSTRING,...]     # prints a table, writes bench/results/schema_limits.json
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from _common import RESULTS, parser, write_json
 
 
 def nested_arrays(depth: int) -> dict[str, Any]:
@@ -56,12 +55,12 @@ SCHEMAS: list[tuple[str, str, dict[str, Any]]] = [
 
 WORKER = r'''
 import json, resource, sys, time
-resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+resource.setrlimit(resource.RLIMIT_AS, (CAP_GB << 30, CAP_GB << 30))
 import xllamacpp
 from smallfleet.assets import ensure_packaged
 schema = json.loads(sys.stdin.read())
 p = xllamacpp.CommonParams(); p.model.path = str(ensure_packaged("qwen2.5-coder-0.5b")); p.n_ctx = 4096
-p.cpuparams.n_threads = 2; p.cpuparams_batch.n_threads = 2; p.verbosity = -1
+p.cpuparams.n_threads = THREADS; p.cpuparams_batch.n_threads = THREADS; p.verbosity = -1
 srv = xllamacpp.Server(p)
 out = {}
 for key, n in (("build_s", 1), ("decode30_s", 30)):
@@ -82,11 +81,22 @@ print(json.dumps(out))
 
 
 def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--cap-gb", type=int, default=8, help="address-space cap of each llama.cpp process, GB (default 8)")
+    ap.add_argument("--timeout", type=int, default=120, help="seconds before a schema's process is killed (default 120)")
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
+    ap.add_argument("--only", default=None, help="comma-separated substrings of schema names (default: all 14)")
+    ap.add_argument("--out", default=str(RESULTS / "schema_limits.json"), help="default bench/results/schema_limits.json")
+    a = ap.parse_args()
     from smallfleet.errors import InvalidRequestError
     from smallfleet.schemas import check_schema
 
+    worker = WORKER.replace("CAP_GB", str(a.cap_gb)).replace("THREADS", str(a.threads))
+    only = [o for o in (a.only or "").split(",") if o]
     rows = []
     for group, name, schema in SCHEMAS:
+        if only and not any(o in name for o in only):
+            continue
         try:
             check_schema(schema, "schema")
             verdict = "accepted"
@@ -94,19 +104,18 @@ def main() -> None:
             verdict = "400: " + e.message.removeprefix("schema").lstrip(": ")[:70]
         t0 = time.time()
         try:
-            p = subprocess.run([sys.executable, "-c", WORKER], input=json.dumps(schema), capture_output=True, text=True, timeout=120)
+            p = subprocess.run([sys.executable, "-c", worker], input=json.dumps(schema), capture_output=True, text=True, timeout=a.timeout)
             line = [x for x in p.stdout.splitlines() if x.startswith("{")]
             res = json.loads(line[-1]) if line else {"llama_error": f"process died (exit {p.returncode})"}
         except subprocess.TimeoutExpired:
-            res = {"llama_error": "over 120 s (killed)"}
+            res = {"llama_error": f"over {a.timeout} s (killed)"}
         res["wall_s"] = round(time.time() - t0, 1)
         rows.append({"group": group, "schema": name, "smallfleet": verdict, **res})
         print(f"{group:<16}{name:<36}{verdict[:40]:<42}{res.get('build_s', '-')!s:>8}{res.get('decode30_s', '-')!s:>9}"
               f"{res.get('maxrss_mb', '-')!s:>8}  {res.get('llama_error', '')}", flush=True)
-    out = HERE / "results" / "schema_limits.json"
-    out.write_text(json.dumps({"rows": rows, "setup": {"model": "qwen2.5-coder-0.5b", "threads": 2, "cap_gb": 8,
-                                                       "date": time.strftime("%Y-%m-%d %H:%M")}}, indent=1))
-    print(f"(columns: group, schema, smallfleet's check, grammar build s (1 token), 30 tokens s, max RSS MB, llama.cpp error)\nwrote {out}")
+    print("(columns: group, schema, smallfleet's check, grammar build s (1 token), 30 tokens s, max RSS MB, llama.cpp error)")
+    write_json(a.out, {"rows": rows, "setup": {"model": "qwen2.5-coder-0.5b", "threads": a.threads, "cap_gb": a.cap_gb,
+                                               "date": time.strftime("%Y-%m-%d %H:%M")}})
 
 
 if __name__ == "__main__":

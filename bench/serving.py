@@ -14,9 +14,7 @@ Prints a table and writes bench/results/serving.json.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -25,7 +23,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import RESULTS, parser, write_json
 
 from smallfleet.config import load_config
 from smallfleet.demo.inbox import TOOLS, load_inbox
@@ -117,13 +115,13 @@ async def prefix_reuse(ours: LlamaCppBackend, steps: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="package:qwen2.5-coder-0.5b")
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "serving.json"))
+    ap = parser(__doc__)
+    ap.add_argument("--model", default="package:qwen2.5-coder-0.5b", help="the model's location (default: the packaged 0.5B)")
+    ap.add_argument("--rounds", type=int, default=8, help="throughput prompts, each sent to both backends (default 8)")
+    ap.add_argument("--steps", type=int, default=8, help="timed agent steps per prefix-reuse mode (default 8)")
+    ap.add_argument("--max-tokens", type=int, default=64, help="tokens generated per throughput prompt (default 64)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (default: the cores, 2 here)")
+    ap.add_argument("--out", default=str(RESULTS / "serving.json"), help="default bench/results/serving.json")
     a = ap.parse_args()
 
     cfg = load_config(env={})
@@ -153,9 +151,8 @@ def main() -> None:
     for k in ("mean_latency_s", "p50_latency_s", "mean_prompt_tokens", "mean_cached_tokens"):
         print(f"{k:<28}{pr['cold'][k]:>10}{pr['warm'][k]:>10}")
     print(f"speed-up from prefix reuse: {pr['speedup']:.2f}x (goal: >= 3x)")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1))
-    print(f"\nwrote {a.out}")
+    print()
+    write_json(a.out, res)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,17 @@ then ``loop_answer`` (the check) and the task's expectation decide.
 - ``multi``: the result only leads to the next call (e.g. an order's city, then its weather); the
   turn must be that call.
 
-    python bench/tool_turns.py        # both models; prints a table, writes bench/results/tool_turns.json
+    python bench/tool_turns.py [--models M,..]     # both models; prints a table, writes bench/results/tool_turns.json
 """
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from _common import RESULTS, parser, write_json
+
 MODELS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 
 
@@ -108,17 +108,24 @@ def conversation(task: tuple[Any, ...]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated packaged models (default: the 0.5B and the 1.5B)")
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
+    ap.add_argument("--max-tokens", type=int, default=100, help="tokens per turn (default 100)")
+    ap.add_argument("--out", default=str(RESULTS / "tool_turns.json"), help="default bench/results/tool_turns.json")
+    a = ap.parse_args()
+    models = [m for m in a.models.split(",") if m]
     import xllamacpp
 
     from smallfleet.assets import ensure_packaged
     from smallfleet.models._toolcalls import with_result_nudge
 
     rows: list[dict[str, Any]] = []
-    for model in MODELS:
+    for model in models:
         p = xllamacpp.CommonParams()
         p.model.path = str(ensure_packaged(model))
         p.n_ctx = 4096
-        p.cpuparams.n_threads = p.cpuparams_batch.n_threads = 2
+        p.cpuparams.n_threads = p.cpuparams_batch.n_threads = a.threads
         p.verbosity = -1
         srv = xllamacpp.Server(p)
         for variant in ("as sent", "with nudge"):
@@ -127,7 +134,7 @@ def main() -> None:
                 if variant == "with nudge":
                     msgs = with_result_nudge(msgs, True)
                 t0 = time.perf_counter()
-                r = srv.handle_chat_completions({"messages": msgs, "tools": task[2], "max_tokens": 100, "temperature": 0})
+                r = srv.handle_chat_completions({"messages": msgs, "tools": task[2], "max_tokens": a.max_tokens, "temperature": 0})
                 choice = r["choices"][0]
                 outcome, why = score(task, choice["message"], choice.get("finish_reason") or "stop")
                 rows.append({"model": model, "variant": variant, "kind": task[0], "question": task[1], "outcome": outcome,
@@ -137,7 +144,7 @@ def main() -> None:
         del srv
     print(f"\n{'model':<20}{'variant':<12}{'single-step ok':>16}{'multi-step ok':>15}{'broken turns':>14}")
     summary = []
-    for model in MODELS:
+    for model in models:
         for variant in ("as sent", "with nudge"):
             sel = [r for r in rows if r["model"] == model and r["variant"] == variant]
             s = [r for r in sel if r["kind"] == "single"]
@@ -148,10 +155,8 @@ def main() -> None:
             summary.append(row)
             print(f"{model:<20}{variant:<12}{row['single_ok']:>12}/{row['single']:<3}{row['multi_ok']:>11}/{row['multi']:<3}"
                   f"{row['broken']:>10}/{row['turns']}")
-    out = HERE / "results" / "tool_turns.json"
-    out.write_text(json.dumps({"summary": summary, "rows": rows, "setup": {"threads": 2, "temperature": 0, "max_tokens": 100,
-                                                                          "date": time.strftime("%Y-%m-%d %H:%M")}}, indent=1))
-    print(f"wrote {out}")
+    write_json(a.out, {"summary": summary, "rows": rows, "setup": {"threads": a.threads, "temperature": 0, "max_tokens": a.max_tokens,
+                                                                  "date": time.strftime("%Y-%m-%d %H:%M")}})
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ Protocol and splits
    ProcessBench GSM8K traces, p50/p95 in ms, on this machine's cores (printed; the < 20 ms goal is checked on p50);
    and of ``LLMJudge.verify`` on a stratified seeded subset of --judge-n of the same traces (half label == -1, half
    not; constructor and one warm-up call on the shortest trace outside the subset -- where a lazily loaded model
-   loads -- timed apart, not counted). Speed-up = judge median / verifier median on the same subset. The judge's ProcessBench F1 on that subset is printed beside the held-out (holdout="gsm8k") verifier's
-   F1 on the same subset.
+   loads -- timed apart, not counted). Speed-up = judge median / verifier median on the same subset. The judge's
+   ProcessBench F1 on that subset is printed beside the held-out (holdout="gsm8k") verifier's F1 on the same subset.
 
 Every result is also checked against the API contract (len(step_scores) == len(steps), scores and p_flawed in
 [0, 1], first_error_step in [-1, len(steps)) and consistent with step_scores and threshold); violations are
@@ -53,6 +53,7 @@ Reproduce (a run trains the two held-out models if they are not cached, ~1 min e
 plus the judge, ~30 s per trace with the 1.5B model on 2 cores, so ~10 min at --judge-n 20):
     pip install matplotlib            # for the cascade plot
     python bench/verifier.py [--retrain] [--judge-n 20 | --skip-judge] [--limit N] [--out bench/results/verifier.json]
+(the published bench/results/verifier.json is the default run: --judge-n 20, seed 0, no --limit)
 
 Writes --out (JSON) and verifier_cascade.png beside it.
 """
@@ -64,25 +65,21 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import RESULTS, SHARED_DATA, environment, git_describe, now, parser, version, write_json
+from _common import wilson as wilson_interval
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-RESULTS = ROOT / "bench" / "results"
+DATA = SHARED_DATA
 SUBSETS = ("gsm8k", "math")
 CALC = re.compile(r"<<[^<>]*>>")
 NUMLIST = re.compile(r"\[\s*((?:-?[\d.eE+-]+,\s*)*-?[\d.eE+-]+)\s*\]")
@@ -98,8 +95,6 @@ STRONG_FRACTION = 0.95
 GOAL_SPEEDUP = 100.0
 GOAL_MS = 20.0
 
-sys.path.insert(0, str(ROOT))
-
 
 @dataclass
 class Pred:
@@ -113,13 +108,6 @@ Verify = Callable[[str, list[str]], Any]
 
 
 # ---------------------------------------------------------------- helpers
-
-def version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -145,15 +133,9 @@ def ci(c: list[float] | None) -> str:
     return "—" if not c else f"{100 * c[0]:.0f}-{100 * c[1]:.0f}%"
 
 
-def wilson(k: int, n: int, z: float = 1.959964) -> list[float] | None:
-    """95 % Wilson score interval for k successes out of n."""
-    if n == 0:
-        return None
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [max(0.0, c - h), min(1.0, c + h)]
+def wilson(k: int, n: int) -> list[float] | None:
+    """95 % Wilson score interval for k successes out of n; None for n = 0."""
+    return list(wilson_interval(k, n, z=1.959964)) if n else None
 
 
 def auroc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
@@ -243,9 +225,9 @@ def norm(text: str) -> str:
 # ---------------------------------------------------------------- part 1: ProcessBench
 
 def pb_metrics(labels: Sequence[int], predicted: Sequence[int]) -> dict[str, Any]:
-    err = [(l, p) for l, p in zip(labels, predicted) if l != -1]
-    cor = [p for l, p in zip(labels, predicted) if l == -1]
-    k_err = sum(l == p for l, p in err)
+    err = [(lab, p) for lab, p in zip(labels, predicted) if lab != -1]
+    cor = [p for lab, p in zip(labels, predicted) if lab == -1]
+    k_err = sum(lab == p for lab, p in err)
     k_cor = sum(p == -1 for p in cor)
     acc_err = k_err / len(err) if err else float("nan")
     acc_cor = k_cor / len(cor) if cor else float("nan")
@@ -255,26 +237,26 @@ def pb_metrics(labels: Sequence[int], predicted: Sequence[int]) -> dict[str, Any
             "acc_correct": 100 * acc_cor, "acc_correct_ci95": [100 * x for x in wilson(k_cor, len(cor)) or []],
             "f1": 100 * f1,
             "flagged_erroneous_any_step": 100 * sum(p != -1 for _, p in err) / len(err) if err else None,
-            "too_early": sum(p != -1 and p < l for l, p in err), "too_late_or_missed": sum(p == -1 or p > l for l, p in err)}
+            "too_early": sum(p != -1 and p < lab for lab, p in err), "too_late_or_missed": sum(p == -1 or p > lab for lab, p in err)}
 
 
 def best_threshold_f1(labels: Sequence[int], preds: Sequence[Pred]) -> dict[str, Any]:
     """F1 at the best t for the rule 'first step with score >= t' (diagnostic; tuned on the test data).
     With running maxima M_i, a sample with label L is right iff M_{L-1} < t <= M_L, a correct one iff t > M_last."""
     lo_e, hi_e, lo_c = [], [], []
-    for l, p in zip(labels, preds):
+    for lab, p in zip(labels, preds):
         m = np.maximum.accumulate(np.asarray(p.step_scores, dtype=float)) if p.step_scores else np.zeros(0)
-        if l == -1:
+        if lab == -1:
             lo_c.append(m[-1] if len(m) else -np.inf)
-        elif l < len(m):
-            lo_e.append(m[l - 1] if l > 0 else -np.inf)
-            hi_e.append(m[l])
+        elif lab < len(m):
+            lo_e.append(m[lab - 1] if lab > 0 else -np.inf)
+            hi_e.append(m[lab])
     if not lo_e or not lo_c:
         return {}
     lo_e_s, hi_e_s, lo_c_s = np.sort(lo_e), np.sort(hi_e), np.sort(lo_c)
     vals = np.unique(np.concatenate([hi_e_s, lo_c_s[np.isfinite(lo_c_s)]]))
     cands = np.concatenate([vals, [np.nextafter(vals.max(), np.inf)]])
-    n_err = sum(l != -1 for l in labels)  # samples whose label is past their last score count as misses
+    n_err = sum(lab != -1 for lab in labels)  # samples whose label is past their last score count as misses
     acc_e = (np.searchsorted(lo_e_s, cands, "left") - np.searchsorted(hi_e_s, cands, "left")) / n_err
     acc_c = np.searchsorted(lo_c_s, cands, "left") / len(lo_c)
     f1 = np.where(acc_e + acc_c > 0, 2 * acc_e * acc_c / np.maximum(acc_e + acc_c, 1e-300), 0.0)
@@ -322,8 +304,8 @@ def part_processbench(pv: Any, train: Callable[..., dict], args: argparse.Namesp
                      + ["synthetic flawed GSM8K-train traces"], "artifact": art, "threshold": float(v.threshold),
                      **m, "goal_f1": GOAL_F1[test], "goal_met": m["f1"] >= GOAL_F1[test],
                      "reference": {"name": REFERENCE_NAME, "f1": REFERENCE_F1[test]},
-                     "auroc_p_flawed": auroc([p.p_flawed for l, p in zip(labels, preds) if l != -1],
-                                             [p.p_flawed for l, p in zip(labels, preds) if l == -1]),
+                     "auroc_p_flawed": auroc([p.p_flawed for lab, p in zip(labels, preds) if lab != -1],
+                                             [p.p_flawed for lab, p in zip(labels, preds) if lab == -1]),
                      "diagnostic_best_threshold_on_test": best_threshold_f1(labels, preds),
                      "ms_per_trace_p50": percentile([p.ms for p in preds], 50), "contract": check}
         keep[test] = (v, preds)
@@ -656,7 +638,7 @@ def part_speed(v_timed: Any, timed_name: str, holdout_preds: list[Pred], judge_c
     check = contract_check(sub, jp, getattr(judge, "threshold", None))
     print_contract("LLM judge", check)
     res["judge"] = {"available": True, "n": len(jp), "subset_ids": [s.get("id") for s in sub],
-                    "n_label_minus1": sum(l == -1 for l in labels), "constructor_s": t1 - t0, "warmup_s": t2 - t1,
+                    "n_label_minus1": sum(lab == -1 for lab in labels), "constructor_s": t1 - t0, "warmup_s": t2 - t1,
                     "p50_ms": percentile(jms, 50), "p95_ms": percentile(jms, 95), "mean_ms": statistics.fmean(jms),
                     "verifier_p50_ms_same_subset": percentile(vms_sub, 50),
                     "speedup_median": ratio, "speedup_median_vs_all_traces": percentile(jms, 50) / res["verifier"]["p50_ms"],
@@ -703,17 +685,8 @@ def dump_json(obj: Any) -> str:
     return NUMLIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def git_describe() -> str | None:
-    g = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    return g.stdout.strip() or None
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--retrain", action="store_true", help="retrain the held-out models even if cached")
     ap.add_argument("--judge-n", type=int, default=20, help="traces for the LLM judge (stratified, seeded)")
     ap.add_argument("--skip-judge", action="store_true", help="skip the LLM judge")
@@ -722,7 +695,8 @@ def main() -> int:
     ap.add_argument("--calc-annotations", choices=("strip", "keep"), default="strip",
                     help="GSM8K <<expr=value>> annotations in the cascade's weak solutions")
     ap.add_argument("--artifact-dir", type=Path, default=RESULTS, help="where held-out artifacts are cached")
-    ap.add_argument("--out", type=Path, default=RESULTS / "verifier.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "verifier.json",
+                    help="default bench/results/verifier.json; verifier_cascade.png goes beside it")
     args = ap.parse_args()
     t_start = time.perf_counter()
     try:
@@ -780,17 +754,14 @@ def main() -> int:
            "data": {str(p.relative_to(DATA)): sha256(p) for p in
                     [DATA / "processbench" / f"{s}.json" for s in SUBSETS]
                     + [DATA / "gsm8k" / "example_model_solutions.jsonl"]},
-           "environment": {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
-                           "git": git_describe(), "numpy": np.__version__, "matplotlib": version("matplotlib"),
-                           "smallfleet": version("smallfleet")},
+           "environment": environment(numpy=np.__version__, matplotlib=version("matplotlib"), smallfleet=version("smallfleet")),
            "goals": {"processbench_f1": GOAL_F1, "rwr_caught_min": GOAL_RWR_CAUGHT, "rwr_false_flags_max": GOAL_RWR_FALSE_MAX,
                      "cascade_share_to_match_strong_max": GOAL_CASCADE_SHARE_MAX, "speedup_min": GOAL_SPEEDUP,
                      "ms_per_trace_max": GOAL_MS},
            "summary": {k: {"value": val, "goal": g, "met": ok} for k, (val, g, ok) in summary.items()},
            "processbench": pb, "right_for_wrong_reasons": rwr, "cascade": cascade, "speed": speed}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(dump_json(out) + "\n")
-    print(f"\nwrote {args.out}")
+    print()
+    write_json(args.out, out, text=dump_json(out))
     return 0
 
 

@@ -226,7 +226,7 @@ def test_shipped_fusion_model_and_its_features(store: Store) -> None:
     from smallfleet.retrieval import fusion
 
     model = fusion.shipped()
-    assert model is not None, "smallfleet/retrieval/data/fusion-v1.json is missing (bench/train_fusion.py)"
+    assert model is not None, "smallfleet/retrieval/data/fusion-v1.json is missing (bench/tools/train_fusion.py)"
     assert model.meta["questions"] > 0 and len(model.meta["training_data_sha256"]) == 64
     q = "which bulb fits the Arc pendant"
     v = store.embedder.embed([q])[0]

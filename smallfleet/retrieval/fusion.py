@@ -3,7 +3,7 @@ candidate chunk from generic signals (ranks and scores of both halves, how much 
 chunk's heading and text cover, idf-weighted) and the hybrid ranking is sorted by that score.
 
 Why: reciprocal rank fusion ignores how strong each half's evidence is (a BM25 score far above the
-rest, a heading that names exactly what was asked). The model is trained by ``bench/train_fusion.py``
+rest, a heading that names exactly what was asked). The model is trained by ``bench/tools/train_fusion.py``
 on the dev questions of bench/retrieval.py's corpus and shipped as ``data/fusion-v1.json`` (trees,
 training-data hash, cross-validated metrics); it is evaluated on that benchmark's test questions only.
 Inference is plain numpy over all trees at once (no scikit-learn at query time).
@@ -97,7 +97,7 @@ class FusionModel:
 
     def __init__(self, spec: dict[str, Any], features: tuple[str, ...] = FEATURES) -> None:
         if tuple(spec["features"]) != features:
-            raise ValueError("the fusion model was trained on other features; retrain it (bench/train_fusion.py)")
+            raise ValueError("the fusion model was trained on other features; retrain it (python -m bench.tools.train_fusion)")
         self.meta = {k: v for k, v in spec.items() if k != "trees"}
         # all trees in one flat node array; a leaf points to itself, so walking on past it changes nothing
         feature: list[int] = []

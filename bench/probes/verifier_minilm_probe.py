@@ -9,37 +9,33 @@ Protocol as bench/verifier.py: train on one ProcessBench subset (steps up to the
 step labelled 1), pick the threshold on the training subset's ProcessBench F1, test on the other.
 Models: logistic regression (class-balanced) and gradient boosting.
 
-Reproduce:  python bench/verifier_minilm_probe.py   (~15 min on 2 cores: embedding ~17k texts)
+Reproduce:  python -m bench.probes.verifier_minilm_probe   (~15 min on 2 cores: embedding ~17k texts)
 Writes bench/results/verifier_minilm_probe.json.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from _common import RESULTS, SHARED_DATA, now, parser, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from smallfleet.retrieval.embed import Embedder
+from smallfleet.verify.features import trace_features
+from smallfleet.verify.process import MAX_STEP_CHARS, MAX_STEPS, first_error, processbench_f1
 
-from smallfleet.retrieval.embed import Embedder  # noqa: E402
-from smallfleet.verify.features import trace_features  # noqa: E402
-from smallfleet.verify.process import MAX_STEP_CHARS, MAX_STEPS, first_error, processbench_f1  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "processbench"
 THRESHOLDS = np.linspace(0.05, 0.95, 91)
 
 
-def load(embedder: Embedder) -> dict[str, list[dict]]:
+def load(embedder: Embedder, data: Path) -> dict[str, list[dict]]:
     out = {}
     for name in ("gsm8k", "math"):
         traces = []
         t0 = time.perf_counter()
-        for t in json.loads((DATA / f"{name}.json").read_text()):
+        for t in json.loads((data / "processbench" / f"{name}.json").read_text()):
             steps = [s[:MAX_STEP_CHARS] for s in t["steps"][:MAX_STEPS]]
             traces.append({"label": t["label"], "sym": np.array(trace_features(t["problem"], steps)),
                            "emb": embedder.embed([t["problem"]] + steps)})
@@ -75,12 +71,22 @@ def training_rows(traces: list[dict], kind: str) -> tuple[np.ndarray, np.ndarray
     return np.array(xs), np.array(ys)
 
 
+def predict(m: Any, kind: str, mu: np.ndarray, sd: np.ndarray, traces: list[dict]) -> list[list[float]]:
+    """Step scores of a fitted model for every trace."""
+    return [m.predict_proba((step_rows(t, kind) - mu) / sd)[:, 1].tolist() for t in traces]
+
+
 def main() -> int:
+    ap = parser(__doc__)
+    ap.add_argument("--data", type=Path, default=SHARED_DATA, help="folder holding processbench/{gsm8k,math}.json (default ../shared/data)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "verifier_minilm_probe.json",
+                    help="default bench/results/verifier_minilm_probe.json")
+    args = ap.parse_args()
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
     t0 = time.perf_counter()
-    data = load(Embedder())
+    data = load(Embedder(), args.data)
     results = []
     for kind in ("sym", "cos", "emb"):
         for train, test in (("math", "gsm8k"), ("gsm8k", "math")):
@@ -91,11 +97,7 @@ def main() -> int:
                                                                  class_weight="balanced", random_state=0)}
             for name, m in models.items():
                 m.fit((x - mu) / sd, y)
-
-                def scores(traces: list[dict]) -> list[list[float]]:
-                    return [m.predict_proba((step_rows(t, kind) - mu) / sd)[:, 1].tolist() for t in traces]
-
-                s_train, s_test = scores(data[train]), scores(data[test])
+                s_train, s_test = predict(m, kind, mu, sd, data[train]), predict(m, kind, mu, sd, data[test])
                 g_train, g_test = [t["label"] for t in data[train]], [t["label"] for t in data[test]]
                 th = max(THRESHOLDS, key=lambda h: processbench_f1([first_error(s, h) for s in s_train], g_train)[2])
                 acc_err, acc_ok, f1 = processbench_f1([first_error(s, th) for s in s_test], g_test)
@@ -104,15 +106,13 @@ def main() -> int:
                                 "f1": round(f1 * 100, 1)})
                 print(f"{kind:4} {name:9} {train:>5} -> {test:5}  F1 {f1 * 100:5.1f}  (erroneous {acc_err * 100:5.1f}, "
                       f"sound {acc_ok * 100:5.1f}, t={th:.2f})", flush=True)
-    out = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "wall_s": round(time.perf_counter() - t0, 1),
+    out = {"date": now(), "wall_s": round(time.perf_counter() - t0, 1),
            "features": {"sym": "the shipped verifier's 24 symbolic step features",
                         "cos": "sym + 5 MiniLM cosines (problem, previous step, best/mean earlier step, novelty)",
                         "emb": "cos + the step's 384-d MiniLM vector and its product with the problem's"},
            "protocol": "train on one ProcessBench subset, threshold = best ProcessBench F1 on it, test on the other",
            "results": results}
-    path = ROOT / "bench" / "results" / "verifier_minilm_probe.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_json(args.out, out)
     return 0
 
 

@@ -10,25 +10,21 @@ traces always train, the threshold is chosen on the training folds' real traces 
 - whole trace: log_len, n_numbers, op_density, n_eq, share_invented minus their mean over the trace;
 - earlier steps: the same minus their mean over the earlier steps (0 for the first) = ``model_features``.
 
-    python bench/verifier_relative_probe.py [--out bench/results/verifier_relative_probe.json]
+    python -m bench.probes.verifier_relative_probe [--out bench/results/verifier_relative_probe.json]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from _common import RESULTS, SHARED_DATA, parser, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from smallfleet.verify.features import NAMES, RELATIVE, model_features, trace_features  # noqa: E402
-from smallfleet.verify.process import default_data_dir, first_error, processbench_f1, training_traces  # noqa: E402
+from smallfleet.verify.features import NAMES, RELATIVE, model_features, trace_features
+from smallfleet.verify.process import first_error, processbench_f1, training_traces
 
 REL = [NAMES.index(n) for n in RELATIVE]
 KEEP = [i for i in range(len(NAMES)) if i not in REL]
@@ -53,6 +49,10 @@ def rows(feats: list[np.ndarray], labels: list[int]) -> tuple[np.ndarray, np.nda
     return np.array(xs), np.array(ys)
 
 
+def pairs(feats: list[np.ndarray], traces: list[dict[str, Any]], idx: list[int]) -> list[tuple[np.ndarray, int]]:
+    return [(feats[i], traces[i]["label"]) for i in idx]
+
+
 def fold_f1(train: list[tuple[np.ndarray, int]], real_train: list[tuple[np.ndarray, int]], test: list[tuple[np.ndarray, int]]) -> float:
     from sklearn.linear_model import LogisticRegression
 
@@ -71,9 +71,10 @@ def fold_f1(train: list[tuple[np.ndarray, int]], real_train: list[tuple[np.ndarr
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=default_data_dir())
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "verifier_relative_probe.json")
+    ap = parser(__doc__)
+    ap.add_argument("--data", type=Path, default=SHARED_DATA, help="folder with processbench/ and gsm8k/ (default ../shared/data)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "verifier_relative_probe.json",
+                    help="default bench/results/verifier_relative_probe.json")
     args = ap.parse_args()
     t0 = time.time()
     out: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "protocol": "3-fold CV over the training ProcessBench traces"}
@@ -89,14 +90,12 @@ def main() -> int:
             for f in range(3):
                 held = [i for n, i in enumerate(real) if n % 3 == f]
                 kept = [i for n, i in enumerate(real) if n % 3 != f]
-                pair = lambda idx: [(feats[i], traces[i]["label"]) for i in idx]  # noqa: E731
-                f1s.append(fold_f1(pair(kept + synth), pair(kept), pair(held)))
+                f1s.append(fold_f1(pairs(feats, traces, kept + synth), pairs(feats, traces, kept), pairs(feats, traces, held)))
             res[name] = round(100 * float(np.mean(f1s)), 1)
             print(f"holdout {holdout} (trained on the other ProcessBench set + synthetic): {name:<24} CV F1 {res[name]}")
         out[f"holdout_{holdout}"] = res
     out["seconds"] = round(time.time() - t0, 1)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
     return 0
 
 

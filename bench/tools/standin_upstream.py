@@ -1,15 +1,17 @@
 """A stand-in upstream for measuring *gateway overhead only*: answers every POST to
 /v1/chat/completions at once with a fixed OpenAI-shaped completion. It is not a model and never
-used for anything but overhead benchmarks.
+used for anything but overhead benchmarks: bench/gateway_overhead.py starts it.
 
-    python bench/standin_upstream.py PORT
+    python bench/tools/standin_upstream.py PORT      (or: python -m bench.tools.standin_upstream PORT)
+
+Standard library only, so that it starts fast and runs as a plain script.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
 
 BODY = json.dumps({
     "id": "chatcmpl-standin", "object": "chat.completion", "created": 0, "model": "standin",
@@ -46,4 +48,6 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("port", type=int, help="port to listen on, 127.0.0.1")
+    asyncio.run(main(ap.parse_args().port))

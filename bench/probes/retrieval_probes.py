@@ -16,16 +16,14 @@ shipped 16 and reports CV recall@5 beside the baseline, so its noise (about ±1 
 - misses: where the baseline's misses go (same-named sibling in the top 5, another function, not
   in either half's top 30).
 
-    python bench/retrieval_probes.py [--index PATH] [--out bench/results/retrieval_probes.json]
-(--index: a store holding the tool documents, as written by bench/train_fusion.py; built when missing.)
+    python -m bench.probes.retrieval_probes [--index PATH] [--out bench/results/retrieval_probes.json]
+(--index: a store holding the tool documents, as written by bench/tools/train_fusion.py; built when missing.)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,15 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import RESULTS, parser, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import retrieval as R  # noqa: E402
-
-from smallfleet.retrieval import fusion  # noqa: E402
-from smallfleet.retrieval.store import Store  # noqa: E402
+from bench import _bfcl as R  # the corpus of bench/retrieval.py: loading, split, metrics
+from smallfleet.retrieval import fusion
+from smallfleet.retrieval.store import Store
 
 PARAMS = {"max_iter": 200, "max_leaf_nodes": 15, "min_samples_leaf": 60, "learning_rate": 0.05}
 FI = {f: i for i, f in enumerate(fusion.FEATURES)}
@@ -95,9 +89,9 @@ def candidate_rows(store: Store, questions: list[R.Question], vecs: np.ndarray, 
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--index", type=Path, help="store file with the tool documents (created when missing)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval_probes.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "retrieval_probes.json", help="default bench/results/retrieval_probes.json")
     args = ap.parse_args()
     t0 = time.perf_counter()
     tools, questions, meta = R.load_bfcl(None)
@@ -242,9 +236,7 @@ def main() -> int:
     print(json.dumps(out["misses"], indent=1))
     out["seconds"] = round(time.perf_counter() - t0, 1)
     store.close()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
     return 0
 
 

@@ -11,32 +11,25 @@ questions (recall@5 of the re-ranked documents) from a small grid, refitted on a
 exported as flat tree arrays; the export is checked against scikit-learn's own scores.
 
 Reproduce:  pip install --no-deps bfcl-eval==2026.3.23
-            python bench/train_fusion.py [--index PATH] [--out smallfleet/retrieval/data/fusion-v1.json]
+            python -m bench.tools.train_fusion [--index PATH] [--out smallfleet/retrieval/data/fusion-v1.json]
 (--index: a store already holding the tool documents written by this script, to skip the ~2-3 min of
 embedding; it is created there when missing.)
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _common import now, parser, progress, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import retrieval as R  # noqa: E402  (bench/retrieval.py: corpus loading, metrics)
-
-from smallfleet.retrieval import fusion  # noqa: E402
-from smallfleet.retrieval.store import Store  # noqa: E402
+from bench import _bfcl as R  # the corpus of bench/retrieval.py: loading, split, metrics
+from smallfleet.retrieval import fusion
+from smallfleet.retrieval.store import Store
 
 GRID = {"max_iter": [100, 200, 400], "max_leaf_nodes": [7, 15, 31], "min_samples_leaf": [20, 60], "learning_rate": [0.05]}
 SEED = 0
@@ -45,7 +38,7 @@ SEED = 0
 def features(store: Store, questions: list[R.Question], chunk_doc: dict[int, int]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
     vecs = store.embedder.embed([q.text for q in questions])
     out = []
-    with R.progress() as bar:
+    with progress() as bar:
         task = bar.add_task("features", total=len(questions))
         for q, v in zip(questions, vecs):
             cand = store.fusion_features(q.text, v, store._bm25(q.text, fusion.POOL), store._dense(v, fusion.POOL))
@@ -64,9 +57,9 @@ def recall5(model, rows, questions, chunk_doc) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--index", type=Path, help="store file with the tool documents (created when missing)")
-    ap.add_argument("--out", type=Path, default=fusion.FUSION_FILE)
+    ap.add_argument("--out", type=Path, default=fusion.FUSION_FILE, help="the artifact to write (default: the shipped one)")
     ap.add_argument("--bfcl", type=Path, help="bfcl_eval/data folder or wheel (default: the installed package)")
     args = ap.parse_args()
     from sklearn import __version__ as sk_version
@@ -104,7 +97,7 @@ def main() -> int:
         "trained_on": "bench/retrieval.py corpus, dev questions (sha256(id) % 3 == 0)",
         "corpus_sha256": meta["sha256"], "bfcl_eval_version": meta["bfcl_eval_version"],
         "questions": len(dev), "rows": len(y), "positives": int(y.sum()), "training_data_sha256": data_sha,
-        "trained": datetime.now(UTC).isoformat(timespec="seconds"),
+        "trained": now(),
     })
     shipped = fusion.FusionModel(spec)
     diff = max(float(np.max(np.abs(shipped.score(r[1]) - model.decision_function(r[1])))) for r in rows_dev if len(r[0]))
@@ -119,8 +112,7 @@ def main() -> int:
                 for ids, xx, _ in rows_test]
     spec["report"] = {"test_learned": R.metrics(learned, test), "test_rrf_same_candidates": R.metrics(rrf_rank, test),
                       "cv_best": best, "export_max_abs_diff": diff, "seconds": round(time.perf_counter() - t0, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(spec, separators=(",", ":")) + "\n")
+    write_json(args.out, spec, indent=None, separators=(",", ":"), quiet=True)
     print(json.dumps({k: v for k, v in spec.items() if k not in ("trees", "grid")}, indent=1))
     print(f"wrote {args.out} ({args.out.stat().st_size // 1024} kB)")
     return 0

@@ -1,0 +1,2 @@
+"""Tools: not benchmarks; they build a shipped artifact or serve a benchmark (see bench/README.md). Run as
+``python -m bench.tools.NAME``."""
