@@ -188,3 +188,24 @@ def test_live_streams_through_the_gateway_start_where_the_cascade_would(scripted
     assert r.headers["x-smallfleet-tier"] == "large", r.headers.get("x-smallfleet-reason")
     assert "injection flagged in tool output: started on large instead of small" in r.headers["x-smallfleet-reason"]
     assert lines[-1] == "data: [DONE]" and '"smallfleet"' in lines[-2]
+
+
+def test_a_remote_model_sees_placeholders_and_the_client_gets_the_data_back(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def remote(req: dict[str, Any]) -> str:
+        text = req["messages"][-1]["content"]
+        seen.append(text)
+        placeholder = next(w.strip(".,") for w in text.split() if w.startswith("<EMAIL_ADDRESS"))
+        return f"I will write to {placeholder} today."
+
+    # the remote tier starts, and without a local tier below or above it there is nowhere else to go
+    eng = make_engine(tmp_path, {"remote": remote}, extra='\n[routing.generation]\nstart = "frontier"\nchecks = ["nonempty"]\n'
+                                                          '\n[privacy]\nprefer_local = false\n')
+    out = asyncio.run(eng.complete({"messages": [{"role": "user", "content": PII}]}, run_id="p1"))
+    assert out.final.spec.name == "remote" and out.final.pseudonymised >= 2
+    assert "jane.doe@example.com" not in seen[0] and "Jane Doe" not in seen[0]
+    assert out.message["content"] == "I will write to jane.doe@example.com today."
+    rows = eng.ledger.query("SELECT reason FROM attempts WHERE run_id = ?", ("p1",))
+    assert rows and all("jane.doe@example.com" not in (r[0] or "") for r in rows)
+    asyncio.run(eng.aclose())
