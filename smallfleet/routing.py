@@ -13,7 +13,7 @@ Each move is noted on the step and ends up in the ``x-smallfleet-reason`` header
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .spec import KindPolicy, ModelSpec
@@ -21,6 +21,8 @@ from .step import Step
 
 if TYPE_CHECKING:
     from .guards import Guard
+    from .guards.injection import Finding
+    from .guards.trust import Context
     from .privacy.guard import PrivacyGuard
 
 
@@ -44,7 +46,7 @@ class Router:
     def guard_mode(self, step: Step) -> str:
         return step.guard_mode or self.config.guards.mode
 
-    def guard_context(self, step: Step) -> Any:
+    def guard_context(self, step: Step) -> tuple[Context, list[tuple[str, Finding]]] | None:
         """Labelled context + detector findings, computed once per step (only when tool output is present)."""
         if step.guard_ctx is None and self.guard is not None and any(m.get("role") == "tool" for m in step.messages):
             step.guard_ctx = self.guard.context(step.messages)
@@ -61,7 +63,8 @@ class Router:
         return self._private_tier(step, start)
 
     def _risk_tier(self, step: Step, start: str) -> str:
-        if self.guard_mode(step) == "off" or self.guard_context(step) is None or not step.guard_ctx[1]:
+        ctx = self.guard_context(step) if self.guard_mode(step) != "off" else None
+        if ctx is None or not ctx[1]:
             return start
         up = self._local_above(start)
         if up is None:

@@ -25,9 +25,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidRequestError
+
+if TYPE_CHECKING:  # types only: the step is a leaf every stage imports
+    from .guards.injection import Finding
+    from .guards.trust import Context
+    from .retrieval.grounded import Evidence
 
 
 class StepKind(str, Enum):
@@ -153,11 +159,11 @@ class Step:
     guard_mode: str | None = None  # per-request override of guards.mode (header x-smallfleet-guard)
     approved: frozenset[str] = frozenset()  # call tokens the user approved (header x-smallfleet-approve)
     datamark: bool | None = None  # per-request override of guards.datamark (header x-smallfleet-datamark)
-    guard_ctx: Any = None  # (labelled context, detector findings), computed once by the cascade
+    guard_ctx: tuple[Context, list[tuple[str, Finding]]] | None = None  # labelled context + detector findings, once per step
     kb: str | None = None  # knowledge base to ground this step in: its name ("default" = [grounding] index)
-    kb_path: Any = None  # its file (pathlib.Path), resolved from the name by the engine; never from a request
+    kb_path: Path | None = None  # its file, resolved from the name by the engine; never from a request
     kb_where: dict[str, str] | None = None  # only documents with this metadata (x-smallfleet-kb-where)
-    evidence: Any = None  # retrieval.grounded.Evidence once retrieved
+    evidence: Evidence | None = None  # once retrieved
     reserved: float = 0.0  # budget reserved by this step's attempts, released when the step is written
     prompt_floor: int = -1  # a lower bound on the prompt's tokens, from its size (-1: not measured yet)
 

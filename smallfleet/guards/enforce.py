@@ -8,11 +8,13 @@ from typing import Any
 
 from ..models.base import ChatResult
 from . import Guard, Review
+from .injection import Finding
 from .policy import call_token, decode_args
+from .trust import Context
 
 
 def enforce(guard: Guard, result: ChatResult, mode: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
-            approved: frozenset[str], context: Any) -> Review | None:
+            approved: frozenset[str], context: tuple[Context, list[tuple[str, Finding]]] | None) -> Review | None:
     """Review the answer's tool calls against policy and provenance and apply ``mode`` to ``result``
     in place. None when there was nothing to decide (no call, no untrusted tool output read)."""
     calls = result.message.get("tool_calls") or []
