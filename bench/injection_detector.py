@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--user-tasks", type=int, default=5,
                     help="the first N user tasks of each suite the attacks are placed for (default 5)")
     ap.add_argument("--out", default=str(RESULTS / "injection_detector.json"), help="default bench/results/injection_detector.json")
-    a = ap.parse_args()
+    args = ap.parse_args()
     from agentdojo.attacks.attack_registry import load_attack
     from agentdojo.task_suite.load_suites import get_suites
 
@@ -64,7 +64,7 @@ def main() -> None:
         strings(s.load_and_inject_default_environment({}), neg)
         for a in ATTACKS:
             atk = load_attack(a, s, _P())
-            for ut in list(s.user_tasks.values())[:a.user_tasks]:
+            for ut in list(s.user_tasks.values())[:args.user_tasks]:
                 for it in s.injection_tasks.values():
                     pos[a].update(v for v in atk.attack(ut, it).values())
     heur, clf, both = InjectionDetector(classifier=False), InjectionClassifier.load(), InjectionDetector()
@@ -96,7 +96,7 @@ def main() -> None:
         t.add_row(r["detector"], *[f"{100 * r[a]:.1f} %" for a in ATTACKS], f"{100 * r['false_positive_rate']:.2f} % of {len(neg)}")
     Console().print(t)
     Console().print(f"positives per attack: {res['positives']}; ms per text: {res['ms_per_text']}")
-    write_json(a.out, res, indent=2, ensure_ascii=False)
+    write_json(args.out, res, indent=2, ensure_ascii=False)
 
 
 if __name__ == "__main__":
