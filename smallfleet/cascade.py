@@ -120,7 +120,7 @@ class Cascade:
         self.recorder.reserve(step, spec)
         backend = self.fleet.get(spec.name)
         request, pz, hidden = step.request, None, -1
-        if step.datamark if step.datamark is not None else self.config.guards.datamark:
+        if self.router.datamarks(step):
             request = _datamarked(request)
         if self.router.pseudonymises(spec):
             assert self.privacy is not None  # pseudonymises() is false without it
@@ -155,7 +155,7 @@ class Cascade:
         review = enforce(self.guard, res, mode, step.messages, step.tools, step.approved, self.router.guard_context(step))
         if review is None:
             return
-        if step.datamark if step.datamark is not None else self.config.guards.datamark:
+        if self.router.datamarks(step):
             step.notes.append("tool output shown to the model datamarked")
         outcome.guard, outcome.guard_mode = review, mode
 
@@ -164,8 +164,9 @@ class Cascade:
         check may escalate) must be checked before they leave."""
         return not step.tools and not step.wants_json() and step.kb is None
 
-    def live(self, step: Step, model: str = "auto") -> LiveStream:
+    async def live(self, step: Step, model: str = "auto") -> LiveStream:
         """A live stream of the step from the router's start tier (or the named model)."""
+        await self._measure(step)  # labels a large tool output off the event loop, as run() does
         spec = self.fleet.spec(model) if model != "auto" else self.config.tier_model(self.router.start_tier(step))
         self.recorder.reserve(step, spec)
         return LiveStream(step, spec, self.fleet.get(spec.name), config=self.config, router=self.router,

@@ -26,6 +26,7 @@ from .guards import Guard, InjectionDetector, PolicyEngine
 from .guards.settings import MODES as GUARD_MODES
 from .guards.settings import GuardSettings
 from .ledger import Ledger, check_budget_value
+from .memory.session import SessionMemory
 from .memory.stage import MemoryStage
 from .outcome import Outcome
 from .privacy.guard import PrivacyGuard
@@ -139,7 +140,7 @@ class Engine:
                               kb_path=kb_path)
         return await self.run_step(step)
 
-    def session_memory(self) -> Any:
+    def session_memory(self) -> SessionMemory:
         """The session memory (opened on first use)."""
         return self.memory.session_memory()
 

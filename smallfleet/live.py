@@ -13,7 +13,7 @@ from typing import Any
 
 from .config import Config
 from .models.base import Backend, ChatResult
-from .outcome import Attempt, Outcome
+from .outcome import Attempt, Outcome, completion_id
 from .privacy.guard import PrivacyGuard
 from .record import Recorder
 from .routing import Router
@@ -38,7 +38,7 @@ class LiveStream:
             assert self.privacy is not None  # pseudonymises() is false without it
             request, pz, hidden = self.privacy.outbound(step.request, step.privacy_key)
             restorer = pz.stream_restorer()
-        cid = "chatcmpl-" + step.step_id.removeprefix("step_")
+        cid = completion_id(step)
         parts: list[str] = []
         finish, tin, tout, error = "stop", 0, 0, None
         t0 = time.perf_counter()

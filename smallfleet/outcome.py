@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from .guards import Review
 
 
+def completion_id(step: Step) -> str:
+    """The OpenAI ``chatcmpl-`` id of a step's answer (the same for a verified and a live answer)."""
+    return "chatcmpl-" + step.step_id.removeprefix("step_")
+
+
 @dataclass
 class Attempt:
     """One model's try at a step: its answer (None when the call failed) and what the checks said."""

@@ -46,6 +46,10 @@ class Router:
     def guard_mode(self, step: Step) -> str:
         return step.guard_mode or self.config.guards.mode
 
+    def datamarks(self, step: Step) -> bool:
+        """Whether tool output is wrapped and datamarked before the model reads it."""
+        return step.datamark if step.datamark is not None else self.config.guards.datamark
+
     def guard_context(self, step: Step) -> tuple[Context, list[tuple[str, Finding]]] | None:
         """Labelled context + detector findings, computed once per step (only when tool output is present)."""
         if step.guard_ctx is None and self.guard is not None and any(m.get("role") == "tool" for m in step.messages):

@@ -162,7 +162,7 @@ def test_live_streams_obey_the_same_start_tier_rules(tmp_path: Path) -> None:
     # personal data: streamed from the local tier, never the remote start tier
     step = eng.make_step({"messages": [{"role": "user", "content": PII}], "stream": True})
     assert eng.cascade.can_stream_live(step)
-    live = eng.cascade.live(step)
+    live = asyncio.run(eng.cascade.live(step))
     text = asyncio.run(_drain(live))
     assert live.spec.name == "large-local" and "large-local here" in text
     assert called(eng).get("remote", 0) == 0
@@ -172,7 +172,7 @@ def test_live_streams_obey_the_same_start_tier_rules(tmp_path: Path) -> None:
     # injected tool output: one local tier up from the policy's start
     eng2 = make_engine(tmp_path / "b")
     step2 = eng2.make_step({**tool_step(INJECTED), "stream": True})
-    live2 = eng2.cascade.live(step2)
+    live2 = asyncio.run(eng2.cascade.live(step2))
     asyncio.run(_drain(live2))
     assert live2.spec.tier == "large" and called(eng2) == {"large-local": 1}
     asyncio.run(eng.aclose())

@@ -310,7 +310,7 @@ class Gateway:
     async def _live(self, step: Step, body: dict[str, Any], include_usage: bool, send: Any) -> None:
         unread = await self.engine.before(step)  # session facts are pinned into live answers too
         try:
-            live = self.engine.cascade.live(step, body.get("model") or "auto")
+            live = await self.engine.cascade.live(step, body.get("model") or "auto")
             await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *_hdrs(render.live_headers(step, live.spec))]})
             try:
                 async for chunk in live.chunks():

@@ -6,17 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..outcome import Outcome
+from ..outcome import Outcome, completion_id
 from ..spec import ModelSpec
 from ..step import Step
 
 
 def _ascii(text: str, limit: int) -> str:
     return text.encode("ascii", "replace").decode()[:limit]
-
-
-def completion_id(step: Step) -> str:
-    return "chatcmpl-" + step.step_id.removeprefix("step_")
 
 
 def chat_completion(outcome: Outcome) -> dict[str, Any]:
