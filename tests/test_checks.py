@@ -214,3 +214,14 @@ def test_next_call_takes_only_a_new_call_of_an_offered_tool() -> None:
     schema = next_step_schema(WEATHER)
     assert [b["properties"].get("name", {}).get("const") for b in schema["anyOf"]] == ["get_weather", None]
     assert schema["anyOf"][-1]["required"] == ["answer"]
+    assert "$defs" not in schema  # parameters without references are inlined as they come
+    # local references move to the root with the parameters they belong to, pointers rebased
+    share = {"type": "function", "function": {"name": "share", "parameters": {
+        "$defs": {"P": {"enum": ["r", "rw"]}, "Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}},
+        "type": "object", "properties": {"p": {"$ref": "#/$defs/P"}, "n": {"$ref": "#/$defs/Node"}, "self": {"$ref": "#"}}}}}
+    refd = next_step_schema([*WEATHER, share])
+    assert refd["anyOf"][1]["properties"]["arguments"] == {"$ref": "#/$defs/tool_1"}
+    moved = refd["$defs"]["tool_1"]
+    assert moved["properties"]["p"] == {"$ref": "#/$defs/tool_1/$defs/P"} and moved["properties"]["self"] == {"$ref": "#/$defs/tool_1"}
+    assert moved["$defs"]["Node"]["properties"]["next"] == {"$ref": "#/$defs/tool_1/$defs/Node"}
+    assert share["function"]["parameters"]["properties"]["p"] == {"$ref": "#/$defs/P"}  # the client's tools are not touched

@@ -44,6 +44,30 @@ def test_forced_tool_call_becomes_tool_calls(shared_fleet) -> None:
     assert call["name"] == "get_weather" and "city" in json.loads(call["arguments"])
 
 
+SHARE = [{"type": "function", "function": {"name": "share_file", "description": "Share a file with someone", "parameters": {
+    "$defs": {"Permission": {"enum": ["r", "rw"], "type": "string"}},
+    "type": "object", "required": ["file_id", "permission"],
+    "properties": {"file_id": {"type": "string"}, "permission": {"$ref": "#/$defs/Permission"}}}}},
+    {"type": "function", "function": {"name": "list_files", "parameters": {"type": "object", "properties": {}}}}]
+
+
+def test_tool_parameters_with_local_refs_build_a_grammar(shared_fleet) -> None:
+    """pydantic-made parameters (an enum behind "#/$defs/…") once made llama.cpp reject the request:
+    nested under "arguments", the pointer no longer resolved from the schema's root."""
+    from smallfleet.models._toolcalls import next_step_schema
+
+    b = shared_fleet.get("qwen05")
+    ask = [{"role": "user", "content": "Share file 7 read-only with me."}]
+    res = asyncio.run(b.chat({"messages": ask, "tools": SHARE, "tool_choice": {"type": "function", "function": {"name": "share_file"}},
+                              "max_tokens": 60}))
+    args = json.loads(res.tool_calls[0]["function"]["arguments"])
+    assert args["permission"] in ("r", "rw")  # the grammar held the enum behind the reference
+    step = asyncio.run(b.chat({"messages": ask, "max_tokens": 60, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "next_step", "schema": next_step_schema(SHARE)}}}))
+    out = json.loads(step.content)
+    assert "answer" in out or out["name"] in ("share_file", "list_files")
+
+
 def test_shared_prefix_is_reused(shared_fleet) -> None:
     b = shared_fleet.get("smollm2")
     system = {"role": "system", "content": "You are a support triage bot for a lamp shop. " * 12}

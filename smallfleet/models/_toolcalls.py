@@ -37,21 +37,59 @@ def with_result_nudge(messages: list[dict[str, Any]], tools_offered: bool) -> li
     return [*messages, {"role": "system", "content": RESULT_NUDGE if tools_offered else RESULT_NUDGE_NO_TOOLS}]
 
 
+def _has_ref(node: Any, depth: int = 0) -> bool:
+    # The gateway bounds a request's schema depth before a backend sees it; the cap here only keeps
+    # the walk safe for library callers.
+    if depth > 64:
+        return False
+    if isinstance(node, dict):
+        return "$ref" in node or any(_has_ref(v, depth + 1) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_ref(v, depth + 1) for v in node)
+    return False
+
+
+def _rebase_refs(node: Any, base: str, depth: int = 0) -> Any:
+    """A copy of ``node`` whose local ``$ref`` pointers ("#", "#/…") point under ``base`` instead."""
+    if depth > 64:
+        return node
+    if isinstance(node, dict):
+        out = {k: _rebase_refs(v, base, depth + 1) for k, v in node.items()}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
+            out["$ref"] = base + ref[1:]
+        return out
+    if isinstance(node, list):
+        return [_rebase_refs(v, base, depth + 1) for v in node]
+    return node
+
+
 def call_schema(tools: list[dict[str, Any]], tool_choice: Any) -> dict[str, Any]:
-    """JSON schema that admits exactly one call of an offered (or the named) tool."""
+    """JSON schema that admits exactly one call of an offered (or the named) tool.
+
+    A tool's parameters may use local references (pydantic writes ``{"$ref": "#/$defs/Permission"}``
+    for an enum). They point into the parameters object, which here sits under ``arguments``, so such
+    parameters move to the root's ``$defs`` (``tool_N``) with their pointers rebased: llama.cpp
+    resolves a pointer from the root and rejected the whole request otherwise (AgentDojo's workspace
+    tools did). Parameters without references are inlined as they come."""
     named = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
     branches = []
-    for t in tools:
+    defs: dict[str, Any] = {}
+    for i, t in enumerate(tools):
         fn = t["function"]
         if named and fn["name"] != named:
             continue
         params = fn.get("parameters") or {"type": "object", "properties": {}}
+        if _has_ref(params):
+            defs[f"tool_{i}"] = _rebase_refs(params, f"#/$defs/tool_{i}")
+            params = {"$ref": f"#/$defs/tool_{i}"}
         branches.append({
             "type": "object",
             "properties": {"name": {"const": fn["name"]}, "arguments": params},
             "required": ["name", "arguments"],
         })
-    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+    schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    return {**schema, "$defs": defs} if defs else schema
 
 
 # The next-step pass (see LlamaCppBackend.chat): one call of any offered tool, or an answer.
@@ -59,8 +97,10 @@ _ANSWER_BRANCH = {"type": "object", "properties": {"answer": {"type": "string", 
 
 
 def next_step_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
-    calls = call_schema(tools, "auto")
-    return {"anyOf": [*calls.get("anyOf", [calls]), _ANSWER_BRANCH]}
+    calls = dict(call_schema(tools, "auto"))
+    defs = calls.pop("$defs", None)
+    schema: dict[str, Any] = {"anyOf": [*calls.get("anyOf", [calls]), _ANSWER_BRANCH]}
+    return {**schema, "$defs": defs} if defs else schema
 
 
 def after_tool_result(messages: list[dict[str, Any]]) -> bool:

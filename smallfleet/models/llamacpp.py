@@ -193,8 +193,13 @@ class LlamaCppBackend:
         prompt is already in the KV cache). Returns (the call, or None; tokens this pass generated)."""
         dreq = {**req, "stream": False, "response_format": {"type": "json_schema", "json_schema": {
             "name": "next_step", "schema": next_step_schema(req["tools"])}}}
-        res = await asyncio.to_thread(self._call, dreq)
-        self._raise_for(res)
+        try:
+            res = await asyncio.to_thread(self._call, dreq)
+            self._raise_for(res)
+        except InvalidRequestError:
+            # a tool schema llama.cpp cannot turn into a grammar: the pass is ours, not the client's
+            # request, so the step goes on with the free-text answer instead of failing
+            return None, 0
         usage = res.get("usage") or {}
         out = int(usage.get("completion_tokens", 0))
         choice = res["choices"][0]
