@@ -52,6 +52,9 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_MEMORY_KEY": "Fernet key: session fact values encrypted at rest",
     "SMALLFLEET_INDEX": "knowledge base for grounded steps (default ~/.local/share/smallfleet/index.db)",
     "SMALLFLEET_JUDGE": "a model or tier that judges reasoning answers the process verifier is unsure of (default: off)",
+    "SMALLFLEET_CAPTURE": "on or off (default): capture steps into the trace store for the learning loop",
+    "SMALLFLEET_CAPTURE_KEY": "Fernet key: captured traces encrypted at rest (default: traces.key beside the store)",
+    "SMALLFLEET_TRACES": "trace store (default ~/.local/share/smallfleet/traces.db)",
     "SMALLFLEET_KEYS": "API-key store (default: keys.db beside the ledger); once it holds a key, every endpoint needs one",
 }
 
@@ -81,6 +84,22 @@ class MemorySettings:
     @property
     def store_path(self) -> Path:
         return self.path or default_data_dir() / "memory.db"
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    enabled: bool = False            # opt-in: nothing is captured unless asked
+    store: Path | None = None        # trace store (default: the data dir's traces.db)
+    sample: float = 1.0              # share of conversations captured (a sampled agent run is captured whole)
+    retention_days: float = 30.0     # traces stored longer ago are deleted
+    shadow: float = 0.0              # share of steps answered above the small tier replayed on it in the background
+    queue: int = 1000                # steps waiting to be written; more are dropped (and counted), never waited for
+    # Fernet key from $SMALLFLEET_CAPTURE_KEY (never from the config file); else traces.key beside the store
+    key: str | None = field(default=None, repr=False)
+
+    @property
+    def store_path(self) -> Path:
+        return self.store or default_data_dir() / "traces.db"
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,7 @@ class Config:
     guards: GuardSettings = field(default_factory=GuardSettings)
     grounding: GroundingSettings = field(default_factory=GroundingSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     limits: ServerLimits = field(default_factory=ServerLimits)
     keys_path: Path | None = None  # API-key store (default: keys.db beside the ledger)
@@ -288,7 +308,7 @@ def _stand_in_frontier(models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> 
 # accepts any name. float accepts an integer.
 _SCHEMA: dict[str, dict[str, Any]] = {
     "": {s: dict for s in ("fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding", "memory",
-                           "verify", "knowledge")},
+                           "verify", "knowledge", "capture")},
     "fleet": {"tiers": list[str], "max_escalations": int, "reference_price": list[float], "replace_builtin": bool},
     "models": {"*": dict},
     "models.*": {"backend": str, "tier": str, "path": str, "url": str, "model": str, "api_key_env": str, "api_key": str,
@@ -305,6 +325,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "grounding": {"index": str, "kinds": list[str], "k": int, "min_relevance": float},
     "memory": {"enabled": bool, "path": str, "model": str, "max_pinned": int, "defer": bool},
     "verify": {"judge": str, "band": list[float]},
+    "capture": {"enabled": bool, "store": str, "sample": float, "retention_days": float, "shadow": float, "queue": int},
     "knowledge": {"*": dict},
     "knowledge.*": {"path": str},
 }
@@ -530,6 +551,21 @@ def _parse_memory(d: dict[str, Any], env: dict[str, str]) -> MemorySettings:
                           max_pinned=n, defer=d.get("defer", True), key=env.get("SMALLFLEET_MEMORY_KEY") or None)
 
 
+def _parse_capture(d: dict[str, Any], env: dict[str, str]) -> CaptureSettings:
+    enabled = _env_onoff(env, "SMALLFLEET_CAPTURE", d.get("enabled", False))
+    for key, default in (("sample", 1.0), ("shadow", 0.0)):
+        if not 0.0 <= d.get(key, default) <= 1.0:
+            raise ConfigError(f"capture.{key} must be between 0 and 1 (a share of steps).")
+    if not 0 < d.get("retention_days", 30.0) <= 36500:
+        raise ConfigError("capture.retention_days must be between 0 (exclusive) and 36500.")
+    if not 1 <= d.get("queue", 1000) <= 1_000_000:
+        raise ConfigError("capture.queue must be between 1 and 1000000.")
+    store = env.get("SMALLFLEET_TRACES") or d.get("store", "")
+    return CaptureSettings(enabled=enabled, store=Path(store).expanduser() if store else None, sample=d.get("sample", 1.0),
+                           retention_days=d.get("retention_days", 30.0), shadow=d.get("shadow", 0.0),
+                           queue=d.get("queue", 1000), key=env.get("SMALLFLEET_CAPTURE_KEY") or None)
+
+
 def _parse_limits(server: dict[str, Any]) -> ServerLimits:
     vals = {key: server[key] for key in _LIMIT_KEYS if key in server}
     for key, v in vals.items():
@@ -637,6 +673,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     guards = _parse_guards(data.get("guards", {}), env)
     grounding = _parse_grounding(data.get("grounding", {}), env)
     memory = _parse_memory(data.get("memory", {}), env)
+    capture = _parse_capture(data.get("capture", {}), env)
     verify = _parse_verify(data.get("verify", {}), env, models, tiers)
     max_esc = fleet.get("max_escalations", 2)
     if max_esc < 0 or max_esc > len(tiers):
@@ -646,6 +683,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or server.get("host", "127.0.0.1"), port=port,
         run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, memory=memory, verify=verify,
+        capture=capture,
         limits=_parse_limits(server), keys_path=Path(keys).expanduser() if keys else None,
         knowledge=_parse_knowledge(data.get("knowledge", {})), source=source,
     )

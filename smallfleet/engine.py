@@ -5,7 +5,7 @@
     memory (pin session facts) → grounding (retrieve evidence)
       → cascade: router picks the start tier once → attempt → checks (→ judge) → escalate
       → guards (enforce on tool calls) → restore (pseudonymised answers) → ledger
-      → Outcome (the server renders it as OpenAI JSON + x-smallfleet-* headers)
+      → capture (opt-in: scrubbed, off the request path) → Outcome (the server renders it as OpenAI JSON + x-smallfleet-* headers)
 
 The gateway, CLI, demo and benchmarks all go through it.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .assets import ProgressFn
+from .capture import Capturer, TraceStore
 from .cascade import Cascade
 from .config import Config, load_config
 from .errors import InvalidRequestError
@@ -65,12 +66,16 @@ class Engine:
                                judge=judge)
         self.memory = MemoryStage(self.config, self.fleet, self.recorder)
         self.grounding = Grounding(self.config)
+        self.capturer: Capturer | None = None
+        if self.config.capture.enabled:
+            c = self.config.capture
+            self.capturer = Capturer(c, TraceStore(c.store_path, key=c.key), self.privacy.detector)
 
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
                   approved: frozenset[str] = frozenset(), datamark: bool | None = None, kb: str | None = None,
                   kb_where: str | dict[str, str] | None = None, kb_path: str | Path | None = None,
-                  raw: bytes | None = None) -> Step:
+                  raw: bytes | None = None, capture: bool | None = None) -> Step:
         """A validated step. ``kb`` names a knowledge base declared in the config (requests can only name
         one); ``kb_path`` opens a file directly and is for trusted in-process callers (the CLI, benchmarks)."""
         validate_request(request, raw)
@@ -87,7 +92,8 @@ class Engine:
         where = kb_where or (str(meta["smallfleet_kb_where"]) if meta.get("smallfleet_kb_where") else None)
         kb, where_dict, path = self.grounding.resolve(kind, kb, where, kb_path)
         return Step(request=request, kind=kind, run_id=run_id, session_id=session_id, budget_usd=budget,
-                    guard_mode=guard_mode, approved=approved, datamark=datamark, kb=kb, kb_where=where_dict, kb_path=path)
+                    guard_mode=guard_mode, approved=approved, datamark=datamark, kb=kb, kb_where=where_dict, kb_path=path,
+                    capture=capture)
 
     async def extract_quarantined(self, text: str, schema: dict[str, Any], instruction: str = "") -> dict[str, Any]:
         """Quarantined reading on the cheapest local model: schema-typed fields out, labelled untrusted."""
@@ -120,24 +126,33 @@ class Engine:
     async def run_step(self, step: Step) -> Outcome:
         unread = await self.before(step)
         try:
-            return await self.cascade.run(step, step.request.get("model") or "auto")
+            outcome = await self.cascade.run(step, step.request.get("model") or "auto")
         finally:
             self.after(step, unread)
+        self.captured(outcome)
+        return outcome
+
+    def captured(self, outcome: Outcome) -> None:
+        """Hand an answered step to capture (sampled, opt-out honoured; written off the request path)."""
+        if self.capturer is not None:
+            self.capturer.offer(outcome)
 
     async def complete(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                        session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
                        approved: frozenset[str] = frozenset(), datamark: bool | None = None, kb: str | None = None,
-                       kb_where: str | dict[str, str] | None = None, kb_path: str | Path | None = None) -> Outcome:
+                       kb_where: str | dict[str, str] | None = None, kb_path: str | Path | None = None,
+                       capture: bool | None = None) -> Outcome:
         """Run one agent step (an OpenAI chat request) through the whole path and return its outcome.
 
         ``step_kind`` overrides the classifier; ``run_id`` groups steps of one agent run (budgets,
         reports); ``session_id`` turns on session memory; ``budget_usd`` caps the run (never above the
         operator's default); ``guard_mode`` is block/flag/confirm/off; ``approved`` holds call tokens the
         user confirmed; ``datamark`` overrides [guards] datamark; ``kb``/``kb_where`` ground the step in a
-        configured knowledge base (``kb_path``: a file, for trusted callers only)."""
+        configured knowledge base (``kb_path``: a file, for trusted callers only); ``capture=False``
+        keeps this step out of the trace store."""
         step = self.make_step(request, step_kind=step_kind, run_id=run_id, session_id=session_id, budget_usd=budget_usd,
                               guard_mode=guard_mode, approved=approved, datamark=datamark, kb=kb, kb_where=kb_where,
-                              kb_path=kb_path)
+                              kb_path=kb_path, capture=capture)
         return await self.run_step(step)
 
     def session_memory(self) -> SessionMemory:
@@ -147,9 +162,13 @@ class Engine:
     async def drain(self) -> None:
         """Wait for background session-memory reads (tests, benchmarks, shutdown)."""
         await self.memory.drain()
+        if self.capturer is not None:
+            await asyncio.to_thread(self.capturer.drain)
 
     async def aclose(self) -> None:
         await self.drain()
+        if self.capturer is not None:
+            await asyncio.to_thread(self.capturer.close)
         self.grounding.close()
         self.memory.close()
         await self.fleet.aclose()

@@ -21,7 +21,6 @@ vacuumed so no plaintext stays in free pages.
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import threading
@@ -30,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import ConfigError, InvalidRequestError, NotAvailableError
+from .. import atrest
+from ..errors import ConfigError, InvalidRequestError
 
 Trust = Literal["trusted", "untrusted"]
 TRUST_LABELS: tuple[str, ...] = ("trusted", "untrusted")
@@ -68,7 +68,6 @@ CREATE TABLE IF NOT EXISTS seen_turns (
 
 KEY_ENV = "SMALLFLEET_MEMORY_KEY"
 KEY_CHECK = b"smallfleet fact store"
-_KEY_HINT = "create a key with: python -c 'from smallfleet.privacy import new_key; print(new_key())'"
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 # Prefixes that name whose attribute it is, not which attribute: "user_name" and "my_name" are "name".
 _OWNER_PREFIX = re.compile(r"^(?:(?:the|my|user|users|customer|customers|client|your|own|preferred_user)_)+")
@@ -342,41 +341,17 @@ class FactStore:
         return [r[0] for r in rows]
 
 
-def _fernet(key: str | bytes):  # type: ignore[no-untyped-def]
-    try:
-        from cryptography.fernet import Fernet
-    except ImportError as e:  # pragma: no cover - cryptography is a dependency
-        raise NotAvailableError("an encrypted fact store needs the 'cryptography' package.", hint="pip install cryptography") from e
-    try:
-        return Fernet(key)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{KEY_ENV} is not a valid key (32 url-safe base64 bytes).", hint=_KEY_HINT) from None
+def _fernet(key: str | bytes) -> Any:
+    return atrest.fernet(key, KEY_ENV)
 
 
 def key_file(store_path: Path) -> Path:
     """Where the generated key of a fact store lives: beside it, ``memory.db`` -> ``memory.key``."""
-    return store_path.with_name(store_path.stem + ".key")
+    return atrest.key_file(store_path)
 
 
 def resolve_key(env_key: str | None, store_path: Path) -> str:
     """The fact store's Fernet key: ``SMALLFLEET_MEMORY_KEY`` when set, else the key file beside the store,
     created (owner-only, 0600) on first use. So session memory is encrypted at rest by default; a store
     written in plain text by an older version is encrypted in place when it is next opened."""
-    if env_key:
-        return env_key
-    path = key_file(store_path)
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        pass
-    from cryptography.fernet import Fernet
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key().decode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(key + "\n")
-    return key
+    return atrest.resolve_key(env_key, store_path)

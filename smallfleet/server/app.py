@@ -250,12 +250,14 @@ class Gateway:
                 raise InvalidRequestError("x-smallfleet-budget must be a number of USD.", param="x-smallfleet-budget") from None
         approved = frozenset(t.strip() for t in h.get("x-smallfleet-approve", "").split(",") if t.strip())
         datamark = _onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark")
+        capture = _onoff(h.get("x-smallfleet-capture"), "x-smallfleet-capture")
 
         def make() -> Step:
             return self.engine.make_step(body, raw=raw, step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
                                          session_id=who.scoped(h.get("x-smallfleet-session")), budget_usd=budget,
                                          guard_mode=h.get("x-smallfleet-guard"), approved=approved, datamark=datamark,
-                                         kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None)
+                                         kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None,
+                                         capture=capture)
 
         return await asyncio.to_thread(make) if big else make()
 
@@ -316,6 +318,7 @@ class Gateway:
                 async for chunk in live.chunks():
                     await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
                 assert live.outcome is not None  # set when the chunks end
+                self.engine.captured(live.outcome)
                 final = render.live_final_chunk(live.outcome, live.created, include_usage)
                 await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n", "more_body": True})
             except SmallfleetError as e:  # headers are gone: report in-band, as OpenAI does
@@ -336,19 +339,28 @@ class Gateway:
         await self._json(send, 200, result)
 
     async def _feedback(self, receive: Any, send: Any, who: Principal) -> None:
-        """{"run_id" | "step_id", "success": bool}: the agent's word on a task or an answer (savings at parity)."""
+        """{"run_id" | "step_id", "success": bool}: the agent's word on a task or an answer (savings at parity,
+        and the learning loop's feedback on captured steps)."""
         body = _parse_json(await self._read_body(receive))
         if not isinstance(body, dict) or not isinstance(body.get("success"), bool) or \
                 sum(isinstance(body.get(k), str) and 0 < len(body[k]) <= 256 for k in ("run_id", "step_id")) != 1:
             raise InvalidRequestError('send {"run_id": "...", "success": true|false} or {"step_id": "...", "success": ...}.')
-        if self.engine.ledger is None:
-            raise NotFoundError("this gateway keeps no ledger.")
+        capturer = self.engine.capturer
+        if self.engine.ledger is None and capturer is None:
+            raise NotFoundError("this gateway keeps no ledger and captures no traces.")
         run = who.scoped(body["run_id"]) if isinstance(body.get("run_id"), str) else None
-        step = body.get("step_id") if run is None else None
-        ok = await asyncio.to_thread(self.engine.ledger.record_feedback, run_id=run, step_id=step, success=body["success"])
+        step = _step_id(body["step_id"]) if run is None else None
+        ok = False
+        if self.engine.ledger is not None:
+            ok = await asyncio.to_thread(self.engine.ledger.record_feedback, run_id=run, step_id=step, success=body["success"])
+        if capturer is not None:
+            known = await asyncio.to_thread(capturer.feedback, step_id=step, conversation=run,
+                                            score=1.0 if body["success"] else 0.0)
+            ok = ok or known
         if not ok:
             what = f"run {body.get('run_id')!r}" if run is not None else f"step {str(step)[:64]!r}"
-            raise NotFoundError(f"no {what} is recorded in the ledger.", hint="send the x-smallfleet-run value or a step id of this gateway")
+            raise NotFoundError(f"no {what} is recorded in the ledger or the trace store.",
+                                hint="send the x-smallfleet-run value, or the x-smallfleet-step-id (or chatcmpl- id) of an answer of this gateway")
         await self._json(send, 200, {"recorded": True, "success": body["success"]})
 
     async def _login(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -419,6 +431,11 @@ def _parse_json(raw: bytes) -> Any:
 
 def _cookie_header(key: str, max_age: int) -> tuple[bytes, bytes]:
     return (b"set-cookie", f"{COOKIE}={key}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict".encode())
+
+
+def _step_id(v: str) -> str:
+    """A step named by its x-smallfleet-step-id or by the chatcmpl- id of its answer."""
+    return "step_" + v.removeprefix("chatcmpl-") if v.startswith("chatcmpl-") else v
 
 
 def _onoff(v: str | None, name: str) -> bool | None:

@@ -1,0 +1,230 @@
+"""The trace store: captured steps in one SQLite file, their texts encrypted at rest.
+
+Columns hold what the loop filters and counts on (kind, model, verified, feedback, cost, the structure
+signature); the texts (request, attempts, final answer) are one Fernet-encrypted JSON payload per
+trace, already pseudonymised when they arrive. The key is ``SMALLFLEET_CAPTURE_KEY``, else the key
+file beside the store (``traces.key``, created 0600): a store opened with the wrong key is an error
+that says so, not garbage. Writes are single transactions; an import of many traces is one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .. import atrest
+from ..errors import ConfigError, InvalidRequestError
+from .trace import Trace, TraceAttempt
+
+KEY_ENV = "SMALLFLEET_CAPTURE_KEY"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS traces (
+    id TEXT PRIMARY KEY,
+    trace TEXT,
+    ts REAL NOT NULL,
+    stored_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL DEFAULT '',
+    tier TEXT NOT NULL DEFAULT '',
+    verified INTEGER,
+    error TEXT,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    frontier_cost_usd REAL NOT NULL DEFAULT 0,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    feedback REAL,
+    signature TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_ts ON traces(ts);
+CREATE INDEX IF NOT EXISTS traces_conv ON traces(trace, ts);
+CREATE INDEX IF NOT EXISTS traces_sig ON traces(kind, signature);
+"""
+
+_COLUMNS = ("id", "trace", "ts", "source", "kind", "model", "tier", "verified", "error", "cost_usd",
+            "frontier_cost_usd", "tokens_in", "tokens_out", "feedback")
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    traces: int
+    conversations: int
+    first_ts: float | None
+    last_ts: float | None
+    by_kind: dict[str, int]
+    by_source: dict[str, int]
+    by_model: dict[str, int]
+    verified: int
+    unverified: int
+    with_feedback: int
+    cost_usd: float
+    bytes: int
+
+
+class TraceStore:
+    """Thread-safe; ``TraceStore(path)`` opens or creates the file (and its key)."""
+
+    def __init__(self, path: str | Path, key: str | bytes | None = None) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fernet = atrest.fernet(key or atrest.resolve_key(None, self.path), KEY_ENV)
+        try:
+            self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA secure_delete=ON")  # removed traces leave no readable bytes behind
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise InvalidRequestError(f"{self.path} is not a usable trace store: {e}.",
+                                      hint="point --store (or [capture] store) at a new file") from e
+        self._lock = threading.Lock()
+        try:
+            self._check_key()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _check_key(self) -> None:
+        from cryptography.fernet import InvalidToken
+
+        meta = dict(self.db.execute("SELECT name, value FROM meta").fetchall())
+        if "key_check" not in meta:
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?), ('key_check', ?)",
+                            (SCHEMA_VERSION, self._fernet.encrypt(b"smallfleet-traces").decode()))
+            return
+        if meta.get("version") != SCHEMA_VERSION:
+            raise ConfigError(f"the trace store {self.path} has schema version {meta.get('version')!r}; this smallfleet reads {SCHEMA_VERSION}.",
+                              hint="upgrade smallfleet, or point [capture] store at a new file")
+        try:
+            self._fernet.decrypt(meta["key_check"].encode())
+        except InvalidToken:
+            raise ConfigError(f"the key given ({KEY_ENV}, else the key file {atrest.key_file(self.path)}) is not the key the "
+                              f"trace store {self.path} was encrypted with.",
+                              hint=f"set {KEY_ENV} to the key it was created with, or use another store file") from None
+
+    # -- writing -------------------------------------------------------------------------------
+    def _row(self, t: Trace, now: float) -> tuple[Any, ...]:
+        payload = self._fernet.encrypt(orjson.dumps(t.payload()))
+        verified = None if t.verified is None else int(t.verified)
+        return (t.id, t.trace, t.ts, now, t.source, t.kind, t.model, t.tier, verified, t.error, t.cost_usd,
+                t.frontier_cost_usd, t.tokens_in, t.tokens_out, t.feedback, t.signature, payload)
+
+    def add(self, traces: Iterable[Trace]) -> int:
+        """Write traces in one transaction; a trace whose id is already stored is skipped. Returns
+        how many were new."""
+        now = time.time()
+        rows = [self._row(t, now) for t in traces]
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                before = self.db.total_changes
+                self.db.executemany("INSERT OR IGNORE INTO traces (id, trace, ts, stored_at, source, kind, model, tier, verified, "
+                                    "error, cost_usd, frontier_cost_usd, tokens_in, tokens_out, feedback, signature, payload) "
+                                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                added = self.db.total_changes - before
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return added
+
+    def set_feedback(self, *, trace_id: str | None = None, conversation: str | None = None, score: float) -> int:
+        """The agent's word on one step, or on every step of a conversation (a run). Returns the rows changed."""
+        with self._lock:
+            if trace_id is not None:
+                cur = self.db.execute("UPDATE traces SET feedback=? WHERE id=?", (score, trace_id))
+            else:
+                cur = self.db.execute("UPDATE traces SET feedback=? WHERE trace=?", (score, conversation))
+            return cur.rowcount
+
+    def remove(self, ids: Iterable[str] = (), *, before: float | None = None, everything: bool = False) -> int:
+        with self._lock:
+            if everything:
+                return self.db.execute("DELETE FROM traces").rowcount
+            n = 0
+            if before is not None:
+                n += self.db.execute("DELETE FROM traces WHERE ts < ?", (before,)).rowcount
+            ids = list(ids)
+            if ids:
+                n += self.db.executemany("DELETE FROM traces WHERE id=?", [(i,) for i in ids]).rowcount
+            return n
+
+    def purge(self, retention_days: float) -> int:
+        """Drop traces stored longer ago than the retention period."""
+        with self._lock:
+            return self.db.execute("DELETE FROM traces WHERE stored_at < ?", (time.time() - retention_days * 86400,)).rowcount
+
+    # -- reading -------------------------------------------------------------------------------
+    def _trace(self, row: tuple[Any, ...]) -> Trace:
+        cols = dict(zip(_COLUMNS, row[:len(_COLUMNS)]))
+        body = orjson.loads(self._fernet.decrypt(row[-1]))
+        return Trace(
+            id=cols["id"], kind=cols["kind"], request=body["request"], final=body["final"], source=cols["source"],
+            trace=cols["trace"], ts=cols["ts"], model=cols["model"], tier=cols["tier"],
+            verified=None if cols["verified"] is None else bool(cols["verified"]), error=cols["error"],
+            cost_usd=cols["cost_usd"], frontier_cost_usd=cols["frontier_cost_usd"], tokens_in=cols["tokens_in"],
+            tokens_out=cols["tokens_out"], feedback=cols["feedback"],
+            attempts=[TraceAttempt(**a) for a in body.get("attempts", [])])
+
+    def get(self, trace_id: str) -> Trace | None:
+        with self._lock:
+            row = self.db.execute(f"SELECT {', '.join(_COLUMNS)}, payload FROM traces WHERE id=?", (trace_id,)).fetchone()
+        return self._trace(row) if row else None
+
+    def iter(self, *, kind: str | None = None, source: str | None = None, since: float | None = None,
+             limit: int | None = None, newest_first: bool = False) -> Iterator[Trace]:
+        """Traces in time order (a conversation's steps in the order they ran)."""
+        where: list[str] = []
+        args: list[Any] = []
+        for col, val in (("kind", kind), ("source", source)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        sql = f"SELECT {', '.join(_COLUMNS)}, payload FROM traces"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts DESC, rowid DESC" if newest_first else " ORDER BY ts, rowid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self.db.execute(sql, args).fetchall()
+        for row in rows:
+            yield self._trace(row)
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self.db.execute("SELECT COUNT(*) FROM traces").fetchone()[0])
+
+    def stats(self) -> StoreStats:
+        with self._lock:
+            q = self.db.execute
+            n, convs, first, last, cost = q("SELECT COUNT(*), COUNT(DISTINCT trace), MIN(ts), MAX(ts), "
+                                            "COALESCE(SUM(cost_usd), 0) FROM traces").fetchone()
+            ver = dict(q("SELECT COALESCE(verified, -1), COUNT(*) FROM traces GROUP BY 1").fetchall())
+            fb = q("SELECT COUNT(*) FROM traces WHERE feedback IS NOT NULL").fetchone()[0]
+
+            def by(col: str) -> dict[str, int]:
+                return {str(k): int(v) for k, v in q(f"SELECT {col}, COUNT(*) FROM traces GROUP BY {col} ORDER BY 2 DESC").fetchall()}
+
+            kinds, sources, models = by("kind"), by("source"), by("model")
+        size = sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
+        return StoreStats(traces=n, conversations=convs, first_ts=first, last_ts=last, by_kind=kinds, by_source=sources,
+                          by_model=models, verified=ver.get(1, 0), unverified=ver.get(0, 0), with_feedback=fb,
+                          cost_usd=float(cost), bytes=size)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
