@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,10 @@ def test_import_reports_bad_lines_by_number_and_keeps_the_rest(tmp_path: Path) -
     assert "mine-2" in ts and not any(r in orjson.dumps(ts["mine-2"].payload()).decode() for r in RAW)
     call = next(t for t in ts.values() if t.trace == "conv-1")
     assert call.kind == "tool_choice" and call.feedback == 1.0 and call.source == "import" and call.model == "gpt-4o"
-    assert call.final["tool_calls"][0]["function"]["name"] == "get_weather" and call.ts == 1764547200
+    # the city, detected in the question, is replaced in the call's arguments too, by the same placeholder
+    ph = re.fullmatch(r"Weather in (<[A-Z]+_1>)\?", call.request["messages"][0]["content"])
+    assert ph and call.final["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": f'{{"city":"{ph[1]}"}}'}
+    assert call.ts == 1764547200
     assert call.cost_usd == pytest.approx((100 * 2.5 + 20 * 10.0) / 1e6)
 
 
@@ -152,7 +156,7 @@ def test_traces_cli_import_ls_show_stats_rm(tmp_path: Path, monkeypatch: pytest.
     r = run(cli, ["traces", "ls", "--store", st, "--json"])
     assert [orjson.loads(x)["id"] for x in r.stdout.splitlines()] == ["a2", "a1"]  # newest first (same time: last written)
     r = run(cli, ["traces", "show", "a1", "--store", st])
-    assert r.exit_code == 0 and "get_weather" in r.output and "Lyon" in r.output
+    assert r.exit_code == 0 and "get_weather" in r.output and "Lyon" not in r.output and "_1>" in r.output
     r = run(cli, ["traces", "stats", "--store", st, "--json"])
     s = orjson.loads(r.stdout)
     assert s["traces"] == 2 and s["by_kind"] == {"tool_choice": 1, "generation": 1}

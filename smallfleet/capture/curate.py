@@ -7,8 +7,9 @@ Dropped, in this order, each counted under its reason:
   and are kept: the agent accepted them);
 - ``low_feedback``: the agent said the answer was wrong (feedback below ``min_feedback``);
 - ``duplicate``: the same request and answer as a step kept before;
-- ``near_duplicate``: same structure and the conversation's words overlap at least ``near`` (Jaccard
-  of word 3-shingles, found with MinHash so the cost stays linear).
+- ``near_duplicate``: same structure and the conversation's words (system prompt aside: it is part of
+  the structure) overlap at least ``near`` (Jaccard of word 3-shingles, found with MinHash so the cost
+  stays linear).
 The texts were pseudonymised when captured; nothing here sees personal data.
 """
 
@@ -58,6 +59,8 @@ def _empty(message: dict[str, object]) -> bool:
 def _words(t: Trace) -> list[str]:
     parts = []
     for m in t.request.get("messages") or []:
+        if m.get("role") in ("system", "developer"):  # shared by every step of a task (and in its signature)
+            continue
         c = m.get("content")
         if isinstance(c, str):
             parts.append(c)

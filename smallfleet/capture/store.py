@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS traces (
 CREATE INDEX IF NOT EXISTS traces_ts ON traces(ts);
 CREATE INDEX IF NOT EXISTS traces_conv ON traces(trace, ts);
 CREATE INDEX IF NOT EXISTS traces_sig ON traces(kind, signature);
+CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, ts REAL NOT NULL, body BLOB NOT NULL);
 """
 
 _COLUMNS = ("id", "trace", "ts", "source", "kind", "model", "tier", "verified", "error", "cost_usd",
@@ -224,6 +225,19 @@ class TraceStore:
         return StoreStats(traces=n, conversations=convs, first_ts=first, last_ts=last, by_kind=kinds, by_source=sources,
                           by_model=models, verified=ver.get(1, 0), unverified=ver.get(0, 0), with_feedback=fb,
                           cost_usd=float(cost), bytes=size)
+
+    # -- what the learning loop derived (clusters, replays), kept with the traces it came from ----------
+    def put_learned(self, name: str, obj: Any) -> None:
+        """Keep a derived object (JSON-able; encrypted like the traces) under ``name``."""
+        body = self._fernet.encrypt(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS))
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO learned (name, ts, body) VALUES (?,?,?)", (name, time.time(), body))
+
+    def get_learned(self, name: str) -> tuple[float, Any] | None:
+        """``(when, object)`` kept under ``name``, or None."""
+        with self._lock:
+            row = self.db.execute("SELECT ts, body FROM learned WHERE name=?", (name,)).fetchone()
+        return (row[0], orjson.loads(self._fernet.decrypt(row[1]))) if row else None
 
     def close(self) -> None:
         with self._lock:

@@ -83,7 +83,9 @@ class Trace:
         """A copy with personal data replaced by placeholders, one vault for the request, every attempt
         and the final answer, so ``<PERSON_1>`` is the same person wherever it appears."""
         answers = [a.message for a in self.attempts if a.message is not None]
-        messages = [*self.request.get("messages", []), *answers, self.final]
+        # independent copies: the final answer is often the last attempt's message itself, and a
+        # message redacted twice turns its placeholders into <LITERAL_n>
+        messages = orjson.loads(orjson.dumps([*self.request.get("messages", []), *answers, self.final]))
         red, _ = pz.redact_messages(messages)
         n = len(self.request.get("messages", []))
         it = iter(red[n:n + len(answers)])
@@ -101,8 +103,8 @@ def _redact_text(pz: Pseudonymizer, text: str | None) -> str | None:
 
 
 def structure_signature(request: dict[str, Any], kind: str) -> str:
-    """The step's shape, not its words: kind, the offered tool names, the response schema and the
-    system prompt with numbers and spacing folded. Steps with one signature are one candidate task;
+    """The step's shape, not its words: kind, the offered tool names, the response schema, the
+    system prompt with numbers and spacing folded, and the last message's role. Steps with one signature are one candidate task;
     cheap enough (a hash) for the router to compute on every request."""
     tools = sorted(str((t.get("function") or {}).get("name", "")) for t in request.get("tools") or [] if isinstance(t, dict))
     rf = request.get("response_format")
@@ -114,7 +116,10 @@ def structure_signature(request: dict[str, Any], kind: str) -> str:
             system = c if isinstance(c, str) else " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
             break
     system = _DIGITS.sub("0", _SPACE.sub(" ", system.strip().lower()))[:2000]
-    h = hashlib.blake2b(f"{kind}\x00{','.join(tools)}\x00{schema}\x00{system}".encode(), digest_size=8)
+    msgs = request.get("messages") or []
+    # where in the loop: choosing a call (after the user) and answering from a result (after a tool) differ
+    phase = str(msgs[-1].get("role", "")) if msgs and isinstance(msgs[-1], dict) else ""
+    h = hashlib.blake2b(f"{kind}\x00{','.join(tools)}\x00{schema}\x00{system}\x00{phase}".encode(), digest_size=8)
     return h.hexdigest()
 
 

@@ -71,6 +71,11 @@ class Pseudonymizer:
         for ent in (self.detector.detect(text) if entities is None else entities):
             if not any(ent.start < e and s < ent.end for s, e in literals):
                 spans.append((ent.start, ent.end, ent.type))
+        known, kinds = self.vault.known()
+        if known is not None:  # values this vault already holds, wherever detection missed them
+            for m in known.finditer(text):
+                if not any(m.start() < e and s < m.end() for s, e, _ in spans):
+                    spans.append((m.start(), m.end(), kinds[m.group()]))
         spans.sort()
         out, ents, pos = [], [], 0
         for s, e, kind in spans:

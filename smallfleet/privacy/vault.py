@@ -10,6 +10,7 @@ from the environment (``SMALLFLEET_VAULT_KEY``, a Fernet key).
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class Vault:
         self._values: dict[str, str] = {}  # placeholder -> original surface form (first seen)
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._known: tuple[int, re.Pattern[str] | None, dict[str, str]] = (-1, None, {})
 
     def __len__(self) -> int:
         return len(self._values)
@@ -41,6 +43,20 @@ class Vault:
                 self._values[ph] = value
             self._by_key[key] = ph
             return ph
+
+    def known(self) -> tuple[re.Pattern[str] | None, dict[str, str]]:
+        """A pattern matching every value already in the vault (as a whole word; three characters or
+        more), and each value's type. So a value detected once ("Lyon" in a sentence) is replaced where
+        detection alone misses it (``{"city": "Lyon"}`` in a tool call's arguments)."""
+        with self._lock:
+            n, pat, kinds = self._known
+            if n == len(self._by_key):
+                return pat, kinds
+            kinds = {v: k for (k, v) in self._by_key if len(v) >= 3 and k != "LITERAL"}
+            alts = "|".join(re.escape(v) for v in sorted(kinds, key=len, reverse=True))
+            pat = re.compile(rf"(?<!\w)(?:{alts})(?!\w)") if alts else None
+            self._known = (len(self._by_key), pat, kinds)
+            return pat, kinds
 
     def value(self, placeholder: str) -> str | None:
         return self._values.get(placeholder)

@@ -1,0 +1,146 @@
+"""The learning loop on the command line: cluster captured steps into tasks, replay them on a cheaper model."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.table import Table
+
+from ._app import _config, cli, console, out
+from .traces import STORE_HELP, open_store
+
+
+@cli.group()
+def learn() -> None:
+    """Learn from captured traffic (S3-S6): cluster steps into tasks, replay them on cheaper models.
+
+    \b
+    1. smallfleet traces import LOG.jsonl      (or capture gateway traffic: [capture] enabled = true)
+    2. smallfleet learn clusters               tasks, by structure then by what they ask
+    3. smallfleet learn replay --tier small    each task's steps re-run on the small tier, compared
+                                               with the accepted answers, with 95 % intervals
+    Nothing moves to a cheaper model unless its agreement's lower bound reaches the target."""
+
+
+@learn.command("clusters")
+@click.option("--store", help=STORE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="JSON: {curated, dropped, clusters: [{id, name, kind, size, spend_share, examples, ...}]}.")
+@click.pass_context
+def learn_clusters(ctx: click.Context, store: str | None, as_json: bool) -> None:
+    """Group the curated steps into tasks and keep the grouping in the store (replay uses it).
+
+    Curation drops failed steps, refusals, answers that failed their checks, answers the agent said
+    were wrong (feedback < 0.5) and exact or near duplicates. Clusters are split first by structure
+    (step kind, tools, response schema, system prompt, place in the loop), then by the task text's
+    MiniLM embedding, with k chosen by silhouette."""
+    from ..capture import curate
+    from ..learn import cluster_traces, save_clusters
+
+    st = open_store(ctx, store)
+    try:
+        t0 = time.monotonic()
+        with console.status("reading and curating traces"):
+            cur = curate(st.iter())
+        with console.status(f"clustering {len(cur.kept)} steps (MiniLM embeddings of their task texts)"):
+            clusters = cluster_traces(cur.kept)
+        save_clusters(st, clusters)
+    finally:
+        st.close()
+    if as_json:
+        sys.stdout.write(orjson.dumps({"curated": len(cur.kept), "dropped": dict(cur.dropped),
+                                       "clusters": [c.summary() for c in clusters]}).decode() + "\n")
+        return
+    dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in cur.dropped.most_common()) or "none"
+    console.print(f"{len(cur.kept)} steps kept (dropped: {dropped}); {len(clusters)} clusters in {time.monotonic() - t0:.1f} s")
+    tb = Table(title="clusters (largest spend first)")
+    for col in ("id", "name", "steps", "spend", "examples"):
+        tb.add_column(col, justify="right" if col in ("steps", "spend") else "left")
+    for c in clusters:
+        tb.add_row(c.id, c.name, str(c.size), f"{c.spend_share:.1%}", ", ".join(c.examples))
+    out.print(tb)
+
+
+def _engine_for_replay(ctx: click.Context) -> Any:
+    """An engine that answers with the named model only: no capture (replays are not traffic), no ledger."""
+    from ..engine import Engine
+
+    cfg = _config(ctx)
+    return Engine(replace(cfg, capture=replace(cfg.capture, enabled=False)), ledger=False)
+
+
+@learn.command("replay")
+@click.option("--store", help=STORE_HELP)
+@click.option("--tier", help="Replay on this tier's model (e.g. small).")
+@click.option("--model", "model_name", help="Replay on this fleet model.")
+@click.option("--cluster", "only", multiple=True, help="Only this cluster (repeatable); default: all.")
+@click.option("--sample", type=click.IntRange(1, 1_000_000), help="At most N steps (whole conversations, seeded).")
+@click.option("--target", default=0.95, show_default=True, type=click.FloatRange(0.5, 1.0),
+              help="Agreement a cluster's lower bound must reach to be recommended for this model.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write {steps, clusters, overall} to this file.")
+@click.pass_context
+def learn_replay(ctx: click.Context, store: str | None, tier: str | None, model_name: str | None, only: tuple[str, ...],
+                 sample: int | None, target: float, json_out: Path | None) -> None:
+    """Re-run captured steps on a cheaper model and compare with the accepted answers.
+
+    Tool calls are compared by name and argument by argument, extraction field by field,
+    classification by label, free text by the step's checks and the accepted answer's values. Each
+    cluster gets its agreement, a 95 % interval and a recommendation; the result is kept in the store
+    for `smallfleet learn apply`."""
+    from ..capture import curate
+    from ..errors import ConfigError
+    from ..learn import load_clusters
+    from ..learn.replay import replay
+
+    if (tier is None) == (model_name is None):
+        raise click.UsageError("give exactly one of --tier TIER or --model NAME.")
+    st = open_store(ctx, store)
+    try:
+        clusters = load_clusters(st)
+        if not clusters:
+            raise ConfigError(f"no clusters in {st.path}.", hint="run `smallfleet learn clusters` first")
+        traces = curate(st.iter()).kept
+        engine = _engine_for_replay(ctx)
+        cfg = engine.config
+        if tier is not None and tier not in cfg.tiers:
+            raise click.BadParameter(f"{tier!r} is not a tier; tiers: {', '.join(cfg.tiers)}", param_hint="--tier")
+        name = cfg.tier_model(tier).name if tier is not None else str(model_name)
+        spec = engine.fleet.spec(name)
+        with console.status(f"loading {spec.name}"):  # a model not installed fails here, once, not per step
+            engine.fleet.get(spec.name).load()
+        t0 = time.monotonic()
+
+        def progress(i: int, n: int, s: Any) -> None:
+            rate = (time.monotonic() - t0) / i
+            console.print(f"[dim]{i}/{n}[/] {s.id} {'[green]agree[/]' if s.agree else '[red]differ[/]'}: {s.why[:100]}"
+                          f"  [dim](~{rate * (n - i):.0f} s left)[/]", highlight=False)
+
+        async def go() -> Any:
+            try:
+                return await replay(engine, traces, clusters, spec.name, only=only or None, sample=sample, target=target,
+                                    progress=progress)
+            finally:
+                await engine.aclose()
+
+        report = asyncio.run(go())
+        st.put_learned(f"replay:{spec.name}", report.to_json())
+    finally:
+        st.close()
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
+    ov = report.overall
+    tb = Table(title=f"replay on {spec.name} ({spec.tier}): {ov['replayed']} steps, "
+                     f"{(ov['agreement'] or 0):.1%} agree, {report.wall_s:.0f} s")
+    for col in ("cluster", "name", "replayed", "agreement", "95% interval", "recommendation"):
+        tb.add_column(col)
+    for c in report.clusters:
+        tb.add_row(c.id, c.name, f"{c.replayed}/{c.steps}", "-" if c.agreement is None else f"{c.agreement:.0%}",
+                   f"{c.ci_low:.0%}-{c.ci_high:.0%}", c.recommendation)
+    out.print(tb)

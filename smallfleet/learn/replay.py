@@ -1,0 +1,158 @@
+"""Replay (S4): captured steps re-run on a cheaper model and compared with the accepted answers.
+
+Steps are replayed through the engine with the model named (checks and guards run as in the
+gateway; nothing escalates, nothing is captured or written to the ledger), a conversation's steps in
+the order they ran so the model's prompt cache is reused from one step to the next. Each replayed
+answer is compared with the accepted one (:mod:`.compare`); each cluster gets its agreement with a
+95 % Wilson interval and a recommendation: a cluster moves down only when the interval's lower bound
+reaches the target, and a cluster with fewer than ``min_steps`` replayed steps is never judged.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..capture.trace import Trace
+from ..errors import SmallfleetError
+from .clusters import Cluster
+from .compare import compare
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+MIN_STEPS = 20  # below this a cluster's agreement is not evidence enough to move it
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of k successes in n trials ((0, 1) when n = 0)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+@dataclass
+class StepReplay:
+    id: str
+    trace: str | None
+    cluster: str
+    original: dict[str, Any]
+    replayed: dict[str, Any] | None
+    agree: bool
+    why: str
+    latency_ms: float = 0.0
+    tokens_in: int = 0
+
+
+@dataclass
+class ClusterReplay:
+    id: str
+    name: str
+    steps: int
+    replayed: int
+    agreement: float | None
+    ci_low: float
+    ci_high: float
+    recommendation: str
+    move: bool = False
+
+
+@dataclass
+class ReplayReport:
+    model: str
+    tier: str
+    target: float
+    steps: list[StepReplay] = field(default_factory=list)
+    clusters: list[ClusterReplay] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def overall(self) -> dict[str, Any]:
+        n = len(self.steps)
+        return {"replayed": n, "agreement": sum(s.agree for s in self.steps) / n if n else None}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "tier": self.tier, "target": self.target, "wall_s": self.wall_s,
+                "steps": [asdict(s) for s in self.steps], "clusters": [asdict(c) for c in self.clusters],
+                "overall": self.overall}
+
+
+def pick_steps(traces: Sequence[Trace], sample: int | None, seed: int = 0) -> list[Trace]:
+    """Whole conversations, in a seeded random order, until ``sample`` steps; each in time order."""
+    convs: dict[str, list[Trace]] = {}
+    for t in traces:
+        convs.setdefault(t.trace or t.id, []).append(t)
+    order = sorted(convs)
+    random.Random(seed).shuffle(order)
+    out: list[Trace] = []
+    for c in order:
+        if sample is not None and len(out) >= sample:
+            break
+        steps = sorted(convs[c], key=lambda t: t.ts)
+        out.extend(steps[:None if sample is None else sample - len(out)])
+    return out
+
+
+def recommend(c: Cluster, replayed: list[StepReplay], tier: str, target: float, min_steps: int) -> ClusterReplay:
+    n, k = len(replayed), sum(s.agree for s in replayed)
+    lo, hi = wilson(k, n)
+    if n == 0:
+        rec, move = "not replayed", False
+    elif n < min_steps:
+        rec, move = f"too few steps to judge ({n} < {min_steps}): keep", False
+    elif lo >= target:
+        rec, move = f"move to {tier or 'this model'} (agreement lower bound {lo:.1%} >= {target:.0%})", True
+    else:
+        rec, move = f"keep (agreement lower bound {lo:.1%} < {target:.0%})", False
+    return ClusterReplay(id=c.id, name=c.name, steps=c.size, replayed=n, agreement=k / n if n else None,
+                         ci_low=lo, ci_high=hi, recommendation=rec, move=move)
+
+
+async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Cluster], model: str, *,
+                 only: Sequence[str] | None = None, sample: int | None = None, target: float = 0.95,
+                 min_steps: int = MIN_STEPS, progress: Callable[[int, int, StepReplay], None] | None = None) -> ReplayReport:
+    """Replay the steps of ``clusters`` (``only`` these ids) from ``traces`` on ``model``; see the module doc."""
+    spec = engine.fleet.spec(model)
+    of = {tid: c.id for c in clusters for tid in c.members}
+    chosen = set(only) if only else None
+    if chosen is not None:
+        unknown = chosen - {c.id for c in clusters}
+        if unknown:
+            raise SmallfleetError(f"no cluster {sorted(unknown)[0]!r}.", hint="`smallfleet learn clusters` lists them")
+    pool = [t for t in traces if t.id in of and (chosen is None or of[t.id] in chosen)]
+    steps = pick_steps(pool, sample)
+    report = ReplayReport(model=spec.name, tier=spec.tier, target=target)
+    t0 = time.monotonic()
+    for i, t in enumerate(steps, 1):
+        request = {**t.request, "model": spec.name}
+        wants_json = isinstance(t.request.get("response_format"), dict) and \
+            t.request["response_format"].get("type") in ("json_object", "json_schema")
+        try:
+            out = await engine.complete(request, step_kind=t.kind, capture=False)
+            msg = dict(out.message)
+            failed = [f"{v.check}: {v.reason}" for v in out.final.verdicts if not v.passed]
+            agree, why = compare(t.final, msg, t.kind, wants_json=wants_json, failed_checks=failed)
+            res = out.final.result
+            sr = StepReplay(id=t.id, trace=t.trace, cluster=of[t.id], original=t.final, replayed=msg, agree=agree, why=why,
+                            latency_ms=res.latency_ms if res else 0.0, tokens_in=res.tokens_in if res else 0)
+        except SmallfleetError as e:  # the step is a disagreement with its reason, not the end of the replay
+            sr = StepReplay(id=t.id, trace=t.trace, cluster=of[t.id], original=t.final, replayed=None, agree=False,
+                            why=f"failed: {e.message}")
+        report.steps.append(sr)
+        if progress is not None:
+            progress(i, len(steps), sr)
+    report.wall_s = time.monotonic() - t0
+    by: dict[str, list[StepReplay]] = {}
+    for s in report.steps:
+        by.setdefault(s.cluster, []).append(s)
+    report.clusters = [recommend(c, by.get(c.id, []), spec.tier, target, min_steps) for c in clusters
+                       if chosen is None or c.id in chosen]
+    return report

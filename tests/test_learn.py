@@ -1,0 +1,158 @@
+"""The learning loop's clustering (real MiniLM), matching, comparison and replay (scripted models)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from smallfleet import Engine, Fleet, FunctionBackend, load_config
+from smallfleet.capture import Trace, TraceStore
+from smallfleet.cli import cli
+from smallfleet.learn import Matcher, cluster_traces, load_clusters, save_clusters
+from smallfleet.learn.compare import compare
+from smallfleet.learn.match import Entry
+from smallfleet.learn.replay import pick_steps, replay, wilson
+from smallfleet.privacy import new_key
+
+KEY = new_key()
+SYSTEM = {"role": "system", "content": "You are the assistant of a travel desk. Use the tools."}
+TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {
+    "city": {"type": "string"}, "amount": {"type": "number"}, "to": {"type": "string"}}}}} for n in ("get_weather", "convert")]
+CITIES = ["Lyon", "Paris", "Madrid", "Oslo", "Rome", "Vienna", "Lisbon", "Dublin", "Prague", "Berlin", "Athens", "Zurich"]
+
+
+def call(name: str, **args: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": name, "arguments": orjson.dumps(args).decode()}}]}
+
+
+def workload() -> list[Trace]:
+    out = []
+    for i, city in enumerate(CITIES):
+        out.append(Trace(id=f"w{i}", kind="tool_choice", trace=f"conv-w{i}", ts=float(i), cost_usd=0.002,
+                         request={"messages": [SYSTEM, {"role": "user", "content": f"What is the weather like in {city} this weekend?"}],
+                                  "tools": TOOLS}, final=call("get_weather", city=city)))
+        amount = 10 * (i + 1)
+        out.append(Trace(id=f"m{i}", kind="tool_choice", trace=f"conv-m{i}", ts=100.0 + i, cost_usd=0.001,
+                         request={"messages": [SYSTEM, {"role": "user", "content": f"How much is {amount} US dollars in euros today?"}],
+                                  "tools": TOOLS}, final=call("convert", amount=amount, to="EUR")))
+    out.append(Trace(id="x0", kind="generation", ts=500.0, request={"messages": [{"role": "user", "content": "Write a haiku about rain."}]},
+                     final={"role": "assistant", "content": "Rain on the window."}))
+    return out
+
+
+def test_clusters_split_a_structure_by_what_its_steps_ask() -> None:
+    clusters = cluster_traces(workload())
+    by_members = {frozenset(c.members): c for c in clusters}
+    weather = by_members[frozenset(f"w{i}" for i in range(12))]
+    money = by_members[frozenset(f"m{i}" for i in range(12))]
+    assert len(clusters) == 3 and weather.signature == money.signature  # one structure, two tasks
+    assert weather.name == "tool_choice: convert, get_weather | like weather weekend" and "dollars" in money.name
+    assert "get_weather" in weather.name and weather.spend_share > money.spend_share
+    assert [c.id for c in clusters] == ["c1", "c2", "c3"] and clusters[0] is weather  # largest spend first
+    # the router's matcher puts new requests in the same clusters without MiniLM (its time: bench/learn.py)
+    m = Matcher(Entry(c.id, c.signature, c.centroid) for c in clusters)
+    assert m.match(weather.signature, "What's the weather in Nice tomorrow?") == weather.id
+    assert m.match(money.signature, "Convert 75 dollars to euros") == money.id
+    assert m.match("no-such-signature", "x") is None
+
+
+def test_clusters_survive_the_store(tmp_path: Path) -> None:
+    st = TraceStore(tmp_path / "t.db", key=KEY)
+    clusters = cluster_traces(workload())
+    save_clusters(st, clusters)
+    back = load_clusters(st)
+    assert [(c.id, c.members, c.centroid) for c in back] == [(c.id, c.members, c.centroid) for c in clusters]
+
+
+@pytest.mark.parametrize(("original", "replayed", "kind", "agree", "why"), [
+    (call("get_weather", city="Lyon"), call("get_weather", city=" lyon "), "tool_choice", True, "same calls"),
+    (call("convert", amount=10, to="EUR"), call("convert", amount="10.0", to="eur"), "tool_choice", True, "same calls"),
+    (call("get_weather", city="Lyon"), call("get_weather", city="Paris"), "tool_choice", False, "city: 'lyon' vs 'paris'"),
+    (call("get_weather", city="Lyon"), call("convert", amount=1), "tool_choice", False, "called convert instead of get_weather"),
+    (call("get_weather", city="Lyon"), {"role": "assistant", "content": "It is sunny."}, "tool_choice", False, "answered in words"),
+    ({"role": "assistant", "content": '{"name": "Ann", "age": 31}'}, {"role": "assistant", "content": '{"age": 31, "name": "ann"}'},
+     "extraction", True, "same fields"),
+    ({"role": "assistant", "content": '{"name": "Ann", "age": 31}'}, {"role": "assistant", "content": '{"name": "Ann"}'},
+     "extraction", False, "age missing"),
+    ({"role": "assistant", "content": "refund"}, {"role": "assistant", "content": "Refund."}, "classification", True, "same label"),
+    ({"role": "assistant", "content": "refund"}, {"role": "assistant", "content": "billing"}, "classification", False, "instead of"),
+    ({"role": "assistant", "content": "It is 31 °C in Lyon."}, {"role": "assistant", "content": "Lyon: 31 degrees."}, "generation", True, "31"),
+    ({"role": "assistant", "content": "It is 31 °C in Lyon."}, {"role": "assistant", "content": "It is warm."}, "generation", False, "drops values"),
+    ({"role": "assistant", "content": "ok"}, None, "generation", False, "no answer"),
+])
+def test_compare(original: dict[str, Any], replayed: dict[str, Any] | None, kind: str, agree: bool, why: str) -> None:
+    ok, reason = compare(original, replayed, kind)
+    assert ok is agree and why in reason
+
+
+def test_wilson_and_conversation_sampling() -> None:
+    lo, hi = wilson(95, 100)
+    assert 0.88 < lo < 0.89 and 0.97 < hi < 0.99 and wilson(0, 0) == (0.0, 1.0)
+    steps = [Trace(id=f"s{c}{i}", kind="generation", trace=f"c{c}", ts=float(10 * c + i), request={"messages": []}, final={})
+             for c in range(5) for i in range(3)]
+    picked = pick_steps(steps, 7)
+    assert len(picked) == 7
+    for conv in {t.trace for t in picked}:  # whole conversations, in the order they ran
+        ts = [t.ts for t in picked if t.trace == conv]
+        assert ts == sorted(ts)
+    assert pick_steps(steps, 7) == picked  # seeded
+
+
+def scripted(tmp_path: Path, fn: Any) -> Engine:
+    cfg = load_config(None, env={"SMALLFLEET_LEDGER": str(tmp_path / "l.db"), "SMALLFLEET_MEMORY": "off"})
+    return Engine(cfg, fleet=Fleet(cfg, backends={n: FunctionBackend(s, fn) for n, s in cfg.models.items()}), ledger=False)
+
+
+def test_replay_judges_each_cluster_with_an_interval(tmp_path: Path) -> None:
+    traces = workload()
+    clusters = cluster_traces(traces)
+
+    def small(req: dict[str, Any]) -> Any:  # right on weather, wrong on money
+        q = req["messages"][-1]["content"]
+        if "weather" in q:
+            return {"tool_calls": call("get_weather", city=q.split(" in ")[1].split(" this")[0])["tool_calls"]}
+        return {"tool_calls": call("convert", amount=1, to="EUR")["tool_calls"]}
+
+    eng = scripted(tmp_path, small)
+    small_name = eng.config.tier_model("small").name
+    rep = asyncio.run(replay(eng, traces, clusters, small_name, target=0.7, min_steps=10))
+    weather = next(c for c in rep.clusters if "weather" in c.name)
+    money = next(c for c in rep.clusters if "dollars" in c.name)
+    assert weather.agreement == 1.0 and weather.move and weather.ci_low > 0.7 and "move to small" in weather.recommendation
+    assert money.agreement == 0.0 and not money.move and money.recommendation.startswith("keep")
+    haiku = next(c for c in rep.clusters if c.steps == 1)
+    assert "too few steps" in haiku.recommendation and not haiku.move
+    assert rep.overall["replayed"] == 25 and len(rep.clusters) == 3
+    bad = next(s for s in rep.steps if s.cluster == money.id)
+    assert bad.why.startswith("arguments differ: convert amount:") and "vs 1.0" in bad.why
+
+
+def test_learn_cli_clusters_and_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMALLFLEET_CAPTURE_KEY", KEY)
+    monkeypatch.delenv("SMALLFLEET_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    st = str(tmp_path / "t.db")
+    run = CliRunner().invoke
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(orjson.dumps({"request": t.request, "trace": t.trace, "id": t.id, "response": {
+        "created": 1764547200 + int(t.ts), "model": "gpt-4o", "choices": [{"message": t.final}]}}).decode() + "\n" for t in workload()))
+    assert run(cli, ["traces", "import", str(log), "--store", st]).exit_code == 0
+    r = run(cli, ["learn", "replay", "--store", st, "--tier", "small"])
+    assert r.exit_code != 0 and "learn clusters" in r.output  # no clusters yet: says what to run
+    r = run(cli, ["learn", "clusters", "--store", st, "--json"])
+    assert r.exit_code == 0, r.output
+    got = orjson.loads(r.stdout)
+    # stored pseudonymised, the twelve weather steps are one step (question "… in <LOCATION_1> …", call
+    # get_weather(city="<LOCATION_1>")): replaying it twelve times is no more evidence than once
+    assert got["curated"] == 14 and got["dropped"] == {"duplicate": 11} and len(got["clusters"]) == 3
+    assert run(cli, ["learn", "replay", "--store", st]).exit_code == 2  # neither --tier nor --model
+    r = run(cli, ["learn", "replay", "--store", st, "--model", "no-such-model"])
+    assert r.exit_code != 0 and "not in the fleet" in r.output
+    r = run(cli, ["learn", "replay", "--store", st, "--tier", "small", "--cluster", "c99"])
+    assert r.exit_code != 0 and "no cluster 'c99'" in r.output
