@@ -55,6 +55,7 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_CAPTURE": "on or off (default): capture steps into the trace store for the learning loop",
     "SMALLFLEET_CAPTURE_KEY": "Fernet key: captured traces encrypted at rest (default: traces.key beside the store)",
     "SMALLFLEET_TRACES": "trace store (default ~/.local/share/smallfleet/traces.db)",
+    "SMALLFLEET_ROUTES": "learned routing table (default ~/.local/share/smallfleet/routes.json; written by `smallfleet learn apply`)",
     "SMALLFLEET_KEYS": "API-key store (default: keys.db beside the ledger); once it holds a key, every endpoint needs one",
 }
 
@@ -103,6 +104,16 @@ class CaptureSettings:
 
 
 @dataclass(frozen=True)
+class LearnSettings:
+    routes: Path | None = None       # learned routing table (default: the data dir's routes.json), from `smallfleet learn apply`
+    use_routes: bool = True          # follow it when it exists
+
+    @property
+    def routes_path(self) -> Path:
+        return self.routes or default_data_dir() / "routes.json"
+
+
+@dataclass(frozen=True)
 class ServerLimits:
     """What one client may cost the gateway; set by the operator, never by a request."""
     max_body_mb: float = 8.0          # request body
@@ -143,6 +154,7 @@ class Config:
     grounding: GroundingSettings = field(default_factory=GroundingSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
+    learn: LearnSettings = field(default_factory=LearnSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     limits: ServerLimits = field(default_factory=ServerLimits)
     keys_path: Path | None = None  # API-key store (default: keys.db beside the ledger)
@@ -308,7 +320,7 @@ def _stand_in_frontier(models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> 
 # accepts any name. float accepts an integer.
 _SCHEMA: dict[str, dict[str, Any]] = {
     "": {s: dict for s in ("fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding", "memory",
-                           "verify", "knowledge", "capture")},
+                           "verify", "knowledge", "capture", "learn")},
     "fleet": {"tiers": list[str], "max_escalations": int, "reference_price": list[float], "replace_builtin": bool},
     "models": {"*": dict},
     "models.*": {"backend": str, "tier": str, "path": str, "url": str, "model": str, "api_key_env": str, "api_key": str,
@@ -325,6 +337,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "grounding": {"index": str, "kinds": list[str], "k": int, "min_relevance": float},
     "memory": {"enabled": bool, "path": str, "model": str, "max_pinned": int, "defer": bool},
     "verify": {"judge": str, "band": list[float]},
+    "learn": {"routes": str, "use_routes": bool},
     "capture": {"enabled": bool, "store": str, "sample": float, "retention_days": float, "shadow": float, "queue": int},
     "knowledge": {"*": dict},
     "knowledge.*": {"path": str},
@@ -674,6 +687,9 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     grounding = _parse_grounding(data.get("grounding", {}), env)
     memory = _parse_memory(data.get("memory", {}), env)
     capture = _parse_capture(data.get("capture", {}), env)
+    learn = data.get("learn", {})
+    routes = env.get("SMALLFLEET_ROUTES") or learn.get("routes", "")
+    learned = LearnSettings(routes=Path(routes).expanduser() if routes else None, use_routes=learn.get("use_routes", True))
     verify = _parse_verify(data.get("verify", {}), env, models, tiers)
     max_esc = fleet.get("max_escalations", 2)
     if max_esc < 0 or max_esc > len(tiers):
@@ -683,7 +699,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or server.get("host", "127.0.0.1"), port=port,
         run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, memory=memory, verify=verify,
-        capture=capture,
+        capture=capture, learn=learned,
         limits=_parse_limits(server), keys_path=Path(keys).expanduser() if keys else None,
         knowledge=_parse_knowledge(data.get("knowledge", {})), source=source,
     )

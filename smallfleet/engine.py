@@ -26,6 +26,7 @@ from .grounding import Grounding
 from .guards import Guard, InjectionDetector, PolicyEngine
 from .guards.settings import MODES as GUARD_MODES
 from .guards.settings import GuardSettings
+from .learn.table import RouteTable
 from .ledger import Ledger, check_budget_value
 from .memory.session import SessionMemory
 from .memory.stage import MemoryStage
@@ -60,7 +61,8 @@ class Engine:
         self.privacy = PrivacyGuard(self.config.privacy)
         self.guard = make_guard(self.config.guards)
         self.recorder = Recorder(self.ledger, self.privacy)
-        self.router = Router(self.config, self.privacy, self.guard)
+        routes = RouteTable(self.config.learn.routes_path, self.config.tiers) if self.config.learn.use_routes else None
+        self.router = Router(self.config, self.privacy, self.guard, routes)
         judge = Judge(self.config, self.fleet, self.recorder, self.privacy) if self.config.verify.judge else None
         self.cascade = Cascade(self.config, self.fleet, self.router, self.recorder, privacy=self.privacy, guard=self.guard,
                                judge=judge)

@@ -2,7 +2,8 @@
 
 Every start-tier rule lives here and runs once per step, for the cascade and for live streams alike:
 
-1. the kind's policy names the start tier;
+1. the kind's policy names the start tier, unless a learned route (``smallfleet learn apply``) has
+   replay evidence for the step's cluster: then that route's tier;
 2. injected instructions flagged in tool output the model will read: one local tier up;
 3. weak evidence behind a grounded step: one local tier up;
 4. personal data in a step whose start tier is remote: the nearest local tier instead
@@ -23,14 +24,17 @@ if TYPE_CHECKING:
     from .guards import Guard
     from .guards.injection import Finding
     from .guards.trust import Context
+    from .learn.table import RouteTable
     from .privacy.guard import PrivacyGuard
 
 
 class Router:
-    def __init__(self, config: Config, privacy: PrivacyGuard | None = None, guard: Guard | None = None) -> None:
+    def __init__(self, config: Config, privacy: PrivacyGuard | None = None, guard: Guard | None = None,
+                 routes: RouteTable | None = None) -> None:
         self.config = config
         self.privacy = privacy
         self.guard = guard
+        self.routes = routes
 
     def policy(self, step: Step) -> KindPolicy:
         return self.config.routing[step.kind]
@@ -58,13 +62,21 @@ class Router:
 
     def start_tier(self, step: Step) -> str:
         """The tier a step starts on, after every rule above (decided once: call it once per step)."""
-        start = self._risk_tier(step, self.policy(step).start)
+        start = self._risk_tier(step, self._learned_tier(step, self.policy(step).start))
         if step.evidence is not None and step.evidence.weak:
             up = self._local_above(start)
             if up is not None:
                 step.notes.append(f"weak evidence: started on {up}")
                 start = up
         return self._private_tier(step, start)
+
+    def _learned_tier(self, step: Step, start: str) -> str:
+        route = self.routes.lookup(step.request, step.kind.value) if self.routes is not None else None
+        if route is None:
+            return start
+        moved = f"started on {route.start} instead of {start}" if route.start != start else f"kept on {start}"
+        step.notes.append(f"learned route {route.cluster} ({route.name}): {moved}: {route.evidence}")
+        return route.start
 
     def _risk_tier(self, step: Step, start: str) -> str:
         ctx = self.guard_context(step) if self.guard_mode(step) != "off" else None

@@ -39,6 +39,18 @@ threads = 2
 """
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory):
+    """No test reads or writes the user's data dir (ledger, keys, learned routes, trace store)."""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
 def write_config(tmp: Path, extra: str = "") -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     p = tmp / "smallfleet.toml"

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -36,11 +37,11 @@ def workload() -> list[Trace]:
     for i, city in enumerate(CITIES):
         out.append(Trace(id=f"w{i}", kind="tool_choice", trace=f"conv-w{i}", ts=float(i), cost_usd=0.002,
                          request={"messages": [SYSTEM, {"role": "user", "content": f"What is the weather like in {city} this weekend?"}],
-                                  "tools": TOOLS}, final=call("get_weather", city=city)))
+                                  "tools": TOOLS, "max_tokens": 48}, final=call("get_weather", city=city)))
         amount = 10 * (i + 1)
         out.append(Trace(id=f"m{i}", kind="tool_choice", trace=f"conv-m{i}", ts=100.0 + i, cost_usd=0.001,
                          request={"messages": [SYSTEM, {"role": "user", "content": f"How much is {amount} US dollars in euros today?"}],
-                                  "tools": TOOLS}, final=call("convert", amount=amount, to="EUR")))
+                                  "tools": TOOLS, "max_tokens": 48}, final=call("convert", amount=amount, to="EUR")))
     out.append(Trace(id="x0", kind="generation", ts=500.0, request={"messages": [{"role": "user", "content": "Write a haiku about rain."}]},
                      final={"role": "assistant", "content": "Rain on the window."}))
     return out
@@ -156,3 +157,95 @@ def test_learn_cli_clusters_and_replay(tmp_path: Path, monkeypatch: pytest.Monke
     assert r.exit_code != 0 and "not in the fleet" in r.output
     r = run(cli, ["learn", "replay", "--store", st, "--tier", "small", "--cluster", "c99"])
     assert r.exit_code != 0 and "no cluster 'c99'" in r.output
+
+
+def test_decide_moves_down_only_with_evidence() -> None:
+    from smallfleet.learn.table import UNDECIDED, decide
+
+    c = cluster_traces(workload())[0]
+    tiers = ("small", "large", "frontier")
+    good = {"replayed": 60, "agreement": 1.0, "ci_low": 0.94, "ci_high": 1.0}
+    poor = {"replayed": 60, "agreement": 0.5, "ci_low": 0.37, "ci_high": 0.63}
+    assert decide(c, {"small": good}, tiers, 0.9, 20)[0] == "small"
+    # 60 of 60: not shown to reach 95 %, nor shown to miss it: no route either way
+    assert decide(c, {"small": good}, tiers, 0.95, 20) == (None, UNDECIDED)
+    assert decide(c, {"small": poor}, tiers, 0.9, 20) == ("large", "small agreed on only 50% of 60 replayed steps "
+                                                                    "(95% upper bound 63% < 90%)")
+    assert decide(c, {"small": poor, "large": good}, tiers, 0.9, 20)[0] == "large"
+    assert decide(c, {"small": {**good, "replayed": 19}}, tiers, 0.9, 20) == (None, UNDECIDED)
+
+
+def test_the_gateway_follows_the_learned_table(scripted_gateway, tmp_path: Path) -> None:
+    from smallfleet.learn.table import build_table
+
+    clusters = cluster_traces(workload())
+    weather = next(c for c in clusters if "weather" in c.name)
+    money = next(c for c in clusters if "dollars" in c.name)
+    replays = [{"tier": "small", "clusters": [
+        {"id": weather.id, "replayed": 40, "agreement": 1.0, "ci_low": 0.91, "ci_high": 1.0},
+        {"id": money.id, "replayed": 40, "agreement": 0.3, "ci_low": 0.18, "ci_high": 0.45}]}]
+    table = build_table(clusters, replays, ("small", "large", "frontier"), target=0.9)
+    assert [(r["cluster"], r["start"]) for r in table["routes"]] == [(weather.id, "small"), (money.id, "large")]
+    routes = tmp_path / "routes.json"
+    gw = scripted_gateway(extra=f'\n[learn]\nroutes = "{routes}"\n[routing.tool_choice]\nstart = "frontier"\n',
+                          answer=lambda req: {"tool_calls": call("get_weather", city="Nice")["tool_calls"]})
+    url = gw.base + "/v1/chat/completions"
+
+    def ask(q: str) -> httpx.Response:
+        return httpx.post(url, json={"model": "auto", "messages": [SYSTEM, {"role": "user", "content": q}], "tools": TOOLS},
+                          timeout=30)
+
+    before = ask("What's the weather like in Nice this weekend?")
+    assert before.headers["x-smallfleet-tier"] == "frontier" and "learned route" not in before.headers["x-smallfleet-reason"]
+    routes.write_bytes(orjson.dumps(table, option=orjson.OPT_NON_STR_KEYS))
+    gw.engine.router.routes._next_check = 0.0  # the gateway looks every few seconds; the test does not wait
+    moved = ask("What's the weather like in Nice this weekend?")
+    assert moved.headers["x-smallfleet-tier"] == "small"
+    assert f"learned route {weather.id}" in moved.headers["x-smallfleet-reason"] and "91%" in moved.headers["x-smallfleet-reason"]
+    up = ask("How much is 40 US dollars in euros today?")
+    assert up.headers["x-smallfleet-tier"] == "large" and "agreed on only 30%" in up.headers["x-smallfleet-reason"]
+    other = httpx.post(url, json={"model": "auto", "messages": [{"role": "user", "content": "What's the weather in Nice?"}],
+                                  "tools": TOOLS}, timeout=30)  # another structure (no system prompt): the policy
+    assert other.headers["x-smallfleet-tier"] == "frontier"
+    routes.write_text("{broken")
+    gw.engine.router.routes._next_check = 0.0
+    assert ask("What's the weather like in Nice this weekend?").headers["x-smallfleet-tier"] == "small"  # last good table kept
+
+
+@pytest.mark.model
+def test_import_clusters_replay_apply_on_a_real_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop end to end from the command line, replayed on the real 135M model."""
+    from tests.conftest import write_config
+
+    monkeypatch.setenv("SMALLFLEET_CAPTURE_KEY", KEY)
+    monkeypatch.chdir(tmp_path)
+    cfg = str(write_config(tmp_path / "cfg"))
+    st, routes = str(tmp_path / "t.db"), tmp_path / "routes.json"
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(orjson.dumps({"request": t.request, "trace": t.trace, "id": t.id, "response": {
+        "created": 1764547200 + int(t.ts), "choices": [{"message": t.final}]}}).decode() + "\n" for t in workload()))
+    run = CliRunner().invoke
+    assert run(cli, ["--config", cfg, "traces", "import", str(log), "--store", st]).exit_code == 0
+    assert run(cli, ["--config", cfg, "learn", "clusters", "--store", st]).exit_code == 0
+    r = run(cli, ["--config", cfg, "learn", "apply", "--store", st, "--out", str(routes)])
+    assert r.exit_code != 0 and "learn replay" in r.output  # nothing replayed yet
+    out = tmp_path / "replay.json"
+    r = run(cli, ["--config", cfg, "learn", "replay", "--store", st, "--tier", "small", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    rep = orjson.loads(out.read_bytes())
+    assert rep["overall"]["replayed"] == 14 and rep["model"] == "smollm2"
+    assert {s["id"] for s in rep["steps"]} <= {t.id for t in workload()} and all(s["why"] for s in rep["steps"])
+    assert sum(c["replayed"] for c in rep["clusters"]) == 14
+    r = run(cli, ["--config", cfg, "learn", "apply", "--store", st, "--out", str(routes), "--min-steps", "5", "--target", "0.5"])
+    assert r.exit_code == 0, r.output
+    table = orjson.loads(routes.read_bytes())
+    judged = [c for c in rep["clusters"] if c["replayed"] >= 5]
+    assert judged and len(table["routes"]) + len(table["undecided"]) == len(rep["clusters"])
+    for c in judged:  # each judged cluster's route follows its interval
+        route = next((x for x in table["routes"] if x["cluster"] == c["id"]), None)
+        if c["ci_low"] >= 0.5:
+            assert route is not None and route["start"] == "small"
+        elif c["ci_high"] < 0.5:
+            assert route is not None and route["start"] == "large"
+        else:
+            assert route is None

@@ -239,6 +239,11 @@ class TraceStore:
             row = self.db.execute("SELECT ts, body FROM learned WHERE name=?", (name,)).fetchone()
         return (row[0], orjson.loads(self._fernet.decrypt(row[1]))) if row else None
 
+    def learned_names(self, prefix: str = "") -> list[str]:
+        with self._lock:
+            return [r[0] for r in self.db.execute("SELECT name FROM learned WHERE substr(name, 1, ?) = ? ORDER BY name",
+                                                  (len(prefix), prefix)).fetchall()]
+
     def close(self) -> None:
         with self._lock:
             self.db.close()

@@ -130,7 +130,8 @@ def learn_replay(ctx: click.Context, store: str | None, tier: str | None, model_
                 await engine.aclose()
 
         report = asyncio.run(go())
-        st.put_learned(f"replay:{spec.name}", report.to_json())
+        got = st.get_learned("clusters")
+        st.put_learned(f"replay:{spec.name}", {**report.to_json(), "clusters_at": got[0] if got else None})
     finally:
         st.close()
     if json_out is not None:
@@ -143,4 +144,67 @@ def learn_replay(ctx: click.Context, store: str | None, tier: str | None, model_
     for c in report.clusters:
         tb.add_row(c.id, c.name, f"{c.replayed}/{c.steps}", "-" if c.agreement is None else f"{c.agreement:.0%}",
                    f"{c.ci_low:.0%}-{c.ci_high:.0%}", c.recommendation)
+    out.print(tb)
+
+
+@learn.command("apply")
+@click.option("--store", help=STORE_HELP)
+@click.option("--target", default=0.95, show_default=True, type=click.FloatRange(0.5, 1.0),
+              help="Agreement whose 95 % lower bound a tier must reach to start a cluster.")
+@click.option("--min-steps", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="Replayed steps a cluster needs before it is judged at all.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the table (default: [learn] routes, else ~/.local/share/smallfleet/routes.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.pass_context
+def learn_apply(ctx: click.Context, store: str | None, target: float, min_steps: int, out_file: Path | None,
+                as_json: bool) -> None:
+    """Write the learned routing table from the clusters and their replays; the gateway follows it.
+
+    Per cluster: the cheapest tier whose replayed agreement has a 95 % lower bound >= --target. A
+    cluster whose cheaper tiers fell short starts above them; one with fewer than --min-steps replayed
+    steps gets no route (the [routing] policy stays). x-smallfleet-reason names the route a step took.
+    A running gateway picks the new table up within seconds."""
+    from ..errors import ConfigError
+    from ..learn import load_clusters
+    from ..learn.table import build_table
+
+    cfg = _config(ctx)
+    st = open_store(ctx, store)
+    try:
+        got = st.get_learned("clusters")
+        clusters = load_clusters(st)
+        if got is None or not clusters:
+            raise ConfigError(f"no clusters in {st.path}.", hint="run `smallfleet learn clusters`, then `smallfleet learn replay`")
+        replays: list[dict[str, Any]] = []
+        stale: list[dict[str, Any]] = []
+        for name in st.learned_names("replay:"):
+            r = st.get_learned(name)
+            assert r is not None
+            (replays if r[1].get("clusters_at") == got[0] else stale).append(r[1])
+    finally:
+        st.close()
+    if stale and not replays:
+        raise ConfigError("every replay in the store predates the current clusters.",
+                          hint="run `smallfleet learn replay --tier small` again after `learn clusters`")
+    if not replays:
+        raise ConfigError("no replays in the store.", hint="run `smallfleet learn replay --tier small` first")
+    table = build_table(clusters, replays, cfg.tiers, target=target, min_steps=min_steps)
+    table["store"] = str(st.path)
+    path = out_file or cfg.learn.routes_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(table, option=orjson.OPT_NON_STR_KEYS))
+    tmp.replace(path)  # a gateway reading the table sees the old one or the new one, never half
+    if as_json:
+        sys.stdout.write(orjson.dumps(table, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
+        return
+    console.print(f"wrote {len(table['routes'])} routes to {path}" + (f" ({len(stale)} stale replays ignored)" if stale else ""))
+    tb = Table(title=f"learned routes (target {target:.0%})")
+    for col in ("cluster", "name", "start", "evidence"):
+        tb.add_column(col)
+    for r in table["routes"]:
+        tb.add_row(r["cluster"], r["name"], r["start"], r["evidence"])
+    for u in table["undecided"]:
+        tb.add_row(u["cluster"], u["name"], "[dim](policy)[/]", u["why"])
     out.print(tb)

@@ -1,0 +1,147 @@
+"""Route by evidence (S4/S6): the learned routing table and its lookup on the request path.
+
+``build_table`` turns clusters and their replays into start tiers: per cluster, the cheapest tier
+whose replayed agreement has a 95 % lower bound at or above the target. A cluster whose cheaper tiers
+were shown to fall short (the interval's upper bound below the target) starts on the tier above the
+highest of them (the cascade would end there anyway, after a wasted attempt). A cluster with too few
+replayed steps, or an interval that straddles the target, gets no entry: the hand-set policy stays
+in charge, since nothing moves without evidence.
+
+The table is a JSON file (``[learn] routes``, written by ``smallfleet learn apply``); the router asks
+:meth:`RouteTable.lookup` once per step: a structure signature and, where needed, a nearest centroid,
+no model call. The file is re-read when it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..capture.trace import structure_signature, task_text
+from ..errors import ConfigError
+from .clusters import Cluster
+from .match import Entry, Matcher
+
+log = logging.getLogger("smallfleet.learn")
+
+VERSION = 1
+RECHECK_S = 5.0  # how often the router looks whether the table file changed
+UNDECIDED = "not enough evidence either way (too few replayed steps, or an interval around the target)"
+
+
+@dataclass(frozen=True)
+class Route:
+    cluster: str
+    name: str
+    start: str
+    evidence: str  # in words, for x-smallfleet-reason
+
+
+def decide(cluster: Cluster, replays: Mapping[str, Mapping[str, Any]], tiers: Sequence[str], target: float,
+           min_steps: int) -> tuple[str | None, str]:
+    """(start tier or None, why) for one cluster from its replays per tier (``tier -> cluster replay``)."""
+    failed: list[str] = []
+    for tier in tiers:
+        r = replays.get(tier)
+        if r is None or r.get("replayed", 0) < min_steps:
+            continue
+        if r["ci_low"] >= target:
+            return tier, (f"{tier} agreed on {r['agreement']:.0%} of {r['replayed']} replayed steps "
+                          f"(95% lower bound {r['ci_low']:.0%} >= {target:.0%})")
+        if r["ci_high"] < target:  # shown to fall short, not merely not shown to hold
+            failed.append(tier)
+    if failed:
+        top = max(tiers.index(t) for t in failed)
+        if top + 1 < len(tiers):
+            r = replays[tiers[top]]
+            return tiers[top + 1], (f"{tiers[top]} agreed on only {r['agreement']:.0%} of {r['replayed']} replayed steps "
+                                    f"(95% upper bound {r['ci_high']:.0%} < {target:.0%})")
+    return None, UNDECIDED
+
+
+def build_table(clusters: Sequence[Cluster], replays: Sequence[Mapping[str, Any]], tiers: Sequence[str], *,
+                target: float = 0.95, min_steps: int = 20) -> dict[str, Any]:
+    """The routing table (a JSON-able dict) from clusters and replay reports (``ReplayReport.to_json()``)."""
+    per: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for rep in replays:
+        for c in rep.get("clusters", []):
+            per.setdefault(c["id"], {})[rep["tier"]] = c
+    routes, undecided = [], []
+    for c in clusters:
+        start, why = decide(c, per.get(c.id, {}), tiers, target, min_steps)
+        if start is None:
+            undecided.append({"cluster": c.id, "name": c.name, "why": why})
+            continue
+        routes.append({"cluster": c.id, "name": c.name, "kind": c.kind, "signature": c.signature, "start": start,
+                       "evidence": why, "centroid": c.centroid})
+    return {"version": VERSION, "created": time.time(), "target": target, "min_steps": min_steps, "routes": routes,
+            "undecided": undecided}
+
+
+class RouteTable:
+    """The learned routes of a table file, re-read when the file changes."""
+
+    def __init__(self, path: Path, tiers: Sequence[str]) -> None:
+        self.path = path
+        self.tiers = tuple(tiers)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._next_check = 0.0
+        self._matcher = Matcher(())
+        self._routes: dict[str, Route] = {}
+        self._reload()
+
+    @property
+    def size(self) -> int:
+        return len(self._routes)
+
+    def _reload(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._matcher, self._routes = None, Matcher(()), {}
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            table = orjson.loads(self.path.read_bytes())
+            if table.get("version") != VERSION:
+                raise ConfigError(f"routing table {self.path} has version {table.get('version')!r}; expected {VERSION}.",
+                                  hint="write it again with `smallfleet learn apply`")
+            entries, routes = [], {}
+            for r in table["routes"]:
+                if r["start"] not in self.tiers:
+                    raise ConfigError(f"routing table {self.path}: cluster {r['cluster']} starts on {r['start']!r}, "
+                                      f"not a tier of this fleet ({', '.join(self.tiers)}).",
+                                      hint="run `smallfleet learn apply` with this configuration")
+                entries.append(Entry(r["cluster"], r["signature"], {int(k): float(v) for k, v in r["centroid"].items()}))
+                routes[r["cluster"]] = Route(r["cluster"], r["name"], r["start"], r["evidence"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ConfigError(f"routing table {self.path} is not a table written by `smallfleet learn apply` ({e}).",
+                              hint="write it again with `smallfleet learn apply`, or remove it") from None
+        self._stamp, self._matcher, self._routes = stamp, Matcher(entries), routes
+
+    def lookup(self, request: dict[str, Any], kind: str) -> Route | None:
+        """The learned route of a request's cluster, if the table has one."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            with self._lock:
+                if now >= self._next_check:
+                    self._next_check = now + RECHECK_S
+                    try:
+                        self._reload()
+                    except ConfigError as e:  # a table broken while serving: keep the last good one
+                        log.warning("%s (keeping the routes read before)", e)
+        if not self._routes:
+            return None
+        cid = self._matcher.match(structure_signature(request, kind), task_text(request))
+        return self._routes.get(cid) if cid is not None else None
