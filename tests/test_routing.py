@@ -209,3 +209,20 @@ def test_a_remote_model_sees_placeholders_and_the_client_gets_the_data_back(tmp_
     rows = eng.ledger.query("SELECT reason FROM attempts WHERE run_id = ?", ("p1",))
     assert rows and all("jane.doe@example.com" not in (r[0] or "") for r in rows)
     asyncio.run(eng.aclose())
+
+
+def test_the_builtin_fleet_takes_a_16k_token_agent_prompt(tmp_path: Path) -> None:
+    """Agent steps carry policies, schemas and history; the built-in local models hold 16k-token prompts
+    (the real models' prompt speed is a benchmark: bench/learn.py) and refuse a longer one by name."""
+    cfg = load_config(None, env={"SMALLFLEET_LEDGER": str(tmp_path / "l.db"), "SMALLFLEET_MEMORY": "off"})
+    assert all(m.context >= 16_384 + 1024 for m in cfg.models.values() if m.is_local)
+    eng = Engine(cfg, fleet=Fleet(cfg, backends={n: FunctionBackend(s, lambda req: "Done: the policy allows it.")
+                                                 for n, s in cfg.models.items()}), ledger=False)
+    policy = "Refunds over 100 EUR need a manager. " * 1800  # ~16k tokens of policy text
+    out = asyncio.run(eng.complete({"model": "auto", "messages": [{"role": "system", "content": policy},
+                                                                  {"role": "user", "content": "Can I refund 40 EUR?"}]}))
+    assert out.final.tier == "small" and not out.escalated
+    too_long = "word " * 120_000  # far past every local window
+    with pytest.raises(Exception, match="does not fit any model's context window") as e:
+        asyncio.run(eng.complete({"model": "auto", "messages": [{"role": "user", "content": too_long}]}))
+    assert "qwen2.5-coder-0.5b holds 20480" in str(e.value)
