@@ -249,3 +249,48 @@ def test_import_clusters_replay_apply_on_a_real_model(tmp_path: Path, monkeypatc
             assert route is not None and route["start"] == "large"
         else:
             assert route is None
+
+
+def test_export_formats_hold_no_raw_personal_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from smallfleet.capture import TraceAttempt
+
+    monkeypatch.setenv("SMALLFLEET_CAPTURE_KEY", KEY)
+    monkeypatch.delenv("SMALLFLEET_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    st_path = tmp_path / "t.db"
+    pii = "Please e-mail Jane Doe at jane.doe@example.com about order 4471, phone +1 415 555 0199."
+    traces = []
+    for i in range(3):
+        failed = call("send_email", to="jane@example.org")
+        good = call("send_email", to="jane.doe@example.com", body="About order 4471")
+        traces.append(Trace(id=f"p{i}", kind="tool_choice", trace=f"c{i}", ts=float(i),
+                            request={"messages": [{"role": "user", "content": pii + f" (ticket {i})"}], "tools": TOOLS},
+                            final=good, verified=True,
+                            attempts=[TraceAttempt("small", "small", failed, [{"check": "args_grounded", "passed": False,
+                                                                                 "reason": "jane@example.org is not in the request"}]),
+                                      TraceAttempt("large", "large", good, [{"check": "args_grounded", "passed": True, "reason": ""}])]))
+    from smallfleet.privacy.detector import Detector
+    from smallfleet.privacy.pseudonymize import Pseudonymizer
+
+    st = TraceStore(st_path, key=KEY)
+    det = Detector()
+    st.add([t.scrubbed(Pseudonymizer(det)) for t in traces])
+    save_clusters(st, cluster_traces(list(st.iter())))
+    st.close()
+    run = CliRunner().invoke
+    texts = []
+    for fmt in ("openai", "chat-jsonl", "dpo"):
+        out = tmp_path / f"{fmt}.jsonl"
+        r = run(cli, ["learn", "export", str(out), "--store", str(st_path), "--format", fmt])
+        assert r.exit_code == 0, r.output
+        rows = [orjson.loads(x) for x in out.read_text().splitlines()]
+        assert len(rows) == 3
+        texts.append(out.read_text())
+    openai_row, chat_row, dpo_row = (orjson.loads(t.splitlines()[0]) for t in texts)
+    assert openai_row["messages"][-1]["tool_calls"][0]["function"]["name"] == "send_email" and openai_row["tools"]
+    assert orjson.loads(chat_row["messages"][-1]["content"])["name"] == "send_email"
+    assert dpo_row["preferred_output"][0]["tool_calls"] and dpo_row["non_preferred_output"][0]["tool_calls"]
+    raw = "".join(texts) + b"".join(p.read_bytes() for p in tmp_path.glob("t.db*")).decode("latin-1")
+    for secret in ("Jane Doe", "jane.doe@example.com", "415 555 0199", "jane@example.org"):
+        assert secret not in raw
+    assert run(cli, ["learn", "export", str(tmp_path / "x.jsonl"), "--store", str(st_path), "--cluster", "c9"]).exit_code != 0

@@ -208,3 +208,54 @@ def learn_apply(ctx: click.Context, store: str | None, target: float, min_steps:
     for u in table["undecided"]:
         tb.add_row(u["cluster"], u["name"], "[dim](policy)[/]", u["why"])
     out.print(tb)
+
+
+def _replayed_steps(st: Any) -> dict[str, dict[str, Any]]:
+    """Every replayed step kept in the store, by trace id (the latest replay of a step wins)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in st.learned_names("replay:"):
+        got = st.get_learned(name)
+        for s in (got[1].get("steps", []) if got else []):
+            out[s["id"]] = s
+    return out
+
+
+@learn.command("export")
+@click.argument("out_file", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--store", help=STORE_HELP)
+@click.option("--cluster", "only", multiple=True, help="Only this cluster (repeatable); default: every cluster.")
+@click.option("--format", "fmt", type=click.Choice(["openai", "chat-jsonl", "dpo"]), default="openai", show_default=True,
+              help="openai: chat fine-tuning with tools; chat-jsonl: tool calls as JSON text (local models); "
+                   "dpo: preference pairs where a cheaper answer was rejected.")
+@click.pass_context
+def learn_export(ctx: click.Context, out_file: Path, store: str | None, only: tuple[str, ...], fmt: str) -> None:
+    """Write a cluster's curated steps as fine-tuning data (JSONL), pseudonymised as stored.
+
+    dpo pairs come from steps where a cheaper model's answer was rejected: an attempt that failed its
+    checks before the step escalated, or a replayed answer that disagreed (`learn replay`)."""
+    from ..capture import curate
+    from ..errors import ConfigError
+    from ..learn import load_clusters
+    from ..learn.export import export_rows
+
+    st = open_store(ctx, store)
+    try:
+        clusters = load_clusters(st)
+        if not clusters:
+            raise ConfigError(f"no clusters in {st.path}.", hint="run `smallfleet learn clusters` first")
+        unknown = set(only) - {c.id for c in clusters}
+        if unknown:
+            raise ConfigError(f"no cluster {sorted(unknown)[0]!r}.", hint="`smallfleet learn clusters` lists them")
+        members = {tid for c in clusters if not only or c.id in only for tid in c.members}
+        traces = [t for t in curate(st.iter()).kept if t.id in members]
+        replayed = _replayed_steps(st) if fmt == "dpo" else {}
+    finally:
+        st.close()
+    rows = list(export_rows(traces, fmt, replayed))
+    if not rows:
+        raise ConfigError(f"nothing to export in the {fmt} format from {len(traces)} steps.",
+                          hint="dpo needs rejected answers: run `smallfleet learn replay` first" if fmt == "dpo" else None)
+    tmp = out_file.with_name(out_file.name + ".tmp")
+    tmp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    tmp.replace(out_file)
+    console.print(f"wrote {len(rows)} {fmt} examples from {len(traces)} steps to {out_file}")
