@@ -16,6 +16,7 @@ from .errors import BackendError, ContextLengthError
 from .fleet import Fleet
 from .guards.enforce import enforce
 from .guards.quarantine import datamark
+from .learn.fewshot import with_examples
 from .live import LiveStream
 from .outcome import Attempt, Outcome
 from .record import Recorder
@@ -120,11 +121,13 @@ class Cascade:
         self.recorder.reserve(step, spec)
         backend = self.fleet.get(spec.name)
         request, pz, hidden = step.request, None, -1
-        if self.router.datamarks(step):
-            request = _datamarked(request)
+        if step.examples is not None and step.examples[0] == tier:  # a learned route's worked examples, for its tier
+            request = with_examples(request, step.examples[1])
         if self.router.pseudonymises(spec):
             assert self.privacy is not None  # pseudonymises() is false without it
-            request, pz, hidden = self.privacy.outbound(step.request, step.privacy_key)
+            request, pz, hidden = self.privacy.outbound(request, step.privacy_key)
+        if self.router.datamarks(step):  # after pseudonymising: the detector reads the text as written
+            request = _datamarked(request)
         try:
             res = await backend.chat(request)
         except ContextLengthError as e:

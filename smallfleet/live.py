@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .config import Config
+from .learn.fewshot import with_examples
 from .models.base import Backend, ChatResult
 from .outcome import Attempt, Outcome, completion_id
 from .privacy.guard import PrivacyGuard
@@ -34,9 +35,11 @@ class LiveStream:
         """The model's ``chat.completion.chunk`` dicts, named after this step; recorded when it ends."""
         step, spec = self.step, self.spec
         request, restorer, hidden = step.request, None, -1
+        if step.examples is not None and step.examples[0] == spec.tier:  # a learned route's worked examples
+            request = with_examples(request, step.examples[1])
         if self.router.pseudonymises(spec):
             assert self.privacy is not None  # pseudonymises() is false without it
-            request, pz, hidden = self.privacy.outbound(step.request, step.privacy_key)
+            request, pz, hidden = self.privacy.outbound(request, step.privacy_key)
             restorer = pz.stream_restorer()
         cid = completion_id(step)
         parts: list[str] = []

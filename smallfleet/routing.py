@@ -76,6 +76,8 @@ class Router:
             return start
         moved = f"started on {route.start} instead of {start}" if route.start != start else f"kept on {start}"
         step.notes.append(f"learned route {route.cluster} ({route.name}): {moved}: {route.evidence}")
+        if route.examples is not None:
+            step.examples = (route.start, route.examples)
         return route.start
 
     def _risk_tier(self, step: Step, start: str) -> str:

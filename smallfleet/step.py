@@ -167,6 +167,7 @@ class Step:
     reserved: float = 0.0  # budget reserved by this step's attempts, released when the step is written
     prompt_floor: int = -1  # a lower bound on the prompt's tokens, from its size (-1: not measured yet)
     capture: bool | None = None  # False: the client opted this step out of capture (x-smallfleet-capture: off)
+    examples: tuple[str, dict[str, Any]] | None = None  # (tier, worked-examples message) from a learned route
 
     @property
     def privacy_key(self) -> str:

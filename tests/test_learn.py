@@ -133,6 +133,18 @@ def test_replay_judges_each_cluster_with_an_interval(tmp_path: Path) -> None:
     bad = next(s for s in rep.steps if s.cluster == money.id)
     assert bad.why.startswith("arguments differ: convert amount:") and "vs 1.0" in bad.why
 
+    def taught(req: dict[str, Any]) -> Any:  # gets the amount right once it has seen worked examples
+        if "Worked examples" in str(req["messages"]) and "dollars" in req["messages"][-1]["content"]:
+            amount = int(req["messages"][-1]["content"].split("much is ")[1].split(" ")[0])
+            return {"tool_calls": call("convert", amount=amount, to="EUR")["tool_calls"]}
+        return small(req)
+
+    shot = asyncio.run(replay(scripted(tmp_path / "b", taught), traces, clusters, small_name, target=0.7, min_steps=5,
+                              few_shot=2))
+    m2 = next(c for c in shot.clusters if c.id == money.id)
+    assert m2.agreement == 1.0 and m2.replayed == 10 and len(shot.examples[money.id]) == 2  # 2 examples, not replayed
+    assert "Answer: {\"name\":\"convert\"" in shot.examples[money.id][0] and shot.to_json()["variant"] == "fewshot2"
+
 
 def test_learn_cli_clusters_and_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMALLFLEET_CAPTURE_KEY", KEY)
@@ -160,19 +172,24 @@ def test_learn_cli_clusters_and_replay(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_decide_moves_down_only_with_evidence() -> None:
-    from smallfleet.learn.table import UNDECIDED, decide
+    from smallfleet.learn.table import UNDECIDED, Decision, decide
 
     c = cluster_traces(workload())[0]
     tiers = ("small", "large", "frontier")
     good = {"replayed": 60, "agreement": 1.0, "ci_low": 0.94, "ci_high": 1.0}
     poor = {"replayed": 60, "agreement": 0.5, "ci_low": 0.37, "ci_high": 0.63}
-    assert decide(c, {"small": good}, tiers, 0.9, 20)[0] == "small"
+    assert decide(c, {"small": [good]}, tiers, 0.9, 20).start == "small"
     # 60 of 60: not shown to reach 95 %, nor shown to miss it: no route either way
-    assert decide(c, {"small": good}, tiers, 0.95, 20) == (None, UNDECIDED)
-    assert decide(c, {"small": poor}, tiers, 0.9, 20) == ("large", "small agreed on only 50% of 60 replayed steps "
-                                                                    "(95% upper bound 63% < 90%)")
-    assert decide(c, {"small": poor, "large": good}, tiers, 0.9, 20)[0] == "large"
-    assert decide(c, {"small": {**good, "replayed": 19}}, tiers, 0.9, 20) == (None, UNDECIDED)
+    assert decide(c, {"small": [good]}, tiers, 0.95, 20) == Decision(None, UNDECIDED)
+    assert decide(c, {"small": [poor]}, tiers, 0.9, 20) == Decision("large", "small agreed on only 50% of 60 replayed "
+                                                                              "steps (95% upper bound 63% < 90%)")
+    assert decide(c, {"small": [poor], "large": [good]}, tiers, 0.9, 20).start == "large"
+    assert decide(c, {"small": [{**good, "replayed": 19}]}, tiers, 0.9, 20) == Decision(None, UNDECIDED)
+    # worked examples that lift the small tier over the target keep the step there, and go with the route
+    shots = {**good, "few_shot": 2, "examples": ["Request: a\nAnswer: b", "Request: c\nAnswer: d"]}
+    d = decide(c, {"small": [poor, shots]}, tiers, 0.9, 20)
+    assert d.start == "small" and "with 2 worked examples" in d.why and d.examples == tuple(shots["examples"])
+    assert decide(c, {"small": [good, shots]}, tiers, 0.9, 20).examples == ()  # the plain prompt wins a tie
 
 
 def test_the_gateway_follows_the_learned_table(scripted_gateway, tmp_path: Path) -> None:
@@ -186,9 +203,16 @@ def test_the_gateway_follows_the_learned_table(scripted_gateway, tmp_path: Path)
         {"id": money.id, "replayed": 40, "agreement": 0.3, "ci_low": 0.18, "ci_high": 0.45}]}]
     table = build_table(clusters, replays, ("small", "large", "frontier"), target=0.9)
     assert [(r["cluster"], r["start"]) for r in table["routes"]] == [(weather.id, "small"), (money.id, "large")]
+    shots = ["Request: How much is 5 US dollars in euros today?\nAnswer: {\"name\": \"convert\"}"]
+    with_shots = build_table(clusters, [*replays, {"tier": "small", "few_shot": 1, "examples": {money.id: shots}, "clusters": [
+        {"id": money.id, "replayed": 40, "agreement": 1.0, "ci_low": 0.91, "ci_high": 1.0}]}], ("small", "large", "frontier"),
+        target=0.9)
+    assert [(r["cluster"], r["start"], r["examples"]) for r in with_shots["routes"]] == [(weather.id, "small", []),
+                                                                                        (money.id, "small", shots)]
     routes = tmp_path / "routes.json"
     gw = scripted_gateway(extra=f'\n[learn]\nroutes = "{routes}"\n[routing.tool_choice]\nstart = "frontier"\n',
-                          answer=lambda req: {"tool_calls": call("get_weather", city="Nice")["tool_calls"]})
+                          answer=lambda req: {"tool_calls": (call("convert", amount=40, to="EUR") if "dollars" in str(req["messages"])
+                                                             else call("get_weather", city="Nice"))["tool_calls"]})
     url = gw.base + "/v1/chat/completions"
 
     def ask(q: str) -> httpx.Response:
@@ -207,6 +231,15 @@ def test_the_gateway_follows_the_learned_table(scripted_gateway, tmp_path: Path)
     other = httpx.post(url, json={"model": "auto", "messages": [{"role": "user", "content": "What's the weather in Nice?"}],
                                   "tools": TOOLS}, timeout=30)  # another structure (no system prompt): the policy
     assert other.headers["x-smallfleet-tier"] == "frontier"
+    routes.write_bytes(orjson.dumps(with_shots, option=orjson.OPT_NON_STR_KEYS))
+    gw.engine.router.routes._next_check = 0.0
+    small = gw.backends[gw.cfg.tier_model("small").name]
+    shown = ask("How much is 40 US dollars in euros today?")
+    assert shown.headers["x-smallfleet-tier"] == "small" and "with 1 worked examples" in shown.headers["x-smallfleet-reason"]
+    sent = small.calls[-1]["messages"]
+    assert sent[0] == SYSTEM and sent[1]["role"] == "system" and shots[0] in sent[1]["content"] and sent[2]["role"] == "user"
+    ask("What's the weather like in Nice this weekend?")
+    assert all(shots[0] not in str(m.get("content")) for m in small.calls[-1]["messages"])  # only its own cluster's
     routes.write_text("{broken")
     gw.engine.router.routes._next_check = 0.0
     assert ask("What's the weather like in Nice this weekend?").headers["x-smallfleet-tier"] == "small"  # last good table kept

@@ -83,17 +83,20 @@ def _engine_for_replay(ctx: click.Context) -> Any:
 @click.option("--sample", type=click.IntRange(1, 1_000_000), help="At most N steps (whole conversations, seeded).")
 @click.option("--target", default=0.95, show_default=True, type=click.FloatRange(0.5, 1.0),
               help="Agreement a cluster's lower bound must reach to be recommended for this model.")
+@click.option("--few-shot", "few_shot", default=0, show_default=True, type=click.IntRange(0, 8),
+              help="Show each step K accepted examples of its cluster (its K most typical steps, not replayed).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write {steps, clusters, overall} to this file.")
 @click.pass_context
 def learn_replay(ctx: click.Context, store: str | None, tier: str | None, model_name: str | None, only: tuple[str, ...],
-                 sample: int | None, target: float, json_out: Path | None) -> None:
+                 sample: int | None, target: float, few_shot: int, json_out: Path | None) -> None:
     """Re-run captured steps on a cheaper model and compare with the accepted answers.
 
     Tool calls are compared by name and argument by argument, extraction field by field,
     classification by label, free text by the step's checks and the accepted answer's values. Each
     cluster gets its agreement, a 95 % interval and a recommendation; the result is kept in the store
-    for `smallfleet learn apply`."""
+    for `smallfleet learn apply`. With --few-shot K, each step is shown K accepted examples of its
+    cluster first (specialisation without training); apply keeps them where they lift the tier."""
     from ..capture import curate
     from ..errors import ConfigError
     from ..learn import load_clusters
@@ -125,19 +128,20 @@ def learn_replay(ctx: click.Context, store: str | None, tier: str | None, model_
         async def go() -> Any:
             try:
                 return await replay(engine, traces, clusters, spec.name, only=only or None, sample=sample, target=target,
-                                    progress=progress)
+                                    few_shot=few_shot, progress=progress)
             finally:
                 await engine.aclose()
 
         report = asyncio.run(go())
         got = st.get_learned("clusters")
-        st.put_learned(f"replay:{spec.name}", {**report.to_json(), "clusters_at": got[0] if got else None})
+        st.put_learned(f"replay:{spec.name}:{report.variant}", {**report.to_json(), "clusters_at": got[0] if got else None})
     finally:
         st.close()
     if json_out is not None:
         json_out.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
     ov = report.overall
-    tb = Table(title=f"replay on {spec.name} ({spec.tier}): {ov['replayed']} steps, "
+    shots = f", {few_shot} worked examples a step" if few_shot else ""
+    tb = Table(title=f"replay on {spec.name} ({spec.tier}{shots}): {ov['replayed']} steps, "
                      f"{(ov['agreement'] or 0):.1%} agree, {report.wall_s:.0f} s")
     for col in ("cluster", "name", "replayed", "agreement", "95% interval", "recommendation"):
         tb.add_column(col)

@@ -21,6 +21,7 @@ from ..capture.trace import Trace
 from ..errors import SmallfleetError
 from .clusters import Cluster
 from .compare import compare
+from .fewshot import example_text, examples_message, pick_examples, with_examples
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -70,9 +71,15 @@ class ReplayReport:
     model: str
     tier: str
     target: float
+    few_shot: int = 0  # worked examples shown per step (0: the plain prompt)
     steps: list[StepReplay] = field(default_factory=list)
     clusters: list[ClusterReplay] = field(default_factory=list)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # cluster -> the examples' texts (pseudonymised)
     wall_s: float = 0.0
+
+    @property
+    def variant(self) -> str:
+        return f"fewshot{self.few_shot}" if self.few_shot else "plain"
 
     @property
     def overall(self) -> dict[str, Any]:
@@ -80,7 +87,8 @@ class ReplayReport:
         return {"replayed": n, "agreement": sum(s.agree for s in self.steps) / n if n else None}
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "tier": self.tier, "target": self.target, "wall_s": self.wall_s,
+        return {"model": self.model, "tier": self.tier, "target": self.target, "variant": self.variant,
+                "few_shot": self.few_shot, "wall_s": self.wall_s, "examples": self.examples,
                 "steps": [asdict(s) for s in self.steps], "clusters": [asdict(c) for c in self.clusters],
                 "overall": self.overall}
 
@@ -118,8 +126,12 @@ def recommend(c: Cluster, replayed: list[StepReplay], tier: str, target: float, 
 
 async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Cluster], model: str, *,
                  only: Sequence[str] | None = None, sample: int | None = None, target: float = 0.95,
-                 min_steps: int = MIN_STEPS, progress: Callable[[int, int, StepReplay], None] | None = None) -> ReplayReport:
-    """Replay the steps of ``clusters`` (``only`` these ids) from ``traces`` on ``model``; see the module doc."""
+                 min_steps: int = MIN_STEPS, few_shot: int = 0,
+                 progress: Callable[[int, int, StepReplay], None] | None = None) -> ReplayReport:
+    """Replay the steps of ``clusters`` (``only`` these ids) from ``traces`` on ``model``; see the module doc.
+
+    ``few_shot`` > 0: each cluster's ``few_shot`` most typical steps become worked examples in the
+    prompt of its other steps (and are not replayed themselves: they would be graded on their own answer)."""
     spec = engine.fleet.spec(model)
     of = {tid: c.id for c in clusters for tid in c.members}
     chosen = set(only) if only else None
@@ -128,11 +140,25 @@ async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Clu
         if unknown:
             raise SmallfleetError(f"no cluster {sorted(unknown)[0]!r}.", hint="`smallfleet learn clusters` lists them")
     pool = [t for t in traces if t.id in of and (chosen is None or of[t.id] in chosen)]
+    report = ReplayReport(model=spec.name, tier=spec.tier, target=target, few_shot=few_shot)
+    shown: dict[str, dict[str, Any]] = {}
+    if few_shot:
+        held: set[str] = set()
+        for c in clusters:
+            if chosen is not None and c.id not in chosen:
+                continue
+            ex = pick_examples([t for t in pool if of[t.id] == c.id], c.centroid, few_shot)
+            if ex:
+                report.examples[c.id] = [example_text(t) for t in ex]
+                shown[c.id] = examples_message(report.examples[c.id])
+                held |= {t.trace or t.id for t in ex}
+        pool = [t for t in pool if (t.trace or t.id) not in held]
     steps = pick_steps(pool, sample)
-    report = ReplayReport(model=spec.name, tier=spec.tier, target=target)
     t0 = time.monotonic()
     for i, t in enumerate(steps, 1):
         request = {**t.request, "model": spec.name}
+        if of[t.id] in shown:
+            request = with_examples(request, shown[of[t.id]])
         wants_json = isinstance(t.request.get("response_format"), dict) and \
             t.request["response_format"].get("type") in ("json_object", "json_schema")
         try:

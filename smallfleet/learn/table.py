@@ -28,6 +28,7 @@ import orjson
 from ..capture.trace import structure_signature, task_text
 from ..errors import ConfigError
 from .clusters import Cluster
+from .fewshot import examples_message
 from .match import Entry, Matcher
 
 log = logging.getLogger("smallfleet.learn")
@@ -43,45 +44,59 @@ class Route:
     name: str
     start: str
     evidence: str  # in words, for x-smallfleet-reason
+    examples: dict[str, Any] | None = None  # the worked-examples system message for the start tier, if it needs one
 
 
-def decide(cluster: Cluster, replays: Mapping[str, Mapping[str, Any]], tiers: Sequence[str], target: float,
-           min_steps: int) -> tuple[str | None, str]:
-    """(start tier or None, why) for one cluster from its replays per tier (``tier -> cluster replay``)."""
-    failed: list[str] = []
+@dataclass(frozen=True)
+class Decision:
+    start: str | None
+    why: str
+    examples: tuple[str, ...] = ()  # worked examples the start tier needs (few-shot replays)
+
+
+def decide(cluster: Cluster, replays: Mapping[str, Sequence[Mapping[str, Any]]], tiers: Sequence[str], target: float,
+           min_steps: int) -> Decision:
+    """Where one cluster starts, from its replays per tier (``tier -> [cluster replay, ...]``, one per
+    variant: the plain prompt, or with worked examples). The plain prompt wins a tie."""
+    failed: list[tuple[str, Mapping[str, Any]]] = []
     for tier in tiers:
-        r = replays.get(tier)
-        if r is None or r.get("replayed", 0) < min_steps:
+        judged = [r for r in replays.get(tier, ()) if r.get("replayed", 0) >= min_steps]
+        if not judged:
             continue
-        if r["ci_low"] >= target:
-            return tier, (f"{tier} agreed on {r['agreement']:.0%} of {r['replayed']} replayed steps "
-                          f"(95% lower bound {r['ci_low']:.0%} >= {target:.0%})")
-        if r["ci_high"] < target:  # shown to fall short, not merely not shown to hold
-            failed.append(tier)
+        good = [r for r in judged if r["ci_low"] >= target]
+        if good:
+            r = min(good, key=lambda r: (r.get("few_shot", 0), -r["ci_low"]))
+            shots = f" with {r['few_shot']} worked examples" if r.get("few_shot") else ""
+            return Decision(tier, f"{tier}{shots} agreed on {r['agreement']:.0%} of {r['replayed']} replayed steps "
+                                  f"(95% lower bound {r['ci_low']:.0%} >= {target:.0%})",
+                            tuple(r.get("examples") or ()) if shots else ())
+        if all(r["ci_high"] < target for r in judged):  # shown to fall short, not merely not shown to hold
+            failed.append((tier, max(judged, key=lambda r: r["ci_high"])))
     if failed:
-        top = max(tiers.index(t) for t in failed)
+        top = max(tiers.index(t) for t, _ in failed)
         if top + 1 < len(tiers):
-            r = replays[tiers[top]]
-            return tiers[top + 1], (f"{tiers[top]} agreed on only {r['agreement']:.0%} of {r['replayed']} replayed steps "
-                                    f"(95% upper bound {r['ci_high']:.0%} < {target:.0%})")
-    return None, UNDECIDED
+            r = dict(failed)[tiers[top]]
+            return Decision(tiers[top + 1], f"{tiers[top]} agreed on only {r['agreement']:.0%} of {r['replayed']} replayed "
+                                            f"steps (95% upper bound {r['ci_high']:.0%} < {target:.0%})")
+    return Decision(None, UNDECIDED)
 
 
 def build_table(clusters: Sequence[Cluster], replays: Sequence[Mapping[str, Any]], tiers: Sequence[str], *,
                 target: float = 0.95, min_steps: int = 20) -> dict[str, Any]:
     """The routing table (a JSON-able dict) from clusters and replay reports (``ReplayReport.to_json()``)."""
-    per: dict[str, dict[str, Mapping[str, Any]]] = {}
+    per: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for rep in replays:
         for c in rep.get("clusters", []):
-            per.setdefault(c["id"], {})[rep["tier"]] = c
+            entry = {**c, "few_shot": rep.get("few_shot", 0), "examples": (rep.get("examples") or {}).get(c["id"], [])}
+            per.setdefault(c["id"], {}).setdefault(rep["tier"], []).append(entry)
     routes, undecided = [], []
     for c in clusters:
-        start, why = decide(c, per.get(c.id, {}), tiers, target, min_steps)
-        if start is None:
-            undecided.append({"cluster": c.id, "name": c.name, "why": why})
+        d = decide(c, per.get(c.id, {}), tiers, target, min_steps)
+        if d.start is None:
+            undecided.append({"cluster": c.id, "name": c.name, "why": d.why})
             continue
-        routes.append({"cluster": c.id, "name": c.name, "kind": c.kind, "signature": c.signature, "start": start,
-                       "evidence": why, "centroid": c.centroid})
+        routes.append({"cluster": c.id, "name": c.name, "kind": c.kind, "signature": c.signature, "start": d.start,
+                       "evidence": d.why, "examples": list(d.examples), "centroid": c.centroid})
     return {"version": VERSION, "created": time.time(), "target": target, "min_steps": min_steps, "routes": routes,
             "undecided": undecided}
 
@@ -124,7 +139,9 @@ class RouteTable:
                                       f"not a tier of this fleet ({', '.join(self.tiers)}).",
                                       hint="run `smallfleet learn apply` with this configuration")
                 entries.append(Entry(r["cluster"], r["signature"], {int(k): float(v) for k, v in r["centroid"].items()}))
-                routes[r["cluster"]] = Route(r["cluster"], r["name"], r["start"], r["evidence"])
+                shots = r.get("examples") or []
+                routes[r["cluster"]] = Route(r["cluster"], r["name"], r["start"], r["evidence"],
+                                             examples_message([str(x) for x in shots]) if shots else None)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
             raise ConfigError(f"routing table {self.path} is not a table written by `smallfleet learn apply` ({e}).",
                               hint="write it again with `smallfleet learn apply`, or remove it") from None
