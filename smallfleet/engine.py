@@ -26,6 +26,7 @@ from .grounding import Grounding
 from .guards import Guard, InjectionDetector, PolicyEngine
 from .guards.settings import MODES as GUARD_MODES
 from .guards.settings import GuardSettings
+from .learn.shadow import Shadow
 from .learn.table import RouteTable
 from .ledger import Ledger, check_budget_value
 from .memory.session import SessionMemory
@@ -72,6 +73,10 @@ class Engine:
         if self.config.capture.enabled:
             c = self.config.capture
             self.capturer = Capturer(c, TraceStore(c.store_path, key=c.key), self.privacy.detector)
+        self.inflight = 0  # steps being answered now (a shadow replay waits for none)
+        self.shadow: Shadow | None = None
+        if self.capturer is not None and self.config.capture.shadow > 0:
+            self.shadow = Shadow(self.fleet, self.router, self.capturer, self.config.capture.shadow, idle=lambda: self.inflight == 0)
 
     def make_step(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                   session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
@@ -126,18 +131,22 @@ class Engine:
             self.memory.after(step, unread)
 
     async def run_step(self, step: Step) -> Outcome:
-        unread = await self.before(step)
+        self.inflight += 1
         try:
-            outcome = await self.cascade.run(step, step.request.get("model") or "auto")
+            unread = await self.before(step)
+            try:
+                outcome = await self.cascade.run(step, step.request.get("model") or "auto")
+            finally:
+                self.after(step, unread)
         finally:
-            self.after(step, unread)
+            self.inflight -= 1
         self.captured(outcome)
         return outcome
 
     def captured(self, outcome: Outcome) -> None:
         """Hand an answered step to capture (sampled, opt-out honoured; written off the request path)."""
-        if self.capturer is not None:
-            self.capturer.offer(outcome)
+        if self.capturer is not None and self.capturer.offer(outcome) and self.shadow is not None:
+            self.shadow.offer(outcome)
 
     async def complete(self, request: dict[str, Any], *, step_kind: str | None = None, run_id: str | None = None,
                        session_id: str | None = None, budget_usd: float | None = None, guard_mode: str | None = None,
@@ -164,6 +173,8 @@ class Engine:
     async def drain(self) -> None:
         """Wait for background session-memory reads (tests, benchmarks, shutdown)."""
         await self.memory.drain()
+        if self.shadow is not None:
+            await self.shadow.drain()
         if self.capturer is not None:
             await asyncio.to_thread(self.capturer.drain)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +328,33 @@ def test_export_formats_hold_no_raw_personal_data(tmp_path: Path, monkeypatch: p
     for secret in ("Jane Doe", "jane.doe@example.com", "415 555 0199", "jane@example.org"):
         assert secret not in raw
     assert run(cli, ["learn", "export", str(tmp_path / "x.jsonl"), "--store", str(st_path), "--cluster", "c9"]).exit_code != 0
+
+
+def test_shadow_replays_run_when_idle_scrubbed_and_count_in_apply(scripted_gateway, tmp_path: Path) -> None:
+    from smallfleet.learn.table import shadow_replays
+
+    extra = (f'\n[capture]\nenabled = true\nstore = "{tmp_path / "t.db"}"\nshadow = 1.0\n'
+             '[routing.generation]\nstart = "large"\n')
+    gw = scripted_gateway(extra=extra, env={"SMALLFLEET_CAPTURE_KEY": KEY},
+                          answer=lambda req: "Dear Jane Doe, your order 4471 ships today.")
+    shadow = gw.engine.shadow
+    assert shadow is not None and shadow.tier == "small"
+    busy = [True]
+    shadow.idle = lambda: not busy[0]
+    r = httpx.post(gw.base + "/v1/chat/completions", json={"model": "auto", "messages": [
+        {"role": "user", "content": "Write to Jane Doe (jane.doe@example.com) that order 4471 ships today."}]}, timeout=30)
+    assert r.status_code == 200 and r.headers["x-smallfleet-tier"] == "large"
+    time.sleep(0.6)
+    assert shadow.run == 0  # waits while the gateway is busy
+    busy[0] = False
+    deadline = time.time() + 10
+    while shadow.run == 0 and time.time() < deadline:
+        time.sleep(0.1)
+    gw.engine.capturer.drain()
+    st = TraceStore(tmp_path / "t.db", key=KEY)
+    (sh,) = st.shadows()
+    assert sh["id"] == r.headers["x-smallfleet-step-id"] and sh["tier"] == "small" and sh["agree"] is True
+    assert "Jane Doe" not in orjson.dumps(sh).decode() and "<PERSON_1>" in sh["replayed"]["content"]
+    clusters = cluster_traces(list(st.iter()))
+    (rep,) = shadow_replays(clusters, st.shadows())
+    assert rep["tier"] == "small" and rep["clusters"][0]["replayed"] == 1 and rep["clusters"][0]["agreement"] == 1.0

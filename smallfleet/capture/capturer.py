@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import CaptureSettings
 from ..privacy.pseudonymize import Pseudonymizer
@@ -56,6 +56,7 @@ class Capturer:
         self._queued: dict[str, int] = {}  # step ids and conversations in the queue
         self._pending: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._vault_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="smallfleet-capture", daemon=True)
         self._thread.start()
 
@@ -94,7 +95,18 @@ class Capturer:
         changed = self.store.set_feedback(trace_id=step_id, conversation=conversation, score=score)
         return changed > 0 or waiting
 
+    def scrub(self, conversation: str, message: dict[str, Any] | None, text: str) -> tuple[dict[str, Any] | None, str]:
+        """A message and a text pseudonymised with the conversation's vault (a shadow replay's answer and
+        verdict quote the same people as the captured step)."""
+        pz = Pseudonymizer(self.detector, self._vault(conversation))
+        msg = pz.redact_messages([message])[0][0] if message is not None else None
+        return msg, pz.redact(text).text
+
     def _vault(self, conversation: str) -> Vault:
+        with self._vault_lock:
+            return self._vault_locked(conversation)
+
+    def _vault_locked(self, conversation: str) -> Vault:
         v = self._vaults.get(conversation)
         if v is None:
             v = self._vaults[conversation] = Vault()

@@ -51,6 +51,10 @@ CREATE INDEX IF NOT EXISTS traces_ts ON traces(ts);
 CREATE INDEX IF NOT EXISTS traces_conv ON traces(trace, ts);
 CREATE INDEX IF NOT EXISTS traces_sig ON traces(kind, signature);
 CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, ts REAL NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS shadow (
+    id TEXT NOT NULL, model TEXT NOT NULL, tier TEXT NOT NULL, agree INTEGER NOT NULL, ts REAL NOT NULL,
+    body BLOB NOT NULL, PRIMARY KEY (id, model)
+);
 """
 
 _COLUMNS = ("id", "trace", "ts", "source", "kind", "model", "tier", "verified", "error", "cost_usd",
@@ -238,6 +242,20 @@ class TraceStore:
         with self._lock:
             row = self.db.execute("SELECT ts, body FROM learned WHERE name=?", (name,)).fetchone()
         return (row[0], orjson.loads(self._fernet.decrypt(row[1]))) if row else None
+
+    def add_shadow(self, trace_id: str, model: str, tier: str, agree: bool, why: str, message: dict[str, Any] | None) -> None:
+        """A shadow replay's verdict on a captured step (the texts already pseudonymised)."""
+        body = self._fernet.encrypt(orjson.dumps({"why": why, "replayed": message}))
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO shadow (id, model, tier, agree, ts, body) VALUES (?,?,?,?,?,?)",
+                            (trace_id, model, tier, int(agree), time.time(), body))
+
+    def shadows(self) -> list[dict[str, Any]]:
+        """Every shadow verdict: {id, model, tier, agree, ts, why, replayed}."""
+        with self._lock:
+            rows = self.db.execute("SELECT id, model, tier, agree, ts, body FROM shadow ORDER BY ts").fetchall()
+        return [{"id": r[0], "model": r[1], "tier": r[2], "agree": bool(r[3]), "ts": r[4],
+                 **orjson.loads(self._fernet.decrypt(r[5]))} for r in rows]
 
     def learned_names(self, prefix: str = "") -> list[str]:
         with self._lock:

@@ -171,7 +171,7 @@ def learn_apply(ctx: click.Context, store: str | None, target: float, min_steps:
     A running gateway picks the new table up within seconds."""
     from ..errors import ConfigError
     from ..learn import load_clusters
-    from ..learn.table import build_table
+    from ..learn.table import build_table, shadow_replays
 
     cfg = _config(ctx)
     st = open_store(ctx, store)
@@ -186,6 +186,7 @@ def learn_apply(ctx: click.Context, store: str | None, target: float, min_steps:
             r = st.get_learned(name)
             assert r is not None
             (replays if r[1].get("clusters_at") == got[0] else stale).append(r[1])
+        replays += shadow_replays(clusters, st.shadows())  # the gateway's online shadows ([capture] shadow)
     finally:
         st.close()
     if stale and not replays:

@@ -101,6 +101,25 @@ def build_table(clusters: Sequence[Cluster], replays: Sequence[Mapping[str, Any]
             "undecided": undecided}
 
 
+def shadow_replays(clusters: Sequence[Cluster], shadows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The gateway's shadow verdicts as replay reports (one per tier), counted per cluster member."""
+    from .replay import wilson
+
+    of = {tid: c.id for c in clusters for tid in c.members}
+    per: dict[str, dict[str, list[bool]]] = {}
+    for sh in shadows:
+        if sh["id"] in of:
+            per.setdefault(sh["tier"], {}).setdefault(of[sh["id"]], []).append(bool(sh["agree"]))
+    out = []
+    for tier, by in per.items():
+        rows = []
+        for cid, votes in by.items():
+            lo, hi = wilson(sum(votes), len(votes))
+            rows.append({"id": cid, "replayed": len(votes), "agreement": sum(votes) / len(votes), "ci_low": lo, "ci_high": hi})
+        out.append({"tier": tier, "variant": "shadow", "few_shot": 0, "clusters": rows})
+    return out
+
+
 class RouteTable:
     """The learned routes of a table file, re-read when the file changes."""
 
