@@ -358,3 +358,37 @@ def test_shadow_replays_run_when_idle_scrubbed_and_count_in_apply(scripted_gatew
     clusters = cluster_traces(list(st.iter()))
     (rep,) = shadow_replays(clusters, st.shadows())
     assert rep["tier"] == "small" and rep["clusters"][0]["replayed"] == 1 and rep["clusters"][0]["agreement"] == 1.0
+
+
+def test_report_compares_policies_on_a_held_back_split(tmp_path: Path) -> None:
+    from smallfleet.learn.report import compare_policies, plot
+
+    traces, replays, cluster_of = [], {}, {}
+    for i in range(300):  # cluster A: the small model agrees; B: it is wrong, its checks catch half of it
+        c = "A" if i % 3 else "B"
+        t = Trace(id=f"s{i}", kind="tool_choice", ts=float(i), request={"messages": [
+            {"role": "user", "content": ("weather in town %d" if c == "A" else "convert %d dollars to euros") % i}]},
+            final={"role": "assistant", "content": "x"}, frontier_cost_usd=0.01)
+        traces.append(t)
+        cluster_of[t.id] = c
+        replays[t.id] = {"agree": c == "A", "passed": c == "A" or i % 2 == 0, "cost_usd": 0.0005}
+    rep = compare_policies(traces, replays, cluster_of, lambda t: True, split=0.7)
+    pts = {p.policy: p for p in rep.points}
+    assert rep.learn_steps == 210 and rep.eval_steps == 90
+    assert pts["all-top"].agreement == 1.0 and pts["all-top"].small_share == 0.0 and pts["all-top"].cost_share == 1.0
+    assert pts["all-small"].small_share == 1.0 and 0.8 < pts["all-small"].agreement < 0.9  # B's caught half escalates
+    assert pts["hand-set"] == replace_policy(pts["all-small"], "hand-set")
+    table = pts["table@0.95"]
+    assert table.agreement == 1.0 and abs(table.small_share - 2 / 3) < 0.02 and table.cost_share < 0.5
+    assert rep.top_needed_for_95["table"] is not None and rep.top_needed_for_95["table"] < 0.4
+    est = pts["estimator@0.9"]
+    assert est.agreement == 1.0 and abs(est.small_share - 2 / 3) < 0.02  # it learns the clusters' rates
+    assert rep.calibration["brier"] < 0.05
+    plot(rep, str(tmp_path / "r.png"))
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def replace_policy(p: Any, name: str) -> Any:
+    from dataclasses import replace
+
+    return replace(p, policy=name)

@@ -264,3 +264,68 @@ def learn_export(ctx: click.Context, out_file: Path, store: str | None, only: tu
     tmp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     tmp.replace(out_file)
     console.print(f"wrote {len(rows)} {fmt} examples from {len(traces)} steps to {out_file}")
+
+
+@learn.command("report")
+@click.option("--store", help=STORE_HELP)
+@click.option("--tier", help="The cheap tier whose replay is judged (default: the cheapest tier).")
+@click.option("--split", default=0.7, show_default=True, type=click.FloatRange(0.1, 0.9),
+              help="Share of replayed steps, oldest first, that routing learns from; the rest judge it.")
+@click.option("--min-steps", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="Replayed steps a cluster needs (in the learning part) before the table judges it.")
+@click.option("--png", "png", type=click.Path(dir_okay=False, path_type=Path), help="Write the agreement-vs-share plot here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON here.")
+@click.pass_context
+def learn_report(ctx: click.Context, store: str | None, tier: str | None, split: float, min_steps: int, png: Path | None,
+                 json_out: Path | None) -> None:
+    """Compare routing policies on a held-back split of the replayed steps.
+
+    all-top, the hand-set [routing] policy, the learned table at several targets and the learned
+    estimator at several thresholds: the share of steps started on the cheap tier, agreement with the
+    accepted answers (a cheap answer that fails its checks escalates, as in the cascade) and cost
+    relative to all-top; the top-tier share each needs for 95 % agreement; the estimator's calibration."""
+    from ..capture import curate
+    from ..errors import ConfigError
+    from ..learn import load_clusters
+    from ..learn.report import compare_policies, plot
+
+    cfg = _config(ctx)
+    cheap = tier or cfg.tiers[0]
+    st = open_store(ctx, store)
+    try:
+        clusters = load_clusters(st)
+        plain = [n for n in st.learned_names("replay:") if n.endswith(":plain")]
+        reps = [r[1] for n in plain if (r := st.get_learned(n)) is not None and r[1].get("tier") == cheap]
+        if not clusters or not reps:
+            raise ConfigError(f"no clusters or no plain replay on the {cheap} tier in {st.path}.",
+                              hint=f"run `smallfleet learn clusters`, then `smallfleet learn replay --tier {cheap}`")
+        replays = {s["id"]: s for r in reps for s in r["steps"]}
+        traces = [t for t in curate(st.iter()).kept if t.id in replays]
+    finally:
+        st.close()
+    cluster_of = {tid: c.id for c in clusters for tid in c.members}
+    rep = compare_policies(traces, replays, cluster_of, lambda t: _hand_start(cfg, t.kind) == cheap, split=split,
+                           min_steps=min_steps)
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(rep.to_json(), option=orjson.OPT_INDENT_2))
+    if png is not None:
+        plot(rep, str(png))
+    tb = Table(title=f"routing policies: learned on {rep.learn_steps} steps, judged on {rep.eval_steps} held back")
+    for col in ("policy", "on the cheap tier", "agreement", "cost vs all-top"):
+        tb.add_column(col, justify="left" if col == "policy" else "right")
+    for p in rep.points:
+        tb.add_row(p.policy, f"{p.small_share:.0%}", f"{p.agreement:.1%}", f"{p.cost_share:.0%}")
+    out.print(tb)
+    for name, need in rep.top_needed_for_95.items():
+        out.print(f"{name}: " + (f"{need:.0%} of steps on top for 95 % agreement" if need is not None else "never reaches 95 % agreement")
+                  + f"; area under the curve {rep.auc[name]:.3f}")
+    if rep.calibration:
+        out.print(f"estimator calibration on held-back steps: Brier {rep.calibration['brier']:.3f}; " + ", ".join(
+            f"{b['from']:.1f}-{b['to']:.1f}: said {b['predicted']:.0%}, saw {b['observed']:.0%} ({b['steps']})"
+            for b in rep.calibration["bins"]))
+
+
+def _hand_start(cfg: Any, kind: str) -> str:
+    from ..step import StepKind
+
+    return str(cfg.routing[StepKind(kind)].start)

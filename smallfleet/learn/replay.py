@@ -51,6 +51,8 @@ class StepReplay:
     why: str
     latency_ms: float = 0.0
     tokens_in: int = 0
+    passed: bool = False  # the replayed answer passed the step's checks (a cascade would have kept it)
+    cost_usd: float = 0.0  # what the replayed attempt cost at the model's price
 
 
 @dataclass
@@ -168,7 +170,8 @@ async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Clu
             agree, why = compare(t.final, msg, t.kind, wants_json=wants_json, failed_checks=failed)
             res = out.final.result
             sr = StepReplay(id=t.id, trace=t.trace, cluster=of[t.id], original=t.final, replayed=msg, agree=agree, why=why,
-                            latency_ms=res.latency_ms if res else 0.0, tokens_in=res.tokens_in if res else 0)
+                            latency_ms=res.latency_ms if res else 0.0, tokens_in=res.tokens_in if res else 0,
+                            passed=out.final.passed, cost_usd=out.cost_usd)
         except SmallfleetError as e:  # the step is a disagreement with its reason, not the end of the replay
             sr = StepReplay(id=t.id, trace=t.trace, cluster=of[t.id], original=t.final, replayed=None, agree=False,
                             why=f"failed: {e.message}")

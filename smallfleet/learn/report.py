@@ -1,0 +1,168 @@
+"""Routing policies compared on a held-back split: how many steps start on the cheap tier, and how
+often the answer still agrees with the accepted one, at what cost.
+
+The replayed steps are split by time: routing is learned on the first part (``split``) and judged on
+the rest. A step started on the cheap tier is simulated as the cascade runs it: its replayed answer
+is kept when it passed its checks (and then agrees or not), else the step escalates to the top tier
+(it agrees, at both costs). A step started on top agrees at the top cost. Policies:
+
+- ``all-top``: every step on the top tier;
+- ``hand-set``: the ``[routing]`` policy's start tier per step kind;
+- ``table@T``: the learned table with target T (clusters judged on the first part only);
+- ``estimator@p``: the learned estimator, the cheap tier where P(accepted) >= p.
+Also: the share of top-tier starts each needs to reach 95 % agreement (RouteLLM's measure), the area
+under the agreement-versus-cheap-share curve, and the estimator's calibration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from typing import Any
+
+from ..capture.trace import Trace
+from .replay import wilson
+
+TARGETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)
+
+
+@dataclass
+class Point:
+    policy: str
+    steps: int
+    small_share: float
+    agreement: float
+    cost_share: float  # spend relative to all-top
+
+
+@dataclass
+class Report:
+    learn_steps: int
+    eval_steps: int
+    points: list[Point] = field(default_factory=list)
+    top_needed_for_95: dict[str, float | None] = field(default_factory=dict)
+    auc: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "points"}, "points": [asdict(p) for p in self.points]}
+
+
+def _top_cost(t: Trace) -> float:
+    return t.frontier_cost_usd or t.cost_usd or 1e-6
+
+
+def simulate(traces: Sequence[Trace], replays: Mapping[str, Mapping[str, Any]], small: Callable[[Trace], bool],
+             name: str) -> Point:
+    agree = cost = top = 0.0
+    n_small = 0
+    for t in traces:
+        r = replays[t.id]
+        tc = _top_cost(t)
+        top += tc
+        if not small(t):
+            agree += 1
+            cost += tc
+            continue
+        n_small += 1
+        if r.get("passed", True):
+            agree += bool(r["agree"])
+            cost += r.get("cost_usd", 0.0)
+        else:  # caught by its checks: the cascade escalates to the top tier
+            agree += 1
+            cost += r.get("cost_usd", 0.0) + tc
+    n = max(1, len(traces))
+    return Point(name, len(traces), n_small / n, agree / n, cost / top if top else 0.0)
+
+
+def _table_small(learn: Sequence[Trace], replays: Mapping[str, Mapping[str, Any]], cluster_of: Mapping[str, str],
+                 target: float, min_steps: int) -> set[str]:
+    votes: dict[str, list[bool]] = {}
+    for t in learn:
+        votes.setdefault(cluster_of.get(t.id, ""), []).append(bool(replays[t.id]["agree"]))
+    return {c for c, v in votes.items() if c and len(v) >= min_steps and wilson(sum(v), len(v))[0] >= target}
+
+
+def _in_clusters(cluster_of: Mapping[str, str], small: set[str]) -> Callable[[Trace], bool]:
+    return lambda t: cluster_of.get(t.id, "") in small
+
+
+def _at_least(probs: Mapping[str, float], p: float) -> Callable[[Trace], bool]:
+    return lambda t: probs[t.id] >= p
+
+
+def _needed(points: Sequence[Point], prefix: str) -> float | None:
+    ok = [1 - p.small_share for p in points if p.policy.startswith(prefix) and p.agreement >= 0.95]
+    return min(ok) if ok else None
+
+
+def _auc(points: Sequence[Point], all_small: float) -> float:
+    """Area under agreement against the cheap tier's share, from all-top (0, 1) to all-cheap (1, ·)."""
+    pts = sorted({(0.0, 1.0), (1.0, all_small), *((p.small_share, p.agreement) for p in points)})
+    return sum((x2 - x1) * (y1 + y2) / 2 for (x1, y1), (x2, y2) in pairwise(pts))
+
+
+def compare_policies(traces: Sequence[Trace], replays: Mapping[str, Mapping[str, Any]], cluster_of: Mapping[str, str],
+                     hand_small: Callable[[Trace], bool], *, split: float = 0.7, min_steps: int = 20) -> Report:
+    from .estimator import train
+
+    steps = sorted((t for t in traces if t.id in replays), key=lambda t: (t.ts, t.id))
+    cut = int(len(steps) * split)
+    learn, held = steps[:cut], steps[cut:]
+    rep = Report(learn_steps=len(learn), eval_steps=len(held))
+    rep.points.append(simulate(held, replays, lambda t: False, "all-top"))
+    rep.points.append(simulate(held, replays, lambda t: True, "all-small"))
+    rep.points.append(simulate(held, replays, hand_small, "hand-set"))
+    for target in TARGETS:
+        rep.points.append(simulate(held, replays, _in_clusters(cluster_of, _table_small(learn, replays, cluster_of, target, min_steps)),
+                                   f"table@{target:g}"))
+    est = train(learn, {t.id: bool(replays[t.id]["agree"]) for t in learn}, cluster_of)
+    probs = {t.id: est.p(t, cluster_of.get(t.id)) for t in held}
+    for p in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99):
+        rep.points.append(simulate(held, replays, _at_least(probs, p), f"estimator@{p:g}"))
+    all_small = next(p.agreement for p in rep.points if p.policy == "all-small")
+    for prefix in ("table@", "estimator@"):
+        rep.top_needed_for_95[prefix.rstrip("@")] = _needed(rep.points, prefix)
+        rep.auc[prefix.rstrip("@")] = _auc([p for p in rep.points if p.policy.startswith(prefix)], all_small)
+    if held:
+        y = [float(bool(replays[t.id]["agree"])) for t in held]
+        ps = [probs[t.id] for t in held]
+        bins: list[dict[str, float]] = []
+        for lo in (0.0, 0.2, 0.4, 0.6, 0.8):
+            sel = [(p, v) for p, v in zip(ps, y) if lo <= p < lo + 0.2 or (lo == 0.8 and p == 1.0)]
+            if sel:
+                bins.append({"from": lo, "to": lo + 0.2, "steps": len(sel), "predicted": sum(p for p, _ in sel) / len(sel),
+                             "observed": sum(v for _, v in sel) / len(sel)})
+        rep.calibration = {"brier": sum((p - v) ** 2 for p, v in zip(ps, y)) / len(y), "bins": bins}
+    return rep
+
+
+def plot(rep: Report, path: str) -> None:
+    """Agreement against the share of steps started on the cheap tier, one curve per learned policy."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        from ..errors import NotAvailableError
+
+        raise NotAvailableError("the plot needs matplotlib.", hint="pip install 'smallfleet[learn]' (or matplotlib)") from e
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for prefix, style in (("table@", "o-"), ("estimator@", "s--")):
+        pts = sorted((p.small_share, p.agreement) for p in rep.points if p.policy.startswith(prefix))
+        if pts:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], style, label=prefix.rstrip("@"))
+    for name, marker in (("hand-set", "X"), ("all-top", "^"), ("all-small", "v")):
+        p = next((q for q in rep.points if q.policy == name), None)
+        if p is not None:
+            ax.plot([p.small_share], [p.agreement], marker, markersize=10, label=name)
+    ax.axhline(0.95, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("steps started on the cheap tier")
+    ax.set_ylabel("agreement with the accepted answer")
+    ax.set_title(f"routing policies on {rep.eval_steps} held-back steps (learned on {rep.learn_steps})")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
