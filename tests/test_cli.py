@@ -69,6 +69,13 @@ def test_models_and_doctor(tmp_path: Path) -> None:
     assert r.returncode == 0 and "smollm2" in r.stdout and "ok" in r.stdout
     r = sf("doctor", "--no-load", env=env)
     assert "sha256 verified" in r.stdout and "session memory: store will be created" in r.stdout
+    assert "capture off" in r.stdout and "learned routes: none yet" in r.stdout
+    r = sf("doctor", "--no-load", env={**env, "SMALLFLEET_CAPTURE": "on", "SMALLFLEET_TRACES": str(tmp_path / "t.db"),
+                                       "SMALLFLEET_ROUTES": str(tmp_path / "routes.json")})
+    assert f"capture on: traces go to {tmp_path / 't.db'}" in r.stdout
+    (tmp_path / "routes.json").write_text("{broken")
+    r = sf("doctor", "--no-load", env={**env, "SMALLFLEET_ROUTES": str(tmp_path / "routes.json")})
+    assert r.returncode == 1 and "not a table written by `smallfleet learn apply`" in r.stdout
     from smallfleet.memory import FactStore
     from smallfleet.privacy import new_key
 

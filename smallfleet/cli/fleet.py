@@ -171,6 +171,32 @@ def doctor(ctx: click.Context, load: bool) -> None:
                        f"{'encrypted with ' + source if fs.encrypted else 'plain text (the gateway encrypts it when it next opens it)'}")
             except SmallfleetError as e:
                 bad(e.message, e.hint or "point [memory] path at a new file")
+    c = cfg.capture
+    if not c.enabled:
+        ok("capture off (the learning loop can start from imported logs: `smallfleet traces import`)")
+    else:
+        from ..capture import TraceStore
+
+        try:
+            path = c.store_path
+            if not path.is_file():
+                ok(f"capture on: traces go to {path} (created on first use), sample {c.sample:g}, kept {c.retention_days:g} days")
+            else:
+                ts = TraceStore(path, key=c.key)
+                ok(f"capture on: {ts.count()} traces in {path}, sample {c.sample:g}, kept {c.retention_days:g} days"
+                   + (f", shadow {c.shadow:g}" if c.shadow else ""))
+                ts.close()
+        except SmallfleetError as e:
+            bad(e.message, e.hint or "point [capture] store at a new file")
+    if cfg.learn.use_routes:
+        from ..learn.table import RouteTable
+
+        try:
+            rt = RouteTable(cfg.learn.routes_path, cfg.tiers)
+            ok(f"learned routes: {rt.size} in {cfg.learn.routes_path}" if rt.size else
+               f"learned routes: none yet ({cfg.learn.routes_path}; `smallfleet learn apply` writes them)")
+        except SmallfleetError as e:
+            bad(e.message, e.hint or "run `smallfleet learn apply` again, or remove the file")
     judge = cfg.judge_model()
     if judge is not None:
         lo, hi = cfg.verify.band
