@@ -170,6 +170,13 @@ def test_learn_cli_clusters_and_replay(tmp_path: Path, monkeypatch: pytest.Monke
     assert r.exit_code != 0 and "not in the fleet" in r.output
     r = run(cli, ["learn", "replay", "--store", st, "--tier", "small", "--cluster", "c99"])
     assert r.exit_code != 0 and "no cluster 'c99'" in r.output
+    ghost = tmp_path / "ghost.toml"  # a fleet model whose file is not there: one clear error, no replay written
+    ghost.write_text(f'[models.ghost]\npath = "{tmp_path / "ghost.gguf"}"\ntier = "small"\n')
+    r = run(cli, ["--config", str(ghost), "learn", "replay", "--store", st, "--model", "ghost"])
+    assert r.exit_code != 0 and "does not exist" in " ".join(r.output.split())
+    back = TraceStore(st, key=KEY)
+    assert back.learned_names("replay:") == []
+    back.close()
 
 
 def test_decide_moves_down_only_with_evidence() -> None:
