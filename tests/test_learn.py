@@ -290,6 +290,12 @@ def test_import_clusters_replay_apply_on_a_real_model(tmp_path: Path, monkeypatc
             assert route is not None and route["start"] == "large"
         else:
             assert route is None
+    png, rj = tmp_path / "r.png", tmp_path / "r.json"
+    r = run(cli, ["--config", cfg, "learn", "report", "--store", st, "--min-steps", "3", "--png", str(png), "--json", str(rj)])
+    assert r.exit_code == 0, r.output
+    assert "hand-set" in r.output and png.read_bytes()[:4] == b"\x89PNG"
+    rep = orjson.loads(rj.read_bytes())
+    assert rep["learn_steps"] + rep["eval_steps"] == 14 and {p["policy"] for p in rep["points"]} >= {"all-top", "hand-set", "table@0.95"}
 
 
 def test_export_formats_hold_no_raw_personal_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
