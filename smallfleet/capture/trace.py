@@ -115,7 +115,7 @@ def structure_signature(request: dict[str, Any], kind: str) -> str:
             c = m.get("content")
             system = c if isinstance(c, str) else " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
             break
-    system = _DIGITS.sub("0", _SPACE.sub(" ", system.strip().lower()))[:2000]
+    system = _DIGITS.sub("0", _SPACE.sub(" ", system[:3000].strip().lower()))[:2000]  # the head says whose agent it is
     msgs = request.get("messages") or []
     # where in the loop: choosing a call (after the user) and answering from a result (after a tool) differ
     phase = str(msgs[-1].get("role", "")) if msgs and isinstance(msgs[-1], dict) else ""
