@@ -118,6 +118,8 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
       smallfleet index add PATH  build a local knowledge base; smallfleet search QUERY
       smallfleet ask "question"  a grounded answer with citations from that knowledge base
       smallfleet memory ls       session facts the gateway kept; show SESSION, forget SESSION
+    smallfleet traces import F start the learning loop from an agent's logs (or capture traffic)
+    smallfleet learn clusters  tasks in the traffic; then learn replay, apply, report, export, finetune
       smallfleet detector scan   look for injected instructions in text
       smallfleet bench agentdojo prompt-injection benchmark, policy off vs on
     """
