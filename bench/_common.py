@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import socket
@@ -115,14 +114,13 @@ def progress(width: int = 38) -> Any:
 
 # -- statistics --------------------------------------------------------------------------------------
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for k successes out of n ((0, 0) for n = 0)."""
+    """Wilson score interval for k successes out of n ((0, 0) for n = 0, as the published files have it);
+    the interval itself is the learning loop's (smallfleet.learn.replay.wilson)."""
     if n == 0:
         return 0.0, 0.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
+    from smallfleet.learn.replay import wilson as interval
+
+    return interval(k, n, z)
 
 
 # -- processes: the gateway and its neighbours -------------------------------------------------------
