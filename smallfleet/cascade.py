@@ -90,7 +90,7 @@ class Cascade:
         policy = self.router.policy(step)
         attempts: list[Attempt] = []
         while tier is not None:
-            spec = self.config.tier_model(tier)
+            spec = self.router.model_for(step, tier)
             att = await self._attempt(spec, tier, step)
             attempts.append(att)
             if att.passed or (att.result is not None and not policy.escalate):
@@ -170,7 +170,7 @@ class Cascade:
     async def live(self, step: Step, model: str = "auto") -> LiveStream:
         """A live stream of the step from the router's start tier (or the named model)."""
         await self._measure(step)  # labels a large tool output off the event loop, as run() does
-        spec = self.fleet.spec(model) if model != "auto" else self.config.tier_model(self.router.start_tier(step))
+        spec = self.fleet.spec(model) if model != "auto" else self.router.model_for(step, self.router.start_tier(step))
         self.recorder.reserve(step, spec)
         return LiveStream(step, spec, self.fleet.get(spec.name), config=self.config, router=self.router,
                           recorder=self.recorder, privacy=self.privacy)

@@ -62,7 +62,8 @@ class Engine:
         self.privacy = PrivacyGuard(self.config.privacy)
         self.guard = make_guard(self.config.guards)
         self.recorder = Recorder(self.ledger, self.privacy)
-        routes = RouteTable(self.config.learn.routes_path, self.config.tiers) if self.config.learn.use_routes else None
+        routes = (RouteTable(self.config.learn.routes_path, self.config.tiers, self.config.models)
+                  if self.config.learn.use_routes else None)
         self.router = Router(self.config, self.privacy, self.guard, routes)
         judge = Judge(self.config, self.fleet, self.recorder, self.privacy) if self.config.verify.judge else None
         self.cascade = Cascade(self.config, self.fleet, self.router, self.recorder, privacy=self.privacy, guard=self.guard,

@@ -78,6 +78,8 @@ class Router:
         step.notes.append(f"learned route {route.cluster} ({route.name}): {moved}: {route.evidence}")
         if route.examples is not None:
             step.examples = (route.start, route.examples)
+        if route.model is not None:
+            step.start_model = (route.start, route.model)
         return route.start
 
     def _risk_tier(self, step: Step, start: str) -> str:
@@ -115,6 +117,13 @@ class Router:
     @staticmethod
     def _same_model(a: ModelSpec, b: ModelSpec) -> bool:
         return (a.stands_in_for or a.name) == (b.stands_in_for or b.name)
+
+    def model_for(self, step: Step, tier: str) -> ModelSpec:
+        """The model a step's attempt on ``tier`` runs on: the tier's own, or the fine-tuned model its
+        learned route starts on (only on that tier: escalating goes to the next tier's own model)."""
+        if step.start_model is not None and step.start_model[0] == tier:
+            return self.config.models[step.start_model[1]]
+        return self.config.tier_model(tier)
 
     def escalate_from(self, tier: str, tried: list[ModelSpec], min_context: int = 0) -> str | None:
         """Next tier up whose model has not answered this step yet (a stand-in is the same model) and,

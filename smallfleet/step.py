@@ -168,6 +168,7 @@ class Step:
     prompt_floor: int = -1  # a lower bound on the prompt's tokens, from its size (-1: not measured yet)
     capture: bool | None = None  # False: the client opted this step out of capture (x-smallfleet-capture: off)
     examples: tuple[str, dict[str, Any]] | None = None  # (tier, worked-examples message) from a learned route
+    start_model: tuple[str, str] | None = None  # (tier, fleet model) a learned route starts on instead of the tier's own
 
     @property
     def privacy_key(self) -> str:

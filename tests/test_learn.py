@@ -405,3 +405,35 @@ def replace_policy(p: Any, name: str) -> Any:
     from dataclasses import replace
 
     return replace(p, policy=name)
+
+
+def test_a_route_may_start_a_cluster_on_a_fine_tuned_model(scripted_gateway, tmp_path: Path) -> None:
+    from smallfleet.learn.table import build_table
+
+    clusters = cluster_traces(workload())
+    money = next(c for c in clusters if "dollars" in c.name)
+    plain = {"tier": "small", "clusters": [{"id": money.id, "replayed": 40, "agreement": 0.6, "ci_low": 0.45, "ci_high": 0.74}]}
+    tuned = {"tier": "small", "model_variant": "small-tuned", "clusters": [
+        {"id": money.id, "replayed": 40, "agreement": 1.0, "ci_low": 0.91, "ci_high": 1.0}]}
+    tiers = ("small", "large", "frontier")
+    (up,) = build_table(clusters, [plain, tuned], tiers, target=0.9)["routes"]  # the tuned model is not in the fleet
+    assert up["start"] == "large" and up["model"] is None  # so only the plain replay counts: the small tier falls short
+    table = build_table(clusters, [plain, tuned], tiers, target=0.9, models={"small-tuned"})
+    (route,) = table["routes"]
+    assert route["model"] == "small-tuned" and route["start"] == "small" and "small (small-tuned) agreed" in route["evidence"]
+    routes = tmp_path / "routes.json"
+    routes.write_bytes(orjson.dumps(table, option=orjson.OPT_NON_STR_KEYS))
+    extra = (f'\n[learn]\nroutes = "{routes}"\n[routing.tool_choice]\nstart = "large"\n'
+             '[models.small-tuned]\npath = "package:smollm2-135m"\ntier = "small"\n')
+    gw = scripted_gateway(extra=extra, answer=lambda req: {"tool_calls": call("convert", amount=40, to="EUR")["tool_calls"]})
+    r = httpx.post(gw.base + "/v1/chat/completions", timeout=30, json={"model": "auto", "messages": [
+        SYSTEM, {"role": "user", "content": "How much is 40 US dollars in euros today?"}], "tools": TOOLS})
+    assert r.headers["x-smallfleet-model"] == "small-tuned" and r.headers["x-smallfleet-tier"] == "small"
+    assert len(gw.backends["small-tuned"].calls) == 1 and not gw.backends[gw.cfg.tier_model("small").name].calls
+    bad = tmp_path / "bad.json"  # a table naming a model this fleet lacks is refused, saying which
+    bad.write_bytes(orjson.dumps(table, option=orjson.OPT_NON_STR_KEYS))
+    from smallfleet.errors import ConfigError
+    from smallfleet.learn.table import RouteTable
+
+    with pytest.raises(ConfigError, match="'small-tuned', which is not in the fleet"):
+        RouteTable(bad, tiers, {"other"})

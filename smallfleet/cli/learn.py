@@ -194,7 +194,7 @@ def learn_apply(ctx: click.Context, store: str | None, target: float, min_steps:
                           hint="run `smallfleet learn replay --tier small` again after `learn clusters`")
     if not replays:
         raise ConfigError("no replays in the store.", hint="run `smallfleet learn replay --tier small` first")
-    table = build_table(clusters, replays, cfg.tiers, target=target, min_steps=min_steps)
+    table = build_table(clusters, replays, cfg.tiers, target=target, min_steps=min_steps, models=cfg.models)
     table["store"] = str(st.path)
     path = out_file or cfg.learn.routes_path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,16 +390,23 @@ def learn_finetune(ctx: click.Context, cluster: str, store: str | None, tier: st
     console.print(f"[green]wrote {res.adapter}[/] ({res.pairs} matrices adapted, {res.examples} examples, {res.seconds:.0f} s)")
     name = f"{spec.name}+{cluster}"
     if replay and held:
-        _confirm(ctx, spec, name, res.adapter, held, clusters[cluster])
+        tuned = _confirm(ctx, spec, name, res.adapter, held, clusters[cluster])
+        st = open_store(ctx, store)
+        try:  # learn apply may start the cluster on this model once it is in the fleet and its replay qualifies
+            got = st.get_learned("clusters")
+            st.put_learned(f"replay:{name}:lora", {**tuned.to_json(), "model_variant": name,
+                                                   "clusters_at": got[0] if got else None})
+        finally:
+            st.close()
     elif replay:
         console.print("[yellow]no held-out steps to replay (the cluster is too small for --split); gain not measured[/]")
     out.print(f'\nTo serve it, add to your smallfleet.toml:\n\n[models."{name}"]\npath = "{spec.location}"\n'
               f'lora = ["{res.adapter}"]\ntier = "{spec.tier}"\nprice_in = {spec.price_in}\nprice_out = {spec.price_out}\n'
-              f'\nand send steps of {cluster} with model = "{name}" (learned routes name tiers, not adapters, for now).',
+              f'\nThen `smallfleet learn apply` may start {cluster} on it: only where its held-out replay reaches the target.',
               markup=False, highlight=False)
 
 
-def _confirm(ctx: click.Context, spec: Any, name: str, adapter: Path, held: list[Any], cluster: Any) -> None:
+def _confirm(ctx: click.Context, spec: Any, name: str, adapter: Path, held: list[Any], cluster: Any) -> Any:
     """Replay the held-out steps on the base model and on base + adapter."""
     from ..engine import Engine
     from ..learn.clusters import Cluster
@@ -422,3 +429,4 @@ def _confirm(ctx: click.Context, spec: Any, name: str, adapter: Path, held: list
     a, b = plain.overall["agreement"] or 0.0, tuned_rep.overall["agreement"] or 0.0
     out.print(f"held-out steps of {cluster.id}: {spec.name} agrees on {a:.0%}, with the adapter {b:.0%} "
               f"({(b - a) * 100:+.0f} points, {len(held)} steps)")
+    return tuned_rep

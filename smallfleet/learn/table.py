@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ class Route:
     start: str
     evidence: str  # in words, for x-smallfleet-reason
     examples: dict[str, Any] | None = None  # the worked-examples system message for the start tier, if it needs one
+    model: str | None = None  # a fleet model of that tier to start on instead of the tier's own (a fine-tuned one)
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,14 @@ class Decision:
     start: str | None
     why: str
     examples: tuple[str, ...] = ()  # worked examples the start tier needs (few-shot replays)
+    model: str | None = None  # the fine-tuned model whose replays earned the route
 
 
 def decide(cluster: Cluster, replays: Mapping[str, Sequence[Mapping[str, Any]]], tiers: Sequence[str], target: float,
            min_steps: int) -> Decision:
     """Where one cluster starts, from its replays per tier (``tier -> [cluster replay, ...]``, one per
-    variant: the plain prompt, or with worked examples). The plain prompt wins a tie."""
+    variant: the plain prompt, with worked examples, or a fine-tuned model of the tier). The plain
+    prompt wins a tie, then worked examples, then a fine-tuned model."""
     failed: list[tuple[str, Mapping[str, Any]]] = []
     for tier in tiers:
         judged = [r for r in replays.get(tier, ()) if r.get("replayed", 0) >= min_steps]
@@ -65,11 +68,12 @@ def decide(cluster: Cluster, replays: Mapping[str, Sequence[Mapping[str, Any]]],
             continue
         good = [r for r in judged if r["ci_low"] >= target]
         if good:
-            r = min(good, key=lambda r: (r.get("few_shot", 0), -r["ci_low"]))
+            r = min(good, key=lambda r: (bool(r.get("model")), r.get("few_shot", 0), -r["ci_low"]))
             shots = f" with {r['few_shot']} worked examples" if r.get("few_shot") else ""
-            return Decision(tier, f"{tier}{shots} agreed on {r['agreement']:.0%} of {r['replayed']} replayed steps "
+            who = f"{tier} ({r['model']})" if r.get("model") else tier
+            return Decision(tier, f"{who}{shots} agreed on {r['agreement']:.0%} of {r['replayed']} replayed steps "
                                   f"(95% lower bound {r['ci_low']:.0%} >= {target:.0%})",
-                            tuple(r.get("examples") or ()) if shots else ())
+                            tuple(r.get("examples") or ()) if shots else (), r.get("model") or None)
         if all(r["ci_high"] < target for r in judged):  # shown to fall short, not merely not shown to hold
             failed.append((tier, max(judged, key=lambda r: r["ci_high"])))
     if failed:
@@ -82,12 +86,18 @@ def decide(cluster: Cluster, replays: Mapping[str, Sequence[Mapping[str, Any]]],
 
 
 def build_table(clusters: Sequence[Cluster], replays: Sequence[Mapping[str, Any]], tiers: Sequence[str], *,
-                target: float = 0.95, min_steps: int = 20) -> dict[str, Any]:
-    """The routing table (a JSON-able dict) from clusters and replay reports (``ReplayReport.to_json()``)."""
+                target: float = 0.95, min_steps: int = 20, models: Collection[str] | None = None) -> dict[str, Any]:
+    """The routing table (a JSON-able dict) from clusters and replay reports (``ReplayReport.to_json()``).
+
+    A replay of a fine-tuned model (``"model"`` in the report) counts only when ``models`` (the fleet's
+    names) holds it: a route may not start on a model the gateway cannot load."""
     per: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for rep in replays:
+        if rep.get("model_variant") and (models is None or rep["model_variant"] not in models):
+            continue
         for c in rep.get("clusters", []):
-            entry = {**c, "few_shot": rep.get("few_shot", 0), "examples": (rep.get("examples") or {}).get(c["id"], [])}
+            entry = {**c, "few_shot": rep.get("few_shot", 0), "examples": (rep.get("examples") or {}).get(c["id"], []),
+                     "model": rep.get("model_variant")}
             per.setdefault(c["id"], {}).setdefault(rep["tier"], []).append(entry)
     routes, undecided = [], []
     for c in clusters:
@@ -96,7 +106,7 @@ def build_table(clusters: Sequence[Cluster], replays: Sequence[Mapping[str, Any]
             undecided.append({"cluster": c.id, "name": c.name, "why": d.why})
             continue
         routes.append({"cluster": c.id, "name": c.name, "kind": c.kind, "signature": c.signature, "start": d.start,
-                       "evidence": d.why, "examples": list(d.examples), "centroid": c.centroid})
+                       "evidence": d.why, "examples": list(d.examples), "model": d.model, "centroid": c.centroid})
     return {"version": VERSION, "created": time.time(), "target": target, "min_steps": min_steps, "routes": routes,
             "undecided": undecided}
 
@@ -123,9 +133,10 @@ def shadow_replays(clusters: Sequence[Cluster], shadows: Sequence[Mapping[str, A
 class RouteTable:
     """The learned routes of a table file, re-read when the file changes."""
 
-    def __init__(self, path: Path, tiers: Sequence[str]) -> None:
+    def __init__(self, path: Path, tiers: Sequence[str], models: Collection[str] | None = None) -> None:
         self.path = path
         self.tiers = tuple(tiers)
+        self.models = set(models) if models is not None else None
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._next_check = 0.0
@@ -157,10 +168,15 @@ class RouteTable:
                     raise ConfigError(f"routing table {self.path}: cluster {r['cluster']} starts on {r['start']!r}, "
                                       f"not a tier of this fleet ({', '.join(self.tiers)}).",
                                       hint="run `smallfleet learn apply` with this configuration")
+                model = r.get("model") or None
+                if model is not None and self.models is not None and model not in self.models:
+                    raise ConfigError(f"routing table {self.path}: cluster {r['cluster']} starts on the model {model!r}, "
+                                      "which is not in the fleet.",
+                                      hint=f'add [models."{model}"] (as `smallfleet learn finetune` printed it), or apply again')
                 entries.append(Entry(r["cluster"], r["signature"], {int(k): float(v) for k, v in r["centroid"].items()}))
                 shots = r.get("examples") or []
                 routes[r["cluster"]] = Route(r["cluster"], r["name"], r["start"], r["evidence"],
-                                             examples_message([str(x) for x in shots]) if shots else None)
+                                             examples_message([str(x) for x in shots]) if shots else None, model)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
             raise ConfigError(f"routing table {self.path} is not a table written by `smallfleet learn apply` ({e}).",
                               hint="write it again with `smallfleet learn apply`, or remove it") from None
