@@ -83,10 +83,7 @@ class Trace:
         """A copy with personal data replaced by placeholders, one vault for the request, every attempt
         and the final answer, so ``<PERSON_1>`` is the same person wherever it appears."""
         answers = [a.message for a in self.attempts if a.message is not None]
-        # independent copies: the final answer is often the last attempt's message itself, and a
-        # message redacted twice turns its placeholders into <LITERAL_n>
-        messages = orjson.loads(orjson.dumps([*self.request.get("messages", []), *answers, self.final]))
-        red, _ = pz.redact_messages(messages)
+        red, _ = pz.redact_messages([*self.request.get("messages", []), *answers, self.final])
         n = len(self.request.get("messages", []))
         it = iter(red[n:n + len(answers)])
         attempts = [replace(a, message=next(it) if a.message is not None else None,

@@ -138,7 +138,9 @@ class Pseudonymizer:
     def redact_messages(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         """A redacted deep copy of chat messages (content, text parts, tool-call arguments) and the entity count."""
         count = 0
-        out = copy.deepcopy(messages)
+        # independent copies (deepcopy keeps aliases: a message passed twice would be redacted twice and
+        # its placeholders turned into <LITERAL_n>)
+        out: list[dict[str, Any]] = orjson.loads(orjson.dumps(messages))
         # One batched detection for every text in the conversation (one spaCy pass, cached per text).
         texts: list[str] = []
         for m in out:
