@@ -182,22 +182,21 @@ def test_learn_cli_clusters_and_replay(tmp_path: Path, monkeypatch: pytest.Monke
 def test_decide_moves_down_only_with_evidence() -> None:
     from smallfleet.learn.table import UNDECIDED, Decision, decide
 
-    c = cluster_traces(workload())[0]
     tiers = ("small", "large", "frontier")
     good = {"replayed": 60, "agreement": 1.0, "ci_low": 0.94, "ci_high": 1.0}
     poor = {"replayed": 60, "agreement": 0.5, "ci_low": 0.37, "ci_high": 0.63}
-    assert decide(c, {"small": [good]}, tiers, 0.9, 20).start == "small"
+    assert decide({"small": [good]}, tiers, 0.9, 20).start == "small"
     # 60 of 60: not shown to reach 95 %, nor shown to miss it: no route either way
-    assert decide(c, {"small": [good]}, tiers, 0.95, 20) == Decision(None, UNDECIDED)
-    assert decide(c, {"small": [poor]}, tiers, 0.9, 20) == Decision("large", "small agreed on only 50% of 60 replayed "
+    assert decide({"small": [good]}, tiers, 0.95, 20) == Decision(None, UNDECIDED)
+    assert decide({"small": [poor]}, tiers, 0.9, 20) == Decision("large", "small agreed on only 50% of 60 replayed "
                                                                               "steps (95% upper bound 63% < 90%)")
-    assert decide(c, {"small": [poor], "large": [good]}, tiers, 0.9, 20).start == "large"
-    assert decide(c, {"small": [{**good, "replayed": 19}]}, tiers, 0.9, 20) == Decision(None, UNDECIDED)
+    assert decide({"small": [poor], "large": [good]}, tiers, 0.9, 20).start == "large"
+    assert decide({"small": [{**good, "replayed": 19}]}, tiers, 0.9, 20) == Decision(None, UNDECIDED)
     # worked examples that lift the small tier over the target keep the step there, and go with the route
     shots = {**good, "few_shot": 2, "examples": ["Request: a\nAnswer: b", "Request: c\nAnswer: d"]}
-    d = decide(c, {"small": [poor, shots]}, tiers, 0.9, 20)
+    d = decide({"small": [poor, shots]}, tiers, 0.9, 20)
     assert d.start == "small" and "with 2 worked examples" in d.why and d.examples == tuple(shots["examples"])
-    assert decide(c, {"small": [good, shots]}, tiers, 0.9, 20).examples == ()  # the plain prompt wins a tie
+    assert decide({"small": [good, shots]}, tiers, 0.9, 20).examples == ()  # the plain prompt wins a tie
 
 
 def test_the_gateway_follows_the_learned_table(scripted_gateway, tmp_path: Path) -> None:

@@ -78,10 +78,19 @@ def simulate(traces: Sequence[Trace], replays: Mapping[str, Mapping[str, Any]], 
 
 def _table_small(learn: Sequence[Trace], replays: Mapping[str, Mapping[str, Any]], cluster_of: Mapping[str, str],
                  target: float, min_steps: int) -> set[str]:
+    """The clusters `learn apply`'s rule (table.decide) starts on the cheap tier, judged on ``learn`` only."""
+    from .table import decide
+
     votes: dict[str, list[bool]] = {}
     for t in learn:
         votes.setdefault(cluster_of.get(t.id, ""), []).append(bool(replays[t.id]["agree"]))
-    return {c for c, v in votes.items() if c and len(v) >= min_steps and wilson(sum(v), len(v))[0] >= target}
+    small = set()
+    for c, v in votes.items():
+        lo, hi = wilson(sum(v), len(v))
+        row = {"replayed": len(v), "agreement": sum(v) / len(v), "ci_low": lo, "ci_high": hi}
+        if c and decide({"cheap": [row]}, ("cheap", "top"), target, min_steps).start == "cheap":
+            small.add(c)
+    return small
 
 
 def _in_clusters(cluster_of: Mapping[str, str], small: set[str]) -> Callable[[Trace], bool]:

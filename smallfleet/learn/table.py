@@ -56,7 +56,7 @@ class Decision:
     model: str | None = None  # the fine-tuned model whose replays earned the route
 
 
-def decide(cluster: Cluster, replays: Mapping[str, Sequence[Mapping[str, Any]]], tiers: Sequence[str], target: float,
+def decide(replays: Mapping[str, Sequence[Mapping[str, Any]]], tiers: Sequence[str], target: float,
            min_steps: int) -> Decision:
     """Where one cluster starts, from its replays per tier (``tier -> [cluster replay, ...]``, one per
     variant: the plain prompt, with worked examples, or a fine-tuned model of the tier). The plain
@@ -101,7 +101,7 @@ def build_table(clusters: Sequence[Cluster], replays: Sequence[Mapping[str, Any]
             per.setdefault(c["id"], {}).setdefault(rep["tier"], []).append(entry)
     routes, undecided = [], []
     for c in clusters:
-        d = decide(c, per.get(c.id, {}), tiers, target, min_steps)
+        d = decide(per.get(c.id, {}), tiers, target, min_steps)
         if d.start is None:
             undecided.append({"cluster": c.id, "name": c.name, "why": d.why})
             continue
