@@ -18,6 +18,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from ..config import CaptureSettings
+from ..privacy.guard import PrivacyGuard, PrivacySettings
 from ..privacy.pseudonymize import Pseudonymizer
 from ..privacy.vault import Vault
 from .store import TraceStore
@@ -50,13 +51,14 @@ class Capturer:
         self.captured = 0
         self.dropped = 0
         self._q: queue.Queue[Trace | None] = queue.Queue(maxsize=settings.queue)
-        self._vaults: OrderedDict[str, Vault] = OrderedDict()  # per conversation: one person, one placeholder
+        # vaults per conversation (one person, one placeholder), least recently used dropped past 1024: the
+        # privacy guard's own map, apart from the gateway's
+        self._privacy = PrivacyGuard(PrivacySettings(max_sessions=1024), detector)
         self._next_purge = 0.0
         # feedback that arrived while its step was still queued: applied when the step is written
         self._queued: dict[str, int] = {}  # step ids and conversations in the queue
         self._pending: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
-        self._vault_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="smallfleet-capture", daemon=True)
         self._thread.start()
 
@@ -103,18 +105,7 @@ class Capturer:
         return msg, pz.redact(text).text
 
     def _vault(self, conversation: str) -> Vault:
-        with self._vault_lock:
-            return self._vault_locked(conversation)
-
-    def _vault_locked(self, conversation: str) -> Vault:
-        v = self._vaults.get(conversation)
-        if v is None:
-            v = self._vaults[conversation] = Vault()
-            while len(self._vaults) > 1024:
-                self._vaults.popitem(last=False)
-        else:
-            self._vaults.move_to_end(conversation)
-        return v
+        return self._privacy.vault_for(conversation)
 
     def _run(self) -> None:
         while True:

@@ -26,13 +26,12 @@ import numpy as np
 from ..capture.store import TraceStore
 from ..capture.trace import Trace, task_text
 from ..retrieval.terms import STOPWORDS
-from .match import term_vector
+from .match import PLACEHOLDER, term_vector
 
 MIN_SILHOUETTE = 0.12  # below this a split is noise: measured on one-task groups it stays under 0.08
 MAX_K = 8
 MIN_CLUSTER = 5  # a group smaller than twice this is not split
 _TERM = re.compile(r"[a-z][a-z0-9_'-]{2,}")
-_PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
 
 
 @dataclass
@@ -59,7 +58,7 @@ class Cluster:
 def _terms(texts: Sequence[str]) -> Counter[str]:
     c: Counter[str] = Counter()
     for t in texts:
-        c.update(set(w for w in _TERM.findall(_PLACEHOLDER.sub(" ", t).lower()) if w not in STOPWORDS))
+        c.update(set(w for w in _TERM.findall(PLACEHOLDER.sub(" ", t).lower()) if w not in STOPWORDS))
     return c
 
 

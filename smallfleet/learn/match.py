@@ -20,12 +20,12 @@ from ..retrieval.terms import STOPWORDS
 
 DIM = 1 << 16
 _WORD = re.compile(r"[a-z0-9]+")
-_PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
+PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")  # a pseudonymised value: not a word of the task
 
 
 def term_vector(text: str, max_words: int = 400) -> dict[int, float]:
     """Hashed words (and word pairs) of ``text``, unit length; only the first ``max_words`` words count."""
-    words = [w for w in _WORD.findall(_PLACEHOLDER.sub(" ", text[:8000]).lower()) if w not in STOPWORDS][:max_words]
+    words = [w for w in _WORD.findall(PLACEHOLDER.sub(" ", text[:8000]).lower()) if w not in STOPWORDS][:max_words]
     c: Counter[int] = Counter(zlib.crc32(w.encode()) % DIM for w in words)
     c.update(zlib.crc32(f"{a} {b}".encode()) % DIM for a, b in pairwise(words))
     norm = math.sqrt(sum(v * v for v in c.values())) or 1.0
