@@ -3,25 +3,31 @@
 1. Capture: the agent-loop benchmark (bench/agents.py) runs its workloads through ``smallfleet serve``
    on the large tier only (``--configs large``), with ``[capture]`` on: every step of every agent loop,
    the large model's answer taken as the accepted one, pseudonymised into an encrypted trace store.
-   (``--store PATH`` reuses a store captured before and skips this.)
-2. Curate and cluster (smallfleet.capture.curate, smallfleet.learn.cluster_traces).
-3. Replay every curated step on the small tier through the engine, plain and with ``--few-shot K``
-   worked examples of its cluster; compare with the accepted answer.
-4. Split by time: routing is learned on the first ``--split`` of the steps and judged on the rest —
-   all-top, the hand-set ``[routing]`` policy (every kind starts small), the learned table at
-   ``--target``, the learned estimator, and the table with few-shot routes. Reported: the share of
-   steps started on the small tier and the agreement with the large model's answers (an answer that
-   fails its checks escalates, as in the cascade), cost against all-top, and the few-shot gain on the
-   small tier's clusters (the same steps, plain vs with examples).
+   BFCL multi-turn runs ``--bfcl`` tasks (12 by default, more than agents.py's 3, for more traffic that
+   is not the demo). ``--store PATH`` reuses a store captured before and skips this.
+2. Curate, then split by time: the first ``--split`` of the steps (oldest first) is what routing learns
+   from, the rest is held back. Clusters are made from the learning part only; a held-back step joins
+   the cluster the gateway's route matcher (smallfleet.learn.match) gives it, or none.
+3. Replay every step on the small tier through the engine: plain, and with ``--few-shot K`` worked
+   examples of its cluster taken from the learning part only; optionally (``--lora-steps`` > 0) with a
+   LoRA adapter trained on the first half of one cluster's learning part (the cluster where the plain
+   replay disagreed most), replayed on the rest of that cluster. Each answer is compared with the
+   accepted one.
+4. Judge on the held-back part: all-top, all-small, the hand-set ``[routing]`` policy, the learned table
+   at several targets (table.decide on the learning part's replays), the learned estimator, and the
+   table at ``--target`` when a cluster may also start small with worked examples or the adapter.
+   Reported: the share of steps started small and the agreement with the large model's answers (an
+   answer that fails its checks escalates, as in the cascade), cost against all-top, the few-shot and
+   LoRA gains on the same steps.
 5. Replay speed on long prompts: the replayed steps whose prompts hold at least ``--long-tokens``
    tokens, their wall time (goal: 100 steps of 5k-token prompts in 10 minutes).
 
 Goals (issue #16): >= 70 % of steps on the small tier at >= 95 % agreement on the held-back part;
-few-shot raises the small tier's agreement on its clusters by >= 10 points.
+few-shot or LoRA raises the small tier's agreement on its clusters by >= 10 points.
 
     python bench/learn.py                                   # capture (agents.py, ~40 min) + the rest
     python bench/learn.py --store /tmp/learn/traces.db      # reuse a captured store
-    python bench/learn.py --workloads suite --limit 10 --sample 40   # a quick look
+    python bench/learn.py --workloads suite --limit 10 --bfcl multi_turn_base_100 --lora-steps 0   # a quick look
 
 Writes bench/results/learn.json and bench/results/learn.png (agreement against the small tier's share).
 """
@@ -39,10 +45,12 @@ from typing import Any
 
 from _common import RESULTS, ROOT, environment, parser, write_json
 
+BFCL = ",".join(f"multi_turn_base_{i}" for i in (100, 132, 115, 0, 12, 25, 37, 50, 62, 75, 87, 150))
 
-def capture(store: Path, workloads: str, limit: int | None) -> None:
+
+def capture(store: Path, workloads: str, limit: int | None, bfcl: str) -> None:
     env = {**os.environ, "SMALLFLEET_CAPTURE": "on", "SMALLFLEET_TRACES": str(store)}
-    cmd = [sys.executable, str(ROOT / "bench" / "agents.py"), "--configs", "large", "--workloads", workloads,
+    cmd = [sys.executable, str(ROOT / "bench" / "agents.py"), "--configs", "large", "--workloads", workloads, "--bfcl", bfcl,
            "--json", str(store.with_name("agents_large.json")), "--plot", str(store.with_name("agents_large.png"))]
     if limit:
         cmd += ["--limit", str(limit)]
@@ -50,37 +58,94 @@ def capture(store: Path, workloads: str, limit: int | None) -> None:
     subprocess.run(cmd, env=env, check=True)
 
 
-async def replays(cfg: Any, traces: list[Any], clusters: list[Any], few_shot: int, sample: int | None) -> tuple[Any, Any]:
-    from smallfleet.engine import Engine
-    from smallfleet.learn.replay import replay
+def assign(clusters: list[Any], traces: list[Any]) -> dict[str, str]:
+    """Trace id -> cluster id: the clusters' own members, every other step by the gateway's route matcher."""
+    from smallfleet.capture.trace import task_text
+    from smallfleet.learn.match import Entry, Matcher
 
-    eng = Engine(replace(cfg, capture=replace(cfg.capture, enabled=False)), ledger=False)
-    small = cfg.tier_model(cfg.tiers[0]).name
+    of = {tid: c.id for c in clusters for tid in c.members}
+    m = Matcher(Entry(c.id, c.signature, c.centroid) for c in clusters)
+    for t in traces:
+        if t.id not in of and (cid := m.match(t.signature, task_text(t.request))) is not None:
+            of[t.id] = cid
+    return of
+
+
+def _progress(label: str) -> Any:
     t0 = time.monotonic()
+    print(label, flush=True)
 
     def progress(i: int, n: int, s: Any) -> None:
         if i % 10 == 0 or i == n:
             print(f"  {i}/{n} replayed, {time.monotonic() - t0:.0f} s", flush=True)
+    return progress
 
+
+async def replays(cfg: Any, traces: list[Any], clusters: list[Any], learned: list[str], learn_ids: set[str],
+                  few_shot: int, extra: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    from smallfleet.engine import Engine
+    from smallfleet.learn.replay import replay
+
+    eng = Engine(replace(cfg, models={**cfg.models, **(extra or {})}, capture=replace(cfg.capture, enabled=False)), ledger=False)
+    small = cfg.tier_model(cfg.tiers[0]).name
     try:
-        print(f"replaying on {small}, plain", flush=True)
-        plain = await replay(eng, traces, clusters, small, sample=sample, progress=progress)
-        t0 = time.monotonic()
-        print(f"replaying on {small}, {few_shot} worked examples", flush=True)
-        shots = await replay(eng, traces, clusters, small, sample=sample, few_shot=few_shot, progress=progress)
+        plain = await replay(eng, traces, clusters, small, min_steps=1, progress=_progress(f"replaying on {small}, plain"))
+        shots = await replay(eng, traces, clusters, small, only=learned, min_steps=1, few_shot=few_shot, examples_from=learn_ids,
+                             progress=_progress(f"replaying on {small}, {few_shot} worked examples from the learning part"))
     finally:
         await eng.aclose()
     return plain, shots
 
 
+def lora(cfg: Any, traces: list[Any], cluster: Any, train: list[Any], judged: list[Any], steps: int, work: Path) -> tuple[Any, Any]:
+    """Train an adapter on ``train`` and replay ``judged`` with it (on the small model with the adapter)."""
+    from smallfleet.engine import Engine
+    from smallfleet.learn.clusters import Cluster
+    from smallfleet.learn.finetune import finetune
+    from smallfleet.learn.replay import replay
+    from smallfleet.models.llamacpp import resolve_location
+
+    spec = cfg.tier_model(cfg.tiers[0])
+    base = resolve_location(spec)
+    print(f"LoRA: training on {len(train)} steps of {cluster.id} ({cluster.name}), {steps} steps", flush=True)
+
+    def progress(step: int, loss: float) -> None:
+        if step == 1 or step % 10 == 0 or step == steps:
+            print(f"  step {step}/{steps}: loss {loss:.4f}", flush=True)
+
+    res = finetune(train, base, work / f"{spec.name}-{cluster.id}.gguf", steps=steps, threads=spec.threads, progress=progress)
+    name = f"{spec.name}+{cluster.id}"
+    tuned = replace(spec, name=name, lora=(*spec.lora, str(res.adapter)))
+    only = [Cluster(id=cluster.id, kind=cluster.kind, signature=cluster.signature, name=cluster.name, tools=cluster.tools,
+                    terms=cluster.terms, size=len(judged), members=[t.id for t in judged])]
+    eng = Engine(replace(cfg, models={**cfg.models, name: tuned}, capture=replace(cfg.capture, enabled=False)), ledger=False)
+
+    async def go() -> Any:
+        try:
+            return await replay(eng, judged, only, name, min_steps=1, progress=_progress(f"replaying {len(judged)} steps on {name}"))
+        finally:
+            await eng.aclose()
+    return res, asyncio.run(go())
+
+
+def _rows(rep: Any) -> dict[str, dict[str, Any]]:
+    return {s.id: {"agree": s.agree, "passed": s.passed, "cost_usd": s.cost_usd} for s in rep.steps}
+
+
+def _agree(rows: dict[str, dict[str, Any]], ids: list[str]) -> float | None:
+    return sum(bool(rows[i]["agree"]) for i in ids) / len(ids) if ids else None
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--store", help="a trace store captured before (skips the capture)")
-    ap.add_argument("--workdir", default="/tmp/smallfleet-learn", help="where the capture's store goes")
+    ap.add_argument("--workdir", default="/tmp/smallfleet-learn", help="where the capture's store and the adapter go")
     ap.add_argument("--workloads", default="suite,inbox,bfcl,agentdojo", help="agents.py workloads to capture")
     ap.add_argument("--limit", type=int, default=None, help="only the first N tasks of suite and inbox (capture)")
-    ap.add_argument("--sample", type=int, default=None, help="replay at most N steps (whole conversations)")
+    ap.add_argument("--bfcl", default=BFCL, help="BFCL multi-turn base task ids to capture")
     ap.add_argument("--few-shot", type=int, default=3, help="worked examples per step in the few-shot replay")
+    ap.add_argument("--lora-steps", type=int, default=60, help="training steps of the LoRA adapter (0: no LoRA)")
+    ap.add_argument("--lora-cluster", default="", help="the cluster to train on (default: most plain disagreements)")
     ap.add_argument("--split", type=float, default=0.7, help="share of steps (oldest first) routing learns from")
     ap.add_argument("--target", type=float, default=0.95, help="agreement the table's lower bound must reach")
     ap.add_argument("--min-steps", type=int, default=20, help="steps a cluster needs before the table judges it")
@@ -92,64 +157,85 @@ def main() -> None:
     from smallfleet.capture import TraceStore, curate
     from smallfleet.config import load_config
     from smallfleet.learn import cluster_traces
-    from smallfleet.learn.report import compare_policies, plot, simulate
+    from smallfleet.learn.clusters import Cluster
+    from smallfleet.learn.report import Variant, compare_policies, plot, split_by_time, table_variants
 
     t_start = time.monotonic()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
     if args.store:
         store_path = Path(args.store)
     else:
-        work = Path(args.workdir)
-        work.mkdir(parents=True, exist_ok=True)
         store_path = work / "traces.db"
-        capture(store_path, args.workloads, args.limit)
+        capture(store_path, args.workloads, args.limit, args.bfcl)
     st = TraceStore(store_path)
     cur = curate(st.iter())
     st.close()
     traces = cur.kept
-    print(f"{len(traces)} curated steps (dropped: {dict(cur.dropped)})", flush=True)
-    clusters = cluster_traces(traces)
-    print(f"{len(clusters)} clusters", flush=True)
+    learn, held = split_by_time(traces, args.split)
+    learn_ids = {t.id for t in learn}
+    print(f"{len(traces)} curated steps (dropped: {dict(cur.dropped)}); learning from {len(learn)}, {len(held)} held back",
+          flush=True)
+    clusters = cluster_traces(learn)
+    cluster_of = assign(clusters, traces)
+    unmatched = [t.id for t in held if t.id not in cluster_of]
+    print(f"{len(clusters)} clusters from the learning part; {len(held) - len(unmatched)} held-back steps matched one, "
+          f"{len(unmatched)} none", flush=True)
+    members: dict[str, list[str]] = {}
+    for t in sorted(traces, key=lambda t: (t.ts, t.id)):
+        if t.id in cluster_of:
+            members.setdefault(cluster_of[t.id], []).append(t.id)
+    rclusters = [replace(c, members=members.get(c.id, []), size=len(members.get(c.id, []))) for c in clusters]
+    if unmatched:
+        rclusters.append(Cluster(id="none", kind="", signature="", name="(no learned cluster)", tools=[], terms=[],
+                                 size=len(unmatched), members=unmatched))
     cfg = load_config(None, env={k: v for k, v in os.environ.items() if k != "SMALLFLEET_CONFIG"})
-    plain, shots = asyncio.run(replays(cfg, traces, clusters, args.few_shot, args.sample))
-    cluster_of = {tid: c.id for c in clusters for tid in c.members}
+    plain, shots = asyncio.run(replays(cfg, traces, rclusters, [c.id for c in clusters], learn_ids, args.few_shot))
+    rp, rs = _rows(plain), _rows(shots)
     by_id = {t.id: t for t in traces}
-    rp = {s.id: {"agree": s.agree, "passed": s.passed, "cost_usd": s.cost_usd} for s in plain.steps}
-    rs = {s.id: {"agree": s.agree, "passed": s.passed, "cost_usd": s.cost_usd} for s in shots.steps}
     small = cfg.tiers[0]
     rep = compare_policies([by_id[i] for i in rp], rp, cluster_of, lambda t: cfg.routing[_kind(t.kind)].start == small,
                            split=args.split, min_steps=args.min_steps)
-    # the table with few-shot routes: a cluster starts small where the plain replay or the few-shot one
-    # reaches the target on the learning part; its held-back steps are judged with the variant chosen
-    from smallfleet.learn.replay import wilson
-
-    held_ids = {p for p in rp} - set(sorted(rp, key=lambda i: (by_id[i].ts, i))[:rep.learn_steps])
-    learn_ids = set(rp) - held_ids
-
-    def qualifies(results: dict[str, dict[str, Any]], cid: str) -> bool:
-        v = [bool(results[i]["agree"]) for i in learn_ids if i in results and cluster_of.get(i) == cid]
-        return len(v) >= args.min_steps and wilson(sum(v), len(v))[0] >= args.target
-
-    variant: dict[str, dict[str, dict[str, Any]]] = {}
-    for c in clusters:
-        if qualifies(rp, c.id):
-            variant[c.id] = rp
-        elif qualifies(rs, c.id):
-            variant[c.id] = rs
-    held = [by_id[i] for i in held_ids if cluster_of.get(i) not in variant or i in variant[cluster_of[i]]]
-    mixed = {t.id: variant.get(cluster_of.get(t.id, ""), rp).get(t.id, rp[t.id]) for t in held}
-    fs_point = simulate(held, mixed, lambda t: cluster_of.get(t.id, "") in variant, f"table+fewshot@{args.target:g}")
+    assert rep.learn_steps == len(learn), "every curated step is replayed plain, so the split is the same"
+    variants = [Variant("plain", rp), Variant(f"fewshot{args.few_shot}", rs, few_shot=args.few_shot)]
+    fs_point, fs_chosen, fs_fallback = table_variants(learn, held, variants, cluster_of, args.target, args.min_steps,
+                                                      f"table+fewshot@{args.target:g}")
     rep.points.append(fs_point)
-    # few-shot gain: the same steps (those replayed both ways), per cluster and overall
+    # few-shot gain: the same steps (replayed both ways), per cluster and overall, learning and held-back parts
     both = [i for i in rs if i in rp]
     gain_rows = []
     for c in clusters:
         ids = [i for i in both if cluster_of.get(i) == c.id]
         if ids:
-            a = sum(rp[i]["agree"] for i in ids) / len(ids)
-            b = sum(rs[i]["agree"] for i in ids) / len(ids)
-            gain_rows.append({"cluster": c.id, "name": c.name, "steps": len(ids), "plain": a, "fewshot": b})
-    plain_all = sum(rp[i]["agree"] for i in both) / len(both) if both else None
-    shots_all = sum(rs[i]["agree"] for i in both) / len(both) if both else None
+            gain_rows.append({"cluster": c.id, "name": c.name, "steps": len(ids), "plain": _agree(rp, ids), "fewshot": _agree(rs, ids)})
+    fewshot_gain = {"steps": len(both), "plain": _agree(rp, both), "fewshot": _agree(rs, both), "clusters": gain_rows,
+                    "held_back": {"steps": len(h := [i for i in both if i not in learn_ids]), "plain": _agree(rp, h), "fewshot": _agree(rs, h)}}
+    # LoRA on one cluster
+    lora_out: dict[str, Any] | None = None
+    if args.lora_steps > 0:
+        def misses(c: Any) -> int:
+            return sum(1 for t in learn if cluster_of.get(t.id) == c.id and not rp[t.id]["agree"])
+        pick = next((c for c in clusters if c.id == args.lora_cluster), None) if args.lora_cluster else \
+            max(clusters, key=lambda c: (misses(c), c.size))
+        if pick is None:
+            raise SystemExit(f"no cluster {args.lora_cluster!r}")
+        cl = [t for t in learn if cluster_of.get(t.id) == pick.id]
+        train, judged = cl[: len(cl) // 2], cl[len(cl) // 2:] + [t for t in held if cluster_of.get(t.id) == pick.id]
+        res, tuned = lora(cfg, traces, pick, train, judged, args.lora_steps, work)
+        rl = _rows(tuned)
+        ids = [t.id for t in judged if t.id in rl]
+        hid = [i for i in ids if i not in learn_ids]
+        # the table may start this cluster on the adapter only with evidence from steps it did not train on
+        lvar = Variant(tuned.model, {i: v for i, v in rl.items()}, model=tuned.model)
+        trained = {t.id for t in train}
+        lp, l_chosen, _ = table_variants([t for t in learn if t.id not in trained], held, [*variants, lvar], cluster_of,
+                                         args.target, args.min_steps, f"table+fewshot+lora@{args.target:g}")
+        rep.points.append(lp)
+        lora_out = {"cluster": pick.id, "name": pick.name, "trained_on": len(train), "train_steps": res.steps,
+                    "train_seconds": res.seconds, "examples": res.examples, "final_loss": res.losses[-1] if res.losses else None,
+                    "judged": {"steps": len(ids), "plain": _agree(rp, ids), "lora": _agree(rl, ids)},
+                    "held_back": {"steps": len(hid), "plain": _agree(rp, hid), "lora": _agree(rl, hid)},
+                    "table_variant": l_chosen.get(pick.id), "replay_wall_s": tuned.wall_s}
     # replay speed on long prompts
     long_steps = [s for s in plain.steps if s.tokens_in >= args.long_tokens]
     secs = sum(s.latency_ms for s in long_steps) / 1000
@@ -157,17 +243,23 @@ def main() -> None:
     speed = {"steps": n_long, "mean_prompt_tokens": sum(s.tokens_in for s in long_steps) / n_long if n_long else None,
              "seconds": secs, "per_100_steps_min": secs / n_long * 100 / 60 if n_long else None}
     out = {"environment": environment(), "store": str(store_path), "curated": len(traces), "dropped": dict(cur.dropped),
-           "clusters": [c.summary() for c in clusters], "replay_plain": plain.overall, "replay_fewshot": shots.overall,
-           "few_shot": args.few_shot, "fewshot_gain": {"steps": len(both), "plain": plain_all, "fewshot": shots_all, "clusters": gain_rows},
+           "split": args.split, "learn_steps": len(learn), "held_steps": len(held), "held_unmatched": len(unmatched),
+           "clusters": [c.summary() for c in clusters],
+           "held_per_cluster": {c.id: sum(1 for t in held if cluster_of.get(t.id) == c.id) for c in clusters},
+           "replay_plain": plain.overall, "replay_fewshot": shots.overall, "few_shot": args.few_shot, "fewshot_gain": fewshot_gain,
+           "table_fewshot": {"chosen": fs_chosen, "held_judged_plain_instead": fs_fallback}, "lora": lora_out,
            "report": rep.to_json(), "long_prompt_replay": speed, "wall_s": time.monotonic() - t_start}
     write_json(args.json, out)
     plot(rep, args.plot)
     print(f"\nlearned on {rep.learn_steps} steps, judged on {rep.eval_steps} held back")
-    print(f"{'policy':<22} {'on small':>9} {'agreement':>10} {'cost vs top':>12}")
+    print(f"{'policy':<26} {'on small':>9} {'agreement':>10} {'cost vs top':>12}")
     for p in rep.points:
-        print(f"{p.policy:<22} {p.small_share:>9.0%} {p.agreement:>10.1%} {p.cost_share:>12.0%}")
+        print(f"{p.policy:<26} {p.small_share:>9.0%} {p.agreement:>10.1%} {p.cost_share:>12.0%}")
     if both:
-        print(f"few-shot ({args.few_shot} examples) on the same {len(both)} steps: {plain_all:.1%} -> {shots_all:.1%}")
+        print(f"few-shot ({args.few_shot} examples) on the same {len(both)} steps: {fewshot_gain['plain']:.1%} -> {fewshot_gain['fewshot']:.1%}")
+    if lora_out and lora_out["judged"]["steps"]:
+        j = lora_out["judged"]
+        print(f"LoRA on {lora_out['cluster']}: {j['steps']} steps it did not train on: {j['plain']:.1%} -> {j['lora']:.1%}")
     if long_steps:
         print(f"replay of {len(long_steps)} steps >= {args.long_tokens} prompt tokens: {speed['per_100_steps_min']:.1f} min per 100 steps")
     print(f"wrote {args.json}, {args.plot}")

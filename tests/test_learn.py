@@ -145,6 +145,13 @@ def test_replay_judges_each_cluster_with_an_interval(tmp_path: Path) -> None:
     m2 = next(c for c in shot.clusters if c.id == money.id)
     assert m2.agreement == 1.0 and m2.replayed == 10 and len(shot.examples[money.id]) == 2  # 2 examples, not replayed
     assert "Answer: {\"name\":\"convert\"" in shot.examples[money.id][0] and shot.to_json()["variant"] == "fewshot2"
+    # examples only from the steps a decision learns from: the rest never lends its answers
+    late = {t.id for t in sorted(traces, key=lambda t: t.ts)[-8:]}
+    early = [t.id for t in traces if t.id not in late]
+    only = asyncio.run(replay(scripted(tmp_path / "c", taught), traces, clusters, small_name, only=[money.id], few_shot=2,
+                              examples_from=early))
+    shown = [t for t in traces if any(str(t.request["messages"][-1]["content"]) in e for e in only.examples[money.id])]
+    assert len(shown) == 2 and all(t.id in early for t in shown)
 
 
 def test_learn_cli_clusters_and_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -398,6 +405,33 @@ def test_report_compares_policies_on_a_held_back_split(tmp_path: Path) -> None:
     assert rep.calibration["brier"] < 0.05
     plot(rep, str(tmp_path / "r.png"))
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_table_may_start_a_cluster_small_with_examples_or_an_adapter() -> None:
+    from smallfleet.learn.report import Variant, split_by_time, table_variants
+
+    traces, cluster_of = [], {}
+    plain, shots, tuned = {}, {}, {}
+    for i in range(300):  # A: plain agrees; B: only with worked examples; C: only with the adapter; D: never
+        c = "ABCD"[i % 4]
+        t = Trace(id=f"s{i}", kind="tool_choice", ts=float(i), request={"messages": [{"role": "user", "content": str(i)}]},
+                  final={"role": "assistant", "content": "x"}, frontier_cost_usd=0.01)
+        traces.append(t)
+        cluster_of[t.id] = c
+        plain[t.id] = {"agree": c == "A", "passed": True, "cost_usd": 0.001}
+        if i % 50:  # the steps an example came from are not replayed with examples
+            shots[t.id] = {"agree": c in "AB", "passed": True, "cost_usd": 0.002}
+        if c == "C":
+            tuned[t.id] = {"agree": True, "passed": True, "cost_usd": 0.001}
+    learn, held = split_by_time(traces, 0.7)
+    variants = [Variant("plain", plain), Variant("fewshot3", shots, few_shot=3)]
+    pt, chosen, fallback = table_variants(learn, held, variants, cluster_of, 0.9, 20, "t")
+    share = {c: sum(1 for t in held if cluster_of[t.id] == c) / len(held) for c in "ABCD"}
+    assert chosen == {"A": "plain", "B": "fewshot3"} and pt.small_share == share["A"] + share["B"] and pt.agreement == 1.0
+    assert fallback == sum(1 for t in held if cluster_of[t.id] == "B" and t.id not in shots)
+    assert all(plain[t.id]["agree"] is False for t in held if cluster_of[t.id] == "B" and t.id not in shots)
+    pt, chosen, _ = table_variants(learn, held, [*variants, Variant("m", tuned, model="m")], cluster_of, 0.9, 20, "t")
+    assert chosen == {"A": "plain", "B": "fewshot3", "C": "m"} and pt.small_share == 1 - share["D"] and pt.agreement == 1.0
 
 
 def replace_policy(p: Any, name: str) -> Any:

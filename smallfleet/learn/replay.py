@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,12 +128,14 @@ def recommend(c: Cluster, replayed: list[StepReplay], tier: str, target: float, 
 
 async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Cluster], model: str, *,
                  only: Sequence[str] | None = None, sample: int | None = None, target: float = 0.95,
-                 min_steps: int = MIN_STEPS, few_shot: int = 0,
+                 min_steps: int = MIN_STEPS, few_shot: int = 0, examples_from: Collection[str] | None = None,
                  progress: Callable[[int, int, StepReplay], None] | None = None) -> ReplayReport:
     """Replay the steps of ``clusters`` (``only`` these ids) from ``traces`` on ``model``; see the module doc.
 
     ``few_shot`` > 0: each cluster's ``few_shot`` most typical steps become worked examples in the
-    prompt of its other steps (and are not replayed themselves: they would be graded on their own answer)."""
+    prompt of its other steps (and are not replayed themselves: they would be graded on their own answer).
+    ``examples_from``: only these trace ids may be shown as examples (say, the part of the traffic a
+    routing decision learns from, so that the part it is judged on never lends its answers)."""
     spec = engine.fleet.spec(model)
     of = {tid: c.id for c in clusters for tid in c.members}
     chosen = set(only) if only else None
@@ -145,11 +147,13 @@ async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Clu
     report = ReplayReport(model=spec.name, tier=spec.tier, target=target, few_shot=few_shot)
     shown: dict[str, dict[str, Any]] = {}
     if few_shot:
+        allowed = set(examples_from) if examples_from is not None else None
         held: set[str] = set()
         for c in clusters:
             if chosen is not None and c.id not in chosen:
                 continue
-            ex = pick_examples([t for t in pool if of[t.id] == c.id], c.centroid, few_shot)
+            ex = pick_examples([t for t in pool if of[t.id] == c.id and (allowed is None or t.id in allowed)],
+                               c.centroid, few_shot)
             if ex:
                 report.examples[c.id] = [example_text(t) for t in ex]
                 shown[c.id] = examples_message(report.examples[c.id])

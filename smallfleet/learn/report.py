@@ -49,6 +49,23 @@ class Report:
         return {**{k: v for k, v in asdict(self).items() if k != "points"}, "points": [asdict(p) for p in self.points]}
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the cheap tier, with its replays (trace id -> agree/passed/cost_usd)."""
+
+    name: str
+    replays: Mapping[str, Mapping[str, Any]]
+    few_shot: int = 0  # worked examples shown
+    model: str | None = None  # a fine-tuned model instead of the tier's own
+
+
+def split_by_time(traces: Sequence[Trace], split: float) -> tuple[list[Trace], list[Trace]]:
+    """The first ``split`` of the steps (oldest first) and the rest."""
+    steps = sorted(traces, key=lambda t: (t.ts, t.id))
+    cut = int(len(steps) * split)
+    return steps[:cut], steps[cut:]
+
+
 def _top_cost(t: Trace) -> float:
     return t.frontier_cost_usd or t.cost_usd or 1e-6
 
@@ -93,6 +110,40 @@ def _table_small(learn: Sequence[Trace], replays: Mapping[str, Mapping[str, Any]
     return small
 
 
+def table_variants(learn: Sequence[Trace], held: Sequence[Trace], variants: Sequence[Variant],
+                   cluster_of: Mapping[str, str], target: float, min_steps: int, name: str) -> tuple[Point, dict[str, str], int]:
+    """The learned table when a cluster may start cheap with any of ``variants`` (the first is the plain
+    prompt): table.decide picks per cluster from its replays on ``learn``, and the cluster's ``held``
+    steps are judged with the variant it picked. Returns the point, cluster -> variant name, and how
+    many held steps were judged with the plain replay because the picked variant did not replay them
+    (the conversations its worked examples came from)."""
+    from .table import decide
+
+    chosen: dict[str, str] = {}
+    for c in sorted({cluster_of.get(t.id, "") for t in learn} - {""}):
+        rows = []
+        for v in variants:
+            votes = [bool(v.replays[t.id]["agree"]) for t in learn if cluster_of.get(t.id) == c and t.id in v.replays]
+            if votes:
+                lo, hi = wilson(sum(votes), len(votes))
+                rows.append({"replayed": len(votes), "agreement": sum(votes) / len(votes), "ci_low": lo, "ci_high": hi,
+                             "few_shot": v.few_shot, "model": v.model})
+        d = decide({"cheap": rows}, ("cheap", "top"), target, min_steps)
+        if d.start == "cheap":
+            chosen[c] = next(v.name for v in variants if v.model == d.model and v.few_shot == d.few_shot)
+    by = {v.name: v.replays for v in variants}
+    plain = variants[0].replays
+    mixed: dict[str, Mapping[str, Any]] = {}
+    fallback = 0
+    for t in held:
+        c = cluster_of.get(t.id, "")
+        got = by[chosen[c]].get(t.id) if c in chosen else plain[t.id]
+        if got is None:
+            got, fallback = plain[t.id], fallback + 1
+        mixed[t.id] = got
+    return simulate(held, mixed, lambda t: cluster_of.get(t.id, "") in chosen, name), chosen, fallback
+
+
 def _in_clusters(cluster_of: Mapping[str, str], small: set[str]) -> Callable[[Trace], bool]:
     return lambda t: cluster_of.get(t.id, "") in small
 
@@ -116,9 +167,7 @@ def compare_policies(traces: Sequence[Trace], replays: Mapping[str, Mapping[str,
                      hand_small: Callable[[Trace], bool], *, split: float = 0.7, min_steps: int = 20) -> Report:
     from .estimator import train
 
-    steps = sorted((t for t in traces if t.id in replays), key=lambda t: (t.ts, t.id))
-    cut = int(len(steps) * split)
-    learn, held = steps[:cut], steps[cut:]
+    learn, held = split_by_time([t for t in traces if t.id in replays], split)
     rep = Report(learn_steps=len(learn), eval_steps=len(held))
     rep.points.append(simulate(held, replays, lambda t: False, "all-top"))
     rep.points.append(simulate(held, replays, lambda t: True, "all-small"))

@@ -54,6 +54,7 @@ class Decision:
     why: str
     examples: tuple[str, ...] = ()  # worked examples the start tier needs (few-shot replays)
     model: str | None = None  # the fine-tuned model whose replays earned the route
+    few_shot: int = 0  # how many worked examples the replays that earned the route showed
 
 
 def decide(replays: Mapping[str, Sequence[Mapping[str, Any]]], tiers: Sequence[str], target: float,
@@ -73,7 +74,8 @@ def decide(replays: Mapping[str, Sequence[Mapping[str, Any]]], tiers: Sequence[s
             who = f"{tier} ({r['model']})" if r.get("model") else tier
             return Decision(tier, f"{who}{shots} agreed on {r['agreement']:.0%} of {r['replayed']} replayed steps "
                                   f"(95% lower bound {r['ci_low']:.0%} >= {target:.0%})",
-                            tuple(r.get("examples") or ()) if shots else (), r.get("model") or None)
+                            tuple(r.get("examples") or ()) if shots else (), r.get("model") or None,
+                            int(r.get("few_shot") or 0))
         if all(r["ci_high"] < target for r in judged):  # shown to fall short, not merely not shown to hold
             failed.append((tier, max(judged, key=lambda r: r["ci_high"])))
     if failed:
