@@ -154,6 +154,48 @@ def test_replay_judges_each_cluster_with_an_interval(tmp_path: Path) -> None:
     assert len(shown) == 2 and all(t.id in early for t in shown)
 
 
+def test_surrogates_stand_in_for_placeholders_and_go_back() -> None:
+    from smallfleet.learn.surrogate import Surrogates
+
+    req = {"messages": [{"role": "user", "content": "Ask <PERSON_1> and <PERSON_2> about Lyon on <DATE_TIME_1>, "
+                                                    "then mail <EMAIL_ADDRESS_1>; ref <IBAN_CODE_1>."}],
+           "tools": TOOLS}
+    final = call("get_weather", city="<LOCATION_1>")
+    sur = Surrogates(req, final)
+    filled = sur.fill(req)
+    text = filled["messages"][0]["content"]
+    assert "<PERSON_1>" not in text and "<PERSON_2>" not in text and "<DATE_TIME_1>" not in text
+    assert sur.forward["<PERSON_1>"] != sur.forward["<PERSON_2>"]  # one value per placeholder
+    assert sur.forward["<LOCATION_1>"] != "Lyon"  # never a value the step already holds
+    assert "<IBAN_CODE_1>" in text  # no stand-ins for this type: left as it is
+    assert filled["tools"] == TOOLS and req["messages"][0]["content"].startswith("Ask <PERSON_1>")  # a copy
+    city = sur.forward["<LOCATION_1>"]
+    said = call("get_weather", city=city.upper())
+    assert sur.restore(said) == call("get_weather", city="<LOCATION_1>")  # back, in any letter case
+    assert Surrogates({"messages": []}).fill(req) == req
+
+
+def test_a_replay_reads_stand_ins_where_the_trace_holds_placeholders(tmp_path: Path) -> None:
+    """A live local model reads real values; shown <LOCATION_1> it would make one up."""
+    traces = [Trace(id=f"p{i}", kind="tool_choice", trace=f"conv-p{i}", ts=float(i), request={"messages": [
+        SYSTEM, {"role": "user", "content": "What is the weather like in <LOCATION_1> this weekend?"}], "tools": TOOLS},
+        final=call("get_weather", city="<LOCATION_1>")) for i in range(3)]
+    clusters = cluster_traces(traces)
+
+    def model(req: dict[str, Any]) -> Any:  # copies a real city name; invents one for a placeholder
+        q = req["messages"][-1]["content"]
+        city = q.split(" in ")[1].split(" this")[0]
+        return {"tool_calls": call("get_weather", city="London" if city.startswith("<") else city)["tool_calls"]}
+
+    eng = scripted(tmp_path, model)
+    name = eng.config.tier_model("small").name
+    rep = asyncio.run(replay(eng, traces, clusters, name, min_steps=1))
+    assert rep.overall["agreement"] == 1.0
+    assert all("<LOCATION_1>" in s.replayed["tool_calls"][0]["function"]["arguments"] for s in rep.steps)
+    raw = asyncio.run(replay(scripted(tmp_path / "b", model), traces, clusters, name, min_steps=1, surrogates=False))
+    assert raw.overall["agreement"] == 0.0 and "london" in raw.steps[0].why
+
+
 def test_learn_cli_clusters_and_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMALLFLEET_CAPTURE_KEY", KEY)
     monkeypatch.delenv("SMALLFLEET_CONFIG", raising=False)

@@ -85,11 +85,14 @@ def _engine_for_replay(ctx: click.Context) -> Any:
               help="Agreement a cluster's lower bound must reach to be recommended for this model.")
 @click.option("--few-shot", "few_shot", default=0, show_default=True, type=click.IntRange(0, 8),
               help="Show each step K accepted examples of its cluster (its K most typical steps, not replayed).")
+@click.option("--surrogates/--placeholders", default=True, show_default=True,
+              help="Replay a step's <PERSON_1>-style placeholders as invented values of their type (what a live local "
+                   "model reads), put back in the answer before comparing; or as the placeholders themselves.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write {steps, clusters, overall} to this file.")
 @click.pass_context
 def learn_replay(ctx: click.Context, store: str | None, tier: str | None, model_name: str | None, only: tuple[str, ...],
-                 sample: int | None, target: float, few_shot: int, json_out: Path | None) -> None:
+                 sample: int | None, target: float, few_shot: int, surrogates: bool, json_out: Path | None) -> None:
     """Re-run captured steps on a cheaper model and compare with the accepted answers.
 
     Tool calls are compared by name and argument by argument, extraction field by field,
@@ -128,7 +131,7 @@ def learn_replay(ctx: click.Context, store: str | None, tier: str | None, model_
         async def go() -> Any:
             try:
                 return await replay(engine, traces, clusters, spec.name, only=only or None, sample=sample, target=target,
-                                    few_shot=few_shot, progress=progress)
+                                    few_shot=few_shot, surrogates=surrogates, progress=progress)
             finally:
                 await engine.aclose()
 

@@ -28,6 +28,7 @@ from typing import Any
 from ..capture.trace import Trace
 from ..errors import InvalidRequestError, NotAvailableError
 from .export import _call_text, _plain
+from .surrogate import Surrogates
 
 INSTALL_HINT = "pip install 'smallfleet[finetune]' (torch, transformers, peft, gguf); a CPU build of torch is enough"
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -56,9 +57,12 @@ def _modules() -> tuple[Any, Any, Any, Any]:
 
 
 def training_texts(t: Trace) -> tuple[list[dict[str, Any]], str]:
-    """The conversation as the local models read it, and the accepted answer as they would write it."""
-    msgs = _plain(t.request.get("messages") or [])
-    answer = _call_text(t.final) if t.final.get("tool_calls") else str(t.final.get("content") or "")
+    """The conversation as the local models read it, and the accepted answer as they would write it;
+    placeholders as invented values of their type (a live local model reads values, see .surrogate)."""
+    sur = Surrogates(t.request, t.final)
+    msgs = _plain(sur.fill(t.request.get("messages") or []))
+    final = sur.fill(t.final)
+    answer = _call_text(final) if final.get("tool_calls") else str(final.get("content") or "")
     return msgs, answer
 
 

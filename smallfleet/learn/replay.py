@@ -22,6 +22,7 @@ from ..errors import SmallfleetError
 from .clusters import Cluster
 from .compare import compare
 from .fewshot import example_text, examples_message, pick_examples, with_examples
+from .surrogate import Surrogates
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -129,13 +130,16 @@ def recommend(c: Cluster, replayed: list[StepReplay], tier: str, target: float, 
 async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Cluster], model: str, *,
                  only: Sequence[str] | None = None, sample: int | None = None, target: float = 0.95,
                  min_steps: int = MIN_STEPS, few_shot: int = 0, examples_from: Collection[str] | None = None,
-                 progress: Callable[[int, int, StepReplay], None] | None = None) -> ReplayReport:
+                 surrogates: bool = True, progress: Callable[[int, int, StepReplay], None] | None = None) -> ReplayReport:
     """Replay the steps of ``clusters`` (``only`` these ids) from ``traces`` on ``model``; see the module doc.
 
     ``few_shot`` > 0: each cluster's ``few_shot`` most typical steps become worked examples in the
     prompt of its other steps (and are not replayed themselves: they would be graded on their own answer).
     ``examples_from``: only these trace ids may be shown as examples (say, the part of the traffic a
-    routing decision learns from, so that the part it is judged on never lends its answers)."""
+    routing decision learns from, so that the part it is judged on never lends its answers).
+    ``surrogates``: the step's placeholders are replayed as invented values of their type and put back
+    in the answer (:mod:`.surrogate`: a live local model reads real values, not ``<LOCATION_1>``); the
+    worked examples keep their placeholders, as the gateway shows them."""
     spec = engine.fleet.spec(model)
     of = {tid: c.id for c in clusters for tid in c.members}
     chosen = set(only) if only else None
@@ -162,14 +166,15 @@ async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Clu
     steps = pick_steps(pool, sample)
     t0 = time.monotonic()
     for i, t in enumerate(steps, 1):
-        request = {**t.request, "model": spec.name}
+        sur = Surrogates(t.request, t.final) if surrogates else None
+        request = {**(sur.fill(t.request) if sur else t.request), "model": spec.name}
         if of[t.id] in shown:
             request = with_examples(request, shown[of[t.id]])
         wants_json = isinstance(t.request.get("response_format"), dict) and \
             t.request["response_format"].get("type") in ("json_object", "json_schema")
         try:
             out = await engine.complete(request, step_kind=t.kind, capture=False)
-            msg = dict(out.message)
+            msg = sur.restore(dict(out.message)) if sur else dict(out.message)
             failed = [f"{v.check}: {v.reason}" for v in out.final.verdicts if not v.passed]
             agree, why = compare(t.final, msg, t.kind, wants_json=wants_json, failed_checks=failed)
             res = out.final.result
