@@ -12,7 +12,9 @@
    examples of its cluster taken from the learning part only; optionally (``--lora-steps`` > 0) with a
    LoRA adapter trained on the first half of one cluster's learning part (the cluster where the plain
    replay disagreed most), replayed on the rest of that cluster. Each answer is compared with the
-   accepted one.
+   accepted one. Placeholders of the pseudonymised traces are replayed as invented stand-in values
+   (smallfleet.learn.surrogate); ``--placeholder-sample N`` steps are also replayed with the
+   placeholders as stored, to show what that changes.
 4. Judge on the held-back part: all-top, all-small, the hand-set ``[routing]`` policy, the learned table
    at several targets (table.decide on the learning part's replays), the learned estimator, and the
    table at ``--target`` when a cluster may also start small with worked examples or the adapter.
@@ -82,19 +84,22 @@ def _progress(label: str) -> Any:
 
 
 async def replays(cfg: Any, traces: list[Any], clusters: list[Any], learned: list[str], learn_ids: set[str],
-                  few_shot: int, extra: dict[str, Any] | None = None) -> tuple[Any, Any]:
+                  few_shot: int, raw_sample: int) -> tuple[Any, Any, Any]:
     from smallfleet.engine import Engine
     from smallfleet.learn.replay import replay
 
-    eng = Engine(replace(cfg, models={**cfg.models, **(extra or {})}, capture=replace(cfg.capture, enabled=False)), ledger=False)
+    eng = Engine(replace(cfg, capture=replace(cfg.capture, enabled=False)), ledger=False)
     small = cfg.tier_model(cfg.tiers[0]).name
     try:
         plain = await replay(eng, traces, clusters, small, min_steps=1, progress=_progress(f"replaying on {small}, plain"))
         shots = await replay(eng, traces, clusters, small, only=learned, min_steps=1, few_shot=few_shot, examples_from=learn_ids,
                              progress=_progress(f"replaying on {small}, {few_shot} worked examples from the learning part"))
+        raw = await replay(eng, traces, clusters, small, min_steps=1, sample=raw_sample, surrogates=False,
+                           progress=_progress(f"replaying {raw_sample} steps on {small} with the placeholders as stored")) \
+            if raw_sample else None
     finally:
         await eng.aclose()
-    return plain, shots
+    return plain, shots, raw
 
 
 def lora(cfg: Any, traces: list[Any], cluster: Any, train: list[Any], judged: list[Any], steps: int, work: Path) -> tuple[Any, Any]:
@@ -146,6 +151,8 @@ def main() -> None:
     ap.add_argument("--few-shot", type=int, default=3, help="worked examples per step in the few-shot replay")
     ap.add_argument("--lora-steps", type=int, default=60, help="training steps of the LoRA adapter (0: no LoRA)")
     ap.add_argument("--lora-cluster", default="", help="the cluster to train on (default: most plain disagreements)")
+    ap.add_argument("--placeholder-sample", type=int, default=60,
+                    help="also replay this many steps plain with their placeholders as stored (no stand-ins), to compare")
     ap.add_argument("--split", type=float, default=0.7, help="share of steps (oldest first) routing learns from")
     ap.add_argument("--target", type=float, default=0.95, help="agreement the table's lower bound must reach")
     ap.add_argument("--min-steps", type=int, default=20, help="steps a cluster needs before the table judges it")
@@ -158,6 +165,7 @@ def main() -> None:
     from smallfleet.config import load_config
     from smallfleet.learn import cluster_traces
     from smallfleet.learn.clusters import Cluster
+    from smallfleet.learn.match import PLACEHOLDER
     from smallfleet.learn.report import Variant, compare_policies, plot, split_by_time, table_variants
 
     t_start = time.monotonic()
@@ -190,7 +198,8 @@ def main() -> None:
         rclusters.append(Cluster(id="none", kind="", signature="", name="(no learned cluster)", tools=[], terms=[],
                                  size=len(unmatched), members=unmatched))
     cfg = load_config(None, env={k: v for k, v in os.environ.items() if k != "SMALLFLEET_CONFIG"})
-    plain, shots = asyncio.run(replays(cfg, traces, rclusters, [c.id for c in clusters], learn_ids, args.few_shot))
+    plain, shots, raw = asyncio.run(replays(cfg, traces, rclusters, [c.id for c in clusters], learn_ids, args.few_shot,
+                                            args.placeholder_sample))
     rp, rs = _rows(plain), _rows(shots)
     by_id = {t.id: t for t in traces}
     small = cfg.tiers[0]
@@ -210,6 +219,13 @@ def main() -> None:
             gain_rows.append({"cluster": c.id, "name": c.name, "steps": len(ids), "plain": _agree(rp, ids), "fewshot": _agree(rs, ids)})
     fewshot_gain = {"steps": len(both), "plain": _agree(rp, both), "fewshot": _agree(rs, both), "clusters": gain_rows,
                     "held_back": {"steps": len(h := [i for i in both if i not in learn_ids]), "plain": _agree(rp, h), "fewshot": _agree(rs, h)}}
+    # stand-ins against the placeholders as stored, on the same steps
+    stand_ins = None
+    if raw is not None:
+        rr = _rows(raw)
+        ids = [i for i in rr if i in rp]
+        stand_ins = {"steps": len(ids), "with_stand_ins": _agree(rp, ids), "placeholders_as_stored": _agree(rr, ids),
+                     "steps_with_placeholders": sum(1 for i in ids if PLACEHOLDER.search(str(by_id[i].request) + str(by_id[i].final)))}
     # LoRA on one cluster
     lora_out: dict[str, Any] | None = None
     if args.lora_steps > 0:
@@ -247,6 +263,7 @@ def main() -> None:
            "clusters": [c.summary() for c in clusters],
            "held_per_cluster": {c.id: sum(1 for t in held if cluster_of.get(t.id) == c.id) for c in clusters},
            "replay_plain": plain.overall, "replay_fewshot": shots.overall, "few_shot": args.few_shot, "fewshot_gain": fewshot_gain,
+           "stand_ins": stand_ins,
            "table_fewshot": {"chosen": fs_chosen, "held_judged_plain_instead": fs_fallback}, "lora": lora_out,
            "report": rep.to_json(), "long_prompt_replay": speed, "wall_s": time.monotonic() - t_start}
     write_json(args.json, out)
@@ -257,6 +274,9 @@ def main() -> None:
         print(f"{p.policy:<26} {p.small_share:>9.0%} {p.agreement:>10.1%} {p.cost_share:>12.0%}")
     if both:
         print(f"few-shot ({args.few_shot} examples) on the same {len(both)} steps: {fewshot_gain['plain']:.1%} -> {fewshot_gain['fewshot']:.1%}")
+    if stand_ins and stand_ins["steps"]:
+        print(f"plain replay on {stand_ins['steps']} steps: {stand_ins['with_stand_ins']:.1%} with stand-ins, "
+              f"{stand_ins['placeholders_as_stored']:.1%} with the placeholders as stored")
     if lora_out and lora_out["judged"]["steps"]:
         j = lora_out["judged"]
         print(f"LoRA on {lora_out['cluster']}: {j['steps']} steps it did not train on: {j['plain']:.1%} -> {j['lora']:.1%}")
