@@ -153,6 +153,9 @@ def main() -> None:
     ap.add_argument("--lora-cluster", default="", help="the cluster to train on (default: most plain disagreements)")
     ap.add_argument("--placeholder-sample", type=int, default=60,
                     help="also replay this many steps plain with their placeholders as stored (no stand-ins), to compare")
+    ap.add_argument("--min-feedback", type=float, default=0.5,
+                    help="curation drops steps of runs the agent scored below this (0: keep them; the 1.5B standing in "
+                         "for the frontier fails every BFCL task, which would leave the demo suite alone)")
     ap.add_argument("--split", type=float, default=0.7, help="share of steps (oldest first) routing learns from")
     ap.add_argument("--target", type=float, default=0.95, help="agreement the table's lower bound must reach")
     ap.add_argument("--min-steps", type=int, default=20, help="steps a cluster needs before the table judges it")
@@ -177,7 +180,7 @@ def main() -> None:
         store_path = work / "traces.db"
         capture(store_path, args.workloads, args.limit, args.bfcl)
     st = TraceStore(store_path)
-    cur = curate(st.iter())
+    cur = curate(st.iter(), min_feedback=args.min_feedback)
     st.close()
     traces = cur.kept
     learn, held = split_by_time(traces, args.split)
@@ -259,7 +262,8 @@ def main() -> None:
     speed = {"steps": n_long, "mean_prompt_tokens": sum(s.tokens_in for s in long_steps) / n_long if n_long else None,
              "seconds": secs, "per_100_steps_min": secs / n_long * 100 / 60 if n_long else None}
     out = {"environment": environment(), "store": str(store_path), "curated": len(traces), "dropped": dict(cur.dropped),
-           "split": args.split, "learn_steps": len(learn), "held_steps": len(held), "held_unmatched": len(unmatched),
+           "min_feedback": args.min_feedback, "min_steps": args.min_steps, "target": args.target, "split": args.split,
+           "learn_steps": len(learn), "held_steps": len(held), "held_unmatched": len(unmatched),
            "clusters": [c.summary() for c in clusters],
            "held_per_cluster": {c.id: sum(1 for t in held if cluster_of.get(t.id) == c.id) for c in clusters},
            "replay_plain": plain.overall, "replay_fewshot": shots.overall, "few_shot": args.few_shot, "fewshot_gain": fewshot_gain,
