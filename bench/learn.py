@@ -43,8 +43,10 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import orjson
 from _common import RESULTS, ROOT, environment, parser, write_json
 
 BFCL = ",".join(f"multi_turn_base_{i}" for i in (100, 132, 115, 0, 12, 25, 37, 50, 62, 75, 87, 150))
@@ -157,9 +159,15 @@ def main() -> None:
                     help="curation drops steps of runs the agent scored below this (0: keep them; the 1.5B standing in "
                          "for the frontier fails every BFCL task, which would leave the demo suite alone)")
     ap.add_argument("--split", type=float, default=0.7, help="share of steps (oldest first) routing learns from")
+    ap.add_argument("--split-by", choices=("time", "structure"), default="structure",
+                    help="time: the oldest --split of all steps; structure: the oldest --split of each step structure "
+                         "(the capture runs its workloads one after another, so a plain time split holds back whole "
+                         "workloads the router never saw)")
     ap.add_argument("--target", type=float, default=0.95, help="agreement the table's lower bound must reach")
     ap.add_argument("--min-steps", type=int, default=20, help="steps a cluster needs before the table judges it")
     ap.add_argument("--long-tokens", type=int, default=5000, help="prompt size of the replay-speed measure")
+    ap.add_argument("--reuse-replays", action="store_true",
+                    help="read the replays of an earlier run with the same store and split from --workdir (re-analyse only)")
     ap.add_argument("--json", default=str(RESULTS / "learn.json"))
     ap.add_argument("--plot", default=str(RESULTS / "learn.png"))
     args = ap.parse_args()
@@ -169,7 +177,8 @@ def main() -> None:
     from smallfleet.learn import cluster_traces
     from smallfleet.learn.clusters import Cluster
     from smallfleet.learn.match import PLACEHOLDER
-    from smallfleet.learn.report import Variant, compare_policies, plot, split_by_time, table_variants
+    from smallfleet.learn.replay import ReplayReport
+    from smallfleet.learn.report import Variant, compare_policies, plot, split_by_structure, split_by_time, table_variants
 
     t_start = time.monotonic()
     work = Path(args.workdir)
@@ -183,7 +192,7 @@ def main() -> None:
     cur = curate(st.iter(), min_feedback=args.min_feedback)
     st.close()
     traces = cur.kept
-    learn, held = split_by_time(traces, args.split)
+    learn, held = (split_by_structure if args.split_by == "structure" else split_by_time)(traces, args.split)
     learn_ids = {t.id for t in learn}
     print(f"{len(traces)} curated steps (dropped: {dict(cur.dropped)}); learning from {len(learn)}, {len(held)} held back",
           flush=True)
@@ -201,14 +210,23 @@ def main() -> None:
         rclusters.append(Cluster(id="none", kind="", signature="", name="(no learned cluster)", tools=[], terms=[],
                                  size=len(unmatched), members=unmatched))
     cfg = load_config(None, env={k: v for k, v in os.environ.items() if k != "SMALLFLEET_CONFIG"})
-    plain, shots, raw = asyncio.run(replays(cfg, traces, rclusters, [c.id for c in clusters], learn_ids, args.few_shot,
-                                            args.placeholder_sample))
+    saved = work / f"replays-{args.split_by}-{args.split:g}-{args.few_shot}.json"
+    if args.reuse_replays and saved.exists():
+        got = orjson.loads(saved.read_bytes())
+        plain, shots = ReplayReport.from_json(got["plain"]), ReplayReport.from_json(got["fewshot"])
+        raw = ReplayReport.from_json(got["raw"]) if got.get("raw") else None
+        print(f"replays read from {saved}", flush=True)
+    else:
+        plain, shots, raw = asyncio.run(replays(cfg, traces, rclusters, [c.id for c in clusters], learn_ids, args.few_shot,
+                                                args.placeholder_sample))
+        saved.write_bytes(orjson.dumps({"plain": plain.to_json(), "fewshot": shots.to_json(),
+                                        "raw": raw.to_json() if raw else None}))
     rp, rs = _rows(plain), _rows(shots)
     by_id = {t.id: t for t in traces}
     small = cfg.tiers[0]
     rep = compare_policies([by_id[i] for i in rp], rp, cluster_of, lambda t: cfg.routing[_kind(t.kind)].start == small,
-                           split=args.split, min_steps=args.min_steps)
-    assert rep.learn_steps == len(learn), "every curated step is replayed plain, so the split is the same"
+                           split=args.split, min_steps=args.min_steps, learn_ids=learn_ids)
+    assert rep.learn_steps == len(learn), "every curated step is replayed plain"
     variants = [Variant("plain", rp), Variant(f"fewshot{args.few_shot}", rs, few_shot=args.few_shot)]
     fs_point, fs_chosen, fs_fallback = table_variants(learn, held, variants, cluster_of, args.target, args.min_steps,
                                                       f"table+fewshot@{args.target:g}")
@@ -240,7 +258,14 @@ def main() -> None:
             raise SystemExit(f"no cluster {args.lora_cluster!r}")
         cl = [t for t in learn if cluster_of.get(t.id) == pick.id]
         train, judged = cl[: len(cl) // 2], cl[len(cl) // 2:] + [t for t in held if cluster_of.get(t.id) == pick.id]
-        res, tuned = lora(cfg, traces, pick, train, judged, args.lora_steps, work)
+        saved_lora = work / f"replays-lora-{pick.id}-{args.split_by}-{args.split:g}-{args.lora_steps}.json"
+        if args.reuse_replays and saved_lora.exists():
+            got = orjson.loads(saved_lora.read_bytes())
+            res, tuned = SimpleNamespace(**got["result"]), ReplayReport.from_json(got["replay"])
+        else:
+            res, tuned = lora(cfg, traces, pick, train, judged, args.lora_steps, work)
+            saved_lora.write_bytes(orjson.dumps({"result": {"steps": res.steps, "seconds": res.seconds, "examples": res.examples,
+                                                            "losses": res.losses}, "replay": tuned.to_json()}))
         rl = _rows(tuned)
         ids = [t.id for t in judged if t.id in rl]
         hid = [i for i in ids if i not in learn_ids]
@@ -262,7 +287,7 @@ def main() -> None:
     speed = {"steps": n_long, "mean_prompt_tokens": sum(s.tokens_in for s in long_steps) / n_long if n_long else None,
              "seconds": secs, "per_100_steps_min": secs / n_long * 100 / 60 if n_long else None}
     out = {"environment": environment(), "store": str(store_path), "curated": len(traces), "dropped": dict(cur.dropped),
-           "min_feedback": args.min_feedback, "min_steps": args.min_steps, "target": args.target, "split": args.split,
+           "min_feedback": args.min_feedback, "min_steps": args.min_steps, "target": args.target, "split": args.split, "split_by": args.split_by,
            "learn_steps": len(learn), "held_steps": len(held), "held_unmatched": len(unmatched),
            "clusters": [c.summary() for c in clusters],
            "held_per_cluster": {c.id: sum(1 for t in held if cluster_of.get(t.id) == c.id) for c in clusters},

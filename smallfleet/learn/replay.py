@@ -95,6 +95,13 @@ class ReplayReport:
                 "steps": [asdict(s) for s in self.steps], "clusters": [asdict(c) for c in self.clusters],
                 "overall": self.overall}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ReplayReport:
+        """A report written by :meth:`to_json` (kept in the store, or in a file)."""
+        return cls(model=d["model"], tier=d["tier"], target=d["target"], few_shot=int(d.get("few_shot") or 0),
+                   steps=[StepReplay(**s) for s in d.get("steps", [])], clusters=[ClusterReplay(**c) for c in d.get("clusters", [])],
+                   examples=dict(d.get("examples") or {}), wall_s=float(d.get("wall_s") or 0.0))
+
 
 def pick_steps(traces: Sequence[Trace], sample: int | None, seed: int = 0) -> list[Trace]:
     """Whole conversations, in a seeded random order, until ``sample`` steps; each in time order."""

@@ -66,6 +66,22 @@ def split_by_time(traces: Sequence[Trace], split: float) -> tuple[list[Trace], l
     return steps[:cut], steps[cut:]
 
 
+def split_by_structure(traces: Sequence[Trace], split: float) -> tuple[list[Trace], list[Trace]]:
+    """A time split within each step structure (kind and signature): the first ``split`` of each
+    structure's steps and the rest. For traffic captured one workload after another, where a plain
+    time split would hold back whole workloads the router never saw."""
+    groups: dict[tuple[str, str], list[Trace]] = {}
+    for t in sorted(traces, key=lambda t: (t.ts, t.id)):
+        groups.setdefault((t.kind, t.signature), []).append(t)
+    learn, held = [], []
+    for g in groups.values():
+        cut = round(len(g) * split)
+        learn += g[:cut]
+        held += g[cut:]
+    key = lambda t: (t.ts, t.id)  # noqa: E731
+    return sorted(learn, key=key), sorted(held, key=key)
+
+
 def _top_cost(t: Trace) -> float:
     return t.frontier_cost_usd or t.cost_usd or 1e-6
 
@@ -164,10 +180,17 @@ def _auc(points: Sequence[Point], all_small: float) -> float:
 
 
 def compare_policies(traces: Sequence[Trace], replays: Mapping[str, Mapping[str, Any]], cluster_of: Mapping[str, str],
-                     hand_small: Callable[[Trace], bool], *, split: float = 0.7, min_steps: int = 20) -> Report:
+                     hand_small: Callable[[Trace], bool], *, split: float = 0.7, min_steps: int = 20,
+                     learn_ids: set[str] | None = None) -> Report:
+    """``learn_ids``: the steps routing learns from, when not simply the oldest ``split`` of them."""
     from .estimator import train
 
-    learn, held = split_by_time([t for t in traces if t.id in replays], split)
+    steps = [t for t in traces if t.id in replays]
+    if learn_ids is None:
+        learn, held = split_by_time(steps, split)
+    else:
+        learn = sorted((t for t in steps if t.id in learn_ids), key=lambda t: (t.ts, t.id))
+        held = sorted((t for t in steps if t.id not in learn_ids), key=lambda t: (t.ts, t.id))
     rep = Report(learn_steps=len(learn), eval_steps=len(held))
     rep.points.append(simulate(held, replays, lambda t: False, "all-top"))
     rep.points.append(simulate(held, replays, lambda t: True, "all-small"))
