@@ -248,6 +248,33 @@ def test_decide_moves_down_only_with_evidence() -> None:
     assert decide({"small": [good, shots]}, tiers, 0.9, 20).examples == ()  # the plain prompt wins a tie
 
 
+
+def test_a_cluster_too_small_alone_is_judged_with_its_structure() -> None:
+    from smallfleet.learn.replay import wilson
+    from smallfleet.learn.table import UNDECIDED, decide_pooled
+
+    def row(k: int, n: int, **kw: Any) -> dict[str, Any]:
+        lo, hi = wilson(k, n)
+        return {"replayed": n, "agreement": k / n, "ci_low": lo, "ci_high": hi, **kw}
+
+    tiers = ("small", "large")
+    a, b = {"small": [row(8, 8)]}, {"small": [row(8, 8)]}
+    assert decide_pooled(a, [a], tiers, 0.8, 10).why == UNDECIDED  # alone: 8 steps are too few
+    d = decide_pooled(a, [a, b], tiers, 0.8, 10)  # pooled: 16 of 16, lower bound 0.81
+    assert d.start == "small" and d.why.startswith("judged with its structure's 2 clusters (16 steps): small agreed on 100%")
+    bad = {"small": [row(2, 8)]}
+    assert decide_pooled(a, [a, bad], tiers, 0.8, 10).start is None  # 10 of 16: the pool does not carry it
+    many = [{"small": [row(8, 8)]} for _ in range(10)]
+    assert decide_pooled(bad, [*many, bad], tiers, 0.8, 10).start is None  # 82 of 88, but its own 2 of 8 say no
+    assert decide_pooled(a, [*many, bad], tiers, 0.8, 10).start == "small"
+    big = {"small": [row(15, 20)]}
+    assert decide_pooled(big, [big, a, b], tiers, 0.8, 10).why == UNDECIDED  # its own evidence is enough to decide on
+    shots = {"small": [row(8, 8, few_shot=2, examples=["Request: a\nAnswer: b"])]}
+    d = decide_pooled(shots, [shots, {"small": [row(8, 8, few_shot=2, examples=["x"])]}], tiers, 0.8, 10)
+    assert d.start == "small" and d.few_shot == 2 and d.examples == ("Request: a\nAnswer: b",)  # its own examples
+    assert decide_pooled(a, [a, shots], tiers, 0.8, 10).why == UNDECIDED  # only variants it was replayed with
+
+
 def test_the_gateway_follows_the_learned_table(scripted_gateway, tmp_path: Path) -> None:
     from smallfleet.learn.table import build_table
 

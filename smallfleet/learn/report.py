@@ -112,18 +112,8 @@ def simulate(traces: Sequence[Trace], replays: Mapping[str, Mapping[str, Any]], 
 def _table_small(learn: Sequence[Trace], replays: Mapping[str, Mapping[str, Any]], cluster_of: Mapping[str, str],
                  target: float, min_steps: int) -> set[str]:
     """The clusters `learn apply`'s rule (table.decide) starts on the cheap tier, judged on ``learn`` only."""
-    from .table import decide
-
-    votes: dict[str, list[bool]] = {}
-    for t in learn:
-        votes.setdefault(cluster_of.get(t.id, ""), []).append(bool(replays[t.id]["agree"]))
-    small = set()
-    for c, v in votes.items():
-        lo, hi = wilson(sum(v), len(v))
-        row = {"replayed": len(v), "agreement": sum(v) / len(v), "ci_low": lo, "ci_high": hi}
-        if c and decide({"cheap": [row]}, ("cheap", "top"), target, min_steps).start == "cheap":
-            small.add(c)
-    return small
+    _, chosen, _ = table_variants(learn, [], [Variant("plain", replays)], cluster_of, target, min_steps, "")
+    return set(chosen)
 
 
 def table_variants(learn: Sequence[Trace], held: Sequence[Trace], variants: Sequence[Variant],
@@ -133,9 +123,10 @@ def table_variants(learn: Sequence[Trace], held: Sequence[Trace], variants: Sequ
     steps are judged with the variant it picked. Returns the point, cluster -> variant name, and how
     many held steps were judged with the plain replay because the picked variant did not replay them
     (the conversations its worked examples came from)."""
-    from .table import decide
+    from .table import decide_pooled
 
-    chosen: dict[str, str] = {}
+    rows_of: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    structure: dict[str, tuple[str, str]] = {}
     for c in sorted({cluster_of.get(t.id, "") for t in learn} - {""}):
         rows = []
         for v in variants:
@@ -144,7 +135,16 @@ def table_variants(learn: Sequence[Trace], held: Sequence[Trace], variants: Sequ
                 lo, hi = wilson(sum(votes), len(votes))
                 rows.append({"replayed": len(votes), "agreement": sum(votes) / len(votes), "ci_low": lo, "ci_high": hi,
                              "few_shot": v.few_shot, "model": v.model})
-        d = decide({"cheap": rows}, ("cheap", "top"), target, min_steps)
+        rows_of[c] = {"cheap": rows}
+    for t in learn:
+        if (c := cluster_of.get(t.id, "")) in rows_of:
+            structure.setdefault(c, (t.kind, t.signature))
+    kin: dict[tuple[str, str], list[Mapping[str, Sequence[Mapping[str, Any]]]]] = {}
+    for c, key in structure.items():
+        kin.setdefault(key, []).append(rows_of[c])
+    chosen: dict[str, str] = {}
+    for c, rows_c in rows_of.items():
+        d = decide_pooled(rows_c, kin[structure[c]], ("cheap", "top"), target, min_steps)
         if d.start == "cheap":
             chosen[c] = next(v.name for v in variants if v.model == d.model and v.few_shot == d.few_shot)
     by = {v.name: v.replays for v in variants}

@@ -5,7 +5,9 @@ whose replayed agreement has a 95 % lower bound at or above the target. A cluste
 were shown to fall short (the interval's upper bound below the target) starts on the tier above the
 highest of them (the cascade would end there anyway, after a wasted attempt). A cluster with too few
 replayed steps, or an interval that straddles the target, gets no entry: the hand-set policy stays
-in charge, since nothing moves without evidence.
+in charge, since nothing moves without evidence. A cluster too small to judge alone is judged with
+the other clusters of its structure (same kind, tools, schema and system prompt) pooled, where their
+steps together are enough (``decide_pooled``): a route for a rare task on the evidence of its kin.
 
 The table is a JSON file (``[learn] routes``, written by ``smallfleet learn apply``); the router asks
 :meth:`RouteTable.lookup` once per step: a structure signature and, where needed, a nearest centroid,
@@ -87,6 +89,53 @@ def decide(replays: Mapping[str, Sequence[Mapping[str, Any]]], tiers: Sequence[s
     return Decision(None, UNDECIDED)
 
 
+def pool(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Replays of several clusters on one tier summed per variant (plain, k worked examples, a model)."""
+    from .replay import wilson
+
+    acc: dict[tuple[int, str], list[int]] = {}
+    for r in rows:
+        n = int(r.get("replayed", 0))
+        if n <= 0 or r.get("agreement") is None:
+            continue
+        a = acc.setdefault((int(r.get("few_shot") or 0), str(r.get("model") or "")), [0, 0])
+        a[0] += n
+        a[1] += round(float(r["agreement"]) * n)
+    out = []
+    for (shots, model), (total, k) in acc.items():
+        lo, hi = wilson(k, total)
+        out.append({"replayed": total, "agreement": k / total, "ci_low": lo, "ci_high": hi, "few_shot": shots,
+                    "model": model or None})
+    return out
+
+
+def decide_pooled(own: Mapping[str, Sequence[Mapping[str, Any]]], kin: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]],
+                  tiers: Sequence[str], target: float, min_steps: int) -> Decision:
+    """:func:`decide` on a cluster's own replays; where no tier has ``min_steps`` of them, on those of
+    its structure's clusters (``kin``, itself included) pooled, unless its own few steps already fall
+    short (an upper bound below the target). Worked examples are the cluster's own: a variant it was
+    not replayed with is not pooled for it."""
+    d = decide(own, tiers, target, min_steps)
+    if d.start is not None or any(int(r.get("replayed", 0)) >= min_steps for rs in own.values() for r in rs) or len(kin) < 2:
+        return d
+    if any(r["ci_high"] < target for rs in own.values() for r in rs):  # its own few steps already say no
+        return d
+    mine = {(tier, int(r.get("few_shot") or 0), str(r.get("model") or "")): r for tier, rs in own.items() for r in rs}
+    pooled: dict[str, list[dict[str, Any]]] = {}
+    for tier in tiers:
+        for r in pool([r for k in kin for r in k.get(tier, ())]):
+            m = mine.get((tier, r["few_shot"], r["model"] or ""))
+            if m is None:
+                continue
+            pooled.setdefault(tier, []).append({**r, "examples": m.get("examples") or ()})
+    g = decide(pooled, tiers, target, min_steps)
+    if g.start is None:
+        return d
+    n = max((r["replayed"] for rs in pooled.values() for r in rs), default=0)
+    return Decision(g.start, f"judged with its structure's {len(kin)} clusters ({n} steps): {g.why}", g.examples, g.model,
+                    g.few_shot)
+
+
 def build_table(clusters: Sequence[Cluster], replays: Sequence[Mapping[str, Any]], tiers: Sequence[str], *,
                 target: float = 0.95, min_steps: int = 20, models: Collection[str] | None = None) -> dict[str, Any]:
     """The routing table (a JSON-able dict) from clusters and replay reports (``ReplayReport.to_json()``).
@@ -102,8 +151,11 @@ def build_table(clusters: Sequence[Cluster], replays: Sequence[Mapping[str, Any]
                      "model": rep.get("model_variant")}
             per.setdefault(c["id"], {}).setdefault(rep["tier"], []).append(entry)
     routes, undecided = [], []
+    kin: dict[tuple[str, str], list[Mapping[str, Sequence[Mapping[str, Any]]]]] = {}
     for c in clusters:
-        d = decide(per.get(c.id, {}), tiers, target, min_steps)
+        kin.setdefault((c.kind, c.signature), []).append(per.get(c.id, {}))
+    for c in clusters:
+        d = decide_pooled(per.get(c.id, {}), kin[(c.kind, c.signature)], tiers, target, min_steps)
         if d.start is None:
             undecided.append({"cluster": c.id, "name": c.name, "why": d.why})
             continue
