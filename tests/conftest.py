@@ -193,3 +193,23 @@ def scripted_gateway_shared(tmp_path_factory: pytest.TempPathFactory):
     gw = ThreadGateway(tmp_path_factory.mktemp("sgw"))
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server (tests/pg.py), started once per test session."""
+    from tests.pg import PgServer, server_bin
+
+    if server_bin() is None:
+        pytest.skip("PostgreSQL's server is not installed here: apt-get install postgresql (.ci/run installs it)")
+    srv = PgServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def pg_url(pg_server, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the test server, named after the test."""
+    import re
+
+    return pg_server.database("t_" + re.sub(r"\W", "_", request.node.name.lower())[:50])
