@@ -6,6 +6,7 @@ OpenAI's error format, and a ``hint`` the CLI prints under the message.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -21,6 +22,10 @@ class SmallfleetError(Exception):
         self.message = message
         self.hint = hint
         self.param = param
+
+    def http_headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers that go with the error response (say, when a retry can help)."""
+        return []
 
     def to_openai(self) -> dict[str, Any]:
         msg = self.message if not self.hint else f"{self.message} Hint: {self.hint}"
@@ -93,6 +98,9 @@ class MethodNotAllowedError(SmallfleetError):
         super().__init__(message)
         self.methods = methods
 
+    def http_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", ", ".join(self.methods).encode())]
+
 
 class ContextLengthError(InvalidRequestError):
     """The prompt does not fit the context window of any model that could take it."""
@@ -101,11 +109,24 @@ class ContextLengthError(InvalidRequestError):
 
 
 class BudgetExceededError(SmallfleetError):
-    """The agent run's budget cannot cover the next call (HTTP 429)."""
+    """The agent run's budget cannot cover the next call (HTTP 429).
+
+    ``retry_after`` (seconds) only where waiting can help: steps of the run still running hold
+    reservations, and their real cost may leave room. Otherwise the answer says not to retry
+    (``x-should-retry: false``, which the OpenAI SDKs honour), since the same call can never pass."""
 
     status = 429
     type = "budget_exceeded"
     code = "run_budget_exceeded"
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+    def http_headers(self) -> list[tuple[bytes, bytes]]:
+        if self.retry_after is not None:
+            return [(b"retry-after", str(max(1, math.ceil(self.retry_after))).encode())]
+        return [(b"x-should-retry", b"false")]
 
 
 class ModelUnavailableError(SmallfleetError):

@@ -187,11 +187,7 @@ class Ledger:
                 spent, stored = self._run_state(run_id, fresh=True)  # an operator may have raised it meanwhile
                 limit = _tighter(stored, budget)
                 if spent + held + estimate_usd > limit:  # type: ignore[operator]
-                    busy = f", {usd(held)} is reserved by steps still running" if held else ""
-                    raise BudgetExceededError(
-                        f"run {run_id!r} has spent {usd(spent)} of its {usd(limit)} budget{busy}; this step would cost "  # type: ignore[arg-type]
-                        f"about {usd(estimate_usd)} more.",
-                        hint="start a new run id, or have an operator raise it: smallfleet budget RUN USD")
+                    raise budget_error(run_id, spent, limit, held, estimate_usd)  # type: ignore[arg-type]
             self._reserved[run_id] = held + estimate_usd
         return estimate_usd
 
@@ -356,6 +352,19 @@ class Ledger:
             cur = self._db.execute(sql, tuple(params))
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def budget_error(run_id: str, spent: float, limit: float, held: float, estimate: float) -> BudgetExceededError:
+    """The run's budget, its spend, what running steps hold and this step's estimate, in readable money;
+    retry-after only where the running steps' reservations are what stands in the way."""
+    busy = f", and {usd(held)} is held by its steps still running" if held else ""
+    waiting_helps = held > 0 and spent + estimate <= limit
+    return BudgetExceededError(
+        f"run {run_id!r} has spent {usd(spent)} of its {usd(limit)} budget{busy}; this step is estimated at "
+        f"{usd(estimate)}, which would pass it.",
+        hint=("retry in a moment: the running steps' real cost may leave room" if waiting_helps else
+              "start a new run id, or have an operator raise the budget: smallfleet budget RUN USD"),
+        retry_after=1.0 if waiting_helps else None)
 
 
 def check_budget_value(budget: float | None) -> None:

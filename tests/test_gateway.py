@@ -101,7 +101,8 @@ def test_budget_gets_429_and_the_client_sees_it(client, gateway) -> None:
     h = {"x-smallfleet-run": "tiny-budget", "x-smallfleet-budget": "0.0000001"}
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=4, extra_headers=h)
-    assert "budget" in str(e.value)
+    assert "budget" in str(e.value) and e.value.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in e.value.response.headers  # the SDK must not retry a budget that can never pass
 
 
 def test_ledger_has_the_gateway_steps(client, gateway) -> None:

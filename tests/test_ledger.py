@@ -49,12 +49,33 @@ def test_budget_per_run(tmp_path: Path) -> None:
     led.record_step([row("s1", 0, True, cost=0.0015)], budget=0.002)
     with pytest.raises(BudgetExceededError) as e:
         led.check_budget("r1", None, 0.001)  # the stored budget applies
-    assert e.value.status == 429 and "r1" in e.value.message
+    assert e.value.status == 429 and e.value.message == (
+        "run 'r1' has spent $0.0015 of its $0.0020 budget; this step is estimated at $0.0010, which would pass it.")
+    assert e.value.http_headers() == [(b"x-should-retry", b"false")]  # waiting cannot help: no retry
     led.check_budget("other-run", None, 1.0)  # no budget: unlimited
     led.close()
     again = Ledger(tmp_path / "l.db")  # spend survives a restart
     with pytest.raises(BudgetExceededError):
         again.check_budget("r1", None, 0.001)
+
+
+def test_a_budget_held_by_running_steps_says_retry_after(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.db")
+    led.set_budget("r", 0.01)
+    held = led.reserve("r", None, 0.008)  # a step still running holds most of it
+    with pytest.raises(BudgetExceededError) as e:
+        led.reserve("r", None, 0.004)
+    assert "$0.0080 is held by its steps still running" in e.value.message and "retry in a moment" in (e.value.hint or "")
+    assert e.value.http_headers() == [(b"retry-after", b"1")]
+    led.release("r", held)
+    led.release("r", led.reserve("r", None, 0.004))  # the running step is done: room again
+    with pytest.raises(BudgetExceededError) as e:
+        led.reserve("r", None, 0.02)  # more than the whole budget: no wait makes room
+    assert e.value.http_headers() == [(b"x-should-retry", b"false")]
+    with pytest.raises(BudgetExceededError) as e:
+        Ledger(tmp_path / "z.db").reserve("zero", 0.0, 0.001)
+    assert "has spent $0 of its $0 budget" in e.value.message
+    led.close()
 
 
 def test_not_a_database(tmp_path: Path) -> None:

@@ -148,8 +148,7 @@ class Gateway:
                 return await self._send(tracked, 401, render_login().encode(), [_HTML, *_NOSNIFF])
             await self._error(tracked, started, e.status, e.to_openai())
         except SmallfleetError as e:
-            await self._error(tracked, started, e.status, e.to_openai(),
-                              [(b"allow", ", ".join(e.methods).encode())] if isinstance(e, MethodNotAllowedError) else [])
+            await self._error(tracked, started, e.status, e.to_openai(), e.http_headers())
         except ClientGone:
             return
         except Exception:  # a real fault: logged with an id, no internals to the client
