@@ -181,3 +181,22 @@ def test_a_tool_loop_finishes_with_an_answer(client) -> None:
     assert raw.headers["x-smallfleet-step-kind"] == "reshaping" and raw.headers["x-smallfleet-verdict"] == "pass", raw.headers
     assert not answer.tool_calls and "arguments" not in answer.content and "{" not in answer.content
     assert "31" in answer.content or "clear" in answer.content.lower()  # words that carry the result
+
+
+def test_metrics_count_requests_steps_and_tokens_without_request_text(client, gateway) -> None:
+    secret = "Zanzibar-7731"
+    client.chat.completions.create(model="auto", messages=[{"role": "user", "content": f"Say hi to {secret}"}], max_tokens=4)
+    httpx.post(gateway.base + "/no/such/path/" + secret, timeout=10)
+    r = httpx.get(gateway.base + "/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = r.text
+    assert secret not in text  # neither the prompt nor the unknown path
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert float(lines['smallfleet_requests_total{endpoint="/v1/chat/completions",status="200"}']) >= 1
+    assert float(lines['smallfleet_requests_total{endpoint="other",status="404"}']) >= 1
+    steps = {k: float(v) for k, v in lines.items() if k.startswith("smallfleet_steps_total{")}
+    assert steps and sum(steps.values()) >= 1 and all('kind="' in k and 'tier="' in k for k in steps)
+    assert any(k.startswith('smallfleet_tokens_total{model="smollm2",direction="out"}') for k in lines)
+    assert float(lines['smallfleet_request_duration_seconds_count{endpoint="/v1/chat/completions"}']) >= 1
+    assert lines['smallfleet_request_duration_seconds_bucket{endpoint="/v1/chat/completions",le="+Inf"}'] == \
+        lines['smallfleet_request_duration_seconds_count{endpoint="/v1/chat/completions"}']

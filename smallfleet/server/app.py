@@ -25,6 +25,7 @@ import orjson
 from ..engine import Engine
 from ..errors import AuthError, InvalidRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, SmallfleetError
 from ..keys import KeyRing
+from ..metrics import Metrics
 from ..step import Step
 from . import render, responses
 from .access import COOKIE, LOCAL, Access, Principal
@@ -49,7 +50,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/chat/completions": ("POST",), "/chat/completions": ("POST",), "/v1/responses": ("POST",), "/responses": ("POST",),
     "/v1/smallfleet/extract": ("POST",), "/v1/smallfleet/feedback": ("POST",),
     "/v1/models": ("GET",), "/models": ("GET",),
-    "/health": ("GET",), "/v1/smallfleet/report": ("GET",),
+    "/health": ("GET",), "/v1/smallfleet/report": ("GET",), "/metrics": ("GET",),
     "/": ("GET",), "/dashboard": ("GET",), "/login": ("POST",), "/logout": ("POST", "GET"),
 }
 _DASHBOARD = {"/", "/dashboard", "/v1/smallfleet/report", "/login", "/logout"}
@@ -73,6 +74,7 @@ class Gateway:
         self.access = Access(keys or KeyRing(cfg.key_store_path), cfg.host)
         self.inflight = 0
         self.responses = responses.ResponseStore()
+        self.metrics = Metrics()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -98,6 +100,22 @@ class Gateway:
                 return
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
+        t0 = time.perf_counter()
+        status = 499  # unless a response starts: the client went away first
+
+        async def counted(msg: dict[str, Any]) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = int(msg["status"])
+            await send(msg)
+
+        try:
+            await self._route(scope, receive, counted)
+        finally:  # a route the gateway knows, never the raw path: bounded labels, no request text
+            path = scope["path"]
+            self.metrics.request(path if path in ROUTES else "other", status, time.perf_counter() - t0)
+
+    async def _route(self, scope: Scope, receive: Any, send: Any) -> None:
         path, method = scope["path"], scope["method"]
         started = False
 
@@ -140,6 +158,9 @@ class Gateway:
                 qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
                 run = (qs.get("run") or [None])[0]
                 return await self._json(tracked, 200, await asyncio.to_thread(self._report, who, run))
+            if path == "/metrics":
+                return await self._send(tracked, 200, self.metrics.render().encode(),
+                                        [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
             if path in ("/", "/dashboard"):
                 html = await asyncio.to_thread(lambda: render_dashboard(self._report(who, None)))
                 return await self._send(tracked, 200, html.encode(), [_HTML, *_NOSNIFF])
@@ -270,6 +291,7 @@ class Gateway:
         if body.get("stream") and mode == "live" and self.engine.cascade.can_stream_live(step):
             return await self._until_gone(receive, self._live(step, body, include_usage, send))
         outcome = await self._until_gone(receive, self.engine.run_step(step))
+        self.metrics.step(outcome)
         headers_out = _hdrs(render.headers(outcome))
         if not body.get("stream"):
             return await self._send(send, 200, orjson.dumps(render.chat_completion(outcome)), [_JSON, *headers_out])
@@ -295,6 +317,7 @@ class Gateway:
             e.param = responses.responses_param(e.param)
             raise
         outcome = await self._until_gone(receive, self.engine.run_step(step))
+        self.metrics.step(outcome)
         resp_id = responses.new_id("resp")
         resp = responses.response_object(outcome, body, resp_id)
         if outcome.final.result is not None:
