@@ -52,6 +52,7 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_MEMORY_KEY": "Fernet key: session fact values encrypted at rest",
     "SMALLFLEET_INDEX": "knowledge base for grounded steps (default ~/.local/share/smallfleet/index.db)",
     "SMALLFLEET_JUDGE": "a model or tier that judges reasoning answers the process verifier is unsure of (default: off)",
+    "SMALLFLEET_ACCESS_LOG": "on (default) or off: one line per HTTP request on stderr (route, status, bytes, time; no request text)",
     "SMALLFLEET_CAPTURE": "on or off (default): capture steps into the trace store for the learning loop",
     "SMALLFLEET_CAPTURE_KEY": "Fernet key: captured traces encrypted at rest (default: traces.key beside the store)",
     "SMALLFLEET_TRACES": "trace store (default ~/.local/share/smallfleet/traces.db)",
@@ -149,6 +150,7 @@ class Config:
     port: int = 8088
     run_budget_usd: float | None = None
     stream_mode: str = "verified"  # or "live": text steps stream token by token, checks recorded after
+    access_log: bool = True  # one line per HTTP request (smallfleet.access logger), no request text
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
     grounding: GroundingSettings = field(default_factory=GroundingSettings)
@@ -337,7 +339,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "routing.*": {"start": str, "checks": list[str], "escalate": bool, "min_confidence": float},
     "ledger": {"path": str, "run_budget_usd": float},
     # the limits are ServerLimits' fields, typed as the dataclass declares them
-    "server": {"host": str, "port": int, "stream": str, "keys": str,
+    "server": {"host": str, "port": int, "stream": str, "keys": str, "access_log": bool,
                **{f.name: {"int": int, "float": float}[str(f.type)] for f in fields(ServerLimits)}},
     "privacy": {"enabled": bool, "prefer_local": bool, "entities": list[str], "threshold": float, "ner": bool},
     "guards": {"mode": str, "policy_file": str, "detector": bool, "trusted_tools": list[str], "datamark": bool},
@@ -708,7 +710,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
         reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
         host=env.get("SMALLFLEET_HOST") or server.get("host", "127.0.0.1"), port=port,
-        run_budget_usd=budget, stream_mode=stream_mode, privacy=privacy, guards=guards, grounding=grounding, memory=memory, verify=verify,
+        run_budget_usd=budget, stream_mode=stream_mode, access_log=_env_onoff(env, "SMALLFLEET_ACCESS_LOG", server.get("access_log", True)),
+        privacy=privacy, guards=guards, grounding=grounding, memory=memory, verify=verify,
         capture=capture, learn=learned,
         limits=_parse_limits(server), keys_path=Path(keys).expanduser() if keys else None,
         knowledge=_parse_knowledge(data.get("knowledge", {})), source=source,

@@ -1,6 +1,7 @@
 """The gateway as users meet it: a real `smallfleet serve` process and the official openai client."""
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -200,3 +201,8 @@ def test_metrics_count_requests_steps_and_tokens_without_request_text(client, ga
     assert float(lines['smallfleet_request_duration_seconds_count{endpoint="/v1/chat/completions"}']) >= 1
     assert lines['smallfleet_request_duration_seconds_bucket{endpoint="/v1/chat/completions",le="+Inf"}'] == \
         lines['smallfleet_request_duration_seconds_count{endpoint="/v1/chat/completions"}']
+    # the access log: one Common Log Format line per request, routes only, never the request's text
+    log = (Path(gateway.ledger).parent / "serve.log").read_text()
+    access = [ln for ln in log.splitlines() if ln.startswith("127.0.0.1 - - [")]
+    assert any('"POST /v1/chat/completions HTTP/1.1" 200 ' in ln for ln in access)
+    assert any('"POST other HTTP/1.1" 404 ' in ln for ln in access) and secret not in log

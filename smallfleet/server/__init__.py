@@ -40,6 +40,13 @@ def install_log_filter() -> SafeLogFilter:
         sf.addHandler(h)
         sf.setLevel(logging.INFO)
         sf.propagate = False
+    acc = logging.getLogger("smallfleet.access")  # Common Log Format lines, with the time taken appended
+    if not acc.handlers:
+        h2 = logging.StreamHandler()
+        h2.setFormatter(logging.Formatter("%(message)s"))
+        h2.addFilter(f)
+        acc.addHandler(h2)
+        acc.propagate = False
     return f
 
 

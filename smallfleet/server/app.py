@@ -53,6 +53,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/health": ("GET",), "/v1/smallfleet/report": ("GET",), "/metrics": ("GET",),
     "/": ("GET",), "/dashboard": ("GET",), "/login": ("POST",), "/logout": ("POST", "GET"),
 }
+_METHODS = {"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"}
+access_log = logging.getLogger("smallfleet.access")
 _DASHBOARD = {"/", "/dashboard", "/v1/smallfleet/report", "/login", "/logout"}
 
 
@@ -103,17 +105,28 @@ class Gateway:
         t0 = time.perf_counter()
         status = 499  # unless a response starts: the client went away first
 
+        sent = 0
+
         async def counted(msg: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, sent
             if msg["type"] == "http.response.start":
                 status = int(msg["status"])
+            elif msg["type"] == "http.response.body":
+                sent += len(msg.get("body", b""))
             await send(msg)
 
         try:
             await self._route(scope, receive, counted)
-        finally:  # a route the gateway knows, never the raw path: bounded labels, no request text
-            path = scope["path"]
-            self.metrics.request(path if path in ROUTES else "other", status, time.perf_counter() - t0)
+        finally:  # a route the gateway knows, never the raw path or query: no request text in labels or logs
+            route = scope["path"] if scope["path"] in ROUTES else "other"
+            secs = time.perf_counter() - t0
+            self.metrics.request(route, status, secs)
+            if self.engine.config.access_log:
+                client = scope.get("client")
+                access_log.info('%s - %s [%s] "%s %s HTTP/%s" %d %d %.3f', client[0] if client else "-",
+                                scope.get("smallfleet.key") or "-", time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+                                scope["method"] if scope["method"] in _METHODS else "OTHER", route,
+                                scope.get("http_version", "1.1"), status, sent, secs)
 
     async def _route(self, scope: Scope, receive: Any, send: Any) -> None:
         path, method = scope["path"], scope["method"]
@@ -144,6 +157,8 @@ class Gateway:
                 return await self._login(scope, receive, tracked)
             who = self.access.admit(headers, client[0] if client else None, server[1] if server else None,
                                     dashboard=path in _DASHBOARD and method == "GET")
+            if who.key is not None:
+                scope["smallfleet.key"] = who.key.id  # the key's id (not the secret), for the access log
             if path in ("/v1/chat/completions", "/chat/completions"):
                 return await self._limited(self._chat(scope, receive, tracked, headers, who), tracked)
             if path in ("/v1/responses", "/responses"):
