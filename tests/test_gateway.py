@@ -206,3 +206,8 @@ def test_metrics_count_requests_steps_and_tokens_without_request_text(client, ga
     access = [ln for ln in log.splitlines() if ln.startswith("127.0.0.1 - - [")]
     assert any('"POST /v1/chat/completions HTTP/1.1" 200 ' in ln for ln in access)
     assert any('"POST other HTTP/1.1" 404 ' in ln for ln in access) and secret not in log
+
+
+def test_the_gateway_serves_its_openapi_document(gateway) -> None:
+    r = httpx.get(gateway.base + "/openapi.json", timeout=10)
+    assert r.status_code == 200 and r.json()["openapi"] == "3.1.0" and "/v1/chat/completions" in r.json()["paths"]

@@ -27,7 +27,7 @@ from ..errors import AuthError, InvalidRequestError, MethodNotAllowedError, NotF
 from ..keys import KeyRing
 from ..metrics import Metrics
 from ..step import Step
-from . import render, responses
+from . import openapi, render, responses
 from .access import COOKIE, LOCAL, Access, Principal
 from .dashboard import render_dashboard, render_login
 from .sse import event, word_pieces
@@ -50,7 +50,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/chat/completions": ("POST",), "/chat/completions": ("POST",), "/v1/responses": ("POST",), "/responses": ("POST",),
     "/v1/smallfleet/extract": ("POST",), "/v1/smallfleet/feedback": ("POST",),
     "/v1/models": ("GET",), "/models": ("GET",),
-    "/health": ("GET",), "/v1/smallfleet/report": ("GET",), "/metrics": ("GET",),
+    "/health": ("GET",), "/v1/smallfleet/report": ("GET",), "/metrics": ("GET",), "/openapi.json": ("GET",),
     "/": ("GET",), "/dashboard": ("GET",), "/login": ("POST",), "/logout": ("POST", "GET"),
 }
 _METHODS = {"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"}
@@ -173,6 +173,8 @@ class Gateway:
                 qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
                 run = (qs.get("run") or [None])[0]
                 return await self._json(tracked, 200, await asyncio.to_thread(self._report, who, run))
+            if path == "/openapi.json":
+                return await self._json(tracked, 200, openapi.document())
             if path == "/metrics":
                 return await self._send(tracked, 200, self.metrics.render().encode(),
                                         [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
