@@ -1,13 +1,21 @@
 """Any OpenAI-compatible HTTP server: vLLM, Ollama, llama.cpp server, OpenAI, DeepSeek, smallfleet itself.
 
 One pooled ``aiohttp`` session per model (its C parser keeps the gateway's per-request CPU low; httpx
-cost about twice as much here); connect errors, timeouts, 429 and 5xx are retried with backoff,
-other 4xx are the caller's fault and surface at once with the upstream's message.
+cost about twice as much here); connect errors, timeouts, 429 and 5xx are retried (``retries`` times,
+exponential backoff with jitter, an upstream's ``retry-after`` honoured up to 10 s); other 4xx are the
+caller's fault and surface at once with the upstream's message.
+
+A circuit breaker per backend: after ``BREAKER_FAILURES`` calls in a row that failed on the upstream's
+side (unreachable, timed out, 5xx after its retries, an unreadable answer), calls fail at once for
+``BREAKER_COOLDOWN_S`` instead of each waiting out its retries, so the cascade moves to the next tier
+without delay; then one call probes, and a success closes the circuit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +28,61 @@ from ..spec import ModelSpec
 from .base import ChatResult
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+BREAKER_FAILURES = 5
+BREAKER_COOLDOWN_S = 30.0
+MAX_RETRY_AFTER_S = 10.0
+
+
+class Breaker:
+    """Closed (calls go through), open (they fail at once), half-open after the cooldown (one probe)."""
+
+    def __init__(self, name: str, failures: int = BREAKER_FAILURES, cooldown_s: float = BREAKER_COOLDOWN_S) -> None:
+        self.name, self.failures, self.cooldown_s = name, failures, cooldown_s
+        self._lock = threading.Lock()
+        self._streak = 0
+        self._open_until = 0.0
+        self._probing = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._streak >= self.failures
+
+    def allow(self) -> None:
+        """Raise BackendError while the circuit is open (the cascade then tries the next tier)."""
+        with self._lock:
+            if not self.is_open:
+                return
+            now = time.monotonic()
+            if now >= self._open_until and not self._probing:
+                self._probing = True  # this call is the probe
+                return
+            wait = max(0.0, self._open_until - now)
+        raise BackendError(f"{self.name}: circuit open after {self._streak} failed calls in a row; not calling it for "
+                           f"another {wait:.0f} s.", hint="check the server; the next tier answers meanwhile where the policy allows")
+
+    def abandon(self) -> None:
+        """A call that ended without a verdict on the upstream (cancelled): a probe may be tried again."""
+        with self._lock:
+            self._probing = False
+
+    def success(self) -> None:
+        with self._lock:
+            self._streak, self._probing = 0, False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._streak += 1
+            self._probing = False
+            if self.is_open:
+                self._open_until = time.monotonic() + self.cooldown_s
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    try:
+        v = float(headers.get("retry-after") or headers.get("Retry-After") or "")
+    except ValueError:
+        return None
+    return min(max(0.0, v), MAX_RETRY_AFTER_S)
 
 
 def _chat_url(base: str) -> str:
@@ -49,6 +112,7 @@ class OpenAIHTTPBackend:
         self.url = _chat_url(spec.location)
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"content-type": "application/json"}
+        self.breaker = Breaker(f"{spec.name} at {spec.location}")
 
     @property
     def loaded(self) -> bool:
@@ -95,10 +159,25 @@ class OpenAIHTTPBackend:
         raise BackendError(f"{where} failed ({status}): {msg}")
 
     async def _post(self, body: bytes) -> _Response:
+        self.breaker.allow()
+        try:
+            return await self._post_retried(body)
+        except BackendError:  # unreachable, timed out, 5xx after the retries, credentials refused
+            self.breaker.failure()
+            raise
+        except InvalidRequestError:  # the upstream answered: it is up, the request was at fault
+            self.breaker.success()
+            raise
+        except BaseException:  # cancelled: says nothing about the upstream
+            self.breaker.abandon()
+            raise
+
+    async def _post_retried(self, body: bytes) -> _Response:
         session = self._client()
         delay = 0.5
         for attempt in range(self.spec.retries + 1):
             last = attempt == self.spec.retries
+            wait: float | None = None
             try:
                 async with session.post(self.url, data=body) as resp:
                     data = await resp.read()
@@ -106,6 +185,7 @@ class OpenAIHTTPBackend:
                         return _Response(resp.status, data, dict(resp.headers))
                     if resp.status not in _RETRY_STATUS or last:
                         self._raise_status(resp.status, data)
+                    wait = _retry_after(dict(resp.headers))
             except TimeoutError as e:
                 if last:
                     raise BackendTimeoutError(f"{self.spec.name} at {self.spec.location} timed out after "
@@ -115,7 +195,8 @@ class OpenAIHTTPBackend:
                 if last:
                     raise BackendError(f"{self.spec.name}: cannot reach {self.spec.location} ({e.__class__.__name__}: {e}).",
                                        hint="is the server running? check models.<name>.url") from e
-            await asyncio.sleep(delay)
+            # jitter, so clients that failed together do not retry together
+            await asyncio.sleep(wait if wait is not None else delay * random.uniform(0.5, 1.5))
             delay *= 2
         raise AssertionError("unreachable")
 
@@ -126,8 +207,12 @@ class OpenAIHTTPBackend:
         try:
             data = orjson.loads(resp.body)
             choice = data["choices"][0]
+            if not isinstance(choice, dict):
+                raise TypeError("a choice is not an object")
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as e:
+            self.breaker.failure()
             raise BackendError(f"{self.spec.name} returned an unreadable response: {resp.body[:200]!r}") from e
+        self.breaker.success()
         msg = dict(choice.get("message") or {})
         msg["role"] = "assistant"
         usage = data.get("usage") or {}
@@ -143,7 +228,9 @@ class OpenAIHTTPBackend:
         )
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self.breaker.allow()
         session = self._client()
+        done = False
         try:
             async with session.post(self.url, data=self._body(request, True)) as resp:
                 if resp.status >= 400:
@@ -154,12 +241,33 @@ class OpenAIHTTPBackend:
                         continue
                     payload = line[5:].strip()
                     if payload == b"[DONE]":
+                        done = True
                         break
-                    yield orjson.loads(payload)
+                    try:
+                        chunk = orjson.loads(payload)
+                    except orjson.JSONDecodeError as e:
+                        raise BackendError(f"{self.spec.name} sent an unreadable stream chunk: {payload[:200]!r}") from e
+                    yield chunk
         except TimeoutError as e:
+            self.breaker.failure()
             raise BackendTimeoutError(f"{self.spec.name} stream timed out.") from e
         except aiohttp.ClientError as e:
+            self.breaker.failure()
             raise BackendError(f"{self.spec.name}: cannot reach {self.spec.location} ({e}).") from e
+        except BackendError:
+            self.breaker.failure()
+            raise
+        except InvalidRequestError:
+            self.breaker.success()
+            raise
+        except (asyncio.CancelledError, GeneratorExit):  # the reader went away: no verdict on the upstream
+            self.breaker.abandon()
+            raise
+        if not done:  # the connection closed before [DONE]: a cut stream, not a finished answer
+            self.breaker.failure()
+            raise BackendError(f"{self.spec.name}: the stream from {self.spec.location} ended before its last event.",
+                               hint="the upstream closed the connection mid-answer; retry, or check the server")
+        self.breaker.success()
 
     async def aclose(self) -> None:
         if self._session is not None:
