@@ -118,7 +118,7 @@ class Cascade:
         if floor > spec.context:  # certain not to fit: say so without loading the model
             return Attempt(spec, tier, None, error=f"context: the prompt is at least {floor} tokens; {spec.name} "
                                                    f"holds {spec.context}")
-        self.recorder.reserve(step, spec)
+        await self.recorder.reserve(step, spec)
         backend = self.fleet.get(spec.name)
         request, pz, hidden = step.request, None, -1
         if step.examples is not None and step.examples[0] == tier:  # a learned route's worked examples, for its tier
@@ -171,6 +171,6 @@ class Cascade:
         """A live stream of the step from the router's start tier (or the named model)."""
         await self._measure(step)  # labels a large tool output off the event loop, as run() does
         spec = self.fleet.spec(model) if model != "auto" else self.router.model_for(step, self.router.start_tier(step))
-        self.recorder.reserve(step, spec)
+        await self.recorder.reserve(step, spec)
         return LiveStream(step, spec, self.fleet.get(spec.name), config=self.config, router=self.router,
                           recorder=self.recorder, privacy=self.privacy)

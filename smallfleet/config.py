@@ -31,6 +31,8 @@ BACKENDS = ("llamacpp", "openai", "anthropic")
 ENV_VARS: dict[str, str] = {
     "SMALLFLEET_CONFIG": "path of a smallfleet.toml to load",
     "SMALLFLEET_LEDGER": "path of the SQLite ledger (default: ~/.local/share/smallfleet/ledger.db)",
+    "SMALLFLEET_DATABASE_URL": "postgresql://user:password@host:port/db: the ledger, runs and budgets in PostgreSQL, shared by every "
+                               "gateway process and command that uses it (instead of the SQLite file)",
     "SMALLFLEET_HOST": "gateway bind address (default 127.0.0.1)",
     "SMALLFLEET_PORT": "gateway port (default 8088)",
     "SMALLFLEET_THREADS": "CPU threads per embedded model (default: all cores)",
@@ -146,6 +148,7 @@ class Config:
     reference_price_in: float = 2.50  # the counterfactual "all-frontier" price when no frontier API
     reference_price_out: float = 10.00
     ledger_path: Path = field(default_factory=lambda: default_data_dir() / "ledger.db")
+    database_url: str | None = field(default=None, repr=False)  # PostgreSQL: the shared ledger (may hold a password)
     host: str = "127.0.0.1"
     port: int = 8088
     run_budget_usd: float | None = None
@@ -162,6 +165,11 @@ class Config:
     keys_path: Path | None = None  # API-key store (default: keys.db beside the ledger)
     knowledge: dict[str, Path] = field(default_factory=dict)  # [knowledge.NAME] path: the bases a request may name
     source: str = "built-in defaults"
+
+    @property
+    def ledger_target(self) -> str | Path:
+        """Where the ledger lives: the PostgreSQL URL when one is set, else the SQLite file."""
+        return self.database_url or self.ledger_path
 
     @property
     def key_store_path(self) -> Path:
@@ -337,7 +345,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
                  "lora": list[str]},
     "routing": {k.value: dict for k in StepKind},
     "routing.*": {"start": str, "checks": list[str], "escalate": bool, "min_confidence": float},
-    "ledger": {"path": str, "run_budget_usd": float},
+    "ledger": {"path": str, "url": str, "run_budget_usd": float},
     # the limits are ServerLimits' fields, typed as the dataclass declares them
     "server": {"host": str, "port": int, "stream": str, "keys": str, "access_log": bool,
                **{f.name: {"int": int, "float": float}[str(f.type)] for f in fields(ServerLimits)}},
@@ -674,6 +682,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     ledger = data.get("ledger", {})
     server = data.get("server", {})
     ledger_path = Path(env.get("SMALLFLEET_LEDGER") or ledger.get("path", "") or default_data_dir() / "ledger.db").expanduser()
+    database_url = (env.get("SMALLFLEET_DATABASE_URL") or ledger.get("url", "") or "").strip() or None
+    if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("the ledger's database URL must start with postgresql://.",
+                          hint="[ledger] url or SMALLFLEET_DATABASE_URL, e.g. postgresql://smallfleet@db:5432/smallfleet")
     try:
         port = int(env.get("SMALLFLEET_PORT") or server.get("port", 8088))
     except ValueError:
@@ -708,7 +720,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
     return Config(
         models=models, tiers=tiers, routing=routing, max_escalations=max_esc,
-        reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path,
+        reference_price_in=ref_in, reference_price_out=ref_out, ledger_path=ledger_path, database_url=database_url,
         host=env.get("SMALLFLEET_HOST") or server.get("host", "127.0.0.1"), port=port,
         run_budget_usd=budget, stream_mode=stream_mode, access_log=_env_onoff(env, "SMALLFLEET_ACCESS_LOG", server.get("access_log", True)),
         privacy=privacy, guards=guards, grounding=grounding, memory=memory, verify=verify,

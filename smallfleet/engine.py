@@ -56,7 +56,7 @@ class Engine:
         self.config = config or load_config()
         self.fleet = fleet or Fleet(self.config, progress)
         if ledger is True:
-            self.ledger: Ledger | None = Ledger(self.config.ledger_path)
+            self.ledger: Ledger | None = Ledger(self.config.ledger_target)
         else:
             self.ledger = ledger or None
         self.privacy = PrivacyGuard(self.config.privacy)

@@ -1,35 +1,42 @@
-"""The ledger: one SQLite row per attempt, written per step in one transaction.
+"""The ledger: one row per attempt, written per step in one transaction, in a SQLite file (the
+default) or a PostgreSQL database shared by several gateway processes (``[ledger] url`` or
+``SMALLFLEET_DATABASE_URL``).
 
-WAL mode so the report can read while the gateway writes. A step's attempts and its run's spend are
-committed together or not at all: a crash mid-request leaves no half-written step. The gateway
-writes through :meth:`Ledger.record_step_async`: one writer thread commits whatever steps are waiting
-in a single transaction (group commit) and answers each request only after its step is on disk.
-Budgets per agent run are enforced from an in-memory view of spend seeded from the database (and
-re-read every few seconds, so an operator's change from the CLI reaches a running gateway). A
-client may set a run's budget and lower it, never raise it: raising is ``Ledger.set_budget`` (the
-``smallfleet budget`` command). Each attempt *reserves* its estimated cost before it runs, and the
-reservation is released when the step's real cost is committed, so concurrent steps of one run cannot
-together pass its budget by more than one step's estimate.
+SQLite runs in WAL mode so the report can read while the gateway writes. A step's attempts and its
+run's spend are committed together or not at all: a crash mid-request leaves no half-written step.
+The gateway writes through :meth:`Ledger.record_step_async`: one writer thread commits whatever steps
+are waiting in a single transaction (group commit) and answers each request only after its step is
+stored. A client may set a run's budget and lower it, never raise it: raising is
+``Ledger.set_budget`` (the ``smallfleet budget`` command).
+
+Budgets are exact across processes: before each model call the step *reserves* its estimated cost
+in the database (a ``reservations`` row per step), under a lock on the run's row (SQLite's write
+lock, PostgreSQL's ``SELECT ... FOR UPDATE``), against the run's committed spend plus every live
+reservation; the step's write commits its real cost and deletes its reservation in one transaction.
+So however many steps and replicas run at once, a run passes its budget by at most one step's
+estimate error. A reservation of a process that died lapses after ``HOLD_S``. Runs without a budget
+take none of this: whether a run has one is cached for ``REFRESH_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import queue
-import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .db import Database, Dialect, ddl, is_url, redact_url
 from .errors import BudgetExceededError, ConfigError
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -88,7 +95,22 @@ CREATE TABLE IF NOT EXISTS runs (
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
+INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING
 """
+# budgets held by steps still running, one row per step (any process); meta's version tells an older
+# smallfleet, which knows only meta, that this ledger is newer than it
+_V2 = """
+CREATE TABLE IF NOT EXISTS reservations (
+    step_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    amount REAL NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_run ON reservations(run_id);
+UPDATE meta SET value = '2' WHERE key = 'schema_version'
+"""
+MIGRATIONS: dict[Dialect, list[str]] = {d: [ddl(_V1, d), ddl(_V2, d)] for d in ("sqlite", "postgresql")}
+HOLD_S = 900.0  # a reservation lapses after this long (its process died mid-step)
 
 
 @dataclass(frozen=True)
@@ -117,29 +139,24 @@ class AttemptRow:
 
 
 class Ledger:
-    """Thread-safe SQLite ledger. Calls are blocking; the gateway runs them off the event loop."""
+    """Thread-safe ledger on a SQLite file or a PostgreSQL URL. Calls are blocking; the gateway runs
+    them off the event loop."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path).expanduser()
+    REFRESH_S = 2.0  # how long "this run has no budget" is believed (an operator may set one meanwhile)
+
+    def __init__(self, target: str | Path) -> None:
+        self.path = target if is_url(target) else Path(target).expanduser()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise ConfigError(f"ledger {self.path} was written by a newer smallfleet (schema {row[0]}).",
-                                  hint="upgrade smallfleet or point SMALLFLEET_LEDGER elsewhere")
-        except sqlite3.DatabaseError as e:
-            raise ConfigError(f"cannot open the ledger {self.path}: {e}.",
-                              hint="is it a SQLite file? move it away or set SMALLFLEET_LEDGER") from e
+            self.db = Database(self.path)
+            self.db.migrate("ledger", MIGRATIONS)
+        except ConfigError as e:
+            cause = e.__cause__ if e.__cause__ is not None else e.message
+            raise ConfigError(f"cannot open the ledger {redact_url(str(self.path))}: {cause}.",
+                              hint="is it a smallfleet ledger? move it away or set SMALLFLEET_LEDGER / SMALLFLEET_DATABASE_URL") from e
+        self.where = self.db.where
         self._lock = threading.Lock()
-        self._spent: dict[str, tuple[float, float | None]] = {}  # run -> (spent, budget)
-        self._read_at: dict[str, float] = {}  # run -> when its row was last read from the database
-        self._reserved: dict[str, float] = {}  # run -> estimates of attempts not yet committed
+        self._unbudgeted: dict[str, float] = {}  # run -> until when it is believed to have no budget
+        self._own = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this handle's key for reservations made without a step
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
 
@@ -148,95 +165,103 @@ class Ledger:
             self._queue.put(None)
             self._writer.join()
             self._writer = None
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
     # -- budgets ---------------------------------------------------------------------------------
-    REFRESH_S = 2.0  # how stale the in-memory view of a run's row may get (operator changes from the CLI)
+    def _no_budget(self, run_id: str) -> bool:
+        with self._lock:
+            return self._unbudgeted.get(run_id, 0.0) > time.monotonic()
 
-    def _run_state(self, run_id: str, fresh: bool = False) -> tuple[float, float | None]:
-        """(spent, stored budget) of a run; call with the lock held."""
-        st = self._spent.get(run_id)
-        now = time.monotonic()
-        if st is None or fresh or now - self._read_at.get(run_id, 0.0) > self.REFRESH_S:
-            row = self._db.execute("SELECT spent_usd, budget_usd FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            if row is not None:
-                st = (row[0], row[1])
-            elif st is None:
-                st = (0.0, None)
-            self._spent[run_id] = st
-            self._read_at[run_id] = now
-        return st
+    def _mark(self, run_id: str, budgeted: bool) -> None:
+        with self._lock:
+            if budgeted:
+                self._unbudgeted.pop(run_id, None)
+            else:
+                if len(self._unbudgeted) > 100_000:  # a long-lived gateway meets many runs: forget the stale ones
+                    now = time.monotonic()
+                    self._unbudgeted = {r: t for r, t in self._unbudgeted.items() if t > now}
+                self._unbudgeted[run_id] = time.monotonic() + self.REFRESH_S
 
-    def reserve(self, run_id: str | None, budget: float | None, estimate_usd: float) -> float:
+    def reserve(self, run_id: str | None, budget: float | None, estimate_usd: float, key: str | None = None) -> float:
         """Reserve ``estimate_usd`` of the run's budget for one attempt, or raise BudgetExceededError.
 
         ``budget`` is what the client asked for: it applies when it is lower than the stored budget
-        (a client may tighten its own run, never loosen it). Returns the amount reserved, to hand back
-        with :meth:`release` (or to the step's ledger write, which releases it once committed)."""
+        (a client may tighten its own run, never loosen it). ``key`` names the holder (the step id; its
+        attempts' reservations add up). Returns the amount reserved, to hand back with :meth:`release`
+        (or to the step's ledger write, which deletes the reservation when it commits the real cost)."""
         if not run_id:
             return 0.0
         check_budget_value(budget)
-        with self._lock:
-            spent, stored = self._run_state(run_id)
+        if budget is None and self._no_budget(run_id):
+            return 0.0
+        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""  # SQLite's write lock already serialises
+        now = time.time()
+        refused: BudgetExceededError | None = None
+        with self.db.transaction() as cur:
+            row = cur.execute("SELECT spent_usd, budget_usd FROM runs WHERE run_id=?" + lock, (run_id,)).fetchone()
+            if row is None and budget is not None:
+                cur.execute("INSERT INTO runs (run_id, budget_usd, spent_usd, steps, created, updated) VALUES (?,?,0,0,?,?) "
+                            "ON CONFLICT (run_id) DO NOTHING", (run_id, budget, now, now))
+                row = cur.execute("SELECT spent_usd, budget_usd FROM runs WHERE run_id=?" + lock, (run_id,)).fetchone()
+            spent, stored = row if row is not None else (0.0, None)
             limit = _tighter(stored, budget)
-            if limit != stored:
-                self._spent[run_id] = (spent, limit)
-            held = self._reserved.get(run_id, 0.0)
-            if limit is not None and spent + held + estimate_usd > limit:
-                spent, stored = self._run_state(run_id, fresh=True)  # an operator may have raised it meanwhile
-                limit = _tighter(stored, budget)
-                if spent + held + estimate_usd > limit:  # type: ignore[operator]
-                    raise budget_error(run_id, spent, limit, held, estimate_usd)  # type: ignore[arg-type]
-            self._reserved[run_id] = held + estimate_usd
+            if limit is None:
+                self._mark(run_id, False)
+                return 0.0
+            self._mark(run_id, True)
+            if limit != stored:  # the client tightened it: kept even when this step is refused
+                cur.execute("UPDATE runs SET budget_usd=?, updated=? WHERE run_id=?", (limit, now, run_id))
+            held = cur.execute("SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE run_id=? AND expires>?",
+                               (run_id, now)).fetchone()[0]
+            if spent + held + estimate_usd > limit:
+                refused = budget_error(run_id, spent, limit, held, estimate_usd)
+            else:
+                cur.execute("INSERT INTO reservations (step_id, run_id, amount, expires) VALUES (?,?,?,?) ON CONFLICT (step_id) "
+                            "DO UPDATE SET amount = reservations.amount + excluded.amount, expires = excluded.expires",
+                            (key or f"{self._own}:{run_id}", run_id, estimate_usd, now + HOLD_S))
+        if refused is not None:
+            raise refused
         return estimate_usd
 
     def check_budget(self, run_id: str | None, budget: float | None, estimate_usd: float) -> None:
-        """Raise BudgetExceededError if ``estimate_usd`` more would push the run past its budget (reserves nothing)."""
-        self.release(run_id, self.reserve(run_id, budget, estimate_usd))
+        """Raise BudgetExceededError if ``estimate_usd`` more would push the run past its budget (holds nothing)."""
+        key = f"{self._own}:check:{uuid.uuid4().hex[:8]}"
+        self.release(run_id, self.reserve(run_id, budget, estimate_usd, key), key)
 
-    def release(self, run_id: str | None, amount: float) -> None:
+    def release(self, run_id: str | None, amount: float, key: str | None = None) -> None:
         """Give back a reservation (the attempt did not happen, or its step failed before it was written)."""
         if not run_id or not amount:
             return
-        with self._lock:
-            self._release(run_id, amount)
-
-    def _release(self, run_id: str, amount: float) -> None:
-        left = self._reserved.get(run_id, 0.0) - amount
-        if left > 1e-15:
-            self._reserved[run_id] = left
-        else:
-            self._reserved.pop(run_id, None)
+        k = key or f"{self._own}:{run_id}"
+        with self.db.transaction() as cur:
+            cur.execute("UPDATE reservations SET amount = amount - ? WHERE step_id=?", (amount, k))
+            cur.execute("DELETE FROM reservations WHERE step_id=? AND amount <= ?", (k, 1e-12))
 
     def set_budget(self, run_id: str, budget: float | None) -> None:
         """The operator's override: set (raise or lower) or clear a run's budget."""
         check_budget_value(budget)
         now = time.time()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO runs (run_id, budget_usd, spent_usd, steps, created, updated) VALUES (?,?,0,0,?,?) "
-                "ON CONFLICT(run_id) DO UPDATE SET budget_usd = excluded.budget_usd, updated = excluded.updated",
-                (run_id, budget, now, now))
-            self._spent.pop(run_id, None)
+        self.db.execute(
+            "INSERT INTO runs (run_id, budget_usd, spent_usd, steps, created, updated) VALUES (?,?,0,0,?,?) "
+            "ON CONFLICT (run_id) DO UPDATE SET budget_usd = excluded.budget_usd, updated = excluded.updated",
+            (run_id, budget, now, now))
+        self._mark(run_id, True)
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """A run's row: spent, budget, steps, created, updated (None when unknown)."""
-        with self._lock:
-            row = self._db.execute("SELECT run_id, budget_usd, spent_usd, steps, created, updated FROM runs WHERE run_id=?",
-                                   (run_id,)).fetchone()
-        if row is None:
+        rows = self.db.query("SELECT run_id, budget_usd, spent_usd, steps, created, updated FROM runs WHERE run_id=?", (run_id,))
+        if not rows:
             return None
-        return dict(zip(("run_id", "budget_usd", "spent_usd", "steps", "created", "updated"), row))
+        return dict(zip(("run_id", "budget_usd", "spent_usd", "steps", "created", "updated"), rows[0]))
 
     # -- writes ----------------------------------------------------------------------------------
     def record_step(self, rows: list[AttemptRow], budget: float | None = None, reserved: float = 0.0) -> None:
-        """Write all attempts of one step atomically (and the run's spend); ``reserved`` is released with it."""
+        """Write all attempts of one step atomically (and the run's spend); the step's reservation goes with it."""
         if rows:
             try:
                 self._write([(rows, budget, reserved)])
             except BaseException:
-                self.release(rows[0].run_id, reserved)
+                self.release(rows[0].run_id, reserved, rows[0].step_id)
                 raise
 
     async def record_step_async(self, rows: list[AttemptRow], budget: float | None = None, reserved: float = 0.0) -> None:
@@ -279,7 +304,10 @@ class Ledger:
                         self._write([(rows, budget, reserved)])
                         errors.append(None)
                     except Exception as e:
-                        self.release(rows[0].run_id, reserved)
+                        try:
+                            self.release(rows[0].run_id, reserved, rows[0].step_id)
+                        except Exception:  # the database is gone: the reservation lapses after HOLD_S
+                            pass
                         errors.append(e)
             for (_, _, _, loop, fut), err in zip(batch, errors):
                 loop.call_soon_threadsafe(_settle, fut, err)
@@ -290,54 +318,46 @@ class Ledger:
                  r.tokens_in, r.tokens_out, r.cached_tokens, r.cost_usd, r.frontier_cost_usd, r.latency_ms,
                  orjson.dumps(r.checks).decode(), int(r.passed), int(r.escalated), int(r.final), r.error, r.reason)
                 for rows, _, _ in steps for r in rows]
-        runs = [(rows[0].run_id, budget, sum(r.cost_usd for r in rows), reserved)
-                for rows, budget, reserved in steps if rows[0].run_id]
+        runs = [(rows[0].run_id, budget, sum(r.cost_usd for r in rows)) for rows, budget, _ in steps if rows[0].run_id]
+        held = [(rows[0].step_id,) for rows, _, reserved in steps if reserved and rows[0].run_id]
         guard = [(now, r.step_id, r.run_id, g["tool"], g["action"], g["rule"], g["reason"], g.get("argument"), g.get("mode", ""))
                  for rows, _, _ in steps for r in rows for g in r.guard]
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO attempts (ts, step_id, run_id, session_id, step_kind, attempt, model, tier, stand_in, "
-                    "tokens_in, tokens_out, cached_tokens, cost_usd, frontier_cost_usd, latency_ms, checks, passed, "
-                    "escalated, final, error, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vals)
-                self._db.executemany(
+        with self.db.transaction() as cur:
+            cur.executemany(
+                "INSERT INTO attempts (ts, step_id, run_id, session_id, step_kind, attempt, model, tier, stand_in, "
+                "tokens_in, tokens_out, cached_tokens, cost_usd, frontier_cost_usd, latency_ms, checks, passed, "
+                "escalated, final, error, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vals)
+            if runs:
+                cur.executemany(
                     "INSERT INTO runs (run_id, budget_usd, spent_usd, steps, created, updated) VALUES (?,?,?,1,?,?) "
-                    "ON CONFLICT(run_id) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, steps = steps + 1, "
+                    "ON CONFLICT (run_id) DO UPDATE SET spent_usd = runs.spent_usd + excluded.spent_usd, steps = runs.steps + 1, "
                     # a client's budget only ever tightens the stored one
-                    "budget_usd = CASE WHEN budget_usd IS NULL THEN excluded.budget_usd WHEN excluded.budget_usd IS NULL "
-                    "THEN budget_usd ELSE MIN(budget_usd, excluded.budget_usd) END, updated = excluded.updated",
-                    [(run, budget, cost, now, now) for run, budget, cost, _ in runs])
-                if guard:
-                    self._db.executemany("INSERT INTO guard_events (ts, step_id, run_id, tool, action, rule, reason, argument, mode) "
-                                         "VALUES (?,?,?,?,?,?,?,?,?)", guard)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            for run, budget, cost, reserved in runs:
-                if run in self._spent:  # else the next check reads the committed row
-                    spent, stored = self._spent[run]
-                    self._spent[run] = (spent + cost, _tighter(stored, budget))
-                self._release(run, reserved)
+                    "budget_usd = CASE WHEN runs.budget_usd IS NULL THEN excluded.budget_usd WHEN excluded.budget_usd IS NULL "
+                    "THEN runs.budget_usd WHEN excluded.budget_usd < runs.budget_usd THEN excluded.budget_usd "
+                    "ELSE runs.budget_usd END, updated = excluded.updated",
+                    [(run, budget, cost, now, now) for run, budget, cost in runs])
+            if held:  # the real cost is in: the step's reservation goes in the same transaction
+                cur.executemany("DELETE FROM reservations WHERE step_id=?", held)
+            if guard:
+                cur.executemany("INSERT INTO guard_events (ts, step_id, run_id, tool, action, rule, reason, argument, mode) "
+                                "VALUES (?,?,?,?,?,?,?,?,?)", guard)
 
     def record_feedback(self, *, run_id: str | None = None, step_id: str | None = None, success: bool) -> bool:
         """The agent's word on a run's task or a step's answer; False when no such run or step is recorded."""
-        with self._lock:
+        with self.db.transaction() as cur:
             if run_id is not None:
-                known = self._db.execute("SELECT 1 FROM attempts WHERE run_id=? LIMIT 1", (run_id,)).fetchone()
+                known = cur.execute("SELECT 1 FROM attempts WHERE run_id=? LIMIT 1", (run_id,)).fetchone()
             else:
-                known = self._db.execute("SELECT 1 FROM attempts WHERE step_id=? LIMIT 1", (step_id,)).fetchone()
+                known = cur.execute("SELECT 1 FROM attempts WHERE step_id=? LIMIT 1", (step_id,)).fetchone()
             if not known:
                 return False
-            self._db.execute("INSERT INTO feedback (ts, run_id, step_id, success) VALUES (?,?,?,?)",
-                             (time.time(), run_id, step_id, int(success)))
+            cur.execute("INSERT INTO feedback (ts, run_id, step_id, success) VALUES (?,?,?,?)",
+                        (time.time(), run_id, step_id, int(success)))
         return True
 
     # -- reads -----------------------------------------------------------------------------------
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        return [tuple(r) for r in self.db.query(sql, params)]
 
     def attempts(self, step_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         where, params = [], []
@@ -348,10 +368,10 @@ class Ledger:
             where.append("run_id=?")
             params.append(run_id)
         sql = "SELECT * FROM attempts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        with self._lock:
-            cur = self._db.execute(sql, tuple(params))
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, r)) for r in cur.fetchall()]
+        with self.db.reading() as cur:
+            c = cur.execute(sql, tuple(params))
+            cols = [d[0] for d in c.description]
+            return [dict(zip(cols, r)) for r in c.fetchall()]
 
 
 def budget_error(run_id: str, spent: float, limit: float, held: float, estimate: float) -> BudgetExceededError:

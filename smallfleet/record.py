@@ -32,15 +32,20 @@ class Recorder:
         out = max_out or req.get("max_tokens") or req.get("max_completion_tokens") or min(256, spec.max_output)
         return spec.cost(estimate_tokens(req), int(out))
 
-    def reserve(self, step: Step, spec: ModelSpec, request: dict[str, Any] | None = None, max_out: int | None = None) -> None:
+    async def reserve(self, step: Step, spec: ModelSpec, request: dict[str, Any] | None = None, max_out: int | None = None) -> None:
         """Hold an estimate of the call's cost against the run's budget (raises BudgetExceededError)."""
-        if self.ledger is not None:
-            step.reserved += self.ledger.reserve(step.run_id, step.budget_usd, self.estimate(step, spec, request, max_out))
+        if self.ledger is None or not step.run_id:
+            return
+        est = self.estimate(step, spec, request, max_out)
+        if self.ledger.db.dialect == "postgresql":  # a network round trip: not on the event loop
+            step.reserved += await asyncio.to_thread(self.ledger.reserve, step.run_id, step.budget_usd, est, step.step_id)
+        else:  # a local file, microseconds
+            step.reserved += self.ledger.reserve(step.run_id, step.budget_usd, est, step.step_id)
 
     def release(self, step: Step) -> None:
         """Hand back what the step still holds (it failed or was cancelled before its write released it)."""
         if step.reserved and self.ledger is not None:
-            self.ledger.release(step.run_id, step.reserved)
+            self.ledger.release(step.run_id, step.reserved, step.step_id)
         step.reserved = 0.0
 
     def _scrub(self, text: str | None, step: Step) -> str | None:

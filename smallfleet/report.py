@@ -116,7 +116,7 @@ def _parity(ledger: Ledger, rep: Report, where: str, params: tuple[Any, ...]) ->
     minus spend; no report → the same when its final answer passed its checks, lost when it did not.
     The latest feedback wins."""
     rows = ledger.query(
-        "SELECT a.step_id, a.run_id, SUM(a.cost_usd), MAX(CASE WHEN a.final=1 THEN a.frontier_cost_usd END), "
+        "SELECT a.step_id, MAX(a.run_id), SUM(a.cost_usd), MAX(CASE WHEN a.final=1 THEN a.frontier_cost_usd END), "
         "MAX(CASE WHEN a.final=1 THEN a.passed END), MAX(a.step_kind) FROM attempts a "
         f"{where.replace('run_id', 'a.run_id')} GROUP BY a.step_id", params)
     fb_step = {s: bool(v) for s, v in ledger.query(

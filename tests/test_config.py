@@ -137,7 +137,7 @@ def test_unknown_key_without_a_close_match_lists_the_valid_ones(tmp_path: Path) 
     with pytest.raises(ConfigError) as e:
         load_config(p, env={})
     assert e.value.message == "[ledger]: unknown key 'colour'."
-    assert e.value.hint == "valid keys of [ledger]: path, run_budget_usd"
+    assert e.value.hint == "valid keys of [ledger]: path, url, run_budget_usd"
 
 
 def test_every_documented_key_is_accepted(tmp_path: Path) -> None:

@@ -101,3 +101,92 @@ def test_group_commit_writes_concurrent_steps_and_isolates_a_bad_one(tmp_path: P
     assert led.query("SELECT COUNT(*) FROM attempts WHERE step_id='bad'")[0][0] == 0
     assert led.query("SELECT steps FROM runs WHERE run_id='r1'")[0][0] == 20
     led.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One ledger database that several handles (replicas) open: a file, or a real PostgreSQL."""
+    return str(tmp_path / "shared.db") if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def test_budgets_are_exact_across_replicas_under_a_burst(shared: str) -> None:
+    """Two ledger handles on one database (two gateway processes' worth), 40 steps at once against a
+    budget that covers 5: exactly 5 pass, and the run's spend never passes the budget."""
+    import threading
+
+    replicas = [Ledger(shared), Ledger(shared)]
+    replicas[0].set_budget("burst", 0.05)
+    passed, refused, lock = [], [], threading.Lock()
+    start = threading.Barrier(40)
+
+    def step(i: int) -> None:
+        led = replicas[i % 2]
+        start.wait()
+        try:
+            held = led.reserve("burst", None, 0.01, key=f"s{i}")
+        except BudgetExceededError:
+            with lock:
+                refused.append(i)
+            return
+        led.record_step([row(f"s{i}", 0, True, cost=0.01, run="burst")], reserved=held)
+        with lock:
+            passed.append(i)
+
+    threads = [threading.Thread(target=step, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    run = replicas[1].run("burst")
+    assert run is not None and len(passed) == 5 and len(refused) == 35
+    assert run["spent_usd"] == pytest.approx(0.05) and run["steps"] == 5
+    assert replicas[0].query("SELECT COUNT(*) FROM reservations")[0][0] == 0  # every hold went with its step's write
+    for led in replicas:
+        led.close()
+
+
+def test_a_reservation_of_a_process_that_died_lapses(shared: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import smallfleet.ledger as ledger_mod
+
+    led = Ledger(shared)
+    led.set_budget("r", 0.01)
+    monkeypatch.setattr(ledger_mod, "HOLD_S", 0.2)
+    led.reserve("r", None, 0.008, key="dead-step")  # its process dies: no write, no release
+    with pytest.raises(BudgetExceededError):
+        led.reserve("r", None, 0.004, key="next")
+    import time
+
+    time.sleep(0.3)
+    assert led.reserve("r", None, 0.004, key="next") == 0.004
+    led.close()
+
+
+def test_a_ledger_on_postgresql_that_goes_away_is_a_503(pg_server, pg_url: str) -> None:
+    from smallfleet.db import DatabaseUnavailable
+
+    led = Ledger(pg_url)
+    led.set_budget("r", 1.0)
+    pg_server.stop()
+    try:
+        with pytest.raises(DatabaseUnavailable) as e:
+            led.reserve("r", None, 0.01, key="s")
+        assert e.value.status == 503
+        with pytest.raises(DatabaseUnavailable):
+            led.record_step([row("s", 0, True, run="r")])
+    finally:
+        pg_server.start()
+    led.record_step([row("s", 0, True, run="r")])  # back: nothing half-written before, the step now
+    assert [r["step_id"] for r in led.attempts(run_id="r")] == ["s"]
+    led.close()
+
+
+def test_the_report_reads_a_postgresql_ledger(pg_url: str) -> None:
+    led = Ledger(pg_url)
+    led.record_step([row("s1", 0, True)])
+    led.record_step([row("s2", 0, False), row("s2", 1, True, tier="large", cost=0.003)], budget=1.0)
+    assert led.record_feedback(run_id="r1", success=True)
+    rep = build_report(led, load_config(env={}))
+    assert (rep.steps, rep.attempts) == (2, 3) and rep.spend_usd == pytest.approx(0.005)
+    assert {r["tier"]: r["steps"] for r in rep.by_tier} == {"small": 1, "large": 1}
+    assert build_report(led, load_config(env={}), run_prefix="r").steps == 2
+    led.close()

@@ -138,9 +138,9 @@ def doctor(ctx: click.Context, load: bool) -> None:
     try:
         from ..ledger import Ledger
 
-        led = Ledger(cfg.ledger_path)
+        led = Ledger(cfg.ledger_target)
         led.close()
-        ok(f"ledger writable at {cfg.ledger_path}")
+        ok(f"ledger writable at {led.where}")
     except SmallfleetError as e:
         bad(e.message, e.hint or "set SMALLFLEET_LEDGER to a writable path")
     try:

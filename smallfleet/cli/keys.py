@@ -98,7 +98,7 @@ def budget(ctx: click.Context, run_id: str, usd: str | None, key_id: str | None)
 
     cfg = _config(ctx)
     run = f"{key_id}:{run_id}" if key_id else run_id
-    led = Ledger(cfg.ledger_path)
+    led = Ledger(cfg.ledger_target)
     try:
         if usd is not None:
             try:
@@ -110,7 +110,7 @@ def budget(ctx: click.Context, run_id: str, usd: str | None, key_id: str | None)
     finally:
         led.close()
     if row is None:
-        out.print(f"no run {run!r} in {cfg.ledger_path}")
+        out.print(f"no run {run!r} in {led.where}")
         sys.exit(1)
     limit = "none" if row["budget_usd"] is None else fmt(row["budget_usd"])
     out.print(f"run {run}: {row['steps']} step(s), spent {fmt(row['spent_usd'])}, budget {limit}")

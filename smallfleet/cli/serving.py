@@ -55,7 +55,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
 
         FactStore(cfg.memory.store_path, key=resolve_key(cfg.memory.key, cfg.memory.store_path)).close()
     h, p = host or cfg.host, port if port is not None else cfg.port
-    console.print(f"smallfleet gateway on [bold]http://{h}:{p}/v1[/] (dashboard http://{h}:{p}/) · ledger {cfg.ledger_path}")
+    where = engine.ledger.where if engine.ledger is not None else "off"
+    console.print(f"smallfleet gateway on [bold]http://{h}:{p}/v1[/] (dashboard http://{h}:{p}/) · ledger {where}")
     from ..keys import KeyRing
 
     ring = KeyRing(cfg.key_store_path)
@@ -180,10 +181,10 @@ def report(ctx: click.Context, run_id: str | None, as_json: bool, ledger: str | 
     from ..report import build_report
 
     cfg = _config(ctx)
-    path = Path(ledger).expanduser() if ledger else cfg.ledger_path
-    if not path.exists():
-        raise ConfigError(f"no ledger at {path} yet.", hint="run `smallfleet demo` or send requests to `smallfleet serve` first")
-    led = Ledger(path)
+    target = Path(ledger).expanduser() if ledger else cfg.ledger_target
+    if isinstance(target, Path) and not target.exists():
+        raise ConfigError(f"no ledger at {target} yet.", hint="run `smallfleet demo` or send requests to `smallfleet serve` first")
+    led = Ledger(target)
     try:
         rep = build_report(led, cfg, run_id)
     finally:
@@ -191,10 +192,10 @@ def report(ctx: click.Context, run_id: str | None, as_json: bool, ledger: str | 
     if as_json:
         out.print_json(orjson.dumps(rep.as_dict()).decode())
         return
-    print_report(rep, path)
+    print_report(rep, led.where)
 
 
-def print_report(rep: Any, path: Path | None = None) -> None:
+def print_report(rep: Any, path: str | Path | None = None) -> None:
     title = f"ledger {path}" if path else "report"
     if rep.steps == 0:
         out.print(f"{title}: no steps recorded" + (f" for run {rep.run_id}" if rep.run_id else "") + ".")

@@ -209,7 +209,7 @@ def run_demo(config: Config, out: Console, err: Console, *, limit: int | None = 
     out.print(table)
     from ..ledger import Ledger
 
-    led = Ledger(config.ledger_path)
+    led = Ledger(config.ledger_target)
     rep = build_report(led, config, run_id)
     led.close()
     small = sum(1 for r in rows if r["tier"] == config.tiers[0])

@@ -432,7 +432,7 @@ class Gateway:
             return await self._json(send, 200, body)
         body.update(uptime_s=round(time.time() - self.started, 1), in_flight=self.inflight,
                     models={m: self.engine.fleet.loaded(m) for m in self.engine.config.models},
-                    ledger=str(self.engine.config.ledger_path), keys=self.access.keyed)
+                    ledger=self.engine.ledger.where if self.engine.ledger is not None else "off", keys=self.access.keyed)
         await self._json(send, 200, body)
 
     def _report(self, who: Principal, run: str | None) -> dict[str, Any]:

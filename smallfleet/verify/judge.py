@@ -125,7 +125,7 @@ class Judge:
         problem, steps = inputs[0], inputs[1][:MAX_STEPS]
         request = judge_request(problem, steps)
         try:
-            self.recorder.reserve(step, judge, request, max_out=6)
+            await self.recorder.reserve(step, judge, request, max_out=6)
             if self.privacy is not None and self.privacy.protects(judge):
                 request = self.privacy.outbound(request, step.privacy_key)[0]
             res = await self.fleet.get(judge.name).chat(request)
