@@ -194,6 +194,11 @@ class Ledger:
         check_budget_value(budget)
         if budget is None and self._no_budget(run_id):
             return 0.0
+        if budget is None:  # most runs have no budget: a plain read says so, without the write lock
+            got = self.db.query("SELECT budget_usd FROM runs WHERE run_id=?", (run_id,))
+            if not got or got[0][0] is None:
+                self._mark(run_id, False)
+                return 0.0
         lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""  # SQLite's write lock already serialises
         now = time.time()
         refused: BudgetExceededError | None = None
