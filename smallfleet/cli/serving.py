@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,12 @@ from ._app import _config, byte_progress, cli, console, out
                    "(1.3 s for the 0.5B, 4.9 s for the 1.5B here), so with --lazy the first request that needs a "
                    "model stalls every other request, /health included, meanwhile.")
 @click.option("--log-level", default="warning", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Gateway processes on this port, one ledger between them (the SQLite file, or PostgreSQL with "
+                   "SMALLFLEET_DATABASE_URL): budgets hold across them. Each loads its own copy of the embedded "
+                   "models; for several workers, serve the models from vLLM / llama.cpp server / Ollama instead.")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool, log_level: str) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool, log_level: str, workers: int) -> None:
     """Serve the OpenAI-compatible gateway.
 
     \b
@@ -68,9 +73,23 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
         console.print("  no API keys: loopback clients only (create one with `smallfleet keys create NAME`)")
         if h not in ("127.0.0.1", "localhost", "::1"):
             console.print(f"  [yellow]bound to {h}, but without keys other machines are refused[/]")
+    if workers > 1:
+        from ..server import serve_workers
+
+        console.print(f"  {workers} worker processes (session vaults, session memory and Responses history stay per worker)")
+        obj = ctx.ensure_object(dict)
+        config_path = obj.get("config_path") or os.environ.get("SMALLFLEET_CONFIG")
+        engine_close(engine)
+        serve_workers(workers, str(config_path) if config_path else None, h, p, preload=preload, log_level=log_level)
+        return
     if preload:
         _load_models(engine, cfg)
     run_server(engine, h, p, preload=False, log_level=log_level)
+
+
+def engine_close(engine: Any) -> None:
+    """Close an engine outside any event loop (its checks ran; the workers build their own)."""
+    asyncio.run(engine.aclose())
 
 
 def _load_models(engine: Any, cfg: Config) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from ..engine import Engine
 from .app import Gateway, stream_chunks
@@ -70,3 +71,76 @@ def serve(engine: Engine, host: str, port: int, preload: bool = False, log_level
     server = uvicorn.Server(config)
     install_log_filter()
     server.run()
+
+
+def _worker(sock: Any, config_path: str | None, host: str, port: int, preload: bool, log_level: str) -> None:
+    """One worker process of ``serve_workers``: its own engine on the shared listening socket."""
+    import signal
+
+    import uvicorn
+
+    from ..config import load_config
+    from ..engine import Engine
+    from .protocol import protocol_for
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop (SIGTERM)
+    engine = Engine(load_config(config_path))
+    limits = engine.config.limits
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    config = uvicorn.Config(Gateway(engine, preload=preload), host=host, port=port, loop=loop, http=protocol_for(limits),
+                            log_level=log_level, access_log=False, lifespan="on", proxy_headers=False,
+                            server_header=False, date_header=False, timeout_keep_alive=max(1, int(limits.keepalive_s)),
+                            h11_max_incomplete_event_size=64 << 10)
+    install_log_filter()
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve_workers(workers: int, config_path: str | None, host: str, port: int, preload: bool = False,
+                  log_level: str = "warning") -> None:
+    """Run ``workers`` gateway processes on one port (one listening socket, shared): each its own
+    engine, all on the configured ledger (a SQLite file on this machine, or PostgreSQL). A worker that
+    dies is started again; Ctrl-C or SIGTERM stops them all."""
+    import multiprocessing as mp
+    import signal
+    import socket
+    import time
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    ctx = mp.get_context("spawn")
+    args = (sock, config_path, host, port, preload, log_level)
+    procs = [ctx.Process(target=_worker, args=args, name=f"smallfleet-worker-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for i, p in enumerate(procs):
+                if not p.is_alive() and not stopping:
+                    logging.getLogger("smallfleet").warning("worker %d exited (code %s); starting it again", i, p.exitcode)
+                    procs[i] = ctx.Process(target=_worker, args=args, name=f"smallfleet-worker-{i}")
+                    procs[i].start()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(15)
+            if p.is_alive():
+                p.kill()
+        sock.close()
