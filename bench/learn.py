@@ -10,8 +10,9 @@
    the cluster the gateway's route matcher (smallfleet.learn.match) gives it, or none.
 3. Replay every step on the small tier through the engine: plain, and with ``--few-shot K`` worked
    examples of its cluster taken from the learning part only; optionally (``--lora-steps`` > 0) with a
-   LoRA adapter trained on the first half of one cluster's learning part (the cluster where the plain
-   replay disagreed most), replayed on the rest of that cluster. Each answer is compared with the
+   LoRA adapter trained on the first half of the learning part of one step structure (``--lora-on
+   structure``: all its clusters; or one cluster), the one where the plain replay disagreed most,
+   replayed on the rest of it (learning and held-back parts). Each answer is compared with the
    accepted one. Placeholders of the pseudonymised traces are replayed as invented stand-in values
    (smallfleet.learn.surrogate); ``--placeholder-sample N`` steps are also replayed with the
    placeholders as stored, to show what that changes.
@@ -152,7 +153,9 @@ def main() -> None:
     ap.add_argument("--bfcl", default=BFCL, help="BFCL multi-turn base task ids to capture")
     ap.add_argument("--few-shot", type=int, default=3, help="worked examples per step in the few-shot replay")
     ap.add_argument("--lora-steps", type=int, default=60, help="training steps of the LoRA adapter (0: no LoRA)")
-    ap.add_argument("--lora-cluster", default="", help="the cluster to train on (default: most plain disagreements)")
+    ap.add_argument("--lora-cluster", default="", help="the cluster (or its structure) to train on (default: most plain disagreements)")
+    ap.add_argument("--lora-on", choices=("structure", "cluster"), default="structure",
+                    help="train on one step structure (all its clusters) or one cluster")
     ap.add_argument("--placeholder-sample", type=int, default=60,
                     help="also replay this many steps plain with their placeholders as stored (no stand-ins), to compare")
     ap.add_argument("--min-feedback", type=float, default=0.5,
@@ -250,14 +253,28 @@ def main() -> None:
     # LoRA on one cluster
     lora_out: dict[str, Any] | None = None
     if args.lora_steps > 0:
-        def misses(c: Any) -> int:
-            return sum(1 for t in learn if cluster_of.get(t.id) == c.id and not rp[t.id]["agree"])
-        pick = next((c for c in clusters if c.id == args.lora_cluster), None) if args.lora_cluster else \
-            max(clusters, key=lambda c: (misses(c), c.size))
-        if pick is None:
-            raise SystemExit(f"no cluster {args.lora_cluster!r}")
-        cl = [t for t in learn if cluster_of.get(t.id) == pick.id]
-        train, judged = cl[: len(cl) // 2], cl[len(cl) // 2:] + [t for t in held if cluster_of.get(t.id) == pick.id]
+        # the unit: one cluster, or one step structure (all its clusters: more steps to learn from)
+        units: dict[str, list[str]] = {c.id: [c.id] for c in clusters}
+        if args.lora_on == "structure":
+            units = {}
+            for c in clusters:
+                units.setdefault(f"{c.kind}|{c.signature}", []).append(c.id)
+            units = {f"s-{ids[0]}": ids for ids in units.values()}
+
+        def misses(ids: list[str]) -> int:
+            return sum(1 for t in learn if cluster_of.get(t.id) in ids and not rp[t.id]["agree"])
+        if args.lora_cluster:
+            key = next((k for k, ids in units.items() if args.lora_cluster in ids), None)
+            if key is None:
+                raise SystemExit(f"no cluster {args.lora_cluster!r}")
+        else:
+            key = max(units, key=lambda k: (misses(units[k]), len(units[k])))
+        first = next(c for c in clusters if c.id == units[key][0])
+        pick = replace(first, id=key, name=first.name if len(units[key]) == 1 else f"{first.kind}: {len(units[key])} clusters of "
+                       + first.name.split(": ", 1)[1].split(" | ")[0])
+        in_unit = set(units[key])
+        cl = [t for t in learn if cluster_of.get(t.id) in in_unit]
+        train, judged = cl[: len(cl) // 2], cl[len(cl) // 2:] + [t for t in held if cluster_of.get(t.id) in in_unit]
         saved_lora = work / f"replays-lora-{pick.id}-{args.split_by}-{args.split:g}-{args.lora_steps}.json"
         if args.reuse_replays and saved_lora.exists():
             got = orjson.loads(saved_lora.read_bytes())
@@ -279,7 +296,8 @@ def main() -> None:
                     "train_seconds": res.seconds, "examples": res.examples, "final_loss": res.losses[-1] if res.losses else None,
                     "judged": {"steps": len(ids), "plain": _agree(rp, ids), "lora": _agree(rl, ids)},
                     "held_back": {"steps": len(hid), "plain": _agree(rp, hid), "lora": _agree(rl, hid)},
-                    "table_variant": l_chosen.get(pick.id), "replay_wall_s": tuned.wall_s}
+                    "unit": args.lora_on, "clusters": sorted(in_unit),
+                    "table_variant": {c: l_chosen.get(c) for c in sorted(in_unit)}, "replay_wall_s": tuned.wall_s}
     # replay speed on long prompts
     long_steps = [s for s in plain.steps if s.tokens_in >= args.long_tokens]
     secs = sum(s.latency_ms for s in long_steps) / 1000
