@@ -48,7 +48,16 @@ def json_value_spans(text: str) -> list[tuple[int, int, str | None]]:
 
     A tolerant scanner: it never fails, so a fenced or truncated answer still yields its spans.
     """
-    spans: list[tuple[int, int, str | None]] = []
+    return [(a, b, k) for a, b, k, is_key in _scan(text) if not is_key]
+
+
+def json_key_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every object key in JSON text (inside its quotes); the same tolerant scanner."""
+    return [(a, b) for a, b, _, is_key in _scan(text) if is_key]
+
+
+def _scan(text: str) -> list[tuple[int, int, str | None, bool]]:
+    spans: list[tuple[int, int, str | None, bool]] = []
     i, n = 0, len(text)
     last_key: str | None = None
     expect_key = False
@@ -75,14 +84,15 @@ def json_value_spans(text: str) -> list[tuple[int, int, str | None]]:
                 j += 2 if text[j] == "\\" else 1
             if expect_key:
                 last_key = text[i + 1:j]
+                spans.append((i + 1, j, None, True))
             else:
-                spans.append((i + 1, j, last_key))
+                spans.append((i + 1, j, last_key, False))
             i = j + 1
         elif c == "-" or c.isdigit():
             j = i + 1
             while j < n and (text[j].isdigit() or text[j] in ".eE+-"):
                 j += 1
-            spans.append((i, j, last_key))
+            spans.append((i, j, last_key, False))
             i = j
         else:
             i += 1

@@ -161,3 +161,17 @@ def test_guard_scrub_and_detection(detector: Detector) -> None:
     assert g.scrub("upstream said: 'jane.doe@example.com' is invalid", "s1") == "upstream said: '<EMAIL_ADDRESS_1>' is invalid"
     assert "4111" not in g.scrub("bad value 4111 1111 1111 1111")
     assert all(callable(r) for r in RECOGNIZERS.values())
+
+
+def test_json_keys_are_structure_and_keyed_values_are_personal_data() -> None:
+    """A model's JSON answer keeps its keys ("order_id" read as a name broke answers), and a value under
+    a key that names it ("customer_name") is redacted even where the NER misses it."""
+    pz = Pseudonymizer()
+    text = '{\n  "customer_name": "Ana Lopez",\n  "order_id": null,\n  "email": "ana.lopez@example.com",\n  "amount_owed": 79.5\n}'
+    r = pz.redact(text)
+    assert '"order_id": null' in r.text and '"amount_owed": 79.5' in r.text and '"customer_name": "<PERSON_1>"' in r.text
+    assert "Ana Lopez" not in r.text and "ana.lopez@example.com" not in r.text
+    assert pz.restore(r.text).text == text
+    fenced = pz.redact('```json\n{"name": "Tomas Okafor", "order_id": "ORD-1"}\n```').text
+    assert '"order_id": "ORD-1"' in fenced and "Tomas" not in fenced
+    assert pz.redact("Call order_id support").text.count("order_id") <= 1  # prose is read as before

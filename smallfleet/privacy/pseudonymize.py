@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ..jsontext import json_key_spans, json_value_spans
 from .detector import Detector, chunk_text
 from .entities import ENTITY_TYPES, Entity
 from .vault import Vault
@@ -31,6 +32,16 @@ _LITERAL_LIKE = re.compile(r"<[A-Z][A-Z_]*_\d+>")
 _MANGLED = re.compile(rf"(?i:[<\[{{(]\s*({_TYPES})[\s_-]?(\d+)\s*[>\]}})]?)|\b({_TYPES})[_-]?(\d+)\b")
 _PARTIAL_TAIL = re.compile(rf"(?:<[A-Za-z_]*\d*|[\[{{(]?\s*(?:{_TYPES})[\s_-]?\d*)$", re.I)
 
+
+# JSON keys whose string value is personal data of a known type, whatever the NER reads in it
+_KEYED: dict[str, str] = {
+    **{k: "PERSON" for k in ("name", "customer_name", "customer", "full_name", "fullname", "first_name", "firstname",
+                            "last_name", "lastname", "surname", "given_name", "family_name", "contact_name", "person",
+                            "patient_name", "employee_name", "recipient_name", "sender_name", "passenger_name")},
+    **{k: "EMAIL_ADDRESS" for k in ("email", "email_address", "e_mail", "customer_email")},
+    **{k: "PHONE_NUMBER" for k in ("phone", "phone_number", "mobile", "telephone", "tel")},
+    **{k: "STREET_ADDRESS" for k in ("address", "street", "street_address", "home_address", "shipping_address")},
+}
 
 @dataclass
 class Redaction:
@@ -68,13 +79,25 @@ class Pseudonymizer:
             return Redaction(text, [], 1)
         literals = [(m.start(), m.end()) for m in _LITERAL_LIKE.finditer(text)]
         spans: list[tuple[int, int, str]] = [(s, e, "LITERAL") for s, e in literals]
+        head = text.lstrip()[:3]
+        # JSON keys are the answer's structure, never personal data ("order_id" read as a name broke answers)
+        is_json = head[:1] in ("{", "[") or head == "```"
+        keys = json_key_spans(text) if is_json else []
+        literals += keys
+        if is_json:  # a value under a key that says what it is: a name the NER misses in JSON ("customer_name": "Ana Lopez")
+            for a, b, key in json_value_spans(text):
+                kind = _KEYED.get((key or "").lower().replace("-", "_"))
+                if kind and b > a and text[a] != "<" and not text[a:b].replace(".", "").isdigit():
+                    spans.append((a, b, kind))
+                    literals.append((a, b))  # the detector's reading of the same span is not added again
         for ent in (self.detector.detect(text) if entities is None else entities):
             if not any(ent.start < e and s < ent.end for s, e in literals):
                 spans.append((ent.start, ent.end, ent.type))
         known, kinds = self.vault.known()
         if known is not None:  # values this vault already holds, wherever detection missed them
             for m in known.finditer(text):
-                if not any(m.start() < e and s < m.end() for s, e, _ in spans):
+                if not any(m.start() < e and s < m.end() for s, e, _ in spans) and \
+                        not any(m.start() < e and s < m.end() for s, e in keys):
                     spans.append((m.start(), m.end(), kinds[m.group()]))
         spans.sort()
         out, ents, pos = [], [], 0
