@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -136,6 +137,24 @@ def lora(cfg: Any, traces: list[Any], cluster: Any, train: list[Any], judged: li
     return res, asyncio.run(go())
 
 
+def _recompare(rep: Any, by_id: dict[str, Any]) -> None:
+    """Judge stored replays again with the current comparison (the answers are the same; the rules may be better)."""
+    from smallfleet.learn.compare import compare
+
+    kept = []
+    for st in rep.steps:
+        t = by_id.get(st.id)
+        if t is None:  # left out of this analysis
+            continue
+        rf = t.request.get("response_format")
+        wants_json = isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+        failed = [] if st.passed else [st.why.split(": ", 1)[-1] if st.why.startswith("fails its checks") else "a check failed"]
+        if st.replayed is not None:
+            st.agree, st.why = compare(t.final, st.replayed, t.kind, wants_json=wants_json, failed_checks=failed)
+        kept.append(st)
+    rep.steps = kept
+
+
 def _rows(rep: Any) -> dict[str, dict[str, Any]]:
     return {s.id: {"agree": s.agree, "passed": s.passed, "cost_usd": s.cost_usd} for s in rep.steps}
 
@@ -195,6 +214,11 @@ def main() -> None:
     cur = curate(st.iter(), min_feedback=args.min_feedback)
     st.close()
     traces = cur.kept
+    # an accepted JSON answer whose keys the privacy layer pseudonymised ("<PERSON_2>": null) before it
+    # kept keys as structure: its agreement cannot be judged, so it is left out and counted
+    broken_key = re.compile(r'"<[A-Z_]+_\d+>"\s*:')
+    broken = [t.id for t in traces if broken_key.search(str(t.final.get("content") or ""))]
+    traces = [t for t in traces if t.id not in set(broken)]
     learn, held = (split_by_structure if args.split_by == "structure" else split_by_time)(traces, args.split)
     learn_ids = {t.id for t in learn}
     print(f"{len(traces)} curated steps (dropped: {dict(cur.dropped)}); learning from {len(learn)}, {len(held)} held back",
@@ -213,19 +237,22 @@ def main() -> None:
         rclusters.append(Cluster(id="none", kind="", signature="", name="(no learned cluster)", tools=[], terms=[],
                                  size=len(unmatched), members=unmatched))
     cfg = load_config(None, env={k: v for k, v in os.environ.items() if k != "SMALLFLEET_CONFIG"})
+    by_id = {t.id: t for t in traces}
     saved = work / f"replays-{args.split_by}-{args.split:g}-{args.few_shot}.json"
     if args.reuse_replays and saved.exists():
         got = orjson.loads(saved.read_bytes())
         plain, shots = ReplayReport.from_json(got["plain"]), ReplayReport.from_json(got["fewshot"])
         raw = ReplayReport.from_json(got["raw"]) if got.get("raw") else None
-        print(f"replays read from {saved}", flush=True)
+        print(f"replays read from {saved}; agreement judged again with this smallfleet's comparison", flush=True)
+        for rep_ in (plain, shots, raw):
+            if rep_ is not None:
+                _recompare(rep_, by_id)
     else:
         plain, shots, raw = asyncio.run(replays(cfg, traces, rclusters, [c.id for c in clusters], learn_ids, args.few_shot,
                                                 args.placeholder_sample))
         saved.write_bytes(orjson.dumps({"plain": plain.to_json(), "fewshot": shots.to_json(),
                                         "raw": raw.to_json() if raw else None}))
     rp, rs = _rows(plain), _rows(shots)
-    by_id = {t.id: t for t in traces}
     small = cfg.tiers[0]
     rep = compare_policies([by_id[i] for i in rp], rp, cluster_of, lambda t: cfg.routing[_kind(t.kind)].start == small,
                            split=args.split, min_steps=args.min_steps, learn_ids=learn_ids)
@@ -279,6 +306,7 @@ def main() -> None:
         if args.reuse_replays and saved_lora.exists():
             got = orjson.loads(saved_lora.read_bytes())
             res, tuned = SimpleNamespace(**got["result"]), ReplayReport.from_json(got["replay"])
+            _recompare(tuned, by_id)
         else:
             res, tuned = lora(cfg, traces, pick, train, judged, args.lora_steps, work)
             saved_lora.write_bytes(orjson.dumps({"result": {"steps": res.steps, "seconds": res.seconds, "examples": res.examples,
@@ -305,7 +333,8 @@ def main() -> None:
     speed = {"steps": n_long, "mean_prompt_tokens": sum(s.tokens_in for s in long_steps) / n_long if n_long else None,
              "seconds": secs, "per_100_steps_min": secs / n_long * 100 / 60 if n_long else None}
     out = {"environment": environment(), "store": str(store_path), "curated": len(traces), "dropped": dict(cur.dropped),
-           "min_feedback": args.min_feedback, "min_steps": args.min_steps, "target": args.target, "split": args.split, "split_by": args.split_by,
+           "left_out_pseudonymised_json_keys": len(broken), "min_feedback": args.min_feedback, "min_steps": args.min_steps, "target": args.target,
+           "split": args.split, "split_by": args.split_by,
            "learn_steps": len(learn), "held_steps": len(held), "held_unmatched": len(unmatched),
            "clusters": [c.summary() for c in clusters],
            "held_per_cluster": {c.id: sum(1 for t in held if cluster_of.get(t.id) == c.id) for c in clusters},

@@ -154,6 +154,9 @@ def compare(original: dict[str, Any], replayed: dict[str, Any] | None, kind: str
     if original.get("tool_calls") or replayed.get("tool_calls"):
         return compare_calls(original, replayed)
     if kind == "classification":
+        ja, jb = _json(original), _json(replayed)
+        if isinstance(ja, dict) and isinstance(jb, dict) and len(ja) > 1:  # several labels ({"category", "urgency"}): each
+            return compare_json(original, replayed)
         a, b = _label(original), _label(replayed)
         return (True, f"same label {a!r}") if a == b else (False, f"label {b!r} instead of {a!r}")
     if wants_json or kind == "extraction":
