@@ -239,6 +239,9 @@ def plot(rep: Report, path: str) -> None:
         p = next((q for q in rep.points if q.policy == name), None)
         if p is not None:
             ax.plot([p.small_share], [p.agreement], marker, markersize=10, label=name)
+    for p in rep.points:  # the table with worked examples or an adapter as variants
+        if p.policy.startswith("table+"):
+            ax.plot([p.small_share], [p.agreement], "*", markersize=13, label=p.policy)
     ax.axhline(0.95, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("steps started on the cheap tier")
     ax.set_ylabel("agreement with the accepted answer")
