@@ -361,11 +361,12 @@ def test_import_clusters_replay_apply_on_a_real_model(tmp_path: Path, monkeypatc
     table = orjson.loads(routes.read_bytes())
     judged = [c for c in rep["clusters"] if c["replayed"] >= 5]
     assert judged and len(table["routes"]) + len(table["undecided"]) == len(rep["clusters"])
-    for c in judged:  # each judged cluster's route follows its interval
+    for c in judged:  # each judged cluster's route follows its interval of right-or-caught answers
         route = next((x for x in table["routes"] if x["cluster"] == c["id"]), None)
-        if c["ci_low"] >= 0.5:
+        assert c["safe"] >= c["agreement"] and c["safe_ci_low"] >= c["ci_low"]
+        if c["safe_ci_low"] >= 0.5:
             assert route is not None and route["start"] == "small"
-        elif c["ci_high"] < 0.5:
+        elif c["safe_ci_high"] < 0.5:
             assert route is not None and route["start"] == "large"
         else:
             assert route is None
@@ -543,3 +544,21 @@ def test_a_route_may_start_a_cluster_on_a_fine_tuned_model(scripted_gateway, tmp
 
     with pytest.raises(ConfigError, match="'small-tuned', which is not in the fleet"):
         RouteTable(bad, tiers, {"other"})
+
+
+def test_a_cluster_whose_wrong_answers_its_checks_catch_may_start_small() -> None:
+    """Starting on the small tier risks only the wrong answers its checks let through: the caught ones escalate."""
+    from smallfleet.learn.report import Variant, split_by_time, table_variants
+
+    traces, cluster_of, plain = [], {}, {}
+    for i in range(120):
+        c = "caught" if i % 2 else "missed"
+        t = Trace(id=f"s{i}", kind="extraction", ts=float(i), request={"messages": [{"role": "user", "content": str(i)}]},
+                  final={"role": "assistant", "content": "{}"}, frontier_cost_usd=0.01)
+        traces.append(t)
+        cluster_of[t.id] = c
+        right = i % 4 in (0, 1)  # half of each cluster right
+        plain[t.id] = {"agree": right, "passed": right or c == "missed", "cost_usd": 0.001}
+    learn, held = split_by_time(traces, 0.7)
+    pt, chosen, _ = table_variants(learn, held, [Variant("plain", plain)], cluster_of, 0.9, 20, "t")
+    assert chosen == {"caught": "plain"} and pt.agreement == 1.0 and 0.4 < pt.small_share < 0.6

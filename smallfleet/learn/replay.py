@@ -67,6 +67,10 @@ class ClusterReplay:
     ci_high: float
     recommendation: str
     move: bool = False
+    # right, or wrong and caught by its checks (the cascade then escalates): what starting there risks
+    safe: float | None = None
+    safe_ci_low: float = 0.0
+    safe_ci_high: float = 1.0
 
 
 @dataclass
@@ -122,16 +126,20 @@ def pick_steps(traces: Sequence[Trace], sample: int | None, seed: int = 0) -> li
 def recommend(c: Cluster, replayed: list[StepReplay], tier: str, target: float, min_steps: int) -> ClusterReplay:
     n, k = len(replayed), sum(s.agree for s in replayed)
     lo, hi = wilson(k, n)
+    ks = sum(s.agree or not s.passed for s in replayed)
+    slo, shi = wilson(ks, n)
     if n == 0:
         rec, move = "not replayed", False
     elif n < min_steps:
         rec, move = f"too few steps to judge ({n} < {min_steps}): keep", False
-    elif lo >= target:
-        rec, move = f"move to {tier or 'this model'} (agreement lower bound {lo:.1%} >= {target:.0%})", True
+    elif slo >= target:  # a wrong answer its checks catch escalates: starting here is safe
+        rec, move = (f"move to {tier or 'this model'} (right or caught by its checks on {ks / n:.0%}, lower bound "
+                     f"{slo:.1%} >= {target:.0%}; agreement {k / n:.0%})"), True
     else:
-        rec, move = f"keep (agreement lower bound {lo:.1%} < {target:.0%})", False
+        rec, move = f"keep (right or caught by its checks: lower bound {slo:.1%} < {target:.0%}; agreement {k / n:.0%})", False
     return ClusterReplay(id=c.id, name=c.name, steps=c.size, replayed=n, agreement=k / n if n else None,
-                         ci_low=lo, ci_high=hi, recommendation=rec, move=move)
+                         ci_low=lo, ci_high=hi, recommendation=rec, move=move, safe=ks / n if n else None,
+                         safe_ci_low=slo, safe_ci_high=shi)
 
 
 async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Cluster], model: str, *,

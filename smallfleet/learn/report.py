@@ -123,18 +123,20 @@ def table_variants(learn: Sequence[Trace], held: Sequence[Trace], variants: Sequ
     steps are judged with the variant it picked. Returns the point, cluster -> variant name, and how
     many held steps were judged with the plain replay because the picked variant did not replay them
     (the conversations its worked examples came from)."""
-    from .table import decide_pooled
+    from .table import SAFE, decide_pooled
 
     rows_of: dict[str, dict[str, list[dict[str, Any]]]] = {}
     structure: dict[str, tuple[str, str]] = {}
     for c in sorted({cluster_of.get(t.id, "") for t in learn} - {""}):
         rows = []
         for v in variants:
-            votes = [bool(v.replays[t.id]["agree"]) for t in learn if cluster_of.get(t.id) == c and t.id in v.replays]
+            # right, or caught by its checks (the cascade escalates it): the risk of starting there
+            votes = [bool(v.replays[t.id]["agree"]) or not v.replays[t.id].get("passed", True)
+                     for t in learn if cluster_of.get(t.id) == c and t.id in v.replays]
             if votes:
                 lo, hi = wilson(sum(votes), len(votes))
                 rows.append({"replayed": len(votes), "agreement": sum(votes) / len(votes), "ci_low": lo, "ci_high": hi,
-                             "few_shot": v.few_shot, "model": v.model})
+                             "few_shot": v.few_shot, "model": v.model, "what": SAFE})
         rows_of[c] = {"cheap": rows}
     for t in learn:
         if (c := cluster_of.get(t.id, "")) in rows_of:

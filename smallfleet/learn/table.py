@@ -37,6 +37,7 @@ log = logging.getLogger("smallfleet.learn")
 
 VERSION = 1
 RECHECK_S = 5.0  # how often the router looks whether the table file changed
+SAFE = "was right or caught by its checks on"
 UNDECIDED = "not enough evidence either way (too few replayed steps, or an interval around the target)"
 
 
@@ -74,7 +75,7 @@ def decide(replays: Mapping[str, Sequence[Mapping[str, Any]]], tiers: Sequence[s
             r = min(good, key=lambda r: (bool(r.get("model")), r.get("few_shot", 0), -r["ci_low"]))
             shots = f" with {r['few_shot']} worked examples" if r.get("few_shot") else ""
             who = f"{tier} ({r['model']})" if r.get("model") else tier
-            return Decision(tier, f"{who}{shots} agreed on {r['agreement']:.0%} of {r['replayed']} replayed steps "
+            return Decision(tier, f"{who}{shots} {r.get('what', 'agreed on')} {r['agreement']:.0%} of {r['replayed']} replayed steps "
                                   f"(95% lower bound {r['ci_low']:.0%} >= {target:.0%})",
                             tuple(r.get("examples") or ()) if shots else (), r.get("model") or None,
                             int(r.get("few_shot") or 0))
@@ -84,7 +85,7 @@ def decide(replays: Mapping[str, Sequence[Mapping[str, Any]]], tiers: Sequence[s
         top = max(tiers.index(t) for t, _ in failed)
         if top + 1 < len(tiers):
             r = dict(failed)[tiers[top]]
-            return Decision(tiers[top + 1], f"{tiers[top]} agreed on only {r['agreement']:.0%} of {r['replayed']} replayed "
+            return Decision(tiers[top + 1], f"{tiers[top]} {r.get('what', 'agreed on')} only {r['agreement']:.0%} of {r['replayed']} replayed "
                                             f"steps (95% upper bound {r['ci_high']:.0%} < {target:.0%})")
     return Decision(None, UNDECIDED)
 
@@ -105,7 +106,7 @@ def pool(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for (shots, model), (total, k) in acc.items():
         lo, hi = wilson(k, total)
         out.append({"replayed": total, "agreement": k / total, "ci_low": lo, "ci_high": hi, "few_shot": shots,
-                    "model": model or None})
+                    "model": model or None, **({"what": rows[0]["what"]} if rows and "what" in rows[0] else {})})
     return out
 
 
@@ -149,6 +150,8 @@ def build_table(clusters: Sequence[Cluster], replays: Sequence[Mapping[str, Any]
         for c in rep.get("clusters", []):
             entry = {**c, "few_shot": rep.get("few_shot", 0), "examples": (rep.get("examples") or {}).get(c["id"], []),
                      "model": rep.get("model_variant")}
+            if c.get("safe") is not None:  # judged on right-or-caught: a caught answer escalates, as in the cascade
+                entry.update(agreement=c["safe"], ci_low=c["safe_ci_low"], ci_high=c["safe_ci_high"], what=SAFE)
             per.setdefault(c["id"], {}).setdefault(rep["tier"], []).append(entry)
     routes, undecided = [], []
     kin: dict[tuple[str, str], list[Mapping[str, Sequence[Mapping[str, Any]]]]] = {}
