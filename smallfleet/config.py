@@ -100,10 +100,17 @@ class CaptureSettings:
     queue: int = 1000                # steps waiting to be written; more are dropped (and counted), never waited for
     # Fernet key from $SMALLFLEET_CAPTURE_KEY (never from the config file); else traces.key beside the store
     key: str | None = field(default=None, repr=False)
+    # PostgreSQL: a postgresql:// store, or the ledger's database when no store file is named
+    url: str | None = field(default=None, repr=False)
 
     @property
     def store_path(self) -> Path:
         return self.store or default_data_dir() / "traces.db"
+
+    @property
+    def target(self) -> str | Path:
+        """Where the traces live: a PostgreSQL URL, else the SQLite file."""
+        return self.url or self.store_path
 
 
 @dataclass(frozen=True)
@@ -584,7 +591,7 @@ def _parse_memory(d: dict[str, Any], env: dict[str, str]) -> MemorySettings:
                           max_pinned=n, defer=d.get("defer", True), key=env.get("SMALLFLEET_MEMORY_KEY") or None)
 
 
-def _parse_capture(d: dict[str, Any], env: dict[str, str]) -> CaptureSettings:
+def _parse_capture(d: dict[str, Any], env: dict[str, str], database_url: str | None = None) -> CaptureSettings:
     enabled = _env_onoff(env, "SMALLFLEET_CAPTURE", d.get("enabled", False))
     for key, default in (("sample", 1.0), ("shadow", 0.0)):
         if not 0.0 <= d.get(key, default) <= 1.0:
@@ -594,9 +601,10 @@ def _parse_capture(d: dict[str, Any], env: dict[str, str]) -> CaptureSettings:
     if not 1 <= d.get("queue", 1000) <= 1_000_000:
         raise ConfigError("capture.queue must be between 1 and 1000000.")
     store = env.get("SMALLFLEET_TRACES") or d.get("store", "")
-    return CaptureSettings(enabled=enabled, store=Path(store).expanduser() if store else None, sample=d.get("sample", 1.0),
-                           retention_days=d.get("retention_days", 30.0), shadow=d.get("shadow", 0.0),
-                           queue=d.get("queue", 1000), key=env.get("SMALLFLEET_CAPTURE_KEY") or None)
+    url = store if store.startswith(("postgresql://", "postgres://")) else (database_url if not store else None)
+    return CaptureSettings(enabled=enabled, store=Path(store).expanduser() if store and not url else None,
+                           sample=d.get("sample", 1.0), retention_days=d.get("retention_days", 30.0), shadow=d.get("shadow", 0.0),
+                           queue=d.get("queue", 1000), key=env.get("SMALLFLEET_CAPTURE_KEY") or None, url=url)
 
 
 def _parse_limits(server: dict[str, Any]) -> ServerLimits:
@@ -710,7 +718,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     guards = _parse_guards(data.get("guards", {}), env)
     grounding = _parse_grounding(data.get("grounding", {}), env)
     memory = _parse_memory(data.get("memory", {}), env)
-    capture = _parse_capture(data.get("capture", {}), env)
+    capture = _parse_capture(data.get("capture", {}), env, database_url)
     learn = data.get("learn", {})
     routes = env.get("SMALLFLEET_ROUTES") or learn.get("routes", "")
     learned = LearnSettings(routes=Path(routes).expanduser() if routes else None, use_routes=learn.get("use_routes", True))

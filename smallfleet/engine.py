@@ -73,7 +73,7 @@ class Engine:
         self.capturer: Capturer | None = None
         if self.config.capture.enabled:
             c = self.config.capture
-            self.capturer = Capturer(c, TraceStore(c.store_path, key=c.key), self.privacy.detector)
+            self.capturer = Capturer(c, TraceStore(c.target, key=c.key), self.privacy.detector)
         self.inflight = 0  # steps being answered now (a shadow replay waits for none)
         self.shadow: Shadow | None = None
         if self.capturer is not None and self.config.capture.shadow > 0:

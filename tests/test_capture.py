@@ -194,3 +194,32 @@ def test_curate_drops_errors_refusals_unverified_low_feedback_and_duplicates() -
     other.request["tools"] = WEATHER
     assert [t.id for t in curate([ts[0], other]).kept] == ["t0", "t10"]
     assert structure_signature(other.request, "generation") != structure_signature(ts[0].request, "generation")
+
+
+def test_the_trace_store_lives_in_postgresql_beside_the_ledger(pg_url: str, tmp_path: Path) -> None:
+    """With SMALLFLEET_DATABASE_URL and no store file named, traces go to the ledger's database: encrypted,
+    read back whole, feedback, learned objects and removal as with the file."""
+    cfg = load_config(None, env={"SMALLFLEET_DATABASE_URL": pg_url, "SMALLFLEET_CAPTURE_KEY": KEY})
+    assert cfg.capture.target == pg_url
+    with pytest.raises(ConfigError, match="needs its key in SMALLFLEET_CAPTURE_KEY"):
+        TraceStore(pg_url)
+    st = TraceStore(cfg.capture.target, key=KEY)
+    t = [Trace(id=f"p{i}", kind="extraction", trace="conv", ts=float(i), request={"messages": [{"role": "user", "content": f"q{i}"}]},
+               final={"role": "assistant", "content": '{"order_id": null}'}) for i in range(3)]
+    assert st.add(t) == 3 and st.add(t) == 0  # an id already stored is skipped
+    assert [x.id for x in st.iter()] == ["p0", "p1", "p2"] and st.get("p1").request == t[1].request
+    assert st.set_feedback(conversation="conv", score=0.0) == 3 and st.get("p2").feedback == 0.0
+    st.put_learned("clusters", {"a": [1, 2]})
+    st.put_learned("clusters", {"a": [3]})
+    assert st.get_learned("clusters")[1] == {"a": [3]} and st.learned_names("clu") == ["clusters"]
+    st.add_shadow("p0", "m", "small", True, "same", None)
+    assert st.shadows()[0]["agree"] is True and st.stats().traces == 3 and st.stats().bytes > 0
+    import psycopg
+
+    with psycopg.connect(pg_url) as c:  # the texts are encrypted in the database, not just on disk files
+        payload = bytes(c.execute("SELECT payload FROM traces WHERE id='p1'").fetchone()[0])
+    assert b"q1" not in payload and b"order_id" not in payload
+    assert st.remove(["p0", "p0"]) == 1 and st.remove(everything=True) == 2
+    st.close()
+    with pytest.raises(ConfigError, match="is not the key"):
+        TraceStore(pg_url, key=new_key())

@@ -178,12 +178,12 @@ def doctor(ctx: click.Context, load: bool) -> None:
         from ..capture import TraceStore
 
         try:
-            path = c.store_path
-            if not path.is_file():
-                ok(f"capture on: traces go to {path} (created on first use), sample {c.sample:g}, kept {c.retention_days:g} days")
+            where = c.target
+            if isinstance(where, Path) and not where.is_file():
+                ok(f"capture on: traces go to {where} (created on first use), sample {c.sample:g}, kept {c.retention_days:g} days")
             else:
-                ts = TraceStore(path, key=c.key)
-                ok(f"capture on: {ts.count()} traces in {path}, sample {c.sample:g}, kept {c.retention_days:g} days"
+                ts = TraceStore(where, key=c.key)
+                ok(f"capture on: {ts.count()} traces in {ts.where}, sample {c.sample:g}, kept {c.retention_days:g} days"
                    + (f", shadow {c.shadow:g}" if c.shadow else ""))
                 ts.close()
         except SmallfleetError as e:

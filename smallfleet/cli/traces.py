@@ -27,7 +27,10 @@ def open_store(ctx: click.Context, store: str | None, *, create: bool = False) -
     from ..errors import ConfigError
 
     c = _config(ctx).capture
-    path = Path(store).expanduser() if store else c.store_path
+    target: str | Path = (store if store.startswith(("postgresql://", "postgres://")) else Path(store).expanduser()) if store else c.target
+    if isinstance(target, str):  # PostgreSQL: the tables are created on first use
+        return TraceStore(target, key=c.key)
+    path = target
     if not create and not path.is_file():
         raise ConfigError(f"no trace store at {path}.",
                           hint="import logs with `smallfleet traces import FILE.jsonl`, or turn on [capture] enabled = true "
