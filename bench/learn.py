@@ -140,17 +140,16 @@ def lora(cfg: Any, traces: list[Any], cluster: Any, train: list[Any], judged: li
 def _recompare(rep: Any, by_id: dict[str, Any]) -> None:
     """Judge stored replays again with the current comparison (the answers are the same; the rules may be better)."""
     from smallfleet.learn.compare import compare
+    from smallfleet.step import wants_json
 
     kept = []
     for st in rep.steps:
         t = by_id.get(st.id)
         if t is None:  # left out of this analysis
             continue
-        rf = t.request.get("response_format")
-        wants_json = isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
         failed = [] if st.passed else [st.why.split(": ", 1)[-1] if st.why.startswith("fails its checks") else "a check failed"]
         if st.replayed is not None:
-            st.agree, st.why = compare(t.final, st.replayed, t.kind, wants_json=wants_json, failed_checks=failed)
+            st.agree, st.why = compare(t.final, st.replayed, t.kind, wants_json=wants_json(t.request), failed_checks=failed)
         kept.append(st)
     rep.steps = kept
 

@@ -223,10 +223,14 @@ class Ledger:
             else:
                 cur.execute("INSERT INTO reservations (step_id, run_id, amount, expires) VALUES (?,?,?,?) ON CONFLICT (step_id) "
                             "DO UPDATE SET amount = reservations.amount + excluded.amount, expires = excluded.expires",
-                            (key or f"{self._own}:{run_id}", run_id, estimate_usd, now + HOLD_S))
+                            (self._holder(run_id, key), run_id, estimate_usd, now + HOLD_S))
         if refused is not None:
             raise refused
         return estimate_usd
+
+    def _holder(self, run_id: str, key: str | None) -> str:
+        """Whose reservation row: the step's id, else one row per run for this handle."""
+        return key or f"{self._own}:{run_id}"
 
     def check_budget(self, run_id: str | None, budget: float | None, estimate_usd: float) -> None:
         """Raise BudgetExceededError if ``estimate_usd`` more would push the run past its budget (holds nothing)."""
@@ -237,7 +241,7 @@ class Ledger:
         """Give back a reservation (the attempt did not happen, or its step failed before it was written)."""
         if not run_id or not amount:
             return
-        k = key or f"{self._own}:{run_id}"
+        k = self._holder(run_id, key)
         with self.db.transaction() as cur:
             cur.execute("UPDATE reservations SET amount = amount - ? WHERE step_id=?", (amount, k))
             cur.execute("DELETE FROM reservations WHERE step_id=? AND amount <= ?", (k, 1e-12))

@@ -145,6 +145,12 @@ def classify_step(request: dict[str, Any], override: str | None = None) -> StepK
     return StepKind.GENERATION
 
 
+
+def wants_json(request: dict[str, Any]) -> bool:
+    """The request asks for a JSON answer (``response_format`` json_object or json_schema)."""
+    rf = request.get("response_format")
+    return isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+
 @dataclass
 class Step:
     """One agent step: the (validated) request and its metadata."""
@@ -189,5 +195,4 @@ class Step:
         return _schema_of(self.request.get("response_format"))
 
     def wants_json(self) -> bool:
-        rf = self.request.get("response_format")
-        return isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+        return wants_json(self.request)

@@ -102,33 +102,40 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("gw")
     # requests name knowledge bases; the operator declares their files (tests install them with gateway.knowledge)
     cfg = write_config(tmp, "".join(f'\n[knowledge.{n}]\npath = "{tmp / f"kb-{n}.db"}"\n' for n in ("tower", "returns")))
+    proc, base = start_serve(cfg, tmp / "serve.log")
+    yield Gateway(base, proc, tmp / "ledger.db")
+    stop_serve(proc)
+
+
+def start_serve(cfg: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`smallfleet serve --preload ARGS` on a free port with config ``cfg``, output to ``log``; once /health answers,
+    the process and its base URL. No frontier API key reaches it."""
     port = free_port()
-    env = {**os.environ, "SMALLFLEET_CONFIG": str(cfg)}
+    full = {**os.environ, "SMALLFLEET_CONFIG": str(cfg), **(env or {})}
     for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "SMALLFLEET_FRONTIER_URL"):
-        env.pop(k, None)
-    log = (tmp / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "smallfleet.cli", "serve", "--port", str(port), "--preload"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+        full.pop(k, None)
+    proc = subprocess.Popen([sys.executable, "-m", "smallfleet.cli", "serve", "--port", str(port), "--preload", *args],
+                            env=full, stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited: {(tmp / 'serve.log').read_text()}")
+            raise RuntimeError(f"gateway exited: {log.read_text()}")
         try:
             if httpx.get(base + "/health", timeout=1).status_code == 200:
-                break
+                return proc, base
         except httpx.HTTPError:
             time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError("gateway did not start in 120 s")
-    yield Gateway(base, proc, tmp / "ledger.db")
+    proc.kill()
+    raise RuntimeError("gateway did not start in 120 s")
+
+
+def stop_serve(proc: subprocess.Popen[bytes], wait: float = 10) -> None:
     proc.terminate()
     try:
-        proc.wait(10)
+        proc.wait(wait)
     except subprocess.TimeoutExpired:
         proc.kill()
-
 
 class ThreadGateway:
     """The real gateway (our uvicorn protocol, limits, keys) in a thread of this process, on a fleet of

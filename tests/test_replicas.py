@@ -4,10 +4,7 @@ step's estimate, and either replica reports the other's steps."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,30 +12,9 @@ import httpx
 import pytest
 
 from smallfleet.ledger import Ledger
-from tests.conftest import free_port, write_config
+from tests.conftest import start_serve, stop_serve, write_config
 
 pytestmark = pytest.mark.model
-
-
-def start(cfg: Path, url: str | None, log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "SMALLFLEET_CONFIG": str(cfg), **({"SMALLFLEET_DATABASE_URL": url} if url else {})}
-    for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "SMALLFLEET_FRONTIER_URL"):
-        env.pop(k, None)
-    proc = subprocess.Popen([sys.executable, "-m", "smallfleet.cli", "serve", "--port", str(port), "--preload", *extra],
-                            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited: {log.read_text()}")
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("gateway did not start in 120 s")
 
 
 def burst(bases: list[str], led: Ledger) -> list[int]:
@@ -64,20 +40,19 @@ def burst(bases: list[str], led: Ledger) -> list[int]:
 
 def test_workers_share_one_port_and_one_sqlite_ledger(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
-    proc, base = start(cfg, None, tmp_path / "w.log", "--workers", "2")
+    proc, base = start_serve(cfg, tmp_path / "w.log", "--workers", "2")
     try:
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) >= 2  # two workers (and multiprocessing's resource tracker, maybe)
         burst([base], Ledger(tmp_path / "ledger.db"))
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_serve(proc, 30)
     assert "starting it again" not in (tmp_path / "w.log").read_text()  # no worker died and was restarted
 
 
 def test_two_replicas_share_the_ledger_and_hold_a_budget_exactly(pg_url: str, tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
-    replicas = [start(cfg, pg_url, tmp_path / f"r{i}.log") for i in range(2)]
+    replicas = [start_serve(cfg, tmp_path / f"r{i}.log", env={"SMALLFLEET_DATABASE_URL": pg_url}) for i in range(2)]
     try:
         led = Ledger(pg_url)
         codes = burst([b for _, b in replicas], led)
@@ -87,8 +62,4 @@ def test_two_replicas_share_the_ledger_and_hold_a_budget_exactly(pg_url: str, tm
         led.close()
     finally:
         for proc, _ in replicas:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_serve(proc)

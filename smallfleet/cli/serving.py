@@ -79,17 +79,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
         console.print(f"  {workers} worker processes (session vaults, session memory and Responses history stay per worker)")
         obj = ctx.ensure_object(dict)
         config_path = obj.get("config_path") or os.environ.get("SMALLFLEET_CONFIG")
-        engine_close(engine)
+        asyncio.run(engine.aclose())  # it served the checks above; each worker builds its own
         serve_workers(workers, str(config_path) if config_path else None, h, p, preload=preload, log_level=log_level)
         return
     if preload:
         _load_models(engine, cfg)
     run_server(engine, h, p, preload=False, log_level=log_level)
-
-
-def engine_close(engine: Any) -> None:
-    """Close an engine outside any event loop (its checks ran; the workers build their own)."""
-    asyncio.run(engine.aclose())
 
 
 def _load_models(engine: Any, cfg: Config) -> None:

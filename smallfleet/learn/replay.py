@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..capture.trace import Trace
 from ..errors import SmallfleetError
+from ..step import wants_json
 from .clusters import Cluster
 from .compare import compare
 from .fewshot import example_text, examples_message, pick_examples, with_examples
@@ -185,13 +186,11 @@ async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Clu
         request = {**(sur.fill(t.request) if sur else t.request), "model": spec.name}
         if of[t.id] in shown:
             request = with_examples(request, shown[of[t.id]])
-        wants_json = isinstance(t.request.get("response_format"), dict) and \
-            t.request["response_format"].get("type") in ("json_object", "json_schema")
         try:
             out = await engine.complete(request, step_kind=t.kind, capture=False)
             msg = sur.restore(dict(out.message)) if sur else dict(out.message)
             failed = [f"{v.check}: {v.reason}" for v in out.final.verdicts if not v.passed]
-            agree, why = compare(t.final, msg, t.kind, wants_json=wants_json, failed_checks=failed)
+            agree, why = compare(t.final, msg, t.kind, wants_json=wants_json(t.request), failed_checks=failed)
             res = out.final.result
             sr = StepReplay(id=t.id, trace=t.trace, cluster=of[t.id], original=t.final, replayed=msg, agree=agree, why=why,
                             latency_ms=res.latency_ms if res else 0.0, tokens_in=res.tokens_in if res else 0,

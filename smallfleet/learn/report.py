@@ -59,9 +59,13 @@ class Variant:
     model: str | None = None  # a fine-tuned model instead of the tier's own
 
 
+def _chrono(t: Trace) -> tuple[float, str]:
+    return t.ts, t.id
+
+
 def split_by_time(traces: Sequence[Trace], split: float) -> tuple[list[Trace], list[Trace]]:
     """The first ``split`` of the steps (oldest first) and the rest."""
-    steps = sorted(traces, key=lambda t: (t.ts, t.id))
+    steps = sorted(traces, key=_chrono)
     cut = int(len(steps) * split)
     return steps[:cut], steps[cut:]
 
@@ -71,15 +75,14 @@ def split_by_structure(traces: Sequence[Trace], split: float) -> tuple[list[Trac
     structure's steps and the rest. For traffic captured one workload after another, where a plain
     time split would hold back whole workloads the router never saw."""
     groups: dict[tuple[str, str], list[Trace]] = {}
-    for t in sorted(traces, key=lambda t: (t.ts, t.id)):
+    for t in sorted(traces, key=_chrono):
         groups.setdefault((t.kind, t.signature), []).append(t)
     learn, held = [], []
     for g in groups.values():
         cut = round(len(g) * split)
         learn += g[:cut]
         held += g[cut:]
-    key = lambda t: (t.ts, t.id)  # noqa: E731
-    return sorted(learn, key=key), sorted(held, key=key)
+    return sorted(learn, key=_chrono), sorted(held, key=_chrono)
 
 
 def _top_cost(t: Trace) -> float:
@@ -191,8 +194,8 @@ def compare_policies(traces: Sequence[Trace], replays: Mapping[str, Mapping[str,
     if learn_ids is None:
         learn, held = split_by_time(steps, split)
     else:
-        learn = sorted((t for t in steps if t.id in learn_ids), key=lambda t: (t.ts, t.id))
-        held = sorted((t for t in steps if t.id not in learn_ids), key=lambda t: (t.ts, t.id))
+        learn = sorted((t for t in steps if t.id in learn_ids), key=_chrono)
+        held = sorted((t for t in steps if t.id not in learn_ids), key=_chrono)
     rep = Report(learn_steps=len(learn), eval_steps=len(held))
     rep.points.append(simulate(held, replays, lambda t: False, "all-top"))
     rep.points.append(simulate(held, replays, lambda t: True, "all-small"))

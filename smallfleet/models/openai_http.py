@@ -17,7 +17,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -77,9 +77,10 @@ class Breaker:
                 self._open_until = time.monotonic() + self.cooldown_s
 
 
-def _retry_after(headers: dict[str, str]) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """An upstream's ``retry-after`` in seconds, capped (``headers`` looks names up in any case, as aiohttp's do)."""
     try:
-        v = float(headers.get("retry-after") or headers.get("Retry-After") or "")
+        v = float(headers.get("retry-after") or "")
     except ValueError:
         return None
     return min(max(0.0, v), MAX_RETRY_AFTER_S)
@@ -185,7 +186,7 @@ class OpenAIHTTPBackend:
                         return _Response(resp.status, data, dict(resp.headers))
                     if resp.status not in _RETRY_STATUS or last:
                         self._raise_status(resp.status, data)
-                    wait = _retry_after(dict(resp.headers))
+                    wait = _retry_after(resp.headers)
             except TimeoutError as e:
                 if last:
                     raise BackendTimeoutError(f"{self.spec.name} at {self.spec.location} timed out after "

@@ -43,6 +43,7 @@ _KEYED: dict[str, str] = {
     **{k: "STREET_ADDRESS" for k in ("address", "street", "street_address", "home_address", "shipping_address")},
 }
 
+
 @dataclass
 class Redaction:
     text: str
@@ -79,19 +80,20 @@ class Pseudonymizer:
             return Redaction(text, [], 1)
         literals = [(m.start(), m.end()) for m in _LITERAL_LIKE.finditer(text)]
         spans: list[tuple[int, int, str]] = [(s, e, "LITERAL") for s, e in literals]
+        claimed = list(literals)  # where the detector's entities may not go
         head = text.lstrip()[:3]
         # JSON keys are the answer's structure, never personal data ("order_id" read as a name broke answers)
         is_json = head[:1] in ("{", "[") or head == "```"
         keys = json_key_spans(text) if is_json else []
-        literals += keys
+        claimed += keys
         if is_json:  # a value under a key that says what it is: a name the NER misses in JSON ("customer_name": "Ana Lopez")
             for a, b, key in json_value_spans(text):
                 kind = _KEYED.get((key or "").lower().replace("-", "_"))
                 if kind and b > a and text[a] != "<" and not text[a:b].replace(".", "").isdigit():
                     spans.append((a, b, kind))
-                    literals.append((a, b))  # the detector's reading of the same span is not added again
+                    claimed.append((a, b))  # the detector's reading of the same span is not added again
         for ent in (self.detector.detect(text) if entities is None else entities):
-            if not any(ent.start < e and s < ent.end for s, e in literals):
+            if not any(ent.start < e and s < ent.end for s, e in claimed):
                 spans.append((ent.start, ent.end, ent.type))
         known, kinds = self.vault.known()
         if known is not None:  # values this vault already holds, wherever detection missed them

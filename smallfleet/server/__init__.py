@@ -51,8 +51,8 @@ def install_log_filter() -> SafeLogFilter:
     return f
 
 
-def serve(engine: Engine, host: str, port: int, preload: bool = False, log_level: str = "warning") -> None:
-    """Run the gateway under uvicorn (uvloop + httptools when available), with the configured limits."""
+def _server(engine: Engine, host: str, port: int, preload: bool, log_level: str) -> Any:
+    """The gateway under uvicorn (uvloop + httptools when available), with the configured limits."""
     import uvicorn
 
     from .protocol import protocol_for
@@ -68,36 +68,23 @@ def serve(engine: Engine, host: str, port: int, preload: bool = False, log_level
                             log_level=log_level, access_log=False, lifespan="on", proxy_headers=False,
                             server_header=False, date_header=False, timeout_keep_alive=max(1, int(limits.keepalive_s)),
                             h11_max_incomplete_event_size=64 << 10)
-    server = uvicorn.Server(config)
     install_log_filter()
-    server.run()
+    return uvicorn.Server(config)
+
+
+def serve(engine: Engine, host: str, port: int, preload: bool = False, log_level: str = "warning") -> None:
+    """Run the gateway in this process."""
+    _server(engine, host, port, preload, log_level).run()
 
 
 def _worker(sock: Any, config_path: str | None, host: str, port: int, preload: bool, log_level: str) -> None:
     """One worker process of ``serve_workers``: its own engine on the shared listening socket."""
     import signal
 
-    import uvicorn
-
     from ..config import load_config
-    from ..engine import Engine
-    from .protocol import protocol_for
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop (SIGTERM)
-    engine = Engine(load_config(config_path))
-    limits = engine.config.limits
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
-    config = uvicorn.Config(Gateway(engine, preload=preload), host=host, port=port, loop=loop, http=protocol_for(limits),
-                            log_level=log_level, access_log=False, lifespan="on", proxy_headers=False,
-                            server_header=False, date_header=False, timeout_keep_alive=max(1, int(limits.keepalive_s)),
-                            h11_max_incomplete_event_size=64 << 10)
-    install_log_filter()
-    uvicorn.Server(config).run(sockets=[sock])
+    _server(Engine(load_config(config_path)), host, port, preload, log_level).run(sockets=[sock])
 
 
 def serve_workers(workers: int, config_path: str | None, host: str, port: int, preload: bool = False,

@@ -104,7 +104,6 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
         status = 499  # unless a response starts: the client went away first
-
         sent = 0
 
         async def counted(msg: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ gateway serves is here with its methods, and that the document is valid OpenAPI.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .. import __version__
@@ -80,8 +81,9 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+@functools.cache
 def document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route in :data:`smallfleet.server.app.ROUTES`."""
+    """The OpenAPI 3.1 document (built once: it does not change while the gateway runs) of every route in :data:`smallfleet.server.app.ROUTES`."""
     chat = {"summary": "OpenAI chat completions through the cascade (or one fleet model)", "parameters": _RUN_HEADERS,
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}},
             "responses": {"200": {"description": "the completion; with stream: server-sent chat.completion.chunk events",
