@@ -12,7 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
-from .errors import BackendError, ContextLengthError
+from .errors import BackendError, ContextLengthError, ForbiddenError
 from .fleet import Fleet
 from .guards.enforce import enforce
 from .guards.quarantine import datamark
@@ -60,7 +60,7 @@ class Cascade:
         await self._measure(step)
         try:
             if model != "auto":  # a concrete model passes through: checked and recorded, never escalated
-                spec = self.fleet.spec(model)
+                spec = self._permitted(step, self.fleet.spec(model))
                 attempts = [await self._attempt(spec, spec.tier, step)]
             else:
                 attempts = await self._escalate(step, self.router.start_tier(step))
@@ -86,11 +86,19 @@ class Cascade:
         else:
             step.prompt_floor = min_prompt_tokens(step.request, self._max_context, chars)
 
+    def _permitted(self, step: Step, spec: ModelSpec) -> ModelSpec:
+        """The model, if the step's API key may use it; else a 403 that names what it may use."""
+        if self.router.allows(step, spec):
+            return spec
+        assert step.allowed is not None  # allows() is true without a list
+        raise ForbiddenError(f"this API key may not use {spec.name} (tier {spec.tier}); it may use: "
+                             f"{', '.join(sorted(step.allowed))}.", hint="ask the operator: smallfleet keys limit NAME --models ...")
+
     async def _escalate(self, step: Step, tier: str | None) -> list[Attempt]:
         policy = self.router.policy(step)
         attempts: list[Attempt] = []
         while tier is not None:
-            spec = self.router.model_for(step, tier)
+            spec = self._permitted(step, self.router.model_for(step, tier))
             att = await self._attempt(spec, tier, step)
             attempts.append(att)
             if att.passed or (att.result is not None and not policy.escalate):
@@ -99,7 +107,7 @@ class Cascade:
                 break
             # a prompt that did not fit is not tried on a model whose window is no larger (nor loaded for it)
             too_long = max((a.spec.context for a in attempts if (a.error or "").startswith("context:")), default=0)
-            nxt = self.router.escalate_from(tier, [a.spec for a in attempts], too_long)
+            nxt = self.router.escalate_from(tier, [a.spec for a in attempts], too_long, step)
             if nxt is None:
                 break
             att.escalated = True
@@ -171,6 +179,7 @@ class Cascade:
         """A live stream of the step from the router's start tier (or the named model)."""
         await self._measure(step)  # labels a large tool output off the event loop, as run() does
         spec = self.fleet.spec(model) if model != "auto" else self.router.model_for(step, self.router.start_tier(step))
+        self._permitted(step, spec)
         await self.recorder.reserve(step, spec)
         return LiveStream(step, spec, self.fleet.get(spec.name), config=self.config, router=self.router,
                           recorder=self.recorder, privacy=self.privacy)

@@ -59,7 +59,8 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_CAPTURE_KEY": "Fernet key: captured traces encrypted at rest (default: traces.key beside the store)",
     "SMALLFLEET_TRACES": "trace store (default ~/.local/share/smallfleet/traces.db)",
     "SMALLFLEET_ROUTES": "learned routing table (default ~/.local/share/smallfleet/routes.json; written by `smallfleet learn apply`)",
-    "SMALLFLEET_KEYS": "API-key store (default: keys.db beside the ledger); once it holds a key, every endpoint needs one",
+    "SMALLFLEET_KEYS": "API-key store (default: keys.db beside the ledger, or the PostgreSQL database when one is set); "
+                       "once it holds a key, every endpoint needs one",
 }
 
 
@@ -181,6 +182,14 @@ class Config:
     @property
     def key_store_path(self) -> Path:
         return self.keys_path or self.ledger_path.parent / "keys.db"
+
+    @property
+    def key_store(self) -> str | Path:
+        """Where the API keys live: a file named for them, else the shared PostgreSQL database when
+        one is set (every replica sees the same keys), else keys.db beside the ledger."""
+        if self.keys_path is None and self.database_url:
+            return self.database_url
+        return self.key_store_path
 
     def knowledge_path(self, name: str) -> Path:
         """The file of a knowledge base a request names ("default" is [grounding] index unless redefined)."""

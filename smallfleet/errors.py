@@ -129,6 +129,21 @@ class BudgetExceededError(SmallfleetError):
         return [(b"x-should-retry", b"false")]
 
 
+class RateLimitError(SmallfleetError):
+    """The API key's requests-per-minute limit is reached (HTTP 429, with when to retry)."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+    def http_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(max(1, math.ceil(self.retry_after))).encode())]
+
+
 class ModelUnavailableError(SmallfleetError):
     """A model file is missing or corrupted, or its package is not installed."""
 

@@ -35,6 +35,7 @@ import orjson
 
 from .db import Database, Dialect, ddl, is_url, redact_url
 from .errors import BudgetExceededError, ConfigError
+from .keys import ACCOUNT, sliding_wait
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -109,8 +110,28 @@ CREATE TABLE IF NOT EXISTS reservations (
 CREATE INDEX IF NOT EXISTS reservations_run ON reservations(run_id);
 UPDATE meta SET value = '2' WHERE key = 'schema_version'
 """
-MIGRATIONS: dict[Dialect, list[str]] = {d: [ddl(_V1, d), ddl(_V2, d)] for d in ("sqlite", "postgresql")}
+# requests per key per minute, for rate limits that hold across replicas
+_V3 = """
+CREATE TABLE IF NOT EXISTS rate_windows (
+    account TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (account, minute)
+);
+UPDATE meta SET value = '3' WHERE key = 'schema_version'
+"""
+MIGRATIONS: dict[Dialect, list[str]] = {d: [ddl(_V1, d), ddl(_V2, d), ddl(_V3, d)] for d in ("sqlite", "postgresql")}
 HOLD_S = 900.0  # a reservation lapses after this long (its process died mid-step)
+
+
+class _Refused(Exception):
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+
+
+def account_holder(step_id: str) -> str:
+    """The reservation row a step holds against its API key's budget (its run's is the step id)."""
+    return f"{step_id}@key"
 
 
 @dataclass(frozen=True)
@@ -136,6 +157,9 @@ class AttemptRow:
     error: str | None = None
     reason: str | None = None
     guard: tuple[dict[str, Any], ...] = ()  # policy decisions on the final answer's tool calls (and flags)
+
+
+Charge = tuple[list[AttemptRow], "float | None", float, "str | None"]  # rows, client budget, reserved, key account
 
 
 class Ledger:
@@ -264,16 +288,19 @@ class Ledger:
         return dict(zip(("run_id", "budget_usd", "spent_usd", "steps", "created", "updated"), rows[0]))
 
     # -- writes ----------------------------------------------------------------------------------
-    def record_step(self, rows: list[AttemptRow], budget: float | None = None, reserved: float = 0.0) -> None:
-        """Write all attempts of one step atomically (and the run's spend); the step's reservation goes with it."""
+    def record_step(self, rows: list[AttemptRow], budget: float | None = None, reserved: float = 0.0,
+                    account: str | None = None) -> None:
+        """Write all attempts of one step atomically (and the run's spend, and the key's when ``account``
+        names it); the step's reservations go with it."""
         if rows:
             try:
-                self._write([(rows, budget, reserved)])
+                self._write([(rows, budget, reserved, account)])
             except BaseException:
-                self.release(rows[0].run_id, reserved, rows[0].step_id)
+                self._release_step(rows, reserved, account)
                 raise
 
-    async def record_step_async(self, rows: list[AttemptRow], budget: float | None = None, reserved: float = 0.0) -> None:
+    async def record_step_async(self, rows: list[AttemptRow], budget: float | None = None, reserved: float = 0.0,
+                                account: str | None = None) -> None:
         """Like :meth:`record_step`, through the group-commit writer thread; returns once committed."""
         if not rows:
             return
@@ -284,8 +311,14 @@ class Ledger:
                 if self._writer is None:
                     self._writer = threading.Thread(target=self._write_loop, name="smallfleet-ledger", daemon=True)
                     self._writer.start()
-        self._queue.put((rows, budget, reserved, loop, fut))
+        self._queue.put(((rows, budget, reserved, account), loop, fut))
         await fut
+
+    def _release_step(self, rows: list[AttemptRow], reserved: float, account: str | None) -> None:
+        """A step whose write failed hands back what it held (its run's and its key's)."""
+        self.release(rows[0].run_id, reserved, rows[0].step_id)
+        if account:
+            self.db.execute("DELETE FROM reservations WHERE step_id=?", (account_holder(rows[0].step_id),))
 
     def _write_loop(self) -> None:
         while True:
@@ -303,34 +336,37 @@ class Ledger:
                     break
                 batch.append(nxt)
             try:
-                self._write([(rows, budget, reserved) for rows, budget, reserved, _, _ in batch])
+                self._write([charge for charge, _, _ in batch])
                 errors: list[BaseException | None] = [None] * len(batch)
             except Exception:
                 # One bad step must not sink the others: retry each in its own transaction.
                 errors = []
-                for rows, budget, reserved, _, _ in batch:
+                for charge, _, _ in batch:
                     try:
-                        self._write([(rows, budget, reserved)])
+                        self._write([charge])
                         errors.append(None)
                     except Exception as e:
                         try:
-                            self.release(rows[0].run_id, reserved, rows[0].step_id)
+                            self._release_step(charge[0], charge[2], charge[3])
                         except Exception:  # the database is gone: the reservation lapses after HOLD_S
                             pass
                         errors.append(e)
-            for (_, _, _, loop, fut), err in zip(batch, errors):
+            for (_, loop, fut), err in zip(batch, errors):
                 loop.call_soon_threadsafe(_settle, fut, err)
 
-    def _write(self, steps: list[tuple[list[AttemptRow], float | None, float]]) -> None:
+    def _write(self, steps: list[Charge]) -> None:
         now = time.time()
         vals = [(now, r.step_id, r.run_id, r.session_id, r.step_kind, r.attempt, r.model, r.tier, int(r.stand_in),
                  r.tokens_in, r.tokens_out, r.cached_tokens, r.cost_usd, r.frontier_cost_usd, r.latency_ms,
                  orjson.dumps(r.checks).decode(), int(r.passed), int(r.escalated), int(r.final), r.error, r.reason)
-                for rows, _, _ in steps for r in rows]
-        runs = [(rows[0].run_id, budget, sum(r.cost_usd for r in rows)) for rows, budget, _ in steps if rows[0].run_id]
-        held = [(rows[0].step_id,) for rows, _, reserved in steps if reserved and rows[0].run_id]
+                for rows, _, _, _ in steps for r in rows]
+        runs = [(rows[0].run_id, budget, sum(r.cost_usd for r in rows)) for rows, budget, _, _ in steps if rows[0].run_id]
+        # a key's spend goes to its own row; its budget is the operator's alone, so never touched here
+        runs += [(account, None, sum(r.cost_usd for r in rows)) for rows, _, _, account in steps if account]
+        held = [(rows[0].step_id,) for rows, _, reserved, _ in steps if reserved and rows[0].run_id]
+        held += [(account_holder(rows[0].step_id),) for rows, _, _, account in steps if account]
         guard = [(now, r.step_id, r.run_id, g["tool"], g["action"], g["rule"], g["reason"], g.get("argument"), g.get("mode", ""))
-                 for rows, _, _ in steps for r in rows for g in r.guard]
+                 for rows, _, _, _ in steps for r in rows for g in r.guard]
         with self.db.transaction() as cur:
             cur.executemany(
                 "INSERT INTO attempts (ts, step_id, run_id, session_id, step_kind, attempt, model, tier, stand_in, "
@@ -345,11 +381,39 @@ class Ledger:
                     "THEN runs.budget_usd WHEN excluded.budget_usd < runs.budget_usd THEN excluded.budget_usd "
                     "ELSE runs.budget_usd END, updated = excluded.updated",
                     [(run, budget, cost, now, now) for run, budget, cost in runs])
-            if held:  # the real cost is in: the step's reservation goes in the same transaction
+            if held:  # the real cost is in: the step's reservations go in the same transaction
                 cur.executemany("DELETE FROM reservations WHERE step_id=?", held)
             if guard:
                 cur.executemany("INSERT INTO guard_events (ts, step_id, run_id, tool, action, rule, reason, argument, mode) "
                                 "VALUES (?,?,?,?,?,?,?,?,?)", guard)
+
+    # -- rate limits -----------------------------------------------------------------------------
+    def take_rate(self, account: str, rpm: int) -> float:
+        """Count one request against ``account``'s ``rpm`` limit; 0 when it may go, else the seconds to wait
+        (:func:`keys.sliding_wait`). Counted in the database under the minute row's lock, so every
+        replica sees the same count; a refused request is not counted."""
+        now = time.time()
+        minute = int(now // 60)
+        frac = now / 60 - minute
+        try:
+            with self.db.transaction() as cur:
+                cur.execute("INSERT INTO rate_windows (account, minute, count) VALUES (?,?,1) ON CONFLICT (account, minute) "
+                            "DO UPDATE SET count = rate_windows.count + 1", (account, minute))
+                cur_n, prev_n = 0, 0
+                for m, n in cur.execute("SELECT minute, count FROM rate_windows WHERE account=? AND minute>=?",
+                                        (account, minute - 1)).fetchall():
+                    if m == minute:
+                        cur_n = n
+                    else:
+                        prev_n = n
+                wait = sliding_wait(prev_n, cur_n, frac, rpm)
+                if wait:
+                    raise _Refused(wait)
+                if cur_n == 1:  # first request of a minute: forget older minutes
+                    cur.execute("DELETE FROM rate_windows WHERE account=? AND minute<?", (account, minute - 1))
+        except _Refused as r:  # rolled back: the refused request is not counted
+            return r.wait
+        return 0.0
 
     def record_feedback(self, *, run_id: str | None = None, step_id: str | None = None, success: bool) -> bool:
         """The agent's word on a run's task or a step's answer; False when no such run or step is recorded."""
@@ -388,12 +452,18 @@ def budget_error(run_id: str, spent: float, limit: float, held: float, estimate:
     retry-after only where the running steps' reservations are what stands in the way."""
     busy = f", and {usd(held)} is held by its steps still running" if held else ""
     waiting_helps = held > 0 and spent + estimate <= limit
-    return BudgetExceededError(
-        f"run {run_id!r} has spent {usd(spent)} of its {usd(limit)} budget{busy}; this step is estimated at "
+    key = run_id.startswith(ACCOUNT)
+    who = f"API key {run_id[len(ACCOUNT):]!r}" if key else f"run {run_id!r}"
+    err = BudgetExceededError(
+        f"{who} has spent {usd(spent)} of its {usd(limit)} budget{busy}; this step is estimated at "
         f"{usd(estimate)}, which would pass it.",
         hint=("retry in a moment: the running steps' real cost may leave room" if waiting_helps else
+              "have an operator raise the key's budget: smallfleet keys limit NAME --budget USD" if key else
               "start a new run id, or have an operator raise the budget: smallfleet budget RUN USD"),
         retry_after=1.0 if waiting_helps else None)
+    if key:
+        err.code = "key_budget_exceeded"
+    return err
 
 
 def check_budget_value(budget: float | None) -> None:

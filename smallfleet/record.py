@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .ledger import AttemptRow, Ledger
+from .ledger import AttemptRow, Ledger, account_holder
 from .models.base import ChatResult
 from .outcome import Attempt, Outcome
 from .spec import ModelSpec
@@ -34,19 +34,34 @@ class Recorder:
 
     async def reserve(self, step: Step, spec: ModelSpec, request: dict[str, Any] | None = None, max_out: int | None = None) -> None:
         """Hold an estimate of the call's cost against the run's budget (raises BudgetExceededError)."""
-        if self.ledger is None or not step.run_id:
+        if self.ledger is None or not (step.run_id or step.account):
             return
         est = self.estimate(step, spec, request, max_out)
         if self.ledger.db.dialect == "postgresql":  # a network round trip: not on the event loop
-            step.reserved += await asyncio.to_thread(self.ledger.reserve, step.run_id, step.budget_usd, est, step.step_id)
+            await asyncio.to_thread(self._reserve, self.ledger, step, est)
         else:  # a local file, microseconds
-            step.reserved += self.ledger.reserve(step.run_id, step.budget_usd, est, step.step_id)
+            self._reserve(self.ledger, step, est)
+
+    @staticmethod
+    def _reserve(ledger: Ledger, step: Step, est: float) -> None:
+        """Against the run's budget, then the API key's: both hold, or neither does."""
+        got = ledger.reserve(step.run_id, step.budget_usd, est, step.step_id)
+        if step.account:
+            try:
+                step.account_reserved += ledger.reserve(step.account, None, est, account_holder(step.step_id))
+            except BaseException:
+                ledger.release(step.run_id, got, step.step_id)
+                raise
+        step.reserved += got
 
     def release(self, step: Step) -> None:
         """Hand back what the step still holds (it failed or was cancelled before its write released it)."""
-        if step.reserved and self.ledger is not None:
-            self.ledger.release(step.run_id, step.reserved, step.step_id)
-        step.reserved = 0.0
+        if self.ledger is not None:
+            if step.reserved:
+                self.ledger.release(step.run_id, step.reserved, step.step_id)
+            if step.account_reserved and step.account:
+                self.ledger.release(step.account, step.account_reserved, account_holder(step.step_id))
+        step.reserved = step.account_reserved = 0.0
 
     def _scrub(self, text: str | None, step: Step) -> str | None:
         if self.privacy is None or not self.privacy.enabled or not text:
@@ -80,8 +95,8 @@ class Recorder:
                                   reason=final_reason if i == last else self._scrub(a.failed_reason, step) or None,
                                   guard=self._guard_rows(outcome) if i == last else ())
                 for i, a in enumerate(outcome.attempts)]
-        reserved, step.reserved = step.reserved, 0.0
-        await self.ledger.record_step_async(rows, step.budget_usd, reserved)
+        reserved, step.reserved, step.account_reserved = step.reserved, 0.0, 0.0
+        await self.ledger.record_step_async(rows, step.budget_usd, reserved, step.account)
 
     def _attempt_row(self, step: Step, a: Attempt, i: int, *, final: bool, reason: str | None,
                      guard: tuple[dict[str, Any], ...]) -> AttemptRow:
@@ -108,4 +123,4 @@ class Recorder:
             return
         rows = [self.row(step, spec, tier, r, step_id=f"{step.step_id}-{tag}{i}", step_kind=kind,
                          cost_usd=spec.cost(r.tokens_in, r.tokens_out)) for i, r in enumerate(calls)]
-        await asyncio.gather(*(self.ledger.record_step_async([row]) for row in rows))  # one group commit
+        await asyncio.gather(*(self.ledger.record_step_async([row], account=step.account) for row in rows))  # one group commit

@@ -68,7 +68,24 @@ class Router:
             if up is not None:
                 step.notes.append(f"weak evidence: started on {up}")
                 start = up
-        return self._private_tier(step, start)
+        return self._allowed_tier(step, self._private_tier(step, start))
+
+    @staticmethod
+    def allows(step: Step, spec: ModelSpec) -> bool:
+        """The step's API key may use this model (named by itself or by its tier)."""
+        return step.allowed is None or spec.name in step.allowed or spec.tier in step.allowed
+
+    def _allowed_tier(self, step: Step, start: str) -> str:
+        """The start tier, or the nearest one whose model the step's key may use: up first, then down."""
+        if self.allows(step, self.model_for(step, start)):
+            return start
+        tiers = self.config.tiers
+        i = tiers.index(start)
+        for t in [*tiers[i + 1:], *reversed(tiers[:i])]:
+            if self.allows(step, self.config.tier_model(t)):
+                step.notes.append(f"the API key may not use {start}: started on {t}")
+                return t
+        return start  # none: the cascade refuses the step
 
     def _learned_tier(self, step: Step, start: str) -> str:
         route = self.routes.lookup(step.request, step.kind.value) if self.routes is not None else None
@@ -125,13 +142,15 @@ class Router:
             return self.config.models[step.start_model[1]]
         return self.config.tier_model(tier)
 
-    def escalate_from(self, tier: str, tried: list[ModelSpec], min_context: int = 0) -> str | None:
-        """Next tier up whose model has not answered this step yet (a stand-in is the same model) and,
-        after a prompt did not fit, whose context window is larger than ``min_context``."""
+    def escalate_from(self, tier: str, tried: list[ModelSpec], min_context: int = 0, step: Step | None = None) -> str | None:
+        """Next tier up whose model has not answered this step yet (a stand-in is the same model),
+        after a prompt did not fit, whose context window is larger than ``min_context``, and which the
+        step's API key may use."""
         nxt = self.config.next_tier(tier)
         while nxt is not None:
             spec = self.config.tier_model(nxt)
-            if not any(self._same_model(spec, t) for t in tried) and spec.context > min_context:
+            if (not any(self._same_model(spec, t) for t in tried) and spec.context > min_context
+                    and (step is None or self.allows(step, spec))):
                 return nxt
             nxt = self.config.next_tier(nxt)
         return None

@@ -175,6 +175,9 @@ class Step:
     capture: bool | None = None  # False: the client opted this step out of capture (x-smallfleet-capture: off)
     examples: tuple[str, dict[str, Any]] | None = None  # (tier, worked-examples message) from a learned route
     start_model: tuple[str, str] | None = None  # (tier, fleet model) a learned route starts on instead of the tier's own
+    account: str | None = None  # the API key's ledger row: its budget and spend (None: a keyless gateway)
+    account_reserved: float = 0.0  # what this step holds against that key's budget
+    allowed: frozenset[str] | None = None  # fleet model or tier names the key may use (None: all)
 
     @property
     def privacy_key(self) -> str:

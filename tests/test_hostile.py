@@ -197,7 +197,7 @@ def test_keys_end_to_end_api_report_dashboard(scripted_gateway) -> None:
     sessions = {r[0] for r in led.query("SELECT DISTINCT session_id FROM attempts WHERE session_id IS NOT NULL")}
     led.close()
     kid_a, kid_b = key.split("-")[1], bob.split("-")[1]
-    assert runs == {f"{kid_a}:shared", f"{kid_b}:shared"} and sessions == {f"{kid_a}:s1", f"{kid_b}:s1"}
+    assert runs == {f"{kid_a}:shared", f"{kid_b}:shared", f"@key:{kid_a}", f"@key:{kid_b}"} and sessions == {f"{kid_a}:s1", f"{kid_b}:s1"}
     mine = httpx.get(gw.base + "/v1/smallfleet/report", headers={"authorization": f"Bearer {key}"}).json()
     everyone = httpx.get(gw.base + "/v1/smallfleet/report", headers={"authorization": f"Bearer {admin}"}).json()
     assert mine["steps"] == 1 and everyone["steps"] == 3  # the admin also sees the keyless step from before

@@ -144,12 +144,13 @@ def doctor(ctx: click.Context, load: bool) -> None:
     except SmallfleetError as e:
         bad(e.message, e.hint or "set SMALLFLEET_LEDGER to a writable path")
     try:
+        from ..db import redact_url
         from ..keys import KeyRing
 
-        ring = KeyRing(cfg.key_store_path)
+        ring = KeyRing(cfg.key_store)
         n = ring.count
         ring.close()
-        ok(f"API keys: {n} active in {cfg.key_store_path}: every endpoint needs one" if n else
+        ok(f"API keys: {n} active in {redact_url(str(cfg.key_store))}: every endpoint needs one" if n else
            "API keys: none, so the gateway serves loopback clients only (`smallfleet keys create NAME` to open it up)")
     except SmallfleetError as e:
         bad(e.message, e.hint or "set SMALLFLEET_KEYS to a writable path")

@@ -9,6 +9,7 @@ import click
 import orjson
 from rich.table import Table
 
+from ..keys import KeyInfo
 from ._app import _config, cli, console, out
 
 
@@ -22,47 +23,149 @@ def keys() -> None:
     The dashboard asks for it once and keeps it in a same-site cookie. Runs, sessions and their
     memory belong to the key that created them; an --admin key also sees every run in the report.
     Without any key the gateway serves loopback clients only. Changes reach running gateways within
-    about a second. The store is keys.db beside the ledger ([server] keys or SMALLFLEET_KEYS).
+    about a second. The store is keys.db beside the ledger ([server] keys or SMALLFLEET_KEYS), or the
+    PostgreSQL database when one is set (SMALLFLEET_DATABASE_URL), shared by every replica.
+    Limits per key: `keys limit NAME --budget USD --rpm N --models small,large`.
     """
 
 
 def _store(ctx: click.Context):  # type: ignore[no-untyped-def]
     from ..keys import KeyStore
 
-    return KeyStore(_config(ctx).key_store_path)
+    return KeyStore(_config(ctx).key_store)
+
+
+def _models(value: str | None) -> list[str] | None:
+    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+
+
+def _usd(value: str) -> float | None:
+    from ..errors import InvalidRequestError
+
+    try:
+        return None if value.lower() == "none" else float(value)
+    except ValueError:
+        raise InvalidRequestError(f"{value!r} is not a number of USD (or 'none').") from None
+
+
+def _set_budget(ctx: click.Context, key_id: str, value: float | None) -> None:
+    from ..keys import account
+    from ..ledger import Ledger
+
+    led = Ledger(_config(ctx).ledger_target)
+    try:
+        led.set_budget(account(key_id), value)
+    finally:
+        led.close()
 
 
 @keys.command("create")
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="This key also sees every key's runs in the report and dashboard.")
+@click.option("--budget", "budget_usd", default=None, metavar="USD", help="Spend limit in USD over all of this key's steps.")
+@click.option("--rpm", type=int, default=None, help="At most this many requests a minute (all replicas together).")
+@click.option("--models", default=None, metavar="A,B", help="Only these fleet models or tiers (e.g. small,large); default all.")
 @click.pass_context
-def keys_create(ctx: click.Context, name: str, admin: bool) -> None:
+def keys_create(ctx: click.Context, name: str, admin: bool, budget_usd: str | None, rpm: int | None, models: str | None) -> None:
     """Create a key named NAME; the key is printed once, on the last line (it is not stored, only its hash)."""
+    budget = _usd(budget_usd) if budget_usd is not None else None
+    from ..ledger import check_budget_value
+
+    check_budget_value(budget)
     with _store(ctx) as store:
-        info, key = store.create(name, admin=admin)
-        console.print(f"created key [bold]{info.name}[/] (id {info.id}{', admin' if admin else ''}) in {store.path}; "
+        info, key = store.create(name, admin=admin, rpm=rpm, models=_models(models))
+        if budget is not None:
+            _set_budget(ctx, info.id, budget)
+        console.print(f"created key [bold]{info.name}[/] (id {info.id}{', admin' if admin else ''}) in {store.where}; "
                       "copy it now, it cannot be shown again:")
     sys.stdout.write(key + "\n")
+
+
+@keys.command("limit")
+@click.argument("name_or_id")
+@click.option("--budget", "budget_usd", default=None, metavar="USD", help="Spend limit in USD over all its steps ('none' removes it).")
+@click.option("--rpm", default=None, metavar="N", help="Requests a minute, all replicas together ('none' removes it).")
+@click.option("--models", default=None, metavar="A,B", help="Only these fleet models or tiers ('all' removes the limit).")
+@click.pass_context
+def keys_limit(ctx: click.Context, name_or_id: str, budget_usd: str | None, rpm: str | None, models: str | None) -> None:
+    """Set or remove a key's budget, rate limit and allowed models; running gateways follow within seconds.
+
+    \b
+      smallfleet keys limit ci-bot --budget 5 --rpm 120 --models small,large
+      smallfleet keys limit ci-bot --rpm none --models all
+    A key's budget is checked like a run's: before each model call, against its spend plus what its
+    running steps hold, on every replica at once.
+    """
+    from ..errors import InvalidRequestError
+
+    if budget_usd is None and rpm is None and models is None:
+        raise click.UsageError("name at least one of --budget, --rpm, --models.")
+    try:
+        rpm_n = None if rpm is None or rpm.lower() == "none" else int(rpm)
+    except ValueError:
+        raise InvalidRequestError(f"--rpm {rpm!r}: a whole number of requests a minute, or 'none'.") from None
+    with _store(ctx) as store:
+        info = store.limit(name_or_id, rpm=rpm_n, clear_rpm=rpm is not None and rpm.lower() == "none",
+                           models=None if models in (None, "all") else _models(models), clear_models=models == "all")
+        if info is None:
+            console.print(f"[red]no active key named {name_or_id!r}[/]")
+            sys.exit(1)
+        if budget_usd is not None:
+            from ..ledger import check_budget_value
+
+            value = _usd(budget_usd)
+            check_budget_value(value)
+            _set_budget(ctx, info.id, value)
+    out.print(f"{info.name} ({info.id}): " + _limits(info, _spend(ctx).get(info.id)))
+
+
+def _spend(ctx: click.Context) -> dict[str, tuple[float, float | None, int]]:
+    """key id -> (spent, budget, steps), from the ledger."""
+    from ..keys import ACCOUNT
+    from ..ledger import Ledger
+
+    led = Ledger(_config(ctx).ledger_target)
+    try:
+        rows = led.query("SELECT run_id, spent_usd, budget_usd, steps FROM runs WHERE run_id LIKE ?", (ACCOUNT + "%",))
+    finally:
+        led.close()
+    return {r[0][len(ACCOUNT):]: (r[1], r[2], r[3]) for r in rows}
+
+
+def _limits(info: KeyInfo, spend: tuple[float, float | None, int] | None) -> str:
+    from ..ledger import usd
+
+    spent, budget, steps = spend or (0.0, None, 0)
+    return (f"{steps} step(s), spent {usd(spent)} of " + (f"a {usd(budget)} budget" if budget is not None else "no budget") +
+            f"; {f'{info.rpm} requests a minute' if info.rpm else 'no rate limit'}; "
+            f"models {', '.join(sorted(info.models)) if info.models else 'all'}")
 
 
 @keys.command("ls")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def keys_ls(ctx: click.Context, as_json: bool) -> None:
-    """List keys (names, ids, when created or revoked; never the keys themselves)."""
+    """List keys: names, ids, limits, spend, when created or revoked (never the keys themselves)."""
     with _store(ctx) as store:
         rows = store.list()
+    spend = _spend(ctx) if rows else {}
     if as_json:
-        sys.stdout.write(orjson.dumps([r.__dict__ for r in rows]).decode() + "\n")
+        sys.stdout.write(orjson.dumps([{**r.as_dict(), "spent_usd": spend.get(r.id, (0.0,))[0],
+                                        "budget_usd": spend.get(r.id, (0.0, None))[1]} for r in rows]).decode() + "\n")
         return
     if not rows:
         out.print("no keys: the gateway serves loopback clients only (create one with `smallfleet keys create NAME`)")
         return
+    from ..ledger import usd
+
     t = Table(title=f"{sum(r.active for r in rows)} active key(s)")
-    for c in ("name", "id", "admin", "created", "revoked"):
+    for c in ("name", "id", "admin", "spent", "budget", "rpm", "models", "created", "revoked"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r.name, r.id, "yes" if r.admin else "", time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
+        spent, budget, _ = spend.get(r.id, (0.0, None, 0))
+        t.add_row(r.name, r.id, "yes" if r.admin else "", usd(spent), usd(budget) if budget is not None else "",
+                  str(r.rpm or ""), ",".join(sorted(r.models)) if r.models else "all",
+                  time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
                   time.strftime("%Y-%m-%d %H:%M", time.localtime(r.revoked)) if r.revoked else "")
     out.print(t)
 

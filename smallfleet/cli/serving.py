@@ -62,13 +62,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
     h, p = host or cfg.host, port if port is not None else cfg.port
     where = engine.ledger.where if engine.ledger is not None else "off"
     console.print(f"smallfleet gateway on [bold]http://{h}:{p}/v1[/] (dashboard http://{h}:{p}/) · ledger {where}")
+    from ..db import redact_url
     from ..keys import KeyRing
 
-    ring = KeyRing(cfg.key_store_path)
+    ring = KeyRing(cfg.key_store)
     n = ring.count
     ring.close()
     if n:
-        console.print(f"  {n} API key(s) in {cfg.key_store_path}: every endpoint needs one")
+        console.print(f"  {n} API key(s) in {redact_url(str(cfg.key_store))}: every endpoint needs one")
     else:
         console.print("  no API keys: loopback clients only (create one with `smallfleet keys create NAME`)")
         if h not in ("127.0.0.1", "localhost", "::1"):

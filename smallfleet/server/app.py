@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable
@@ -23,8 +24,8 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..engine import Engine
-from ..errors import AuthError, InvalidRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, SmallfleetError
-from ..keys import KeyRing
+from ..errors import AuthError, InvalidRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, RateLimitError, SmallfleetError
+from ..keys import KeyInfo, KeyRing, LocalRate
 from ..metrics import Metrics
 from ..step import Step
 from . import openapi, render, responses
@@ -55,6 +56,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
 }
 _METHODS = {"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"}
 access_log = logging.getLogger("smallfleet.access")
+_STEP_ROUTES = {"/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses", "/v1/smallfleet/extract"}
 _DASHBOARD = {"/", "/dashboard", "/v1/smallfleet/report", "/login", "/logout"}
 
 
@@ -73,8 +75,9 @@ class Gateway:
         self.started = time.time()
         cfg = engine.config
         self.limits = cfg.limits
-        self.access = Access(keys or KeyRing(cfg.key_store_path), cfg.host)
+        self.access = Access(keys or KeyRing(cfg.key_store), cfg.host)
         self.inflight = 0
+        self._local_rate = LocalRate()
         self.responses = responses.ResponseStore()
         self.metrics = Metrics()
 
@@ -158,6 +161,8 @@ class Gateway:
                                     dashboard=path in _DASHBOARD and method == "GET")
             if who.key is not None:
                 scope["smallfleet.key"] = who.key.id  # the key's id (not the secret), for the access log
+            if who.key is not None and who.key.rpm is not None and path in _STEP_ROUTES:
+                await self._rate(who.key)
             if path in ("/v1/chat/completions", "/chat/completions"):
                 return await self._limited(self._chat(scope, receive, tracked, headers, who), tracked)
             if path in ("/v1/responses", "/responses"):
@@ -199,6 +204,21 @@ class Gateway:
         if started:  # headers are gone (a stream): nothing more can be said
             return
         await self._send(send, status, orjson.dumps(body), [_JSON, *(extra or [])])
+
+    async def _rate(self, key: KeyInfo) -> None:
+        """The key's requests-per-minute limit, counted in the ledger's database (shared by every
+        replica), or in this process when the ledger is off."""
+        assert key.rpm is not None
+        led = self.engine.ledger
+        if led is None:
+            wait = self._local_rate.take(key.account, key.rpm)
+        elif led.db.dialect == "postgresql":
+            wait = await asyncio.to_thread(led.take_rate, key.account, key.rpm)
+        else:
+            wait = led.take_rate(key.account, key.rpm)
+        if wait:
+            raise RateLimitError(f"API key {key.name!r} is limited to {key.rpm} requests a minute; retry in {math.ceil(wait)} s.",
+                                 hint="slow down, or ask the operator: smallfleet keys limit NAME --rpm N", retry_after=wait)
 
     async def _limited(self, work: Awaitable[None], send: Any) -> None:
         """At most ``max_concurrent`` requests run; more get a 503 the client may retry."""
@@ -288,12 +308,20 @@ class Gateway:
         datamark = _onoff(h.get("x-smallfleet-datamark"), "x-smallfleet-datamark")
         capture = _onoff(h.get("x-smallfleet-capture"), "x-smallfleet-capture")
 
+        run = h.get("x-smallfleet-run")
+        if run is not None and run.startswith("@"):
+            raise InvalidRequestError("x-smallfleet-run may not start with '@' (kept for API keys' own accounts).",
+                                      param="x-smallfleet-run")
+
         def make() -> Step:
-            return self.engine.make_step(body, raw=raw, step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
+            step = self.engine.make_step(body, raw=raw, step_kind=h.get("x-smallfleet-step-kind"), run_id=who.scoped(h.get("x-smallfleet-run")),
                                          session_id=who.scoped(h.get("x-smallfleet-session")), budget_usd=budget,
                                          guard_mode=h.get("x-smallfleet-guard"), approved=approved, datamark=datamark,
                                          kb=h.get("x-smallfleet-kb") or None, kb_where=h.get("x-smallfleet-kb-where") or None,
                                          capture=capture)
+            if who.key is not None:
+                step.account, step.allowed = who.key.account, who.key.models
+            return step
 
         return await asyncio.to_thread(make) if big else make()
 
