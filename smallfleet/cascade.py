@@ -9,6 +9,7 @@ in one transaction. Read :meth:`Cascade.run` top to bottom for the whole path of
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
@@ -122,6 +123,12 @@ class Cascade:
         return attempts
 
     async def _attempt(self, spec: ModelSpec, tier: str, step: Step) -> Attempt:
+        t0 = time.time()
+        att = await self._call(spec, tier, step)
+        att.started, att.ended = t0, time.time()
+        return att
+
+    async def _call(self, spec: ModelSpec, tier: str, step: Step) -> Attempt:
         floor = step.prompt_floor  # measured once per step, in run()
         if floor > spec.context:  # certain not to fit: say so without loading the model
             return Attempt(spec, tier, None, error=f"context: the prompt is at least {floor} tokens; {spec.name} "
@@ -133,7 +140,7 @@ class Cascade:
             request = with_examples(request, step.examples[1])
         if self.router.pseudonymises(spec):
             assert self.privacy is not None  # pseudonymises() is false without it
-            request, pz, hidden = self.privacy.outbound(request, step.privacy_key)
+            request, pz, hidden = await self.privacy.outbound_async(request, step.privacy_key)
         if self.router.datamarks(step):  # after pseudonymising: the detector reads the text as written
             request = _datamarked(request)
         try:

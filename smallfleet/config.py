@@ -47,6 +47,11 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_RUN_BUDGET": "default budget in USD per agent run (x-smallfleet-run); unset = unlimited",
     "SMALLFLEET_PRIVACY": "on (default) or off: pseudonymise personal data before any remote model call",
     "SMALLFLEET_VAULT_KEY": "Fernet key for encrypted vault files (smallfleet redact --vault)",
+    "SMALLFLEET_SESSION_STORE": "session state (pseudonym vaults, Responses history) shared by gateway processes: a file or "
+                                "postgresql:// URL (default: the database URL when set; serve --workers: sessions.db)",
+    "SMALLFLEET_OTLP_ENDPOINT": "OpenTelemetry collector (OTLP/HTTP, e.g. http://collector:4318): a span per step and attempt; "
+                                "needs smallfleet[otel]",
+    "SMALLFLEET_SESSION_KEY": "Fernet key for that shared session state (required on PostgreSQL, the same on every replica)",
     "SMALLFLEET_STREAM": "verified (default: run the cascade, then stream) or live (text steps stream as generated)",
     "SMALLFLEET_GUARD": "block (default), flag, confirm or off: what happens to a tool call the policy denies",
     "SMALLFLEET_POLICY": "tool policy file (TOML: capabilities and argument roles per tool)",
@@ -85,10 +90,17 @@ class MemorySettings:
     defer: bool = True               # read the latest user turn after answering (its facts serve later turns)
     # Fernet key from $SMALLFLEET_MEMORY_KEY (never from the config file): fact values encrypted at rest
     key: str | None = field(default=None, repr=False)
+    # PostgreSQL: the ledger's database when no store file is named (a session's facts follow it to any replica)
+    url: str | None = field(default=None, repr=False)
 
     @property
     def store_path(self) -> Path:
         return self.path or default_data_dir() / "memory.db"
+
+    @property
+    def target(self) -> str | Path:
+        """Where the facts live: the PostgreSQL URL, else the SQLite file."""
+        return self.url or self.store_path
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,10 @@ class Config:
     reference_price_out: float = 10.00
     ledger_path: Path = field(default_factory=lambda: default_data_dir() / "ledger.db")
     database_url: str | None = field(default=None, repr=False)  # PostgreSQL: the shared ledger (may hold a password)
+    # session state shared by gateway processes (vaults, Responses history): a URL or a file; None: per process
+    session_store: str | None = field(default=None, repr=False)
+    session_key: str | None = field(default=None, repr=False)  # $SMALLFLEET_SESSION_KEY
+    otlp_endpoint: str | None = None  # OpenTelemetry: spans per step and attempt go to this collector (opt-in)
     host: str = "127.0.0.1"
     port: int = 8088
     run_budget_usd: float | None = None
@@ -358,12 +374,12 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "models.*": {"backend": str, "tier": str, "path": str, "url": str, "model": str, "api_key_env": str, "api_key": str,
                  "price_in": float, "price_out": float, "context": int, "max_output": int, "tags": list[str],
                  "threads": int, "parallel": int, "timeout_s": float, "retries": int, "next_step_pass": bool,
-                 "lora": list[str]},
+                 "lora": list[str], "on_premises": bool},
     "routing": {k.value: dict for k in StepKind},
     "routing.*": {"start": str, "checks": list[str], "escalate": bool, "min_confidence": float},
     "ledger": {"path": str, "url": str, "run_budget_usd": float},
     # the limits are ServerLimits' fields, typed as the dataclass declares them
-    "server": {"host": str, "port": int, "stream": str, "keys": str, "access_log": bool,
+    "server": {"host": str, "port": int, "stream": str, "keys": str, "access_log": bool, "session_store": str,
                **{f.name: {"int": int, "float": float}[str(f.type)] for f in fields(ServerLimits)}},
     "privacy": {"enabled": bool, "prefer_local": bool, "entities": list[str], "threshold": float, "ner": bool},
     "guards": {"mode": str, "policy_file": str, "detector": bool, "trusted_tools": list[str], "datamark": bool},
@@ -374,6 +390,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "capture": {"enabled": bool, "store": str, "sample": float, "retention_days": float, "shadow": float, "queue": int},
     "knowledge": {"*": dict},
     "knowledge.*": {"path": str},
+    "telemetry": {"otlp_endpoint": str},
 }
 _NOUNS = {"": "section", "routing": "step kind"}  # what a table's keys are called in errors
 
@@ -490,7 +507,7 @@ def _parse_model(name: str, d: dict[str, Any], tiers: tuple[str, ...]) -> ModelS
         tags=tuple(d.get("tags", [])), threads=d.get("threads", 0) or _default_threads(),
         parallel=d.get("parallel", 1), timeout_s=d.get("timeout_s", 120.0),
         retries=d.get("retries", 2), next_step_pass=d.get("next_step_pass", True),
-        lora=tuple(str(Path(x).expanduser()) for x in d.get("lora", [])),
+        lora=tuple(str(Path(x).expanduser()) for x in d.get("lora", [])), on_premises=d.get("on_premises", False),
     )
     if spec.lora and backend != "llamacpp":
         raise ConfigError(f"{where}.lora: LoRA adapters are for embedded (llamacpp) models only.")
@@ -590,14 +607,15 @@ def _parse_grounding(d: dict[str, Any], env: dict[str, str]) -> GroundingSetting
     return GroundingSettings(index=Path(idx).expanduser() if idx else None, kinds=kinds, k=k, min_relevance=rel)
 
 
-def _parse_memory(d: dict[str, Any], env: dict[str, str]) -> MemorySettings:
+def _parse_memory(d: dict[str, Any], env: dict[str, str], database_url: str | None = None) -> MemorySettings:
     enabled = _env_onoff(env, "SMALLFLEET_MEMORY", d.get("enabled", True))
     n = d.get("max_pinned", 12)
     if not 1 <= n <= 100:
         raise ConfigError("memory.max_pinned must be between 1 and 100.")
     path = d.get("path", "")
     return MemorySettings(enabled=enabled, path=Path(path).expanduser() if path else None, model=d.get("model", ""),
-                          max_pinned=n, defer=d.get("defer", True), key=env.get("SMALLFLEET_MEMORY_KEY") or None)
+                          max_pinned=n, defer=d.get("defer", True), key=env.get("SMALLFLEET_MEMORY_KEY") or None,
+                          url=database_url if not path else None)
 
 
 def _parse_capture(d: dict[str, Any], env: dict[str, str], database_url: str | None = None) -> CaptureSettings:
@@ -726,13 +744,13 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     privacy = _parse_privacy(data.get("privacy", {}), env)
     guards = _parse_guards(data.get("guards", {}), env)
     grounding = _parse_grounding(data.get("grounding", {}), env)
-    memory = _parse_memory(data.get("memory", {}), env)
+    memory = _parse_memory(data.get("memory", {}), env, database_url)
     capture = _parse_capture(data.get("capture", {}), env, database_url)
     learn = data.get("learn", {})
     routes = env.get("SMALLFLEET_ROUTES") or learn.get("routes", "")
     learned = LearnSettings(routes=Path(routes).expanduser() if routes else None, use_routes=learn.get("use_routes", True))
     verify = _parse_verify(data.get("verify", {}), env, models, tiers)
-    max_esc = fleet.get("max_escalations", 2)
+    max_esc = fleet.get("max_escalations", min(2, len(tiers)))  # a one-tier fleet has nothing to escalate to
     if max_esc < 0 or max_esc > len(tiers):
         raise ConfigError(f"fleet.max_escalations must be between 0 and {len(tiers)}.")
     return Config(
@@ -744,4 +762,20 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         capture=capture, learn=learned,
         limits=_parse_limits(server), keys_path=Path(keys).expanduser() if keys else None,
         knowledge=_parse_knowledge(data.get("knowledge", {})), source=source,
+        session_store=_session_store(env.get("SMALLFLEET_SESSION_STORE") or server.get("session_store") or database_url),
+        session_key=env.get("SMALLFLEET_SESSION_KEY") or None,
+        otlp_endpoint=_otlp(env.get("SMALLFLEET_OTLP_ENDPOINT") or data.get("telemetry", {}).get("otlp_endpoint") or None),
     )
+
+
+def _otlp(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"telemetry.otlp_endpoint {value!r} must be an http(s) URL.",
+                          hint="[telemetry] otlp_endpoint or SMALLFLEET_OTLP_ENDPOINT, e.g. http://collector:4318")
+    return value
+
+
+def _session_store(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value if value.startswith(("postgresql://", "postgres://")) else str(Path(value).expanduser())

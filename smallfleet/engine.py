@@ -13,6 +13,7 @@ The gateway, CLI, demo and benchmarks all go through it.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from .assets import ProgressFn
 from .capture import Capturer, TraceStore
 from .cascade import Cascade
 from .config import Config, load_config
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, SmallfleetError
 from .fleet import Fleet
 from .grounding import Grounding
 from .guards import Guard, InjectionDetector, PolicyEngine
@@ -36,7 +37,9 @@ from .privacy.guard import PrivacyGuard
 from .record import Recorder
 from .request import validate_request
 from .routing import Router
+from .shared import SharedState
 from .step import Step, classify_step
+from .telemetry import Telemetry
 from .verify.judge import Judge
 
 
@@ -59,7 +62,10 @@ class Engine:
             self.ledger: Ledger | None = Ledger(self.config.ledger_target)
         else:
             self.ledger = ledger or None
-        self.privacy = PrivacyGuard(self.config.privacy)
+        # a session's vault and Responses history where every gateway process finds them, when several serve it
+        self.shared = SharedState(self.config.session_store, self.config.session_key) if self.config.session_store else None
+        self.privacy = PrivacyGuard(self.config.privacy, shared=self.shared)
+        self.telemetry = Telemetry(self.config.otlp_endpoint) if self.config.otlp_endpoint else None
         self.guard = make_guard(self.config.guards)
         self.recorder = Recorder(self.ledger, self.privacy)
         routes = (RouteTable(self.config.learn.routes_path, self.config.tiers, self.config.models)
@@ -107,7 +113,7 @@ class Engine:
         """Quarantined reading on the cheapest local model: schema-typed fields out, labelled untrusted."""
         from .guards import quarantined_extract
 
-        local = [t for t in self.config.tiers if self.config.tier_model(t).is_local]
+        local = [t for t in self.config.tiers if self.config.tier_model(t).private]
         if not local:
             raise InvalidRequestError("quarantined reading needs a local model in the fleet.")
         spec = self.config.tier_model(local[0])
@@ -139,8 +145,14 @@ class Engine:
                 outcome = await self.cascade.run(step, step.request.get("model") or "auto")
             finally:
                 self.after(step, unread)
+        except SmallfleetError as e:
+            if self.telemetry is not None:
+                self.telemetry.step(step, None, time.time(), error=f"{e.status} {e.code or e.type}")
+            raise
         finally:
             self.inflight -= 1
+        if self.telemetry is not None:
+            self.telemetry.step(step, outcome, time.time())
         self.captured(outcome)
         return outcome
 
@@ -188,3 +200,7 @@ class Engine:
         await self.fleet.aclose()
         if self.ledger is not None:
             self.ledger.close()
+        if self.shared is not None:
+            self.shared.close()
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.close)

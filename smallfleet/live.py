@@ -39,7 +39,7 @@ class LiveStream:
             request = with_examples(request, step.examples[1])
         if self.router.pseudonymises(spec):
             assert self.privacy is not None  # pseudonymises() is false without it
-            request, pz, hidden = self.privacy.outbound(request, step.privacy_key)
+            request, pz, hidden = await self.privacy.outbound_async(request, step.privacy_key)
             restorer = pz.stream_restorer()
         cid = completion_id(step)
         parts: list[str] = []

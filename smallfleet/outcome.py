@@ -38,6 +38,8 @@ class Attempt:
     escalated: bool = False
     pseudonymised: int = -1  # entities replaced before a remote call; -1 = sent as is (local model)
     restore_note: str = ""  # mangled / unknown placeholders met when restoring the answer
+    started: float = 0.0  # wall-clock seconds, for tracing
+    ended: float = 0.0
 
     @property
     def passed(self) -> bool:

@@ -118,8 +118,8 @@ class Router:
             return start
         tiers = self.config.tiers
         i = tiers.index(start)
-        below = [t for t in tiers[:i] if self.config.tier_model(t).is_local]
-        above = [t for t in tiers[i + 1:] if self.config.tier_model(t).is_local]
+        below = [t for t in tiers[:i] if self.config.tier_model(t).private]
+        above = [t for t in tiers[i + 1:] if self.config.tier_model(t).private]
         local = below[-1] if below else (above[0] if above else None)  # the nearest local tier
         if local is not None and self.privacy.has_pii(step.request):
             step.notes.append(f"personal data present: started on local tier {local} instead of {start}")
@@ -129,7 +129,7 @@ class Router:
     def _local_above(self, tier: str) -> str | None:
         """The next tier up whose model runs on this machine (risk and weak evidence move a step there)."""
         i = self.config.tiers.index(tier)
-        return next((t for t in self.config.tiers[i + 1:] if self.config.tier_model(t).is_local), None)
+        return next((t for t in self.config.tiers[i + 1:] if self.config.tier_model(t).private), None)
 
     @staticmethod
     def _same_model(a: ModelSpec, b: ModelSpec) -> bool:

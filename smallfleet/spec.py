@@ -30,10 +30,17 @@ class ModelSpec:
     stands_in_for: str = ""  # set when a local model fills the frontier tier
     next_step_pass: bool = True  # llamacpp: after a tool result, ask "another call, or an answer?" first
     lora: tuple[str, ...] = ()  # llamacpp: GGUF LoRA adapters applied to the base model (`smallfleet learn finetune`)
+    on_premises: bool = False  # openai: a model server on the operator's own machines (vLLM, llama.cpp server, Ollama)
 
     @property
     def is_local(self) -> bool:
+        """Embedded in this process."""
         return self.backend == "llamacpp"
+
+    @property
+    def private(self) -> bool:
+        """Personal data may reach it as is: embedded, or served on the operator's own machines."""
+        return self.is_local or self.on_premises
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         return (tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000

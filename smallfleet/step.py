@@ -21,6 +21,7 @@ buckets. Rules, first match wins:
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -178,6 +179,8 @@ class Step:
     account: str | None = None  # the API key's ledger row: its budget and spend (None: a keyless gateway)
     account_reserved: float = 0.0  # what this step holds against that key's budget
     allowed: frozenset[str] | None = None  # fleet model or tier names the key may use (None: all)
+    traceparent: str | None = None  # the client's W3C trace context: the step's span is its child
+    started: float = field(default_factory=time.time)
 
     @property
     def privacy_key(self) -> str:

@@ -88,17 +88,54 @@ def rss_mb() -> float:
         return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
 
 
-@pytest.fixture(scope="module")
-def fuzz_gw(scripted_gateway_shared):
-    gw = scripted_gateway_shared
-    gw.client = httpx.Client(base_url=gw.base, timeout=10)
+class RoundRobin:
+    """One client over several gateways: each request goes to the next, as a load balancer would."""
+
+    def __init__(self, bases: list[str]) -> None:
+        self.clients = [httpx.Client(base_url=b, timeout=10) for b in bases]
+        self.n = 0
+
+    def request(self, method: str, path: str, **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
+        self.n += 1
+        return self.clients[self.n % len(self.clients)].request(method, path, **kw)
+
+    def post(self, path: str, **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
+        return self.request("POST", path, **kw)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+@pytest.fixture(scope="module", params=["one-process", "two-replicas-on-postgresql"])
+def fuzz_gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The same fuzz against one gateway, and against two on one PostgreSQL (ledger, keys, session
+    memory, vaults and Responses history shared) with requests alternating between them."""
+    from tests.conftest import ThreadGateway
+
+    made: list[ThreadGateway] = []
+    if request.param == "one-process":
+        gw = request.getfixturevalue("scripted_gateway_shared")
+        bases = [gw.base]
+    else:
+        from smallfleet.privacy import new_key
+
+        url = request.getfixturevalue("pg_server").database("fuzz_replicas")
+        key = new_key()
+        env = {"SMALLFLEET_DATABASE_URL": url, "SMALLFLEET_SESSION_KEY": key, "SMALLFLEET_MEMORY_KEY": key}
+        made = [ThreadGateway(tmp_path_factory.mktemp(f"replica{i}"), env=env) for i in range(2)]
+        gw, bases = made[0], [g.base for g in made]
+    gw.client = RoundRobin(bases)
     gw.rss0 = rss_mb()
     yield gw
     gw.client.close()
     # after everything: alive, quick, and no memory kept
-    t0 = time.perf_counter()
-    assert httpx.get(gw.base + "/health", timeout=1).status_code == 200 and time.perf_counter() - t0 < 1
+    for base in bases:
+        t0 = time.perf_counter()
+        assert httpx.get(base + "/health", timeout=1).status_code == 200 and time.perf_counter() - t0 < 1
     assert rss_mb() - gw.rss0 < 300
+    for g in made:
+        g.stop()
 
 
 @FUZZ

@@ -411,7 +411,7 @@ def test_prepare_survives_a_broken_extractor_and_retries_the_turn(tmp_path: Path
         asyncio.run(mem.observe("s", msgs))
     out = asyncio.run(mem.prepare("s", msgs))  # logs, pins what is known, the request goes on
     assert out[2]["content"] == f"{PIN_HEADER}\n- name: Priya" and out[3] == msgs[2]
-    assert mem.store.db.execute("SELECT COUNT(*) FROM seen_turns").fetchone()[0] == 0  # read again next time
+    assert mem.store.db.query("SELECT COUNT(*) FROM seen_turns")[0][0] == 0  # read again next time
     assert mem.extractor.stats.errors == 2
     with pytest.raises(InvalidRequestError, match="session id"):
         asyncio.run(mem.prepare("", msgs))
@@ -445,7 +445,7 @@ def test_prepare_can_leave_the_latest_turn_for_later(idle_extractor: Extractor, 
     assert out[2]["content"] == f"{PIN_HEADER}\n- name: Priya" and out[3] == msgs[2]
     assert idle_extractor.stats.model_calls == 0 and not idle_extractor.backend.loaded  # the order id turn: not read
     assert mem.store.is_seen("s", 0, _digest(msgs[0]))
-    assert mem.store.db.execute("SELECT COUNT(*) FROM seen_turns WHERE turn=2").fetchone()[0] == 0
+    assert mem.store.db.query("SELECT COUNT(*) FROM seen_turns WHERE turn=2")[0][0] == 0
     mem.close()
 
 

@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS shadow (
 """
 
 def _migrations() -> dict[Dialect, list[str]]:
-    return {"sqlite": [_SCHEMA], "postgresql": [ddl(_SCHEMA, "postgresql").replace("BLOB", "BYTEA")]}
+    # in PostgreSQL the store shares a database with the ledger, which has its own ``meta``
+    pg = ddl(_SCHEMA, "postgresql").replace("BLOB", "BYTEA").replace("EXISTS meta ", "EXISTS traces_meta ")
+    return {"sqlite": [_SCHEMA], "postgresql": [pg]}
 
 
 _COLUMNS = ("id", "trace", "ts", "source", "kind", "model", "tier", "verified", "error", "cost_usd",
@@ -116,11 +118,12 @@ class TraceStore:
     def _check_key(self) -> None:
         from cryptography.fernet import InvalidToken
 
-        meta = dict(self.db.query("SELECT name, value FROM meta"))
+        table = "meta" if self.db.dialect == "sqlite" else "traces_meta"
+        meta = dict(self.db.query(f"SELECT name, value FROM {table}"))
         if "key_check" not in meta:
-            self.db.execute("INSERT INTO meta (name, value) VALUES ('version', ?), ('key_check', ?) ON CONFLICT (name) DO NOTHING",
+            self.db.execute(f"INSERT INTO {table} (name, value) VALUES ('version', ?), ('key_check', ?) ON CONFLICT (name) DO NOTHING",
                             (SCHEMA_VERSION, self._fernet.encrypt(b"smallfleet-traces").decode()))
-            meta = dict(self.db.query("SELECT name, value FROM meta"))  # another process may have won the race
+            meta = dict(self.db.query(f"SELECT name, value FROM {table}"))  # another process may have won the race
         if meta.get("version") != SCHEMA_VERSION:
             raise ConfigError(f"the trace store {self.where} has schema version {meta.get('version')!r}; this smallfleet reads {SCHEMA_VERSION}.",
                               hint="upgrade smallfleet, or point [capture] store at a new file")

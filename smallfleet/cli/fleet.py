@@ -157,6 +157,14 @@ def doctor(ctx: click.Context, load: bool) -> None:
     m = cfg.memory
     if not m.enabled:
         ok("session memory off")
+    elif m.url:
+        from ..memory.store import open_store
+
+        try:
+            with open_store(m) as fs:
+                ok(f"session memory in {fs.where}: {len(fs.sessions())} session(s), encrypted with SMALLFLEET_MEMORY_KEY")
+        except SmallfleetError as e:
+            bad(e.message, e.hint or "set SMALLFLEET_MEMORY_KEY")
     else:
         from ..memory import FactStore, key_file
 

@@ -15,14 +15,14 @@ from ._app import _config, cli, console, out
 
 def _store(ctx: click.Context) -> Any:
     from ..errors import ConfigError
-    from ..memory import FactStore, resolve_key
+    from ..memory.store import open_store
 
     m = _config(ctx).memory
-    if not m.store_path.is_file():
+    if not m.url and not m.store_path.is_file():
         raise ConfigError(f"no session memory at {m.store_path}.",
                           hint="it is created by the gateway on the first request with x-smallfleet-session; "
                                "or set [memory] path")
-    return FactStore(m.store_path, key=resolve_key(m.key, m.store_path))
+    return open_store(m)
 
 
 @cli.group()

@@ -27,8 +27,9 @@ from ._app import _config, byte_progress, cli, console, out
 @click.option("--log-level", default="warning", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Gateway processes on this port, one ledger between them (the SQLite file, or PostgreSQL with "
-                   "SMALLFLEET_DATABASE_URL): budgets hold across them. Each loads its own copy of the embedded "
-                   "models; for several workers, serve the models from vLLM / llama.cpp server / Ollama instead.")
+                   "SMALLFLEET_DATABASE_URL): budgets, keys, session memory, pseudonym vaults and Responses history "
+                   "hold across them. Each loads its own copy of the embedded models; for several workers, serve the "
+                   "models from vLLM / llama.cpp server / Ollama instead.")
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool, log_level: str, workers: int) -> None:
     """Serve the OpenAI-compatible gateway.
@@ -56,9 +57,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
     cfg = _config(ctx)
     engine = Engine(cfg)
     if cfg.memory.enabled:  # a fact store that cannot be opened (encrypted, key missing or wrong) fails here, not per request
-        from ..memory import FactStore, resolve_key
+        from ..memory.store import open_store
 
-        FactStore(cfg.memory.store_path, key=resolve_key(cfg.memory.key, cfg.memory.store_path)).close()
+        open_store(cfg.memory).close()
     h, p = host or cfg.host, port if port is not None else cfg.port
     where = engine.ledger.where if engine.ledger is not None else "off"
     console.print(f"smallfleet gateway on [bold]http://{h}:{p}/v1[/] (dashboard http://{h}:{p}/) · ledger {where}")
@@ -77,7 +78,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
     if workers > 1:
         from ..server import serve_workers
 
-        console.print(f"  {workers} worker processes (session vaults, session memory and Responses history stay per worker)")
+        if cfg.session_store is None:  # the workers share sessions through a file beside the ledger
+            os.environ["SMALLFLEET_SESSION_STORE"] = str(cfg.ledger_path.parent / "sessions.db")
+        store = redact_url(os.environ.get("SMALLFLEET_SESSION_STORE") or str(cfg.session_store))
+        console.print(f"  {workers} worker processes; sessions' pseudonym vaults and Responses history shared in {store}")
         obj = ctx.ensure_object(dict)
         config_path = obj.get("config_path") or os.environ.get("SMALLFLEET_CONFIG")
         asyncio.run(engine.aclose())  # it served the checks above; each worker builds its own

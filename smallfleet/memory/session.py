@@ -70,7 +70,7 @@ class SessionMemory:
         outside the cascade's privacy guard.
         """
         spec = fleet.spec(model) if model else fleet.config.tier_model(fleet.config.tiers[0])
-        if not spec.is_local and not allow_remote:
+        if not spec.private and not allow_remote:
             raise ConfigError(f"session memory: extractor model {spec.name!r} is not local ({spec.backend}).",
                               hint="name a llamacpp model of the fleet, or pass allow_remote=True knowingly")
         memory = cls(FactStore(path, key=key), Extractor(fleet.get(spec.name)), **kw)

@@ -37,8 +37,8 @@ class MemoryStage:
         """The session memory (opened on first use: an encrypted store without its key fails here)."""
         if self._memory is None:
             m = self.config.memory
-            self._memory = SessionMemory.open(m.store_path, self.fleet, m.model or None, max_pinned=m.max_pinned,
-                                              key=resolve_key(m.key, m.store_path))
+            self._memory = SessionMemory.open(m.target, self.fleet, m.model or None, max_pinned=m.max_pinned,
+                                              key=m.key if m.url else resolve_key(m.key, m.store_path))
         return self._memory
 
     async def before(self, step: Step) -> list[dict[str, Any]] | None:

@@ -1,4 +1,5 @@
-"""Per-session facts in one SQLite file, with provenance and history.
+"""Per-session facts in one SQLite file, or in the shared PostgreSQL database where several gateway
+replicas serve one session, with provenance and history.
 
 A fact is one (key, value) the user stated, with where it came from: the message index (``turn``),
 the role of that message (``source``) and a trust label. ``trusted`` facts come from the user's own
@@ -16,20 +17,22 @@ encrypted; keys, labels and provenance stay readable, since supersede and select
 they say what kind of fact it is, not what the user said. The store remembers that it is encrypted
 (and checks the key against a token), so opening it without or with the wrong key is a clear error, not
 garbage in prompts. A plaintext store opened with a key is encrypted in place, in one transaction, and
-vacuumed so no plaintext stays in free pages.
+vacuumed so no plaintext stays in free pages. In PostgreSQL the store is always encrypted, with the key
+from ``SMALLFLEET_MEMORY_KEY`` (no key file beside a database), and a session's writes take a lock on
+the session, so two replicas observing one conversation cannot both supersede the same fact.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .. import atrest
+from ..config import MemorySettings
+from ..db import Database, Dialect, ddl, is_url, redact_url
 from ..errors import ConfigError, InvalidRequestError
 
 Trust = Literal["trusted", "untrusted"]
@@ -65,6 +68,13 @@ CREATE TABLE IF NOT EXISTS seen_turns (
     PRIMARY KEY (session_id, turn, digest)
 );
 """
+
+
+def _migrations() -> dict[Dialect, list[str]]:
+    # comments out (the statement splitter is plain); in PostgreSQL, beside the ledger, meta is memory_meta
+    plain = re.sub(r"--[^\n]*", "", _SCHEMA)
+    pg = ddl(plain, "postgresql").replace("EXISTS meta ", "EXISTS memory_meta ")
+    return {"sqlite": [plain], "postgresql": [pg]}
 
 KEY_ENV = "SMALLFLEET_MEMORY_KEY"
 KEY_CHECK = b"smallfleet fact store"
@@ -140,22 +150,28 @@ def _same_value(a: str, b: str) -> bool:
 
 
 class FactStore:
-    """Facts of every session in one SQLite file. Thread-safe; each write is one transaction."""
+    """Facts of every session in one SQLite file or a PostgreSQL database. Thread-safe; each write is
+    one transaction."""
 
     def __init__(self, path: str | Path, key: str | bytes | None = None) -> None:
         """Open or create the store; with ``key`` (a Fernet key) fact values are encrypted at rest."""
-        self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.url = str(path) if is_url(path) else None
+        self.path = Path(str(path)).expanduser() if self.url is None else Path("memory")
+        self.where = redact_url(self.url) if self.url else str(self.path)
+        if self.url is not None and not key:
+            raise ConfigError(f"session memory in PostgreSQL ({self.where}) needs its key in {KEY_ENV}.",
+                              hint=f"set {KEY_ENV} to a Fernet key (smallfleet keeps no key file beside a database); {atrest.KEY_HINT}")
         self._fernet = _fernet(key) if key else None
         try:
-            self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA secure_delete=ON")  # forgotten facts leave no readable bytes in free pages
-            self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise InvalidRequestError(f"{self.path} is not a usable fact store: {e}.",
+            self.db = Database(self.url or self.path)
+            if self.db.dialect == "sqlite":
+                self.db.query("PRAGMA secure_delete=ON")  # forgotten facts leave no readable bytes in free pages
+            self.db.migrate("memory", _migrations())
+        except ConfigError as e:
+            cause = e.__cause__ if e.__cause__ is not None else e.message
+            raise InvalidRequestError(f"{self.where} is not a usable fact store: {cause}.",
                                       hint="point the memory store at a new file") from e
-        self._lock = threading.Lock()
+        self._meta = "meta" if self.db.dialect == "sqlite" else "memory_meta"
         try:
             self._setup_cipher()
         except BaseException:
@@ -169,42 +185,42 @@ class FactStore:
     def _setup_cipher(self) -> None:
         from cryptography.fernet import InvalidToken
 
-        meta = dict(self.db.execute("SELECT name, value FROM meta").fetchall())
+        meta = dict(self.db.query(f"SELECT name, value FROM {self._meta}"))
         cipher = meta.get("cipher", "none")
         if cipher == "fernet":
             if self._fernet is None:
-                raise ConfigError(f"the fact store {self.path} is encrypted and no key was given.",
+                raise ConfigError(f"the fact store {self.where} is encrypted and no key was given.",
                                   hint=f"set {KEY_ENV} to the key it was created with")
             try:
                 self._fernet.decrypt(meta.get("key_check", "").encode())
             except InvalidToken:
-                raise ConfigError(f"the key given ({KEY_ENV}, else the key file {key_file(self.path)}) is not the key the "
-                                  f"fact store {self.path} was encrypted with.",
+                where = KEY_ENV if self.url else f"{KEY_ENV}, else the key file {key_file(self.path)}"
+                raise ConfigError(f"the key given ({where}) is not the key the fact store {self.where} was encrypted with.",
                                   hint=f"set {KEY_ENV} to the key it was created with, or point [memory] path at a new file") from None
         elif cipher != "none":
-            raise ConfigError(f"the fact store {self.path} uses an unknown cipher {cipher!r}.",
+            raise ConfigError(f"the fact store {self.where} uses an unknown cipher {cipher!r}.",
                               hint="it was written by a newer smallfleet; upgrade, or use another file")
         elif self._fernet is not None:
             self._encrypt_in_place()
         elif "cipher" not in meta:
-            self.db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('cipher', 'none')")
+            self.db.execute(f"INSERT INTO {self._meta} (name, value) VALUES ('cipher', 'none') ON CONFLICT (name) DO NOTHING")
 
     def _encrypt_in_place(self) -> None:
         """A plaintext store opened with a key: encrypt every value in one transaction, then vacuum."""
         assert self._fernet is not None
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            for fid, value in self.db.execute("SELECT id, value FROM facts").fetchall():
-                self.db.execute("UPDATE facts SET value=? WHERE id=?", (self._fernet.encrypt(value.encode()).decode(), fid))
-            self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('cipher', 'fernet')")
-            self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('key_check', ?)",
-                            (self._fernet.encrypt(KEY_CHECK).decode(),))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("VACUUM")  # the old plaintext pages, in the file and the WAL, are rewritten
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self.db.transaction() as cur:
+            if self.db.dialect == "postgresql":  # two replicas starting at once: one encrypts, the other finds it done
+                cur.execute(f"LOCK TABLE {self._meta} IN EXCLUSIVE MODE")
+                if cur.execute(f"SELECT 1 FROM {self._meta} WHERE name='cipher' AND value='fernet'").fetchone():
+                    return
+            for fid, value in cur.execute("SELECT id, value FROM facts").fetchall():
+                cur.execute("UPDATE facts SET value=? WHERE id=?", (self._fernet.encrypt(value.encode()).decode(), fid))
+            for name, value in (("cipher", "fernet"), ("key_check", self._fernet.encrypt(KEY_CHECK).decode())):
+                cur.execute(f"INSERT INTO {self._meta} (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                            (name, value))
+        if self.db.dialect == "sqlite":
+            self.db.query("VACUUM")  # the old plaintext pages, in the file and the WAL, are rewritten
+            self.db.query("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _seal(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode() if self._fernet is not None else value
@@ -214,9 +230,13 @@ class FactStore:
             row = (*row[:4], self._fernet.decrypt(row[4].encode()).decode(), *row[5:])
         return _fact(row)
 
+    def _session_lock(self, cur: Any, session_id: str) -> None:
+        """Writes of one session, one at a time across replicas (SQLite's write lock already is)."""
+        if self.db.dialect == "postgresql":
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(?))", ("memory:" + session_id,))
+
     def close(self) -> None:
-        with self._lock:
-            self.db.close()
+        self.db.close()
 
     def __enter__(self) -> FactStore:
         return self
@@ -253,53 +273,43 @@ class FactStore:
                 raise InvalidRequestError(f"fact {key!r}: key and value must not be empty.")
             clean.append((norm, label, val))
         out: list[Fact] = []
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                for norm, label, val in clean:
-                    row = self.db.execute(f"SELECT {_COLS} FROM facts WHERE session_id=? AND trust=? AND key=? AND active=1",
-                                          (session_id, trust, norm)).fetchone()
-                    current = self._fact(row) if row is not None else None
-                    if current is not None and _same_value(current.value, val):
-                        out.append(current)
-                        continue
-                    cur = self.db.execute(
-                        "INSERT INTO facts (session_id, key, label, value, turn, source, trust, created, active) "
-                        "VALUES (?,?,?,?,?,?,?,?,1)", (session_id, norm, label, self._seal(val), turn, source, trust, time.time()))
-                    new_id = cur.lastrowid
-                    if row is not None:
-                        self.db.execute("UPDATE facts SET active=0, superseded_by=? WHERE id=?", (new_id, row[0]))
-                    out.append(self._fact(self.db.execute(f"SELECT {_COLS} FROM facts WHERE id=?", (new_id,)).fetchone()))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self.db.transaction() as cur:
+            self._session_lock(cur, session_id)
+            for norm, label, val in clean:
+                row = cur.execute(f"SELECT {_COLS} FROM facts WHERE session_id=? AND trust=? AND key=? AND active=1",
+                                  (session_id, trust, norm)).fetchone()
+                current = self._fact(row) if row is not None else None
+                if current is not None and _same_value(current.value, val):
+                    out.append(current)
+                    continue
+                new_id = cur.execute(
+                    "INSERT INTO facts (session_id, key, label, value, turn, source, trust, created, active) "
+                    "VALUES (?,?,?,?,?,?,?,?,1) RETURNING id",
+                    (session_id, norm, label, self._seal(val), turn, source, trust, time.time())).fetchone()[0]
+                if row is not None:
+                    cur.execute("UPDATE facts SET active=0, superseded_by=? WHERE id=?", (new_id, row[0]))
+                out.append(self._fact(cur.execute(f"SELECT {_COLS} FROM facts WHERE id=?", (new_id,)).fetchone()))
         return out
 
     def forget(self, session_id: str) -> int:
         """Delete every fact and seen turn of a session; returns how many facts went."""
         check_session_id(session_id)
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                n = self.db.execute("DELETE FROM facts WHERE session_id=?", (session_id,)).rowcount
-                self.db.execute("DELETE FROM seen_turns WHERE session_id=?", (session_id,))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self.db.transaction() as cur:
+            self._session_lock(cur, session_id)
+            n = int(cur.execute("SELECT COUNT(*) FROM facts WHERE session_id=?", (session_id,)).fetchone()[0])
+            cur.execute("UPDATE facts SET superseded_by=NULL WHERE session_id=?", (session_id,))  # no reference left dangling
+            cur.execute("DELETE FROM facts WHERE session_id=?", (session_id,))
+            cur.execute("DELETE FROM seen_turns WHERE session_id=?", (session_id,))
         return n
 
     # -- seen turns --------------------------------------------------------------------------------
     def is_seen(self, session_id: str, turn: int, digest: str) -> bool:
-        with self._lock:
-            return self.db.execute("SELECT 1 FROM seen_turns WHERE session_id=? AND turn=? AND digest=?",
-                                   (session_id, turn, digest)).fetchone() is not None
+        return bool(self.db.query("SELECT 1 FROM seen_turns WHERE session_id=? AND turn=? AND digest=?",
+                                  (session_id, turn, digest)))
 
     def mark_seen(self, session_id: str, turn: int, digest: str) -> None:
-        with self._lock:
-            self.db.execute("INSERT OR IGNORE INTO seen_turns (session_id, turn, digest, seen) VALUES (?,?,?,?)",
-                            (session_id, turn, digest, time.time()))
+        self.db.execute("INSERT INTO seen_turns (session_id, turn, digest, seen) VALUES (?,?,?,?) "
+                        "ON CONFLICT (session_id, turn, digest) DO NOTHING", (session_id, turn, digest, time.time()))
 
     # -- reads -------------------------------------------------------------------------------------
     def facts(self, session_id: str, *, include_history: bool = False, trust: Trust | None = None) -> list[Fact]:
@@ -314,30 +324,24 @@ class FactStore:
         if trust is not None:
             sql += " AND trust=?"
             args.append(trust)
-        with self._lock:
-            rows = self.db.execute(sql + " ORDER BY id", args).fetchall()
-        return [self._fact(r) for r in rows]
+        return [self._fact(r) for r in self.db.query(sql + " ORDER BY id", args)]
 
     def history(self, session_id: str, key: str, *, trust: Trust = "trusted") -> list[Fact]:
         """Every value a key had in a session, oldest first (the last one is the active one)."""
         check_session_id(session_id)
-        with self._lock:
-            rows = self.db.execute(f"SELECT {_COLS} FROM facts WHERE session_id=? AND trust=? AND key=? ORDER BY id",
-                                   (session_id, trust, normalize_key(key))).fetchall()
+        rows = self.db.query(f"SELECT {_COLS} FROM facts WHERE session_id=? AND trust=? AND key=? ORDER BY id",
+                             (session_id, trust, normalize_key(key)))
         return [self._fact(r) for r in rows]
 
     def sessions(self) -> list[dict[str, Any]]:
         """Every session with facts: id, active facts, all facts (history included), last write; newest first."""
-        with self._lock:
-            rows = self.db.execute("SELECT session_id, SUM(active), COUNT(*), MAX(created) FROM facts "
-                                   "GROUP BY session_id ORDER BY MAX(created) DESC").fetchall()
+        rows = self.db.query("SELECT session_id, SUM(active), COUNT(*), MAX(created) FROM facts "
+                             "GROUP BY session_id ORDER BY MAX(created) DESC")
         return [{"session": sid, "active": int(a), "facts": int(n), "last": float(t)} for sid, a, n, t in rows]
 
     def keys(self, session_id: str, *, trust: Trust = "trusted") -> list[str]:
         """Active keys of a session: shown to the extractor so an update reuses the same key."""
-        with self._lock:
-            rows = self.db.execute("SELECT key FROM facts WHERE session_id=? AND trust=? AND active=1 ORDER BY id",
-                                   (session_id, trust)).fetchall()
+        rows = self.db.query("SELECT key FROM facts WHERE session_id=? AND trust=? AND active=1 ORDER BY id", (session_id, trust))
         return [r[0] for r in rows]
 
 
@@ -355,3 +359,11 @@ def resolve_key(env_key: str | None, store_path: Path) -> str:
     created (owner-only, 0600) on first use. So session memory is encrypted at rest by default; a store
     written in plain text by an older version is encrypted in place when it is next opened."""
     return atrest.resolve_key(env_key, store_path)
+
+
+def open_store(settings: MemorySettings) -> FactStore:
+    """The configured fact store: in PostgreSQL with the key from the environment only, in a SQLite
+    file with that key or the key file beside it."""
+    if settings.url:
+        return FactStore(settings.url, key=settings.key)
+    return FactStore(settings.store_path, key=resolve_key(settings.key, settings.store_path))

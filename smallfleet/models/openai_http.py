@@ -25,6 +25,7 @@ import orjson
 
 from ..errors import BackendError, BackendTimeoutError, ContextLengthError, InvalidRequestError
 from ..spec import ModelSpec
+from ._toolcalls import parse_tool_calls
 from .base import ChatResult
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -216,6 +217,15 @@ class OpenAIHTTPBackend:
         self.breaker.success()
         msg = dict(choice.get("message") or {})
         msg["role"] = "assistant"
+        if request.get("tools") and not msg.get("tool_calls") and isinstance(msg.get("content"), str):
+            # small models behind llama.cpp's server or Ollama often write the call as JSON text
+            # (the template has no tool syntax, or tool_choice is not enforced): lift it out
+            names = {t["function"]["name"] for t in request["tools"] if isinstance(t, dict) and isinstance(t.get("function"), dict)
+                     and isinstance(t["function"].get("name"), str)}
+            calls = parse_tool_calls(msg["content"], names) if names and request.get("tool_choice") != "none" else []
+            if calls:
+                msg["tool_calls"], msg["content"] = calls, None
+                choice = {**choice, "finish_reason": "tool_calls"}
         usage = data.get("usage") or {}
         lp = choice.get("logprobs") or {}
         toks = [c for c in (lp.get("content") or []) if isinstance(c, dict) and "logprob" in c]

@@ -1,26 +1,31 @@
 """The privacy guard in the request path: what may leave the machine, and how it comes back.
 
-- Before a call to a remote model (any backend that is not embedded), the request's messages and
+- Before a call to a remote model (any backend that is neither embedded nor marked
+  ``on_premises``: a model server on the operator's own machines), the request's messages and
   tool-call arguments are pseudonymised with the session's vault; the answer (content and tool-call
   arguments) is restored before anything else sees it. Local models see the raw text.
 - A step whose content holds personal data starts on a local tier when its policy would start it on
   a remote one; it may still escalate to the remote tier — pseudonymised.
 - Vaults are per session (``x-smallfleet-session``), else per agent run, else per step, kept in memory
-  (least recently used dropped past ``max_sessions``).
+  (least recently used dropped past ``max_sessions``), or, where several gateway processes serve one
+  session (replicas on PostgreSQL, ``serve --workers``), in the shared database (``shared.py``).
 Detection only runs when a remote model is involved, so all-local traffic pays nothing for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from ..shared import SharedState
 from ..spec import ModelSpec
 from .detector import Detector
 from .pseudonymize import Pseudonymizer, Restoration
 from .recognizers import RECOGNIZERS
+from .shared import SharedVaults
 from .vault import Vault
 
 
@@ -35,11 +40,13 @@ class PrivacySettings:
 
 
 class PrivacyGuard:
-    def __init__(self, settings: PrivacySettings | None = None, detector: Detector | None = None) -> None:
+    def __init__(self, settings: PrivacySettings | None = None, detector: Detector | None = None,
+                 shared: SharedState | None = None) -> None:
         self.settings = settings or PrivacySettings()
         self._detector = detector
         self._vaults: OrderedDict[str, Vault] = OrderedDict()
         self._lock = threading.Lock()
+        self.shared = SharedVaults(shared, cache=self.settings.max_sessions) if shared is not None else None
 
     @property
     def enabled(self) -> bool:
@@ -47,7 +54,7 @@ class PrivacyGuard:
 
     def protects(self, spec: ModelSpec) -> bool:
         """Personal data is pseudonymised for every model that does not run on this machine."""
-        return self.enabled and not spec.is_local
+        return self.enabled and not spec.private
 
     @property
     def detector(self) -> Detector:
@@ -88,7 +95,18 @@ class PrivacyGuard:
 
     def outbound(self, request: dict[str, Any], key: str) -> tuple[dict[str, Any], Pseudonymizer, int]:
         """A copy of the request safe to send to a remote model, the pseudonymizer to undo it, the entity count."""
-        pz = self.pseudonymizer(key)
+        if self.shared is not None:
+            return self.shared.edit(key, lambda vault: self._redact(request, Pseudonymizer(self.detector, vault)))
+        return self._redact(request, self.pseudonymizer(key))
+
+    async def outbound_async(self, request: dict[str, Any], key: str) -> tuple[dict[str, Any], Pseudonymizer, int]:
+        """:meth:`outbound`, off the event loop when the session's vault is in a database across the network."""
+        if self.shared is not None and self.shared.remote:
+            return await asyncio.to_thread(self.outbound, request, key)
+        return self.outbound(request, key)
+
+    @staticmethod
+    def _redact(request: dict[str, Any], pz: Pseudonymizer) -> tuple[dict[str, Any], Pseudonymizer, int]:
         req = dict(request)
         req["messages"], n = pz.redact_messages(request.get("messages") or [])
         return req, pz, n
@@ -102,7 +120,7 @@ class PrivacyGuard:
         if not text:
             return text
         if key is not None:
-            vault = self._vaults.get(key)
+            vault = self.shared.cached(key) if self.shared is not None else self._vaults.get(key)
             for ph, value in vault.items() if vault else ():
                 text = text.replace(value, ph)
         spans = sorted((e.start, e.end, e.type) for rec in RECOGNIZERS.values() for e in rec(text) if e.score >= 0.6)

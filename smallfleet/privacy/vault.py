@@ -32,6 +32,11 @@ class Vault:
     def __len__(self) -> int:
         return len(self._values)
 
+    @property
+    def entries(self) -> int:
+        """(type, value) pairs known: grows whenever the vault learns something."""
+        return len(self._by_key)
+
     def placeholder_for(self, kind: str, value: str) -> str:
         key = (kind, value)
         with self._lock:

@@ -17,7 +17,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -78,7 +78,7 @@ class Gateway:
         self.access = Access(keys or KeyRing(cfg.key_store), cfg.host)
         self.inflight = 0
         self._local_rate = LocalRate()
-        self.responses = responses.ResponseStore()
+        self.responses = responses.ResponseStore(shared=engine.shared)
         self.metrics = Metrics()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -205,6 +205,11 @@ class Gateway:
             return
         await self._send(send, status, orjson.dumps(body), [_JSON, *(extra or [])])
 
+    @staticmethod
+    async def _off_loop(remote: bool, fn: Callable[..., T], *args: Any) -> T:
+        """A database call: in a worker thread when it crosses the network, inline when it is a local file."""
+        return await asyncio.to_thread(fn, *args) if remote else fn(*args)
+
     async def _rate(self, key: KeyInfo) -> None:
         """The key's requests-per-minute limit, counted in the ledger's database (shared by every
         replica), or in this process when the ledger is off."""
@@ -321,6 +326,9 @@ class Gateway:
                                          capture=capture)
             if who.key is not None:
                 step.account, step.allowed = who.key.account, who.key.models
+            tp = headers.get("traceparent")
+            if tp is not None and len(tp) <= 64:  # W3C: 55 characters; anything longer is not one
+                step.traceparent = tp
             return step
 
         return await asyncio.to_thread(make) if big else make()
@@ -353,7 +361,7 @@ class Gateway:
         prev = body.get("previous_response_id")
         if prev is not None and not isinstance(prev, str):
             raise InvalidRequestError("'previous_response_id' must be a string.", param="previous_response_id")
-        history = self.responses.get(prev, owner) if prev else []
+        history = (await self._off_loop(self.responses.remote, self.responses.get, prev, owner)) if prev else []
         chat = responses.to_chat(body, history)
         try:
             step = await self._make_step(chat, None, big, headers, who)
@@ -366,7 +374,7 @@ class Gateway:
         resp = responses.response_object(outcome, body, resp_id)
         if outcome.final.result is not None:
             kept = chat["messages"][1:] if body.get("instructions") else chat["messages"]
-            self.responses.put(resp_id, owner, kept, outcome.final.result.message)
+            await self._off_loop(self.responses.remote, self.responses.put, resp_id, owner, kept, outcome.final.result.message)
         hdrs = _hdrs(render.headers(outcome))
         if not body.get("stream"):
             return await self._send(send, 200, orjson.dumps(resp), [_JSON, *hdrs])

@@ -25,6 +25,7 @@ import orjson
 
 from ..errors import InvalidRequestError, ResponseNotFoundError
 from ..outcome import Outcome
+from ..shared import SharedState
 from .render import summary
 from .sse import word_pieces
 
@@ -279,20 +280,33 @@ def events(resp: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class ResponseStore:
-    """The last responses of this process, for ``previous_response_id``: bounded, scoped by owner."""
+    """Recent responses, for ``previous_response_id``: bounded, scoped by owner. In this process's
+    memory, or, where several gateway processes serve one client, in the shared session state
+    (encrypted; kept ``shared.RETENTION_S``)."""
 
-    def __init__(self, max_items: int = 1_000, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, max_items: int = 1_000, max_bytes: int = 64 << 20, shared: SharedState | None = None) -> None:
         self.max_items, self.max_bytes = max_items, max_bytes
+        self.shared = shared
         self._data: OrderedDict[str, tuple[str | None, list[dict[str, Any]], int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+
+    @property
+    def remote(self) -> bool:
+        """Kept across the network: call off the event loop."""
+        return self.shared is not None and self.shared.remote
 
     def put(self, resp_id: str, owner: str | None, history: list[dict[str, Any]], answer: dict[str, Any]) -> None:
         """Keep the conversation as it stands after this response: its messages (without the request's
         instructions, which a later request does not inherit) plus the answer."""
         convo = [*history, {k: v for k, v in answer.items() if k in ("role", "content", "tool_calls")}]
-        size = len(orjson.dumps(convo))
+        raw = orjson.dumps(convo)
+        size = len(raw)
         if size > self.max_bytes // 4:
+            return
+        if self.shared is not None:
+            self.shared.db.execute("INSERT INTO stored_responses (id, owner, data, created) VALUES (?,?,?,?)",
+                                   (resp_id, owner, self.shared.seal(raw), time.time()))
             return
         with self._lock:
             self._data[resp_id] = (owner, convo, size)
@@ -302,10 +316,15 @@ class ResponseStore:
                 self._bytes -= s
 
     def get(self, resp_id: str, owner: str | None) -> list[dict[str, Any]]:
-        with self._lock:
-            hit = self._data.get(resp_id)
+        hit: tuple[str | None, list[dict[str, Any]], int] | None
+        if self.shared is not None:
+            rows = self.shared.db.query("SELECT owner, data FROM stored_responses WHERE id=?", (resp_id,))
+            hit = (rows[0][0], orjson.loads(self.shared.unseal(rows[0][1])), 0) if rows else None
+        else:
+            with self._lock:
+                hit = self._data.get(resp_id)
         if hit is None or hit[0] != owner:
             raise ResponseNotFoundError(f"no response {resp_id[:64]!r} is kept by this gateway.",
-                                   hint="responses are kept in memory by the gateway process that made them, for a while; "
-                                        "send the whole history in 'input' instead", param="previous_response_id")
+                                   hint="responses are kept by the gateway for a while (in memory unless a session store is "
+                                        "shared); send the whole history in 'input' instead", param="previous_response_id")
         return [dict(m) for m in hit[1]]

@@ -127,7 +127,7 @@ class Judge:
         try:
             await self.recorder.reserve(step, judge, request, max_out=6)
             if self.privacy is not None and self.privacy.protects(judge):
-                request = self.privacy.outbound(request, step.privacy_key)[0]
+                request = (await self.privacy.outbound_async(request, step.privacy_key))[0]
             res = await self.fleet.get(judge.name).chat(request)
         except SmallfleetError as e:  # no judge (down, over budget): the verifier's own verdict stands
             att.verdicts[i] = stands(f"judge {judge.name} not asked: {e.message}")
