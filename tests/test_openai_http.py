@@ -158,7 +158,7 @@ path = "{tmp_path / 'ledger.db'}"
         eng = Engine(load_config(cfg, env={}))
         try:
             plain = await eng.complete({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "Say hi"}]})
-            call = await eng.complete({"model": "auto", "max_tokens": 64, "tools": tools, "tool_choice": "required",
+            call = await eng.complete({"model": "auto", "max_tokens": 64, "temperature": 0, "tools": tools, "tool_choice": "required",
                                        "messages": [{"role": "user", "content": "Weather in Paris?"}]})
             tc = (call.final.result.message.get("tool_calls") or [None])[0]
             after = await eng.complete({"model": "auto", "max_tokens": 24, "tools": tools, "messages": [

@@ -175,3 +175,32 @@ def test_json_keys_are_structure_and_keyed_values_are_personal_data() -> None:
     fenced = pz.redact('```json\n{"name": "Tomas Okafor", "order_id": "ORD-1"}\n```').text
     assert '"order_id": "ORD-1"' in fenced and "Tomas" not in fenced
     assert pz.redact("Call order_id support").text.count("order_id") <= 1  # prose is read as before
+
+
+# -- values already in the vault, found by a first-word index ----------------------------------------
+def _known_by_regex(vault, text):  # the former implementation: one alternation of every value
+    import re as _re
+
+    kinds = {v: k for (k, v) in vault._by_key if len(v) >= 3 and k != "LITERAL"}
+    if not kinds:
+        return []
+    alts = "|".join(_re.escape(v) for v in sorted(kinds, key=len, reverse=True))
+    return [(m.start(), m.end(), kinds[m.group()]) for m in _re.finditer(rf"(?<!\w)(?:{alts})(?!\w)", text)]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_pieces = st.sampled_from(["Jane", "Jane Doe", "Doe", "Lyon", "+1 415", "415", "é", "Zoë", "_x", "a-b", "++", "--+", "  ", ".", "9"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(values=st.lists(st.lists(_pieces, min_size=1, max_size=3).map("".join), max_size=8),
+       text=st.lists(_pieces, max_size=12).map(" ".join))
+def test_find_known_matches_the_regex_it_replaced(values, text) -> None:
+    from smallfleet.privacy.vault import Vault
+
+    v = Vault()
+    for i, value in enumerate(values):
+        v.placeholder_for(("PERSON", "LOCATION")[i % 2], value)
+    assert v.find_known(text) == _known_by_regex(v, text)

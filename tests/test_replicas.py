@@ -52,7 +52,11 @@ def test_workers_share_one_port_and_one_sqlite_ledger(tmp_path: Path) -> None:
 
 def test_two_replicas_share_the_ledger_and_hold_a_budget_exactly(pg_url: str, tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
-    replicas = [start_serve(cfg, tmp_path / f"r{i}.log", env={"SMALLFLEET_DATABASE_URL": pg_url}) for i in range(2)]
+    from smallfleet.privacy import new_key
+
+    key = new_key()  # the session state and session memory in PostgreSQL are encrypted: the same key on each replica
+    env = {"SMALLFLEET_DATABASE_URL": pg_url, "SMALLFLEET_SESSION_KEY": key, "SMALLFLEET_MEMORY_KEY": key}
+    replicas = [start_serve(cfg, tmp_path / f"r{i}.log", env=env) for i in range(2)]
     try:
         led = Ledger(pg_url)
         codes = burst([b for _, b in replicas], led)

@@ -7,10 +7,13 @@ name that NER calls a person stays inside the address.
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from ..errors import NotAvailableError
@@ -25,6 +28,7 @@ _DATEISH = re.compile(r"\d")  # "the weekend", "a year" are dates to spaCy but i
 _STRUCTURED = frozenset({"EMAIL_ADDRESS", "URL", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "PHONE_NUMBER",
                          "STREET_ADDRESS", "US_DRIVER_LICENSE", "ZIP_CODE"})
 CHUNK_CHARS = 20_000
+MAX_BATCH = 32  # texts per shared spaCy pass
 
 
 def chunk_text(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, str]]:
@@ -93,6 +97,48 @@ class Detector:
         # Agent conversations resend the same system prompt and history every turn: remember results.
         self._cache: OrderedDict[str, list[Entity]] = OrderedDict()
         self.cache_size = 2048
+        self._waiting: queue.SimpleQueue[tuple[list[str], Future[None]]] = queue.SimpleQueue()
+        self._batcher: threading.Thread | None = None
+
+    async def prefetch(self, texts: Sequence[str]) -> None:
+        """Detect ``texts`` not in the cache yet, in a worker thread that takes every text waiting at
+        once: concurrent requests share one spaCy pass (a batch of 8 short texts costs ~60 % of 8
+        single passes in CPU here, 32 ~40 %), and the event loop is free meanwhile. The results land in
+        the cache, where the request's own detection finds them."""
+        with self._lock:
+            todo = [t for t in texts if t not in self._cache and len(t) <= CHUNK_CHARS]
+        if not todo:
+            return
+        fut: Future[None] = Future()
+        if self._batcher is None:
+            with self._lock:
+                if self._batcher is None:
+                    self._batcher = threading.Thread(target=self._batch_loop, name="smallfleet-ner", daemon=True)
+                    self._batcher.start()
+        self._waiting.put((todo, fut))
+        await asyncio.wrap_future(fut)
+
+    def _batch_loop(self) -> None:
+        while True:
+            batch = [self._waiting.get()]
+            n = len(batch[0][0])
+            while n < MAX_BATCH:
+                try:
+                    item = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+                n += len(item[0])
+            try:
+                self.detect_batch(list(dict.fromkeys(t for texts, _ in batch for t in texts)))
+                err: BaseException | None = None
+            except Exception as e:  # each request sees it again when it detects on its own
+                err = e
+            for _, fut in batch:
+                if err is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(err)
 
     def _load(self) -> Any:
         if self._nlp is None:

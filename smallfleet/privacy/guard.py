@@ -23,7 +23,7 @@ from typing import Any
 from ..shared import SharedState
 from ..spec import ModelSpec
 from .detector import Detector
-from .pseudonymize import Pseudonymizer, Restoration
+from .pseudonymize import Pseudonymizer, Restoration, message_texts
 from .recognizers import RECOGNIZERS
 from .shared import SharedVaults
 from .vault import Vault
@@ -100,7 +100,11 @@ class PrivacyGuard:
         return self._redact(request, self.pseudonymizer(key))
 
     async def outbound_async(self, request: dict[str, Any], key: str) -> tuple[dict[str, Any], Pseudonymizer, int]:
-        """:meth:`outbound`, off the event loop when the session's vault is in a database across the network."""
+        """:meth:`outbound`, with the texts' detection shared with concurrent requests in the detector's
+        worker thread, and off the event loop when the session's vault is across the network."""
+        texts = message_texts(request.get("messages") or [])
+        if texts:
+            await self.detector.prefetch(texts)
         if self.shared is not None and self.shared.remote:
             return await asyncio.to_thread(self.outbound, request, key)
         return self.outbound(request, key)

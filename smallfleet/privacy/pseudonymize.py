@@ -44,6 +44,18 @@ _KEYED: dict[str, str] = {
 }
 
 
+def message_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """The texts of chat messages that detection reads as a whole (contents and text parts)."""
+    texts: list[str] = []
+    for m in messages:
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, str):
+            texts.append(c)
+        elif isinstance(c, list):
+            texts.extend(p["text"] for p in c if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return texts
+
+
 @dataclass
 class Redaction:
     text: str
@@ -95,12 +107,9 @@ class Pseudonymizer:
         for ent in (self.detector.detect(text) if entities is None else entities):
             if not any(ent.start < e and s < ent.end for s, e in claimed):
                 spans.append((ent.start, ent.end, ent.type))
-        known, kinds = self.vault.known()
-        if known is not None:  # values this vault already holds, wherever detection missed them
-            for m in known.finditer(text):
-                if not any(m.start() < e and s < m.end() for s, e, _ in spans) and \
-                        not any(m.start() < e and s < m.end() for s, e in keys):
-                    spans.append((m.start(), m.end(), kinds[m.group()]))
+        for ks, ke, kind in self.vault.find_known(text):  # values this vault already holds, wherever detection missed them
+            if not any(ks < e and s < ke for s, e, _ in spans) and not any(ks < e and s < ke for s, e in keys):
+                spans.append((ks, ke, kind))
         spans.sort()
         out, ents, pos = [], [], 0
         for s, e, kind in spans:
@@ -167,13 +176,7 @@ class Pseudonymizer:
         # its placeholders turned into <LITERAL_n>)
         out: list[dict[str, Any]] = orjson.loads(orjson.dumps(messages))
         # One batched detection for every text in the conversation (one spaCy pass, cached per text).
-        texts: list[str] = []
-        for m in out:
-            c = m.get("content")
-            if isinstance(c, str):
-                texts.append(c)
-            elif isinstance(c, list):
-                texts.extend(p["text"] for p in c if isinstance(p, dict) and isinstance(p.get("text"), str))
+        texts = message_texts(out)
         found = dict(zip(texts, self.detector.detect_batch(texts))) if texts else {}
 
         def red(t: str) -> str:

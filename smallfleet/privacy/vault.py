@@ -18,6 +18,13 @@ import orjson
 
 from ..errors import ConfigError, NotAvailableError
 
+_WORD = re.compile(r"\w+")
+
+
+def _bounded(text: str, start: int, end: int) -> bool:
+    """No word character right before or after: a whole value, not part of a longer word."""
+    return not (start > 0 and _WORD.match(text, start - 1)) and not (end < len(text) and _WORD.match(text, end))
+
 
 class Vault:
     """Thread-safe mapping for one session; placeholders look like ``<PERSON_1>``."""
@@ -27,7 +34,7 @@ class Vault:
         self._values: dict[str, str] = {}  # placeholder -> original surface form (first seen)
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._known: tuple[int, re.Pattern[str] | None, dict[str, str]] = (-1, None, {})
+        self._known: tuple[int, dict[str, list[tuple[str, int]]], dict[str, str], list[str]] = (-1, {}, {}, [])
 
     def __len__(self) -> int:
         return len(self._values)
@@ -49,19 +56,57 @@ class Vault:
             self._by_key[key] = ph
             return ph
 
-    def known(self) -> tuple[re.Pattern[str] | None, dict[str, str]]:
-        """A pattern matching every value already in the vault (as a whole word; three characters or
-        more), and each value's type. So a value detected once ("Lyon" in a sentence) is replaced where
-        detection alone misses it (``{"city": "Lyon"}`` in a tool call's arguments)."""
+    def find_known(self, text: str) -> list[tuple[int, int, str]]:
+        """Where values already in the vault occur in ``text`` as whole words (three characters or
+        more): (start, end, type), leftmost-longest and not overlapping. So a value detected once
+        ("Lyon" in a sentence) is replaced where detection alone misses it (``{"city": "Lyon"}`` in a
+        tool call's arguments).
+
+        Found through an index of each value's first word, so the cost follows the text, not the vault:
+        a long agent run collects hundreds of values, and one regex alternation of them all cost a
+        recompile per new value and a try of every value at every position."""
+        index, kinds, loose = self._index()
+        if not kinds:
+            return []
+        hits: list[tuple[int, int, str]] = []
+        for m in _WORD.finditer(text):
+            for value, offset in index.get(m.group(), ()):  # longest first
+                s = m.start() - offset
+                if s >= 0 and text.startswith(value, s) and _bounded(text, s, s + len(value)):
+                    hits.append((s, s + len(value), kinds[value]))
+                    break
+        for value in loose:  # no word character to index by (rare)
+            at = text.find(value)
+            while at >= 0:
+                if _bounded(text, at, at + len(value)):
+                    hits.append((at, at + len(value), kinds[value]))
+                at = text.find(value, at + 1)
+        hits.sort(key=lambda h: (h[0], h[0] - h[1]))
+        out: list[tuple[int, int, str]] = []
+        end = -1
+        for h in hits:
+            if h[0] >= end:
+                out.append(h)
+                end = h[1]
+        return out
+
+    def _index(self) -> tuple[dict[str, list[tuple[str, int]]], dict[str, str], list[str]]:
+        """first word -> [(value, the word's offset in it)], value -> type, values without a word;
+        rebuilt only when the vault has grown."""
         with self._lock:
-            n, pat, kinds = self._known
+            n, index, kinds, loose = self._known
             if n == len(self._by_key):
-                return pat, kinds
+                return index, kinds, loose
             kinds = {v: k for (k, v) in self._by_key if len(v) >= 3 and k != "LITERAL"}
-            alts = "|".join(re.escape(v) for v in sorted(kinds, key=len, reverse=True))
-            pat = re.compile(rf"(?<!\w)(?:{alts})(?!\w)") if alts else None
-            self._known = (len(self._by_key), pat, kinds)
-            return pat, kinds
+            index, loose = {}, []
+            for v in sorted(kinds, key=len, reverse=True):
+                m = _WORD.search(v)
+                if m is None:
+                    loose.append(v)
+                else:
+                    index.setdefault(m.group(), []).append((v, m.start()))
+            self._known = (len(self._by_key), index, kinds, loose)
+            return index, kinds, loose
 
     def value(self, placeholder: str) -> str | None:
         return self._values.get(placeholder)
