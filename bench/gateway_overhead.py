@@ -1,14 +1,19 @@
-"""Gateway overhead: CPU time the gateway process spends per request, with the model taken out.
+"""Gateway overhead: CPU time the gateway process spends per request, with the model taken out, at several
+concurrency levels; then the same gateway as 1, 2 and 4 replicas on one PostgreSQL (throughput, and how
+exactly a run's budget holds under a concurrent burst spread over them).
 
-Both gateways forward to the same *stand-in upstream* (bench/tools/standin_upstream.py, an instant canned
-answer), so what is measured is the gateway's own work: parse, validate, classify, route, check,
-ledger write, serialise. CPU is read from /proc/PID/stat of the gateway process (all its threads).
+Every gateway forwards to the same *stand-in upstream* (bench/tools/standin_upstream.py, an instant canned
+answer), so what is measured is the gateway's own work: parse, validate, classify, route, check, ledger
+write, serialise. CPU is read from /proc of the gateway processes (all their threads) and, for the
+replicas, of the PostgreSQL server's processes too.
 
-    python bench/gateway_overhead.py [--requests 2000] [--concurrency 8] [--litellm PATH/TO/litellm]
+    python bench/gateway_overhead.py [--requests 2000] [--concurrency 1,8,64] [--litellm PATH/TO/litellm]
+                                     [--replicas 1,2,4] [--burst 64]
 
 With --litellm (the `litellm` executable of a separate venv with `litellm[proxy]` installed), the
-LiteLLM proxy is measured in the same run against the same stand-in. Prints a table and writes
-bench/results/gateway_overhead.json. The published file has all three rows:
+LiteLLM proxy is measured in the same run against the same stand-in. --replicas needs PostgreSQL's
+server (Debian's `postgresql` package; started in a temporary folder, as the tests do). Prints tables
+and writes bench/results/gateway_overhead.json. The published file was made with:
 
     python -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]'
     python bench/gateway_overhead.py --litellm bench/.venv-litellm/bin/litellm
@@ -24,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import orjson
 from _common import BENCH, RESULTS, free_port, parser, serve, stop, wait_ready, write_json
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -35,6 +40,20 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process and its children threads (not child processes)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and every live descendant (PostgreSQL's backends are children)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 REQUEST = {"model": "auto", "max_tokens": 32, "messages": [
@@ -48,67 +67,120 @@ def request_body(i: int, model: str) -> dict:
     return dict(REQUEST, model=model, messages=msgs)
 
 
-async def load(url: str, n: int, conc: int, model: str, headers: dict[str, str]) -> float:
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=conc)) as c:
-        sem = asyncio.Semaphore(conc)
-        errors = 0
+async def load(urls: list[str], n: int, conc: int, model: str, headers: dict[str, str], *, run: str | None = None,
+               ok: tuple[int, ...] = (200,)) -> tuple[float, list[int]]:
+    """``n`` requests, ``conc`` at a time, spread round-robin over ``urls``: (wall seconds, status codes).
+    Sent by a lean client (bench/tools/rawload.py): it shares the cores with the gateways measured."""
+    from bench.tools.rawload import run as send
 
-        async def one(i: int) -> None:
-            nonlocal errors
-            async with sem:
-                r = await c.post(url, json=request_body(i, model), headers=headers)
-                if r.status_code != 200:
-                    errors += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*[one(i) for i in range(n)])
-        wall = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"{errors} of {n} requests failed at {url}")
-    return wall
+    bodies = [orjson.dumps(request_body(i, model)) for i in range(n)]
+    wall, codes = await send(urls, bodies, conc, {**headers, "x-smallfleet-run": run} if run else headers)
+    bad = [x for x in codes if x not in ok]
+    if bad or len(codes) != n:
+        raise RuntimeError(f"{len(bad)} of {n} requests failed ({sorted(set(bad))}) at {urls[0]}")
+    return wall, codes
 
 
-def measure(name: str, url: str, pid: int, n: int, conc: int, model: str, headers: dict[str, str]) -> dict:
-    asyncio.run(load(url, 50, conc, model, headers))  # warm-up: connections, caches, lazy imports
-    c0 = cpu_seconds(pid)
-    wall = asyncio.run(load(url, n, conc, model, headers))
-    cpu = cpu_seconds(pid) - c0
+def measure(name: str, urls: list[str], pids: list[int], n: int, conc: int, model: str, headers: dict[str, str]) -> dict:
+    asyncio.run(load(urls, 50, conc, model, headers))  # warm-up: connections, caches, lazy imports
+    c0 = sum(tree_cpu(p) for p in pids)
+    wall, _ = asyncio.run(load(urls, n, conc, model, headers))
+    cpu = sum(tree_cpu(p) for p in pids) - c0
     return {"gateway": name, "requests": n, "concurrency": conc, "cpu_ms_per_request": round(1000 * cpu / n, 3),
             "requests_per_s": round(n / wall, 1), "requests_per_cpu_s": round(n / cpu, 1) if cpu else None}
 
 
+def standin_config(tmp: Path, up_url: str) -> Path:
+    cfg = tmp / "smallfleet.toml"
+    cfg.write_text("\n".join(
+        f'[models.standin-{t}]\nbackend = "openai"\nurl = "{up_url}"\nmodel = "standin"\ntier = "{t}"\n'
+        f"price_in = {p}\nprice_out = {p * 2}\nretries = 0\n" for t, p in (("small", 0.02), ("large", 0.06), ("frontier", 2.5))))
+    return cfg
+
+
+def replicas(cfg: Path, tmp: Path, counts: list[int], n: int, conc: int, burst: int, procs: list) -> tuple[list[dict], list[dict]]:
+    """1, 2, 4 gateways on one PostgreSQL: throughput at ``conc``, then a burst of ``burst`` budgeted steps."""
+    from smallfleet.ledger import Ledger
+    from smallfleet.privacy import new_key
+    from tests.pg import PgServer
+
+    pg = PgServer()
+    rows, bursts = [], []
+    try:
+        for k in counts:
+            url = pg.database(f"bench_replicas_{k}")
+            key = new_key()
+            env = {**os.environ, "SMALLFLEET_CONFIG": str(cfg), "SMALLFLEET_DATABASE_URL": url, "SMALLFLEET_PRIVACY": "off",
+                   "SMALLFLEET_SESSION_KEY": key, "SMALLFLEET_MEMORY_KEY": key, "SMALLFLEET_ACCESS_LOG": "off"}
+            ports = [free_port() for _ in range(k)]
+            mine = [serve(p, env=env) for p in ports]
+            procs.extend(mine)
+            for p, proc in zip(ports, mine):
+                wait_ready(f"http://127.0.0.1:{p}/health", proc)
+            urls = [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports]
+            row = measure(f"{k} replica(s) on PostgreSQL", urls, [x.pid for x in mine] + [pg.pid], n, conc, "auto",
+                          {"x-smallfleet-run": "overhead"})
+            row["replicas"] = k
+            rows.append(row)
+            # the burst: a run whose budget covers 10 steps, ``burst`` steps at once over every replica
+            led = Ledger(url)
+            probe = led.attempts(run_id="overhead")[-1]["cost_usd"]  # one step's real cost
+            budget = 10 * probe
+            led.set_budget("burst", budget)
+            _, codes = asyncio.run(load(urls, burst, burst, "auto", {}, run="burst", ok=(200, 429)))
+            got = led.run("burst")
+            spent = got["spent_usd"] if got else 0.0
+            held = led.query("SELECT COUNT(*) FROM reservations")[0][0]
+            bursts.append({"replicas": k, "requests": burst, "passed": codes.count(200), "refused": codes.count(429),
+                           "budget_usd": budget, "spent_usd": spent, "step_cost_usd": probe,
+                           "overshoot_steps": round(max(0.0, spent - budget) / probe, 3), "reservations_left": held})
+            led.close()
+            for proc in mine:
+                stop(proc)
+    finally:
+        pg.close()
+    return rows, bursts
+
+
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--requests", type=int, default=2000, help="timed requests per gateway (default 2000, after 50 to warm up)")
-    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    ap.add_argument("--requests", type=int, default=2000, help="timed requests per row (default 2000, after 50 to warm up)")
+    ap.add_argument("--concurrency", default="1,8,64", help="requests in flight, comma-separated levels (default 1,8,64)")
     ap.add_argument("--litellm", default=None, help="path of a `litellm` executable (separate venv) to compare")
+    ap.add_argument("--replicas", default="1,2,4", help="replica counts on PostgreSQL (default 1,2,4; '' to skip)")
+    ap.add_argument("--replica-concurrency", type=int, default=64, help="requests in flight against the replicas (default 64)")
+    ap.add_argument("--burst", type=int, default=64, help="budgeted requests sent at once over the replicas (default 64)")
     ap.add_argument("--out", default=str(RESULTS / "gateway_overhead.json"), help="default bench/results/gateway_overhead.json")
     a = ap.parse_args()
+    levels = [int(x) for x in a.concurrency.split(",") if x.strip()]
+    counts = [int(x) for x in a.replicas.split(",") if x.strip()]
 
     tmp = Path(tempfile.mkdtemp(prefix="sf-overhead-"))
     up_port = free_port()
     procs: list[subprocess.Popen] = []
-    results = []
+    results: list[dict] = []
+    scaling: list[dict] = []
+    bursts: list[dict] = []
     try:
         up = subprocess.Popen([sys.executable, str(STANDIN), str(up_port)])
         procs.append(up)
         up_url = f"http://127.0.0.1:{up_port}/v1"
         time.sleep(0.5)
-        cfg = tmp / "smallfleet.toml"
-        cfg.write_text("\n".join(
-            f'[models.standin-{t}]\nbackend = "openai"\nurl = "{up_url}"\nmodel = "standin"\ntier = "{t}"\n'
-            f"price_in = {p}\nprice_out = {p * 2}\nretries = 0\n" for t, p in (("small", 0.02), ("large", 0.06), ("frontier", 2.5))))
+        cfg = standin_config(tmp, up_url)
         # The stand-in counts as a remote model, so with privacy on every request is scanned for personal
         # data (patterns + spaCy NER) and pseudonymised: measured apart from the gateway core.
         for privacy in ("off", "on"):
             port = free_port()
             env = {**os.environ, "SMALLFLEET_CONFIG": str(cfg), "SMALLFLEET_LEDGER": str(tmp / f"ledger-{privacy}.db"),
-                   "SMALLFLEET_PRIVACY": privacy}
+                   "SMALLFLEET_PRIVACY": privacy, "SMALLFLEET_ACCESS_LOG": "off"}
             sf = serve(port, env=env)
             procs.append(sf)
             wait_ready(f"http://127.0.0.1:{port}/health", sf)
-            results.append(measure(f"smallfleet, privacy {privacy}", f"http://127.0.0.1:{port}/v1/chat/completions",
-                                   sf.pid, a.requests, a.concurrency, "auto", {"x-smallfleet-run": "overhead"}))
+            for conc in levels:
+                results.append(measure(f"smallfleet, privacy {privacy}", [f"http://127.0.0.1:{port}/v1/chat/completions"],
+                                       [sf.pid], a.requests, conc, "auto", {"x-smallfleet-run": "overhead"}))
+                print(results[-1], flush=True)
+            stop(sf)
         if a.litellm:
             ll_port = free_port()
             ll_cfg = tmp / "litellm.yaml"
@@ -119,17 +191,30 @@ def main() -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ll_env)
             procs.append(ll)
             wait_ready(f"http://127.0.0.1:{ll_port}/health/liveliness", ll, 180)
-            results.append(measure("litellm proxy", f"http://127.0.0.1:{ll_port}/v1/chat/completions", ll.pid,
-                                   a.requests, a.concurrency, "standin", {"authorization": "Bearer sk-bench-local-only"}))
+            for conc in levels:
+                results.append(measure("litellm proxy", [f"http://127.0.0.1:{ll_port}/v1/chat/completions"], [ll.pid],
+                                       a.requests, conc, "standin", {"authorization": "Bearer sk-bench-local-only"}))
+                print(results[-1], flush=True)
+            stop(ll)
+        if counts:
+            scaling, bursts = replicas(cfg, tmp, counts, a.requests, a.replica_concurrency, a.burst, procs)
     finally:
         for p in procs:
             stop(p)
-    print(f"\n{'gateway':<26}{'CPU ms/request':>16}{'req/s':>10}{'req per CPU-s':>16}")
-    for r in results:
-        print(f"{r['gateway']:<26}{r['cpu_ms_per_request']:>16.3f}{r['requests_per_s']:>10.1f}{r['requests_per_cpu_s']:>16.1f}")
-    print("(upstream: stand-in with an instant canned answer; measures gateway overhead only)")
-    out = {"results": results, "setup": {"requests": a.requests, "concurrency": a.concurrency, "cores": os.cpu_count(),
-                                         "date": time.strftime("%Y-%m-%d %H:%M")}}
+    print(f"\n{'gateway':<34}{'conc':>6}{'CPU ms/request':>16}{'req/s':>10}{'req per CPU-s':>16}")
+    for r in results + scaling:
+        print(f"{r['gateway']:<34}{r['concurrency']:>6}{r['cpu_ms_per_request']:>16.3f}{r['requests_per_s']:>10.1f}"
+              f"{r['requests_per_cpu_s'] or 0:>16.1f}")
+    print("(upstream: stand-in with an instant canned answer; measures gateway overhead only; replica rows count the")
+    print(" replicas' and PostgreSQL's CPU together)")
+    if bursts:
+        print(f"\n{'replicas':>8}{'sent':>6}{'passed':>8}{'refused':>9}{'budget steps':>14}{'overshoot steps':>17}{'holds left':>12}")
+        for b in bursts:
+            print(f"{b['replicas']:>8}{b['requests']:>6}{b['passed']:>8}{b['refused']:>9}{b['budget_usd'] / b['step_cost_usd']:>14.1f}"
+                  f"{b['overshoot_steps']:>17}{b['reservations_left']:>12}")
+    out = {"results": results, "replicas": scaling, "budget_burst": bursts,
+           "setup": {"requests": a.requests, "concurrency": levels, "replica_concurrency": a.replica_concurrency,
+                     "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")}}
     write_json(a.out, out)
 
 

@@ -120,7 +120,9 @@ def _echo_remote(req: dict) -> str:  # type: ignore[type-arg]
 def test_a_session_moved_to_another_replica_keeps_its_pseudonyms(pg_url: str, scripted_gateway) -> None:  # type: ignore[no-untyped-def]
     """Two gateways on one PostgreSQL. Turn 1 on A names Jane; turn 2 on B does not, but the remote
     model answers with the placeholder A gave her: B restores it, because the vault followed."""
-    extra = '[models.remote]\nbackend = "openai"\nurl = "http://127.0.0.1:9/v1"\nmodel = "m"\ntier = "frontier"\nprice_in = 2.5\nprice_out = 10.0\n'
+    # memory off: its extractor (a local model, shown the raw text) would answer through the same scripted function
+    extra = ('[models.remote]\nbackend = "openai"\nurl = "http://127.0.0.1:9/v1"\nmodel = "m"\ntier = "frontier"\nprice_in = 2.5\n'
+             'price_out = 10.0\n[memory]\nenabled = false\n')
     env = {"SMALLFLEET_DATABASE_URL": pg_url, "SMALLFLEET_SESSION_KEY": KEY, "SMALLFLEET_MEMORY_KEY": KEY}
     seen: list[str] = []
 
