@@ -67,13 +67,20 @@ def request_body(i: int, model: str) -> dict:
     return dict(REQUEST, model=model, messages=msgs)
 
 
+_SENT = 0
+
+
 async def load(urls: list[str], n: int, conc: int, model: str, headers: dict[str, str], *, run: str | None = None,
                ok: tuple[int, ...] = (200,)) -> tuple[float, list[int]]:
     """``n`` requests, ``conc`` at a time, spread round-robin over ``urls``: (wall seconds, status codes).
     Sent by a lean client (bench/tools/rawload.py): it shares the cores with the gateways measured."""
     from bench.tools.rawload import run as send
 
-    bodies = [orjson.dumps(request_body(i, model)) for i in range(n)]
+    global _SENT
+    # every request text new across the whole run: the privacy scan caches results per text, so a level
+    # that repeated the previous level's texts would measure the cache, not the scan
+    bodies = [orjson.dumps(request_body(_SENT + i, model)) for i in range(n)]
+    _SENT += n
     wall, codes = await send(urls, bodies, conc, {**headers, "x-smallfleet-run": run} if run else headers)
     bad = [x for x in codes if x not in ok]
     if bad or len(codes) != n:

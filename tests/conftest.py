@@ -179,13 +179,110 @@ class ThreadGateway:
         self.thread.join(15)
 
 
-@pytest.fixture
-def scripted_gateway(tmp_path: Path):
-    """A scripted gateway per test; ``scripted_gateway(answer=..., delay=..., extra=toml)`` to customise."""
-    made: list[ThreadGateway] = []
+class Balancer:
+    """A TCP load balancer on loopback: each new connection goes to the next backend, round robin,
+    and bytes are piped both ways until either side closes (as an L4 balancer in front of replicas)."""
 
-    def make(**kw) -> ThreadGateway:
-        gw = ThreadGateway(tmp_path / f"gw{len(made)}", **kw)
+    def __init__(self, ports: list[int]) -> None:
+        import asyncio
+        import threading
+
+        self.ports, self.port, self.n = ports, free_port(), 0
+        ready = threading.Event()
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+            self.n += 1
+            try:
+                br, bw = await asyncio.open_connection("127.0.0.1", self.ports[self.n % len(self.ports)])
+            except OSError:
+                cw.close()
+                return
+            await asyncio.gather(pipe(cr, bw), pipe(br, cw))
+
+        def run() -> None:
+            self.loop = asyncio.new_event_loop()
+            self.server = self.loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", self.port))
+            ready.set()
+            self.loop.run_forever()
+
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait(10)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+
+
+class _Summed:
+    """One model's scripted backends on every replica, read as one (calls, cancellations)."""
+
+    def __init__(self, parts: list) -> None:  # type: ignore[type-arg]
+        self.parts = parts
+
+    @property
+    def calls(self) -> list:  # type: ignore[type-arg]
+        return [c for p in self.parts for c in p.calls]
+
+    @property
+    def cancelled(self) -> int:
+        return sum(p.cancelled for p in self.parts)
+
+
+class ReplicaGateway:
+    """Two scripted gateways on one PostgreSQL behind a :class:`Balancer`, with ThreadGateway's face:
+    ``base`` is the balancer, ``ledger`` the database URL (Ledger opens either), ``backends`` both
+    replicas' together. What a test does to "the gateway" it does to the pair."""
+
+    def __init__(self, tmp: Path, url: str, answer=None, delay: float = 0.0, extra: str = "", env: dict[str, str] | None = None) -> None:
+        from smallfleet.privacy import new_key
+
+        key = new_key()
+        self.env = {"SMALLFLEET_DATABASE_URL": url, "SMALLFLEET_SESSION_KEY": key, "SMALLFLEET_MEMORY_KEY": key, **(env or {})}
+        self.replicas = [ThreadGateway(tmp / f"replica{i}", answer, delay, extra, self.env) for i in range(2)]
+        self.balancer = Balancer([g.port for g in self.replicas])
+        self.base = f"http://127.0.0.1:{self.balancer.port}"
+        first = self.replicas[0]
+        self.cfg, self.engine, self.app, self.port = first.cfg, first.engine, first.app, self.balancer.port
+        self.backends = {n: _Summed([g.backends[n] for g in self.replicas]) for n in first.backends}
+        self.ledger = url
+
+    def stop(self) -> None:
+        self.balancer.stop()
+        for g in self.replicas:
+            g.stop()
+
+
+REPLICAS = os.environ.get("SMALLFLEET_TEST_REPLICAS") == "2"  # `make test-replicas`: the scripted suites on two replicas
+
+
+@pytest.fixture
+def scripted_gateway(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A scripted gateway per test; ``scripted_gateway(answer=..., delay=..., extra=toml)`` to customise.
+    With SMALLFLEET_TEST_REPLICAS=2, two replicas on PostgreSQL behind a balancer instead (the CLI the
+    test runs sees the same database)."""
+    made: list = []  # type: ignore[type-arg]
+    url = None
+    if REPLICAS:
+        import re
+
+        url = request.getfixturevalue("pg_server").database("r_" + re.sub(r"\W", "_", request.node.name.lower())[:50])
+
+    def make(**kw):  # type: ignore[no-untyped-def]
+        if url is None:
+            gw = ThreadGateway(tmp_path / f"gw{len(made)}", **kw)
+        else:
+            gw = ReplicaGateway(tmp_path / f"gw{len(made)}", url, **kw)
+            for k, v in gw.env.items():
+                monkeypatch.setenv(k, v)
         made.append(gw)
         return gw
 
