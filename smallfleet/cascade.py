@@ -55,6 +55,8 @@ class Cascade:
         self.guard = guard
         self.judge = judge
         self._max_context = max(m.context for m in config.models.values())
+        # a tier whose model is not private: the step's texts are scanned for personal data (routing, pseudonymising)
+        self._scans = privacy is not None and privacy.enabled and any(not config.tier_model(t).private for t in config.tiers)
 
     async def run(self, step: Step, model: str = "auto") -> Outcome:
         """Answer one step; raises SmallfleetError only when no attempt produced an answer."""
@@ -79,7 +81,12 @@ class Cascade:
         return outcome
 
     async def _measure(self, step: Step) -> None:
-        """The prompt's token floor and the labelled tool output, once per step (off the event loop when large)."""
+        """The prompt's token floor and the labelled tool output, once per step (off the event loop when large);
+        and, where a remote tier may see the step, its texts scanned for personal data in the detector's
+        shared worker pass, so routing and pseudonymising find the results cached."""
+        if self._scans:
+            assert self.privacy is not None
+            await self.privacy.prefetch(step.request)
         chars = prompt_chars(step.request)
         if chars > OFF_LOOP_CHARS:  # scanning megabytes would stall the event loop
             step.prompt_floor = await asyncio.to_thread(min_prompt_tokens, step.request, self._max_context, chars)

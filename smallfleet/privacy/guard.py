@@ -99,12 +99,16 @@ class PrivacyGuard:
             return self.shared.edit(key, lambda vault: self._redact(request, Pseudonymizer(self.detector, vault)))
         return self._redact(request, self.pseudonymizer(key))
 
-    async def outbound_async(self, request: dict[str, Any], key: str) -> tuple[dict[str, Any], Pseudonymizer, int]:
-        """:meth:`outbound`, with the texts' detection shared with concurrent requests in the detector's
-        worker thread, and off the event loop when the session's vault is across the network."""
+    async def prefetch(self, request: dict[str, Any]) -> None:
+        """Scan the request's message texts in the detector's worker, together with concurrent requests'."""
         texts = message_texts(request.get("messages") or [])
         if texts:
             await self.detector.prefetch(texts)
+
+    async def outbound_async(self, request: dict[str, Any], key: str) -> tuple[dict[str, Any], Pseudonymizer, int]:
+        """:meth:`outbound`, with the texts' detection shared with concurrent requests in the detector's
+        worker thread, and off the event loop when the session's vault is across the network."""
+        await self.prefetch(request)
         if self.shared is not None and self.shared.remote:
             return await asyncio.to_thread(self.outbound, request, key)
         return self.outbound(request, key)
