@@ -34,7 +34,8 @@ class Vault:
         self._values: dict[str, str] = {}  # placeholder -> original surface form (first seen)
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._known: tuple[int, dict[str, list[tuple[str, int]]], dict[str, str], list[str]] = (-1, {}, {}, [])
+        self._added: list[tuple[str, str]] = []  # (type, value) in the order they came: what the index has not seen
+        self._known: tuple[int, dict[str, list[tuple[str, int]]], dict[str, str], list[str]] = (0, {}, {}, [])
 
     def __len__(self) -> int:
         return len(self._values)
@@ -53,7 +54,8 @@ class Vault:
                 self._counts[kind] = n
                 ph = f"<{kind}_{n}>"
                 self._values[ph] = value
-            self._by_key[key] = ph
+                self._by_key[key] = ph
+                self._added.append(key)
             return ph
 
     def find_known(self, text: str) -> list[tuple[int, int, str]]:
@@ -91,21 +93,28 @@ class Vault:
         return out
 
     def _index(self) -> tuple[dict[str, list[tuple[str, int]]], dict[str, str], list[str]]:
-        """first word -> [(value, the word's offset in it)], value -> type, values without a word;
-        rebuilt only when the vault has grown."""
+        """first word -> [(value, the word's offset in it)] longest first, value -> type, values without a
+        word; extended by the entries added since the last call (a run's vault grows on most steps)."""
         with self._lock:
             n, index, kinds, loose = self._known
-            if n == len(self._by_key):
+            if n == len(self._added):
                 return index, kinds, loose
-            kinds = {v: k for (k, v) in self._by_key if len(v) >= 3 and k != "LITERAL"}
-            index, loose = {}, []
-            for v in sorted(kinds, key=len, reverse=True):
+            for kind, v in self._added[n:]:
+                if len(v) < 3 or kind == "LITERAL":
+                    continue
+                fresh = v not in kinds
+                kinds[v] = kind  # the latest type of a value wins, as it always has
+                if not fresh:
+                    continue
                 m = _WORD.search(v)
                 if m is None:
                     loose.append(v)
-                else:
-                    index.setdefault(m.group(), []).append((v, m.start()))
-            self._known = (len(self._by_key), index, kinds, loose)
+                    loose.sort(key=len, reverse=True)
+                    continue
+                bucket = index.setdefault(m.group(), [])
+                bucket.append((v, m.start()))
+                bucket.sort(key=lambda e: len(e[0]), reverse=True)  # stable: equal lengths keep their order
+            self._known = (len(self._added), index, kinds, loose)
             return index, kinds, loose
 
     def value(self, placeholder: str) -> str | None:
@@ -126,6 +135,7 @@ class Vault:
         v = cls()
         v._values = dict(obj["values"])
         v._by_key = {(k, n): ph for k, n, ph in obj["keys"]}
+        v._added = list(v._by_key)
         v._counts = dict(obj["counts"])
         return v
 
