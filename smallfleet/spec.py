@@ -24,7 +24,7 @@ class ModelSpec:
     max_output: int = 1024
     tags: tuple[str, ...] = ()
     threads: int = 0  # 0 = all cores
-    parallel: int = 1  # llama.cpp slots; 1 keeps the whole context for prefix reuse
+    parallel: int = 1  # llama.cpp slots, each with the whole context and its own prefix cache (config default: 4)
     timeout_s: float = 120.0
     retries: int = 2
     stands_in_for: str = ""  # set when a local model fills the frontier tier
