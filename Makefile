@@ -29,6 +29,8 @@ run: install
 test: install lint
 	$(BIN)/smallfleet models --install
 	$(BIN)/python -m pytest -q
+	@# the scripted-gateway tests again, against two replicas on PostgreSQL behind a balancer
+	SMALLFLEET_TEST_REPLICAS=2 $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check smallfleet tests bench

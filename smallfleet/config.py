@@ -51,6 +51,8 @@ ENV_VARS: dict[str, str] = {
                                 "postgresql:// URL (default: the database URL when set; serve --workers: sessions.db)",
     "SMALLFLEET_OTLP_ENDPOINT": "OpenTelemetry collector (OTLP/HTTP, e.g. http://collector:4318): a span per step and attempt; "
                                 "needs smallfleet[otel]",
+    "SMALLFLEET_ALLOWED_HOSTS": "Host values (NAME:PORT, comma-separated) a gateway without keys accepts besides its own loopback "
+                                "address, e.g. a load balancer on this machine",
     "SMALLFLEET_SESSION_KEY": "Fernet key for that shared session state (required on PostgreSQL, the same on every replica)",
     "SMALLFLEET_STREAM": "verified (default: run the cascade, then stream) or live (text steps stream as generated)",
     "SMALLFLEET_GUARD": "block (default), flag, confirm or off: what happens to a tool call the policy denies",
@@ -173,6 +175,7 @@ class Config:
     session_store: str | None = field(default=None, repr=False)
     session_key: str | None = field(default=None, repr=False)  # $SMALLFLEET_SESSION_KEY
     otlp_endpoint: str | None = None  # OpenTelemetry: spans per step and attempt go to this collector (opt-in)
+    allowed_hosts: tuple[str, ...] = ()  # Host values a keyless gateway also accepts (a local balancer's NAME:PORT)
     host: str = "127.0.0.1"
     port: int = 8088
     run_budget_usd: float | None = None
@@ -371,7 +374,7 @@ def _stand_in_frontier(models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> 
 # accepts any name. float accepts an integer.
 _SCHEMA: dict[str, dict[str, Any]] = {
     "": {s: dict for s in ("fleet", "models", "routing", "ledger", "server", "privacy", "guards", "grounding", "memory",
-                           "verify", "knowledge", "capture", "learn")},
+                           "verify", "knowledge", "capture", "learn", "telemetry")},
     "fleet": {"tiers": list[str], "max_escalations": int, "reference_price": list[float], "replace_builtin": bool},
     "models": {"*": dict},
     "models.*": {"backend": str, "tier": str, "path": str, "url": str, "model": str, "api_key_env": str, "api_key": str,
@@ -383,6 +386,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "ledger": {"path": str, "url": str, "run_budget_usd": float},
     # the limits are ServerLimits' fields, typed as the dataclass declares them
     "server": {"host": str, "port": int, "stream": str, "keys": str, "access_log": bool, "session_store": str,
+               "allowed_hosts": list[str],
                **{f.name: {"int": int, "float": float}[str(f.type)] for f in fields(ServerLimits)}},
     "privacy": {"enabled": bool, "prefer_local": bool, "entities": list[str], "threshold": float, "ner": bool},
     "guards": {"mode": str, "policy_file": str, "detector": bool, "trusted_tools": list[str], "datamark": bool},
@@ -767,6 +771,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         knowledge=_parse_knowledge(data.get("knowledge", {})), source=source,
         session_store=_session_store(env.get("SMALLFLEET_SESSION_STORE") or server.get("session_store") or database_url),
         session_key=env.get("SMALLFLEET_SESSION_KEY") or None,
+        allowed_hosts=tuple(h.strip().lower() for h in (env["SMALLFLEET_ALLOWED_HOSTS"].split(",") if env.get("SMALLFLEET_ALLOWED_HOSTS")
+                                                         else server.get("allowed_hosts", [])) if h.strip()),
         otlp_endpoint=_otlp(env.get("SMALLFLEET_OTLP_ENDPOINT") or data.get("telemetry", {}).get("otlp_endpoint") or None),
     )
 

@@ -183,11 +183,11 @@ class Balancer:
     """A TCP load balancer on loopback: each new connection goes to the next backend, round robin,
     and bytes are piped both ways until either side closes (as an L4 balancer in front of replicas)."""
 
-    def __init__(self, ports: list[int]) -> None:
+    def __init__(self, ports: list[int], port: int | None = None) -> None:
         import asyncio
         import threading
 
-        self.ports, self.port, self.n = ports, free_port(), 0
+        self.ports, self.port, self.n = ports, port or free_port(), 0
         ready = threading.Event()
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -230,11 +230,33 @@ class _Summed:
 
     @property
     def calls(self) -> list:  # type: ignore[type-arg]
-        return [c for p in self.parts for c in p.calls]
+        return self.parts[0].calls  # one list shared by the replicas (see ReplicaGateway): in the order they came
 
     @property
     def cancelled(self) -> int:
         return sum(p.cancelled for p in self.parts)
+
+
+class _Both:
+    """Both replicas' object as one: reading an attribute reads it on both, calling calls both (the first
+    one's result is returned), setting sets on both. So ``gw.engine.capturer.drain()`` drains both."""
+
+    _PLAIN = (str, bytes, int, float, bool, type(None), tuple, list, dict, set, frozenset)
+
+    def __init__(self, objs: list) -> None:  # type: ignore[type-arg]
+        object.__setattr__(self, "_objs", objs)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        vals = [getattr(o, name) for o in self._objs]
+        return vals[0] if isinstance(vals[0], self._PLAIN) else _Both(vals)
+
+    def __setattr__(self, name: str, value) -> None:  # type: ignore[no-untyped-def]
+        for o in self._objs:
+            setattr(o, name, value)
+
+    def __call__(self, *args, **kw):  # type: ignore[no-untyped-def]
+        results = [o(*args, **kw) for o in self._objs]  # every replica called, not just the first
+        return results[0]
 
 
 class ReplicaGateway:
@@ -246,12 +268,20 @@ class ReplicaGateway:
         from smallfleet.privacy import new_key
 
         key = new_key()
-        self.env = {"SMALLFLEET_DATABASE_URL": url, "SMALLFLEET_SESSION_KEY": key, "SMALLFLEET_MEMORY_KEY": key, **(env or {})}
+        front = free_port()
+        # clients name the balancer in Host; a keyless gateway accepts that name only when told
+        self.env = {"SMALLFLEET_DATABASE_URL": url, "SMALLFLEET_SESSION_KEY": key, "SMALLFLEET_MEMORY_KEY": key,
+                    "SMALLFLEET_ALLOWED_HOSTS": f"127.0.0.1:{front},localhost:{front}", **(env or {})}
         self.replicas = [ThreadGateway(tmp / f"replica{i}", answer, delay, extra, self.env) for i in range(2)]
-        self.balancer = Balancer([g.port for g in self.replicas])
+        self.balancer = Balancer([g.port for g in self.replicas], front)
         self.base = f"http://127.0.0.1:{self.balancer.port}"
         first = self.replicas[0]
-        self.cfg, self.engine, self.app, self.port = first.cfg, first.engine, first.app, self.balancer.port
+        self.cfg, self.app, self.port = first.cfg, first.app, self.balancer.port
+        self.engine = _Both([g.engine for g in self.replicas])
+        for n in first.backends:  # one call log per model across replicas, in arrival order
+            log: list = []  # type: ignore[type-arg]
+            for g in self.replicas:
+                g.backends[n].calls = log
         self.backends = {n: _Summed([g.backends[n] for g in self.replicas]) for n in first.backends}
         self.ledger = url
 
@@ -317,3 +347,13 @@ def pg_url(pg_server, request: pytest.FixtureRequest) -> str:
     import re
 
     return pg_server.database("t_" + re.sub(r"\W", "_", request.node.name.lower())[:50])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With SMALLFLEET_TEST_REPLICAS=2 only the tests that run against a scripted gateway are run (on two
+    replicas behind a balancer); the rest ran already in the one-process pass."""
+    if not REPLICAS:
+        return
+    keep = [i for i in items if "scripted_gateway" in getattr(i, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+    items[:] = keep

@@ -65,7 +65,8 @@ def test_spans_per_step_and_attempt_under_the_clients_trace(scripted_gateway) ->
     r = httpx.post(gw.base + "/v1/chat/completions", timeout=30, headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01"},
                    json={"model": "auto", "messages": [{"role": "user", "content": "Write a haiku about Jane Doe."}]})
     assert r.status_code == 200, r.text
-    gw.engine.telemetry.flush()
+    for replica in getattr(gw, "replicas", [gw]):  # SMALLFLEET_TEST_REPLICAS=2: the step ran on either
+        replica.engine.telemetry.flush()
     step = next(s for s in col.spans if s.name == "smallfleet.step")
     attempts = [s for s in col.spans if s.name == "smallfleet.attempt"]
     assert step.trace_id.hex() == TRACE_ID and step.parent_span_id.hex() == PARENT  # inside the client's trace

@@ -6,7 +6,7 @@
   cross-site page cannot spend on a logged-in user's behalf.
 - No keys: loopback clients only, and the ``Host`` header must name this machine's loopback (or the
   bind address), which stops DNS rebinding: a web page whose name resolves to 127.0.0.1 still sends
-  its own name.
+  its own name. ``[server] allowed_hosts`` names more exact Host values (a balancer on this machine).
 - Always: a browser request from another site (``Origin`` not this gateway, or
   ``Sec-Fetch-Site: cross-site``) is refused, so a page in the user's browser cannot POST to the
   gateway as a "simple" cross-origin request.
@@ -80,9 +80,10 @@ def _host_name(value: str) -> tuple[str, int | None]:
 
 
 class Access:
-    def __init__(self, ring: KeyRing, bind_host: str) -> None:
+    def __init__(self, ring: KeyRing, bind_host: str, allowed_hosts: tuple[str, ...] = ()) -> None:
         self.ring = ring
         self.bind_host = bind_host.lower()
+        self.allowed_hosts = frozenset(allowed_hosts)  # exact Host values, e.g. a balancer in front of replicas
 
     @property
     def keyed(self) -> bool:
@@ -121,7 +122,10 @@ class Access:
             if not _is_loopback(client):
                 raise ForbiddenError("this gateway has no API keys, so it serves loopback clients only.",
                                      hint="create a key on the gateway's machine: smallfleet keys create NAME")
-            name, port = _host_name(headers.get("host", ""))
+            host = headers.get("host", "")
+            name, port = _host_name(host)
+            if host.strip().lower() in self.allowed_hosts:
+                return LOCAL
             if name not in self._allowed_names() or (port is not None and server_port is not None and port != server_port):
                 raise ForbiddenError("the Host header does not name this gateway.",
                                      hint="connect to 127.0.0.1 or localhost (a gateway without keys refuses other names)")

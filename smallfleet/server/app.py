@@ -75,7 +75,7 @@ class Gateway:
         self.started = time.time()
         cfg = engine.config
         self.limits = cfg.limits
-        self.access = Access(keys or KeyRing(cfg.key_store), cfg.host)
+        self.access = Access(keys or KeyRing(cfg.key_store), cfg.host, cfg.allowed_hosts)
         self.inflight = 0
         self._local_rate = LocalRate()
         self.responses = responses.ResponseStore(shared=engine.shared)
