@@ -55,3 +55,17 @@ def resolve_key(env_key: str | None, store_path: Path) -> str:
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(key + "\n")
     return key
+
+
+def cipher(target: str | Path, key: str | bytes | None, env_name: str, what: str) -> Any:
+    """The Fernet cipher of a store at ``target``: with ``key`` when given; else, for a file, the key
+    file beside it; a database URL needs the key given (no key file is kept beside a database)."""
+    if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+        if not key:
+            from .db import redact_url
+
+            raise ConfigError(f"{what} in PostgreSQL ({redact_url(target)}) needs its key in {env_name}.",
+                              hint=f"set {env_name} to the same key wherever it is read (smallfleet keeps no key file "
+                                   f"beside a database); {KEY_HINT}")
+        return fernet(key, env_name)
+    return fernet(key or resolve_key(None, Path(target)), env_name)

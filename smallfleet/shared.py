@@ -41,16 +41,9 @@ class SharedState:
 
     def __init__(self, target: str | Path, key: str | None = None) -> None:
         url = str(target) if is_url(target) else None
-        self.where = redact_url(url) if url else str(Path(target).expanduser())
-        if url is not None and not key:
-            raise ConfigError(f"session state in PostgreSQL ({self.where}) needs its key in {KEY_ENV}.",
-                              hint=f"set {KEY_ENV} to the same key on every replica (smallfleet keeps no key file beside a "
-                                   f"database); {atrest.KEY_HINT}")
         where: str | Path = url or Path(target).expanduser()
-        if isinstance(where, Path):
-            key = key or atrest.resolve_key(None, where)
-        assert key is not None
-        self._fernet = atrest.fernet(key, KEY_ENV)
+        self.where = redact_url(url) if url else str(where)
+        self._fernet = atrest.cipher(where, key, KEY_ENV, "session state")
         self.db = Database(where)
         self.db.migrate("sessions", MIGRATIONS)
         old = time.time() - RETENTION_S

@@ -92,12 +92,9 @@ class TraceStore:
         self.url = str(path) if is_url(path) else None
         self.path = Path(str(path)).expanduser() if self.url is None else Path("traces")
         self.where = redact_url(self.url) if self.url else str(self.path)
-        if self.url is not None and not key:
-            raise ConfigError(f"a trace store in PostgreSQL ({self.where}) needs its key in {KEY_ENV}.",
-                              hint="set SMALLFLEET_CAPTURE_KEY to a Fernet key (smallfleet keeps no key file beside a database)")
         if self.url is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fernet = atrest.fernet(key or atrest.resolve_key(None, self.path), KEY_ENV)
+        self._fernet = atrest.cipher(self.url or self.path, key, KEY_ENV, "a trace store")
         try:
             self.db = Database(self.url or self.path)
             if self.db.dialect == "sqlite":
