@@ -41,6 +41,8 @@ def test_code_is_taken_from_a_fenced_answer() -> None:
     ("class A:\n    pass\ndef solve():\n    return 1", "ClassDef"),
     ("def solve():\n    global x\n    return 1", "Global"),
     ("def solve():\n    return getattr(1, 'real')", "name 'getattr'"),
+    ("import fractions\ndef solve():\n    return fractions.sys.modules['os'].getpid()", "fractions.sys"),
+    ("import datetime as d\ndef solve():\n    return d.sys.version_info[0]", "d.sys"),
     ("x = 1", "no solve()"),
     ("def solve(:\n", "not valid Python"),
     ("def solve():\n    return 1\n" + "#" * 9000, "longer than"),
@@ -62,6 +64,12 @@ def test_escapes_are_rejected_before_running(src: str, why: str) -> None:
 def test_runaway_or_wrong_programs_fail_within_limits(src: str, why: str) -> None:
     r = run_program(src, timeout_s=5, cpu_s=1)
     assert r.status == "failed" and why in r.error.lower() and r.seconds < 5, r
+
+
+def test_modules_in_the_child_show_their_public_names_only() -> None:
+    # past the syntax check (a name bound to the module by assignment), the child's module has no `sys`
+    r = run_program("import fractions\ndef solve():\n    m = [fractions][0]\n    return len(str(m.sys))")
+    assert r.status == "failed" and "AttributeError" in r.error
 
 
 def test_the_child_sees_no_environment_or_files(monkeypatch: pytest.MonkeyPatch) -> None:

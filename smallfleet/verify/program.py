@@ -55,12 +55,16 @@ cpu, mem = int(sys.argv[1]), int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
 resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
 resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
-import builtins, math, fractions, decimal, datetime
+import builtins, math, fractions, decimal, datetime, types
 source, entry, allowed = sys.stdin.read(), sys.argv[3], sys.argv[4].split(",")
+# a module's public names only: fractions and datetime carry `sys` as an attribute
+shown = json.loads(sys.argv[5])
+mods = {m: types.SimpleNamespace(**{n: getattr(mod, n) for n in shown[m]})
+        for m, mod in (("math", math), ("fractions", fractions), ("decimal", decimal), ("datetime", datetime))}
 def _import(name, globals=None, locals=None, fromlist=(), level=0):
-    if name not in ("math", "fractions", "decimal", "datetime") or level:
+    if name not in mods or level:
         raise ImportError(name)
-    return {"math": math, "fractions": fractions, "decimal": decimal, "datetime": datetime}[name]
+    return mods[name]
 safe = {n: getattr(builtins, n) for n in allowed}
 safe["__import__"] = _import
 env = {"__builtins__": safe, "__name__": "program"}
@@ -134,11 +138,18 @@ def check_program(source: str) -> str:
             defined.add(n.id)
         elif isinstance(n, (ast.Import, ast.ImportFrom)):
             defined.update(a.asname or a.name for a in n.names)
+    modules = {m: m for m in MODULES}  # names bound to a module (import x as y) -> the module
+    for n in nodes:
+        if isinstance(n, ast.Import):
+            modules.update({a.asname or a.name: a.name for a in n.names if a.name in MODULES})
     for n in nodes:
         if not isinstance(n, _NODES):
             raise ProgramRejected(f"{type(n).__name__} is not allowed")
         if isinstance(n, ast.Attribute) and n.attr.startswith("_"):
             raise ProgramRejected(f"attribute {n.attr!r} is not allowed")
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules \
+                and n.attr not in FROM_IMPORTS[modules[n.value.id]]:
+            raise ProgramRejected(f"{n.value.id}.{n.attr} is not allowed")
         if isinstance(n, ast.Name) and (n.id.startswith("__") or (isinstance(n.ctx, ast.Load) and n.id not in defined)):
             raise ProgramRejected(f"name {n.id!r} is not allowed")
         if isinstance(n, ast.FunctionDef) and n.decorator_list:
@@ -164,7 +175,8 @@ def run_program(source: str, *, timeout_s: float = 3.0, cpu_s: int = 2, memory_m
         entry = check_program(source)
     except ProgramRejected as e:
         return ProgramResult(status="rejected", error=str(e), seconds=time.perf_counter() - t0)
-    cmd = [sys.executable, "-I", "-S", "-c", _CHILD, str(cpu_s), str(memory_mb << 20), entry, ",".join(BUILTINS)]
+    shown = json.dumps({m: sorted(names) for m, names in FROM_IMPORTS.items()})
+    cmd = [sys.executable, "-I", "-S", "-c", _CHILD, str(cpu_s), str(memory_mb << 20), entry, ",".join(BUILTINS), shown]
     try:
         done = subprocess.run(cmd, input=source, capture_output=True, text=True, timeout=timeout_s, env={}, cwd="/",
                               close_fds=True)
