@@ -81,3 +81,29 @@ def test_the_child_sees_no_environment_or_files(monkeypatch: pytest.MonkeyPatch)
 
 def test_check_program_names_the_entry() -> None:
     assert check_program("def helper(x):\n    return x\ndef solution():\n    return helper(2)") == "solution"
+
+
+def test_final_number_and_agreement() -> None:
+    from smallfleet.verify.program import ProgramResult, agreement, final_number
+
+    assert final_number("She pays 3 * 4 = 12, so 20 - 12 = 8.\n#### 8") == 8.0
+    assert final_number("The answer is 1,250 dollars.") == 1250.0
+    assert final_number("no numbers here") is None
+    assert agreement(8.0, ProgramResult(value=8.0)) == "agree"
+    assert agreement(8.0, ProgramResult(value=7.5)) == "disagree"
+    assert agreement(None, ProgramResult(value=7.5)) == "no answer"
+    assert agreement(8.0, ProgramResult(status="failed", error="x")) == "program failed"
+
+
+@pytest.mark.model
+def test_the_small_model_writes_a_program_that_runs(shared_fleet) -> None:
+    """The local 0.5B writes solve() for a word problem; the sandbox runs it."""
+    import asyncio
+
+    from smallfleet.verify.program import program_request
+
+    spec = shared_fleet.config.tier_model("large")  # the tiny fleet's 0.5B coder
+    res = asyncio.run(shared_fleet.get(spec.name).chat(program_request(
+        "Tom has 12 marbles. He gives 5 to his sister and then buys 9 more. How many marbles does he have now?")))
+    r = run_program(extract_code(res.content or ""))
+    assert r.ok and r.value == 16.0, (res.content, r)

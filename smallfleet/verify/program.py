@@ -25,9 +25,11 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 MAX_SOURCE = 8_000  # characters: a GSM8K solution is a few hundred
 MAX_NODES = 2_000
@@ -192,3 +194,42 @@ def run_program(source: str, *, timeout_s: float = 3.0, cpu_s: int = 2, memory_m
     why = out.get("error") or ("killed (CPU limit)" if done.returncode in (-9, -24, 137, 152) else
                                f"exited with {done.returncode}")
     return ProgramResult(status="failed", error=str(why)[:300], seconds=secs)
+
+
+# -- asking the model for the program, and comparing with its written-out answer -----------------------
+PROGRAM_PROMPT = (
+    "Write a Python function solve() that computes the answer to the problem below and returns it as a number. "
+    "Use only plain Python (math, fractions, decimal and datetime may be imported). Reply with the code only.")
+_EXAMPLE_Q = "A shop sells pens at $3 each. Ana buys 4 pens and pays with a $20 bill. How much change does she get?"
+_EXAMPLE_A = "```python\ndef solve():\n    price = 3\n    pens = 4\n    paid = 20\n    return paid - price * pens\n```"
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_FINAL = re.compile(r"(?:####|answer is|answer:|=)\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.I)
+
+
+def program_request(problem: str, max_tokens: int = 320) -> dict[str, Any]:
+    """The chat request that asks a model for ``solve()`` (one worked example, temperature 0)."""
+    return {"messages": [{"role": "system", "content": PROGRAM_PROMPT},
+                         {"role": "user", "content": _EXAMPLE_Q}, {"role": "assistant", "content": _EXAMPLE_A},
+                         {"role": "user", "content": problem}],
+            "max_tokens": max_tokens, "temperature": 0}
+
+
+def final_number(text: str) -> float | None:
+    """The number a written-out answer ends on: after '####', 'the answer is', a last '=', else its last number."""
+    found = _FINAL.findall(text) or _NUMBER.findall(text)
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def agreement(answer: float | None, program: ProgramResult) -> str:
+    """What the program says about an answer: agree | disagree | program failed | no answer."""
+    if not program.ok:
+        return "program failed"
+    if answer is None:
+        return "no answer"
+    assert program.value is not None
+    return "agree" if math.isclose(answer, program.value, rel_tol=1e-6, abs_tol=1e-6) else "disagree"
