@@ -30,6 +30,7 @@ from .verdict import run_checks
 if TYPE_CHECKING:
     from .guards import Guard
     from .privacy.guard import PrivacyGuard
+    from .verify.crosscheck import ProgramCheck
     from .verify.judge import Judge
 
 
@@ -46,7 +47,8 @@ class Cascade:
     collaborators it calls, each in its own module."""
 
     def __init__(self, config: Config, fleet: Fleet, router: Router, recorder: Recorder, *,
-                 privacy: PrivacyGuard | None = None, guard: Guard | None = None, judge: Judge | None = None) -> None:
+                 privacy: PrivacyGuard | None = None, guard: Guard | None = None, judge: Judge | None = None,
+                 program: ProgramCheck | None = None) -> None:
         self.config = config
         self.fleet = fleet
         self.router = router
@@ -54,6 +56,7 @@ class Cascade:
         self.privacy = privacy
         self.guard = guard
         self.judge = judge
+        self.program = program
         self._max_context = max(m.context for m in config.models.values())
         # a tier whose model is not private: the step's texts are scanned for personal data (routing, pseudonymising)
         self._scans = privacy is not None and privacy.enabled and any(not config.tier_model(t).private for t in config.tiers)
@@ -169,6 +172,8 @@ class Cascade:
         att.verdicts = run_checks(self.router.checks(step), step, res, self.router.policy(step))
         if self.judge is not None:
             await self.judge.review(att, step)
+        if self.program is not None:
+            await self.program.review(att, step)
         return att
 
     def _guard(self, outcome: Outcome) -> None:

@@ -51,6 +51,7 @@ ENV_VARS: dict[str, str] = {
                                 "postgresql:// URL (default: the database URL when set; serve --workers: sessions.db)",
     "SMALLFLEET_OTLP_ENDPOINT": "OpenTelemetry collector (OTLP/HTTP, e.g. http://collector:4318): a span per step and attempt; "
                                 "needs smallfleet[otel]",
+    "SMALLFLEET_PROGRAM_CHECK": "on/off: reasoning answers cross-checked by a program a local model writes, run in a sandbox",
     "SMALLFLEET_ALLOWED_HOSTS": "Host values (NAME:PORT, comma-separated) a gateway without keys accepts besides its own loopback "
                                 "address, e.g. a load balancer on this machine",
     "SMALLFLEET_SESSION_KEY": "Fernet key for that shared session state (required on PostgreSQL, the same on every replica)",
@@ -159,6 +160,7 @@ class VerifySettings:
     # falls in `band` (unsure either way); "" = off. Never the model that wrote the answer.
     judge: str = ""
     band: tuple[float, float] = (0.3, 0.6)
+    program: bool = False  # reasoning answers cross-checked by a program a local model writes (#18; opt-in until measured)
 
 
 @dataclass(frozen=True)
@@ -392,7 +394,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "guards": {"mode": str, "policy_file": str, "detector": bool, "trusted_tools": list[str], "datamark": bool},
     "grounding": {"index": str, "kinds": list[str], "k": int, "min_relevance": float},
     "memory": {"enabled": bool, "path": str, "model": str, "max_pinned": int, "defer": bool},
-    "verify": {"judge": str, "band": list[float]},
+    "verify": {"judge": str, "band": list[float], "program": bool},
     "learn": {"routes": str, "use_routes": bool},
     "capture": {"enabled": bool, "store": str, "sample": float, "retention_days": float, "shadow": float, "queue": int},
     "knowledge": {"*": dict},
@@ -671,7 +673,8 @@ def _parse_verify(d: dict[str, Any], env: dict[str, str], models: dict[str, Mode
     if len(band) != 2 or not 0 <= band[0] <= band[1] <= 1:
         raise ConfigError("verify.band must be [LOW, HIGH] with 0 <= LOW <= HIGH <= 1.",
                           hint="process-check scores inside it go to the judge, e.g. [0.3, 0.6]")
-    return VerifySettings(judge=judge, band=(band[0], band[1]))
+    program = _env_onoff(env, "SMALLFLEET_PROGRAM_CHECK", d.get("program", False))
+    return VerifySettings(judge=judge, band=(band[0], band[1]), program=program)
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:

@@ -40,6 +40,7 @@ from .routing import Router
 from .shared import SharedState
 from .step import Step, classify_step
 from .telemetry import Telemetry
+from .verify.crosscheck import ProgramCheck
 from .verify.judge import Judge
 
 
@@ -72,8 +73,9 @@ class Engine:
                   if self.config.learn.use_routes else None)
         self.router = Router(self.config, self.privacy, self.guard, routes)
         judge = Judge(self.config, self.fleet, self.recorder, self.privacy) if self.config.verify.judge else None
+        program = ProgramCheck(self.config, self.fleet, self.recorder) if self.config.verify.program else None
         self.cascade = Cascade(self.config, self.fleet, self.router, self.recorder, privacy=self.privacy, guard=self.guard,
-                               judge=judge)
+                               judge=judge, program=program)
         self.memory = MemoryStage(self.config, self.fleet, self.recorder)
         self.grounding = Grounding(self.config)
         self.capturer: Capturer | None = None

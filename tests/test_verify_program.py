@@ -107,3 +107,68 @@ def test_the_small_model_writes_a_program_that_runs(shared_fleet) -> None:
         "Tom has 12 marbles. He gives 5 to his sister and then buys 9 more. How many marbles does he have now?")))
     r = run_program(extract_code(res.content or ""))
     assert r.ok and r.value == 16.0, (res.content, r)
+
+
+# -- the cross-check in the cascade (scripted models) --------------------------------------------------
+def _engine(tmp_path, program_code: str, answers: dict[str, str]):  # type: ignore[no-untyped-def]
+    from smallfleet.config import load_config
+    from smallfleet.engine import Engine
+    from smallfleet.fleet import Fleet
+    from smallfleet.models import FunctionBackend
+    from smallfleet.verify.program import PROGRAM_PROMPT
+    from tests.conftest import write_config
+
+    cfg = load_config(write_config(tmp_path, '\n[verify]\nprogram = true\n[routing.reasoning]\nstart = "small"\nchecks = ["nonempty"]\n'),
+                      env={})
+
+    def answer_for(name: str):  # type: ignore[no-untyped-def]
+        def fn(req):  # type: ignore[no-untyped-def]
+            if req["messages"][0].get("content") == PROGRAM_PROMPT:
+                return program_code
+            return answers[name]
+        return fn
+
+    backends = {n: FunctionBackend(s, answer_for(n)) for n, s in cfg.models.items() if not s.stands_in_for}
+    return Engine(cfg, fleet=Fleet(cfg, backends=backends), ledger=False)
+
+
+PROBLEM = {"model": "auto", "messages": [{"role": "user", "content": "Ana buys 4 pens at $3 and pays with $20. Step by step: "
+                                                                     "how much change does she get?"}]}
+CODE = "```python\ndef solve():\n    return 20 - 4 * 3\n```"
+
+
+def _run(eng, step_kind: str = "reasoning"):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    async def go():  # type: ignore[no-untyped-def]
+        try:
+            return await eng.complete(PROBLEM, step_kind=step_kind)
+        finally:
+            await eng.aclose()
+
+    return asyncio.run(go())
+
+
+def test_an_answer_the_program_agrees_with_stays_on_the_small_tier(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = _run(_engine(tmp_path, CODE, {"smollm2": "4 * 3 = 12; 20 - 12 = 8\n#### 8", "qwen05": "#### 8"}))
+    v = next(v for v in out.attempts[0].verdicts if v.check == "program")
+    assert v.passed and "agrees (8)" in v.reason and "20 - 4 * 3" in v.reason
+    assert [a.tier for a in out.attempts] == ["small"]
+
+
+def test_an_answer_the_program_contradicts_escalates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = _run(_engine(tmp_path, CODE, {"smollm2": "4 * 3 = 12; 20 - 12 = 9\n#### 9", "qwen05": "#### 8"}))
+    first = next(v for v in out.attempts[0].verdicts if v.check == "program")
+    assert not first.passed and "computes 8" in first.reason and "says 9" in first.reason
+    assert [a.tier for a in out.attempts][:2] == ["small", "large"] and out.final.result.content == "#### 8"
+
+
+def test_a_program_that_fails_is_recorded_not_fatal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = _run(_engine(tmp_path, "def solve():\n    while True:\n        pass", {"smollm2": "#### 8", "qwen05": "#### 8"}))
+    v = next(v for v in out.attempts[0].verdicts if v.check == "program")
+    assert v.passed and "not cross-checked: the program failed" in v.reason and [a.tier for a in out.attempts] == ["small"]
+
+
+def test_other_step_kinds_are_not_cross_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = _run(_engine(tmp_path, CODE, {"smollm2": "#### 9", "qwen05": "#### 9"}), step_kind="generation")
+    assert all(v.check != "program" for a in out.attempts for v in a.verdicts)
