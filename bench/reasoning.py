@@ -75,6 +75,7 @@ def summarise(recs: list[dict]) -> dict:
     q = lambda xs, p: statistics.quantiles(xs, n=20)[int(p * 20) - 1] if len(xs) > 1 else (xs[0] if xs else None)  # noqa: E731
     return {
         "problems": n, "accuracy": round(sum(r["correct"] for r in recs) / n, 3),
+        "program_accuracy": round(sum(r["program"] is not None and abs(r["program"] - r["gold"]) < 1e-6 for r in recs) / n, 3),
         "agree": len(agree), "disagree": sum(r["agreement"] == "disagree" for r in recs),
         "program_failed": sum(r["agreement"] == "program failed" for r in recs),
         "precision_of_agree": round(sum(r["correct"] for r in agree) / len(agree), 3) if agree else None,
