@@ -7,7 +7,10 @@ accuracy of the written-out answers; how often the program agrees, disagrees or 
 "agrees" (right answers among them) and the share of wrong answers that do not agree (caught); and
 the added latency of the program against the answer's own generation time.
 
-    python bench/reasoning.py [--n 60] [--seed 11] [--tiers small]
+    python bench/reasoning.py [--n 60] [--seed 11] [--tiers small,large] [--with EARLIER.json]
+
+With both tiers, the cascade "start small, escalate when the program does not agree" is scored from
+the same rows: accuracy, share escalated, share verified and the precision of "verified".
 
 Prints a table and writes bench/results/reasoning.json.
 """
@@ -20,6 +23,7 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from _common import RESULTS, SHARED_DATA, parser, write_json
 
@@ -86,21 +90,51 @@ def summarise(recs: list[dict]) -> dict:
     }
 
 
+def cascade(small: list[dict], large: list[dict]) -> dict:
+    """Small first; a step whose program does not agree goes to the large model, whose answer is final.
+    "Verified": the final answer's own program agrees with it."""
+    assert [r["i"] for r in small] == [r["i"] for r in large], "the two tiers must have answered the same problems"
+    finals, escalated, verified = [], 0, []
+    for s_, l_ in zip(small, large):
+        up = s_["agreement"] != "agree"
+        escalated += up
+        final = l_ if up else s_
+        finals.append(final["correct"])
+        if final["agreement"] == "agree":
+            verified.append(final["correct"])
+    n = len(small)
+    return {"policy": "escalate when the small model's program does not agree", "accuracy": round(sum(finals) / n, 3),
+            "escalated": round(escalated / n, 3), "verified": round(len(verified) / n, 3),
+            "precision_of_verified": round(sum(verified) / len(verified), 3) if verified else None,
+            "small_only": round(sum(r["correct"] for r in small) / n, 3), "large_only": round(sum(r["correct"] for r in large) / n, 3)}
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--tiers", default="small")
+    ap.add_argument("--with", dest="also", action="append", default=[], metavar="FILE",
+                    help="add the tiers of an earlier run of this script (same --n and --seed); may be repeated")
     ap.add_argument("--out", default=str(RESULTS / "reasoning.json"))
     a = ap.parse_args()
-    res = asyncio.run(run(a.n, a.seed, [t.strip() for t in a.tiers.split(",") if t.strip()]))
+    res = asyncio.run(run(a.n, a.seed, [t.strip() for t in a.tiers.split(",") if t.strip()])) if a.tiers else {}
+    for f in a.also:
+        earlier = json.loads(Path(f).read_text())
+        if (earlier["setup"]["n"], earlier["setup"]["seed"]) != (a.n, a.seed):
+            sys.exit(f"{f} was run with --n {earlier['setup']['n']} --seed {earlier['setup']['seed']}")
+        res = {**earlier["results"], **res}
     print(f"\n{'tier':<8}{'acc':>6}{'agree':>7}{'prec(agree)':>13}{'wrong caught':>14}{'right flagged':>15}{'prog fail':>11}"
           f"{'answer s':>10}{'program s':>11}")
     for tier, v in res.items():
         s = v["summary"]
         print(f"{tier:<8}{s['accuracy']:>6.2f}{s['agree']:>7}{s['precision_of_agree'] or 0:>13.2f}{s['wrong_caught'] or 0:>14.2f}"
               f"{s['right_flagged']:>15.2f}{s['program_failed']:>11}{s['answer_s_p50']:>10.2f}{s['program_s_p50']:>11.2f}")
-    write_json(a.out, {"results": res, "setup": {"n": a.n, "seed": a.seed, "data": "gsm8k test", "date": time.strftime("%Y-%m-%d %H:%M")}})
+    out_cascade = cascade(res["small"]["rows"], res["large"]["rows"]) if "small" in res and "large" in res else None
+    if out_cascade:
+        print(f"\ncascade: {out_cascade}")
+    setup = {"n": a.n, "seed": a.seed, "data": "gsm8k test", "date": time.strftime("%Y-%m-%d %H:%M")}
+    write_json(a.out, {"results": res, "cascade": out_cascade, "setup": setup})
 
 
 if __name__ == "__main__":
