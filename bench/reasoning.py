@@ -121,8 +121,11 @@ def main() -> None:
     res = asyncio.run(run(a.n, a.seed, [t.strip() for t in a.tiers.split(",") if t.strip()])) if a.tiers else {}
     for f in a.also:
         earlier = json.loads(Path(f).read_text())
-        if (earlier["setup"]["n"], earlier["setup"]["seed"]) != (a.n, a.seed):
-            sys.exit(f"{f} was run with --n {earlier['setup']['n']} --seed {earlier['setup']['seed']}")
+        if earlier["setup"]["seed"] != a.seed or earlier["setup"]["n"] < a.n:
+            sys.exit(f"{f} was run with --n {earlier['setup']['n']} --seed {earlier['setup']['seed']}: it needs this seed and n >= {a.n}")
+        for v in earlier["results"].values():  # the same shuffle: its first n problems are this run's
+            v["rows"] = v["rows"][:a.n]
+            v["summary"] = summarise(v["rows"])
         res = {**earlier["results"], **res}
     print(f"\n{'tier':<8}{'acc':>6}{'agree':>7}{'prec(agree)':>13}{'wrong caught':>14}{'right flagged':>15}{'prog fail':>11}"
           f"{'answer s':>10}{'program s':>11}")
