@@ -23,6 +23,7 @@ a repeated call or an answer falls back to the free-text answer with the result 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +35,8 @@ from ..errors import BackendError, ContextLengthError, InvalidRequestError, Mode
 from ..spec import ModelSpec
 from ._toolcalls import after_tool_result, answered_calls, call_schema, next_call, next_step_schema, parse_tool_calls, with_result_nudge
 from .base import ChatResult
+
+log = logging.getLogger("smallfleet")
 
 # Fields llama.cpp understands; everything else (metadata, user, stream_options...) stays out.
 _PASS = ("messages", "tools", "tool_choice", "response_format", "max_tokens", "temperature", "top_p", "stop",
@@ -282,7 +285,26 @@ class LlamaCppBackend:
             await worker
 
     async def aclose(self) -> None:
-        self._server = None
+        """Free the model. llama.cpp's server is torn down in a thread of its own and waited for at most
+        ``CLOSE_S``: its destructor joins the server's loop thread, and that join has been seen to hang
+        (once, on shutdown after a replay run with 4 slots), which must not hang the gateway's exit."""
+        srv, self._server = self._server, None
+        if srv is None:
+            return
+        closer = threading.Thread(target=_release, args=(srv,), name="smallfleet-llama-close", daemon=True)
+        del srv  # the thread's arguments hold the last reference: the destructor runs there
+        closer.start()
+        await asyncio.to_thread(closer.join, CLOSE_S)
+        if closer.is_alive():
+            log.warning("llama.cpp's server for %s did not stop within %.0f s; leaving it behind", self.spec.name, CLOSE_S)
+
+
+def _release(server: Any) -> None:
+    """Runs in the closing thread; the server goes when this frame and the thread's arguments go."""
+    del server
+
+
+CLOSE_S = 10.0
 
 
 def assemble(chunks: list[Any]) -> dict[str, Any]:
