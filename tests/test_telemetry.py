@@ -90,3 +90,16 @@ def test_telemetry_config() -> None:
     assert load_config(None, env={}).otlp_endpoint is None  # off unless asked
     with pytest.raises(ConfigError, match="http"):
         load_config(None, env={"SMALLFLEET_OTLP_ENDPOINT": "collector:4318"})
+
+
+def test_live_streams_are_traced_and_counted(scripted_gateway) -> None:  # type: ignore[no-untyped-def]
+    col = Collector()
+    gw = scripted_gateway(answer=lambda req: "a streamed answer", env={"SMALLFLEET_OTLP_ENDPOINT": f"http://127.0.0.1:{col.port}"})
+    with httpx.stream("POST", gw.base + "/v1/chat/completions", timeout=30, headers={"x-smallfleet-stream": "live"},
+                      json={"model": "auto", "stream": True, "messages": [{"role": "user", "content": "Say something."}]}) as r:
+        assert r.status_code == 200 and "[DONE]" in r.read().decode()
+    for replica in getattr(gw, "replicas", [gw]):
+        replica.engine.telemetry.flush()
+    assert any(s.name == "smallfleet.step" for s in col.spans) and any(s.name == "smallfleet.attempt" for s in col.spans)
+    metrics = "".join(httpx.get(gw.base + "/metrics", timeout=10).text for _ in range(2))  # either replica's
+    assert "smallfleet_steps_total{" in metrics

@@ -393,6 +393,9 @@ class Gateway:
                     await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
                 assert live.outcome is not None  # set when the chunks end
                 self.engine.captured(live.outcome)
+                self.metrics.step(live.outcome)
+                if self.engine.telemetry is not None:
+                    self.engine.telemetry.step(step, live.outcome, time.time())
                 final = render.live_final_chunk(live.outcome, live.created, include_usage)
                 await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n", "more_body": True})
             except SmallfleetError as e:  # headers are gone: report in-band, as OpenAI does
