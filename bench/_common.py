@@ -54,6 +54,21 @@ def _bootstrap() -> None:
 _bootstrap()
 
 
+# Short free-text prompts of different kinds, for the serving benchmarks (serving.py, batching.py).
+PROMPTS = [
+    "Explain in two sentences why the sky is blue.",
+    "Write a Python function that reverses a string.",
+    "List three tips for writing clear e-mails.",
+    "What is the difference between a list and a tuple in Python?",
+    "Summarise the plot of Romeo and Juliet in three sentences.",
+    "Give a short checklist for shipping a parcel abroad.",
+    "Describe how a refund process usually works in an online shop.",
+    "Write a haiku about a desk lamp.",
+    "Explain what an API rate limit is.",
+    "Suggest a name for a lamp shop and say why.",
+]
+
+
 # -- command line and results files ------------------------------------------------------------------
 def parser(doc: str | None, **kw: Any) -> argparse.ArgumentParser:
     """An ArgumentParser whose --help shows the script's docstring as written, options after it."""

@@ -24,18 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from _common import RESULTS, free_port, parser, serve, stop, wait_ready, write_json
+from _common import PROMPTS, RESULTS, free_port, parser, serve, stop, wait_ready, write_json
 
-PROMPTS = [
-    "Explain in two sentences why the sky is blue.",
-    "Write a Python function that reverses a string.",
-    "List three tips for writing clear e-mails.",
-    "What is the difference between a list and a tuple in Python?",
-    "Summarise the plot of Romeo and Juliet in three sentences.",
-    "Give a short checklist for shipping a parcel abroad.",
-    "Describe how a refund process usually works in an online shop.",
-    "Write a haiku about a desk lamp.",
-]
+ASKED = PROMPTS[:8]  # the eight the published run cycled through
 LLAMA_SERVER = """
 import sys, time, xllamacpp
 from smallfleet.models.llamacpp import resolve_location
@@ -56,7 +47,7 @@ while True:
 
 def body(i: int, max_tokens: int) -> dict:
     return {"model": "m", "max_tokens": max_tokens, "temperature": 0,
-            "messages": [{"role": "user", "content": f"{PROMPTS[i % len(PROMPTS)]} (request {i})"}]}
+            "messages": [{"role": "user", "content": f"{ASKED[i % len(ASKED)]} (request {i})"}]}
 
 
 def level(url: str, agents: int, n: int, max_tokens: int) -> dict:

@@ -23,24 +23,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _common import RESULTS, parser, write_json
+from _common import PROMPTS, RESULTS, parser, write_json
 
 from smallfleet.config import load_config
 from smallfleet.demo.inbox import TOOLS, load_inbox
 from smallfleet.models.llamacpp import LlamaCppBackend, resolve_location
-
-PROMPTS = [
-    "Explain in two sentences why the sky is blue.",
-    "Write a Python function that reverses a string.",
-    "List three tips for writing clear e-mails.",
-    "What is the difference between a list and a tuple in Python?",
-    "Summarise the plot of Romeo and Juliet in three sentences.",
-    "Give a short checklist for shipping a parcel abroad.",
-    "Describe how a refund process usually works in an online shop.",
-    "Write a haiku about a desk lamp.",
-    "Explain what an API rate limit is.",
-    "Suggest a name for a lamp shop and say why.",
-]
 
 
 def raw_server(path: Path, threads: int, ctx: int):
