@@ -5,17 +5,16 @@ through the real gateway and the CLI."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from smallfleet.errors import BudgetExceededError, InvalidRequestError
+from smallfleet.errors import InvalidRequestError
 from smallfleet.keys import KeyRing, KeyStore, LocalRate, account, sliding_wait
 from smallfleet.ledger import Ledger, account_holder
 from tests.test_hostile import OK, post, sf
-from tests.test_ledger import row
+from tests.test_ledger import burst, row
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -70,28 +69,12 @@ def test_a_keys_budget_is_exact_across_handles_under_a_burst(store_target: str) 
     replicas = [Ledger(store_target), Ledger(store_target)]
     acct = account("0123abcd")
     replicas[0].set_budget(acct, 0.05)
-    passed, refused, lock, start = [], [], threading.Lock(), threading.Barrier(40)
-
-    def step(i: int) -> None:
-        led = replicas[i % 2]
-        start.wait()
-        try:
-            held = led.reserve(acct, None, 0.01, key=account_holder(f"s{i}"))
-        except BudgetExceededError as e:
-            assert e.code == "key_budget_exceeded" and "API key '0123abcd'" in e.message
-            with lock:
-                refused.append(i)
-            return
+    def write(led: Ledger, i: int, held: float) -> None:
         assert held == 0.01
         led.record_step([row(f"s{i}", 0, True, cost=0.01, run=f"run{i}")], account=acct)
-        with lock:
-            passed.append(i)
 
-    threads = [threading.Thread(target=step, args=(i,)) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    passed, refused = burst(replicas, lambda led, i: led.reserve(acct, None, 0.01, key=account_holder(f"s{i}")), write)
+    assert all(e.code == "key_budget_exceeded" and "API key '0123abcd'" in e.message for e in refused)
     acc = replicas[1].run(acct)
     assert acc is not None and len(passed) == 5 and len(refused) == 35
     assert acc["spent_usd"] == pytest.approx(0.05) and acc["steps"] == 5

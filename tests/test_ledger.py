@@ -109,34 +109,52 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(tmp_path / "shared.db") if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
 
 
-def test_budgets_are_exact_across_replicas_under_a_burst(shared: str) -> None:
-    """Two ledger handles on one database (two gateway processes' worth), 40 steps at once against a
-    budget that covers 5: exactly 5 pass, and the run's spend never passes the budget."""
+def burst(replicas: list[Ledger], reserve, write, n: int = 40) -> tuple[list[int], list[BudgetExceededError]]:  # type: ignore[no-untyped-def]
+    """``n`` steps released at once over the ledger handles, step i on handle i % len: ``reserve(led, i)``
+    holds its budget (or raises BudgetExceededError), ``write(led, i, held)`` records it. The steps that
+    passed, and the refusals."""
     import threading
 
-    replicas = [Ledger(shared), Ledger(shared)]
-    replicas[0].set_budget("burst", 0.05)
-    passed, refused, lock = [], [], threading.Lock()
-    start = threading.Barrier(40)
+    passed: list[int] = []
+    refused: list[BudgetExceededError] = []
+    failed: list[BaseException] = []  # an assertion in a thread would otherwise be lost
+    lock, start = threading.Lock(), threading.Barrier(n)
 
     def step(i: int) -> None:
-        led = replicas[i % 2]
+        led = replicas[i % len(replicas)]
         start.wait()
         try:
-            held = led.reserve("burst", None, 0.01, key=f"s{i}")
-        except BudgetExceededError:
+            held = reserve(led, i)
+        except BudgetExceededError as e:
             with lock:
-                refused.append(i)
+                refused.append(e)
             return
-        led.record_step([row(f"s{i}", 0, True, cost=0.01, run="burst")], reserved=held)
+        try:
+            write(led, i, held)
+        except BaseException as e:
+            with lock:
+                failed.append(e)
+            return
         with lock:
             passed.append(i)
 
-    threads = [threading.Thread(target=step, args=(i,)) for i in range(40)]
+    threads = [threading.Thread(target=step, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if failed:
+        raise failed[0]
+    return passed, refused
+
+
+def test_budgets_are_exact_across_replicas_under_a_burst(shared: str) -> None:
+    """Two ledger handles on one database (two gateway processes' worth), 40 steps at once against a
+    budget that covers 5: exactly 5 pass, and the run's spend never passes the budget."""
+    replicas = [Ledger(shared), Ledger(shared)]
+    replicas[0].set_budget("burst", 0.05)
+    passed, refused = burst(replicas, lambda led, i: led.reserve("burst", None, 0.01, key=f"s{i}"),
+                            lambda led, i, held: led.record_step([row(f"s{i}", 0, True, cost=0.01, run="burst")], reserved=held))
     run = replicas[1].run("burst")
     assert run is not None and len(passed) == 5 and len(refused) == 35
     assert run["spent_usd"] == pytest.approx(0.05) and run["steps"] == 5
