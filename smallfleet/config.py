@@ -46,12 +46,18 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_CACHE_DIR": "where assembled GGUF files are cached (default ~/.cache/smallfleet/models)",
     "SMALLFLEET_RUN_BUDGET": "default budget in USD per agent run (x-smallfleet-run); unset = unlimited",
     "SMALLFLEET_PRIVACY": "on (default) or off: pseudonymise personal data before any remote model call",
+    "SMALLFLEET_PRIVACY_LOCAL_PASS": "a local model or tier that lists private spans the patterns and NER missed, in text "
+                                     "bound for a remote model (off by default)",
+    "SMALLFLEET_PRIVACY_REWRITE": "step kinds (comma-separated) whose requests a local model rewrites without private "
+                                  "details before a remote model answers them (rewrite mode; off by default)",
     "SMALLFLEET_VAULT_KEY": "Fernet key for encrypted vault files (smallfleet redact --vault)",
     "SMALLFLEET_SESSION_STORE": "session state (pseudonym vaults, Responses history) shared by gateway processes: a file or "
                                 "postgresql:// URL (default: the database URL when set; serve --workers: sessions.db)",
     "SMALLFLEET_OTLP_ENDPOINT": "OpenTelemetry collector (OTLP/HTTP, e.g. http://collector:4318): a span per step and attempt; "
                                 "needs smallfleet[otel]",
-    "SMALLFLEET_PROGRAM_CHECK": "on/off: reasoning answers cross-checked by a program a local model writes, run in a sandbox",
+    "SMALLFLEET_PROGRAM_CHECK": "on/off: reasoning answers cross-checked by a program a local model writes, run in a sandbox, "
+                                "and decided by the combined reasoning score",
+    "SMALLFLEET_REASONING_SAMPLES": "0-16 (default 3): answers sampled when the reasoning score is undecided; 0 never samples",
     "SMALLFLEET_ALLOWED_HOSTS": "Host values (NAME:PORT, comma-separated) a gateway without keys accepts besides its own loopback "
                                 "address, e.g. a load balancer on this machine",
     "SMALLFLEET_SESSION_KEY": "Fernet key for that shared session state (required on PostgreSQL, the same on every replica)",
@@ -160,7 +166,8 @@ class VerifySettings:
     # falls in `band` (unsure either way); "" = off. Never the model that wrote the answer.
     judge: str = ""
     band: tuple[float, float] = (0.3, 0.6)
-    program: bool = False  # reasoning answers cross-checked by a program a local model writes (#18; opt-in until measured)
+    program: bool = False  # reasoning answers cross-checked by a program and decided by the combined score (#18; opt-in)
+    samples: int = 3  # sampled answers drawn when the combined score is undecided (0: never sample)
 
 
 @dataclass(frozen=True)
@@ -390,11 +397,12 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "server": {"host": str, "port": int, "stream": str, "keys": str, "access_log": bool, "session_store": str,
                "allowed_hosts": list[str],
                **{f.name: {"int": int, "float": float}[str(f.type)] for f in fields(ServerLimits)}},
-    "privacy": {"enabled": bool, "prefer_local": bool, "entities": list[str], "threshold": float, "ner": bool},
+    "privacy": {"enabled": bool, "prefer_local": bool, "entities": list[str], "threshold": float, "ner": bool, "local_pass": str,
+                "rewrite": list[str], "rewrite_model": str},
     "guards": {"mode": str, "policy_file": str, "detector": bool, "trusted_tools": list[str], "datamark": bool},
     "grounding": {"index": str, "kinds": list[str], "k": int, "min_relevance": float},
     "memory": {"enabled": bool, "path": str, "model": str, "max_pinned": int, "defer": bool},
-    "verify": {"judge": str, "band": list[float], "program": bool},
+    "verify": {"judge": str, "band": list[float], "program": bool, "samples": int},
     "learn": {"routes": str, "use_routes": bool},
     "capture": {"enabled": bool, "store": str, "sample": float, "retention_days": float, "shadow": float, "queue": int},
     "knowledge": {"*": dict},
@@ -574,7 +582,8 @@ def _env_onoff(env: dict[str, str], name: str, default: bool) -> bool:
     return flag == "on"
 
 
-def _parse_privacy(d: dict[str, Any], env: dict[str, str]) -> PrivacySettings:
+def _parse_privacy(d: dict[str, Any], env: dict[str, str], models: dict[str, ModelSpec],
+                   tiers: tuple[str, ...]) -> PrivacySettings:
     from .privacy.entities import ENTITY_TYPES
 
     entities = tuple(d.get("entities", []))
@@ -585,8 +594,41 @@ def _parse_privacy(d: dict[str, Any], env: dict[str, str]) -> PrivacySettings:
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError("privacy.threshold must be between 0 and 1.")
     enabled = _env_onoff(env, "SMALLFLEET_PRIVACY", d.get("enabled", True))
+    local_pass = _local_model("privacy.local_pass", env.get("SMALLFLEET_PRIVACY_LOCAL_PASS", d.get("local_pass", "")),
+                              models, tiers)
+    raw = env.get("SMALLFLEET_PRIVACY_REWRITE")
+    rewrite = tuple(k.strip() for k in raw.split(",") if k.strip()) if raw is not None else tuple(d.get("rewrite", []))
+
+    kinds = {k.value for k in StepKind}
+    if set(rewrite) - kinds:
+        raise ConfigError(f"privacy.rewrite: unknown step kind(s) {sorted(set(rewrite) - kinds)}.",
+                          hint=f"kinds: {', '.join(sorted(kinds))} (text steps; tool and JSON steps keep placeholders)")
+    rewrite_model = ""
+    if rewrite:  # default: the local pass's model, else the first local tier's
+        first_local = next((m.name for t in tiers for m in models.values() if m.tier == t and m.private), "")
+        rewrite_model = _local_model("privacy.rewrite_model", d.get("rewrite_model", "") or local_pass or first_local,
+                                     models, tiers)
+        if not rewrite_model:
+            raise ConfigError("privacy.rewrite needs a local model to rewrite with; this fleet has none.",
+                              hint="add an embedded model, or set privacy.rewrite_model")
     return PrivacySettings(enabled=enabled, prefer_local=d.get("prefer_local", True), entities=entities,
-                           threshold=threshold, ner=d.get("ner", True))
+                           threshold=threshold, ner=d.get("ner", True), local_pass=local_pass, rewrite=rewrite,
+                           rewrite_model=rewrite_model)
+
+
+def _local_model(setting: str, name: str, models: dict[str, ModelSpec], tiers: tuple[str, ...]) -> str:
+    """The model a setting names (by model or tier), which must run on this machine: it reads the raw text."""
+    name = name.strip()
+    if name.lower() in ("", "off", "none"):
+        return ""
+    spec = models.get(name) or next((m for m in models.values() if m.tier == name), None)
+    if spec is None:
+        raise ConfigError(f"{setting}: {name!r} is neither a model nor a tier of this fleet.",
+                          hint=f"models: {', '.join(models)}; tiers: {', '.join(tiers)}")
+    if not spec.private:
+        raise ConfigError(f"{setting}: {name!r} ({spec.name}) is not a local model; it reads the raw text, so it must "
+                          "run on this machine.", hint="name an embedded (llamacpp) model or one marked on_premises = true")
+    return spec.name
 
 
 def _parse_guards(d: dict[str, Any], env: dict[str, str]) -> GuardSettings:
@@ -674,7 +716,15 @@ def _parse_verify(d: dict[str, Any], env: dict[str, str], models: dict[str, Mode
         raise ConfigError("verify.band must be [LOW, HIGH] with 0 <= LOW <= HIGH <= 1.",
                           hint="process-check scores inside it go to the judge, e.g. [0.3, 0.6]")
     program = _env_onoff(env, "SMALLFLEET_PROGRAM_CHECK", d.get("program", False))
-    return VerifySettings(judge=judge, band=(band[0], band[1]), program=program)
+    raw = env.get("SMALLFLEET_REASONING_SAMPLES", d.get("samples", 3))
+    try:
+        samples = int(raw)
+    except (TypeError, ValueError):
+        samples = -1
+    if not 0 <= samples <= 16:
+        raise ConfigError(f"verify.samples must be a whole number from 0 to 16, not {raw!r}.",
+                          hint="3 samples are drawn only when the reasoning score is undecided; 0 never samples")
+    return VerifySettings(judge=judge, band=(band[0], band[1]), program=program, samples=samples)
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -751,7 +801,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     stream_mode = env.get("SMALLFLEET_STREAM") or server.get("stream", "verified")
     if stream_mode not in ("verified", "live"):
         raise ConfigError(f"stream mode {stream_mode!r}: use 'verified' or 'live'.")
-    privacy = _parse_privacy(data.get("privacy", {}), env)
+    privacy = _parse_privacy(data.get("privacy", {}), env, models, tiers)
     guards = _parse_guards(data.get("guards", {}), env)
     grounding = _parse_grounding(data.get("grounding", {}), env)
     memory = _parse_memory(data.get("memory", {}), env, database_url)

@@ -34,13 +34,15 @@ from .memory.session import SessionMemory
 from .memory.stage import MemoryStage
 from .outcome import Outcome
 from .privacy.guard import PrivacyGuard
+from .privacy.localpass import LocalPass
+from .privacy.rewrite import Rewriter
 from .record import Recorder
 from .request import validate_request
 from .routing import Router
 from .shared import SharedState
 from .step import Step, classify_step
 from .telemetry import Telemetry
-from .verify.crosscheck import ProgramCheck
+from .verify.crosscheck import ReasoningCheck
 from .verify.judge import Judge
 
 
@@ -66,6 +68,10 @@ class Engine:
         # a session's vault and Responses history where every gateway process finds them, when several serve it
         self.shared = SharedState(self.config.session_store, self.config.session_key) if self.config.session_store else None
         self.privacy = PrivacyGuard(self.config.privacy, shared=self.shared)
+        if self.config.privacy.local_pass:
+            self.privacy.local_pass = LocalPass(self.fleet.get(self.config.privacy.local_pass))
+        if self.config.privacy.rewrite:
+            self.privacy.rewriter = Rewriter(self.fleet.get(self.config.privacy.rewrite_model))
         self.telemetry = Telemetry(self.config.otlp_endpoint) if self.config.otlp_endpoint else None
         self.guard = make_guard(self.config.guards)
         self.recorder = Recorder(self.ledger, self.privacy)
@@ -73,9 +79,9 @@ class Engine:
                   if self.config.learn.use_routes else None)
         self.router = Router(self.config, self.privacy, self.guard, routes)
         judge = Judge(self.config, self.fleet, self.recorder, self.privacy) if self.config.verify.judge else None
-        program = ProgramCheck(self.config, self.fleet, self.recorder) if self.config.verify.program else None
+        reasoning = ReasoningCheck(self.config, self.fleet, self.recorder) if self.config.verify.program else None
         self.cascade = Cascade(self.config, self.fleet, self.router, self.recorder, privacy=self.privacy, guard=self.guard,
-                               judge=judge, program=program)
+                               judge=judge, reasoning=reasoning)
         self.memory = MemoryStage(self.config, self.fleet, self.recorder)
         self.grounding = Grounding(self.config)
         self.capturer: Capturer | None = None

@@ -43,13 +43,13 @@ class Attempt:
 
     @property
     def passed(self) -> bool:
-        return self.result is not None and self.error is None and all(v.passed for v in self.verdicts)
+        return self.result is not None and self.error is None and not any(v.blocks for v in self.verdicts)
 
     @property
     def failed_reason(self) -> str:
         if self.error:
             return self.error
-        return "; ".join(f"{v.check}: {v.reason}" for v in self.verdicts if not v.passed)
+        return "; ".join(f"{v.check}: {v.reason}" for v in self.verdicts if v.blocks)
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Outcome:
     attempts: list[Attempt]
     guard: Review | None = None
     guard_mode: str = "off"
+    crosschecked: str | None = None  # unverified reasoning: a figure a program and an answer agree on (#18)
 
     @property
     def final(self) -> Attempt:
@@ -108,4 +109,4 @@ class Outcome:
         f = self.final
         if f.passed:
             return "pass"
-        return "fail:" + (",".join(v.check for v in f.verdicts if not v.passed) or "error")
+        return "fail:" + (",".join(v.check for v in f.verdicts if v.blocks) or "error")

@@ -173,6 +173,9 @@ class Step:
     evidence: Evidence | None = None  # once retrieved
     reserved: float = 0.0  # budget reserved by this step's attempts, released when the step is written
     prompt_floor: int = -1  # a lower bound on the prompt's tokens, from its size (-1: not measured yet)
+    # reasoning cross-checks, one per attempt: (answering model, its number, program writer, program's number
+    # or None when it failed, code); the cross-checked figure is looked for here when no tier verified
+    crosschecks: list[tuple[str, float, str, float | None, str]] = field(default_factory=list)
     capture: bool | None = None  # False: the client opted this step out of capture (x-smallfleet-capture: off)
     examples: tuple[str, dict[str, Any]] | None = None  # (tier, worked-examples message) from a learned route
     start_model: tuple[str, str] | None = None  # (tier, fleet model) a learned route starts on instead of the tier's own

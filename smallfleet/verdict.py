@@ -22,9 +22,17 @@ class Verdict:
     passed: bool
     reason: str = ""
     score: float | None = None
+    advisory: bool = False  # weighed into another check's decision (the reasoning score), not deciding alone
+
+    @property
+    def blocks(self) -> bool:
+        """Whether this verdict fails the answer on its own."""
+        return not self.passed and not self.advisory
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"check": self.check, "passed": self.passed}
+        if self.advisory:
+            d["advisory"] = True
         if self.reason:
             d["reason"] = self.reason
         if self.score is not None:

@@ -38,3 +38,6 @@ def test_demo_runs_and_records(tmp_path: Path) -> None:
     rep = data["report"]
     assert rep["verified_steps"] + rep["unverified_steps"] == rep["steps"]
     assert sum(not s["verified"] for s in data["steps"]) == rep["unverified_steps"]
+    calc = [s for s in data["steps"] if s["step"] == "work out amount"]
+    if calc:  # refund and billing mail: the reasoning step is cross-checked by a program, and the demo says with what
+        assert any("program" in s["crosscheck"] for s in calc) and "cross-checked by a program" in r.stdout

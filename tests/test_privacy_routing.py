@@ -66,7 +66,9 @@ def proxy(gateway) -> CaptureProxy:
     return CaptureProxy(gateway.base + "/v1/chat/completions")
 
 
-def engine(tmp_path: Path, proxy: CaptureProxy, tiers: tuple[str, str], checks: list[str]) -> Engine:
+def engine(tmp_path: Path, proxy: CaptureProxy, tiers: tuple[str, str], checks: list[str], env: dict | None = None,
+           scripted=None) -> Engine:
+    """The local SmolLM2 (or ``scripted``, a function standing in for it) and a remote model behind the capture proxy."""
     local, remote = tiers
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"""
@@ -92,7 +94,13 @@ checks = {orjson.dumps(checks).decode()}
 [ledger]
 path = "{tmp_path / 'ledger.db'}"
 """)
-    return Engine(load_config(cfg, env={}))
+    config = load_config(cfg, env=env or {})
+    if scripted is None:
+        return Engine(config)
+    from smallfleet.fleet import Fleet
+    from smallfleet.models import FunctionBackend
+
+    return Engine(config, fleet=Fleet(config, backends={"smollm2": FunctionBackend(config.models["smollm2"], scripted)}))
 
 
 def test_only_pseudonymised_text_reaches_the_remote_model_and_the_ledger_keeps_no_pii(tmp_path, proxy) -> None:
@@ -150,3 +158,89 @@ def test_a_step_with_pii_prefers_the_local_tier(tmp_path, proxy) -> None:
     assert with_pii.attempts[0].spec.name == "smollm2" and "personal data present" in with_pii.reason
     assert without.attempts[0].spec.name == "remote"
     assert len(proxy.bodies) - before == 1  # only the PII-free step went out
+
+
+def test_the_local_pass_hides_what_patterns_and_ner_miss_from_the_remote_server(tmp_path, proxy) -> None:
+    """[privacy] local_pass: a local model lists a grandmother's first name and a name in Chinese script, which
+    the patterns and the English NER miss; the remote model's HTTP server receives placeholders for both."""
+    from smallfleet.privacy.localpass import PROMPT as PASS_PROMPT
+
+    text = "mi abuela Carmen vive con 王小明 cerca del parque. Write her a birthday wish in one short sentence."
+
+    def local(req):  # the scripted local model: the pass's listing, and a plain (rejected) answer otherwise
+        if req["messages"][0].get("content") == PASS_PROMPT:
+            return orjson.dumps({"items": [{"text": "Carmen", "type": "PERSON"}, {"text": "王小明", "type": "PERSON"},
+                                           {"text": "Carmela", "type": "PERSON"}]}).decode()
+        return "ok"
+
+    eng = engine(tmp_path, proxy, ("small", "frontier"), ["nonempty", "remote_only"],
+                 env={"SMALLFLEET_PRIVACY_LOCAL_PASS": "smollm2"}, scripted=local)
+    before = len(proxy.bodies)
+
+    async def go():
+        try:
+            return await eng.complete({"messages": [{"role": "user", "content": text}], "max_tokens": 24}, run_id="pass-run")
+        finally:
+            await eng.aclose()
+
+    out = asyncio.run(go())
+    sent = [b.decode() for b in proxy.bodies[before:]]
+    assert sent and out.final.spec.name == "remote"
+    for body in sent:
+        assert "Carmen" not in body and "王小明" not in body and "\\u738b\\u5c0f\\u660e" not in body
+        assert "<PERSON_1>" in body and "<PERSON_2>" in body
+    assert eng.privacy.local_pass is not None and eng.privacy.local_pass.stats.calls >= 1
+
+
+def test_rewrite_mode_sends_a_locally_rewritten_request_and_composes_the_answer_locally(tmp_path, proxy) -> None:
+    """[privacy] rewrite: the remote server receives the local model's rewrite, never the private request; the
+    client's answer is the local model's composition from the remote answer and the original request."""
+    from smallfleet.privacy.rewrite import COMPOSE, REWRITE
+
+    text = "Write a two-line birthday wish for mi abuela Carmen, who turns 80 in Zaragoza on Sunday."
+    seen: dict[str, str] = {}
+
+    def local(req):  # the scripted local model: rewrite, compose, and a plain (rejected) answer otherwise
+        system = req["messages"][0].get("content")
+        if system == REWRITE:
+            seen["rewrite_input"] = req["messages"][1]["content"]
+            return "Write a two-line birthday wish for my grandmother, who turns 80 this weekend."
+        if system == COMPOSE:
+            seen["compose_input"] = req["messages"][1]["content"]
+            return "Happy 80th birthday, abuela Carmen! All our love from Zaragoza."
+        return "ok"
+
+    eng = engine(tmp_path, proxy, ("small", "frontier"), ["nonempty", "remote_only"],
+                 env={"SMALLFLEET_PRIVACY_REWRITE": "generation"}, scripted=local)
+    before = len(proxy.bodies)
+
+    async def go():
+        try:
+            return await eng.complete({"messages": [{"role": "user", "content": text}], "max_tokens": 40},
+                                      run_id="rewrite-run", step_kind="generation")
+        finally:
+            await eng.aclose()
+
+    out = asyncio.run(go())
+    sent = [orjson.loads(b) for b in proxy.bodies[before:]]
+    assert len(sent) == 1
+    body = orjson.dumps(sent[0]).decode()
+    assert "Carmen" not in body and "Zaragoza" not in body and "abuela" not in body
+    # the rewrite, pseudonymised as a safety net for what it kept ("turns 80" is an age)
+    assert sent[0]["messages"][-1]["content"] == "Write a two-line birthday wish for my grandmother, who turns <AGE_1> this weekend."
+    assert "Carmen" in seen["rewrite_input"]  # the local model read the original
+    assert "Answer to the anonymised request" in seen["compose_input"] and "Carmen" in seen["compose_input"]
+    assert out.final.spec.name == "remote" and out.message["content"] == "Happy 80th birthday, abuela Carmen! All our love from Zaragoza."
+    assert "rewrite mode" in out.reason
+
+
+def test_rewrite_mode_leaves_tool_steps_in_placeholder_mode(tmp_path, proxy) -> None:
+    from smallfleet.privacy.guard import PrivacyGuard, PrivacySettings
+    from smallfleet.privacy.rewrite import Rewriter
+
+    g = PrivacyGuard(PrivacySettings(rewrite=("generation", "tool_choice")))
+    g.rewriter = Rewriter(None)  # type: ignore[arg-type]  # never called here
+    assert g.rewrites("generation", {"messages": []})
+    assert not g.rewrites("generation", {"messages": [], "response_format": {"type": "json_object"}})
+    assert not g.rewrites("tool_choice", {"messages": [], "tools": [{"type": "function", "function": {"name": "f"}}]})
+    assert not g.rewrites("classification", {"messages": []})

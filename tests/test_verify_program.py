@@ -110,22 +110,50 @@ def test_the_small_model_writes_a_program_that_runs(shared_fleet) -> None:
 
 
 # -- the cross-check in the cascade (scripted models) --------------------------------------------------
-def _engine(tmp_path, program_code: str, answers: dict[str, str]):  # type: ignore[no-untyped-def]
+def hand_score(samples: int = 3):  # type: ignore[no-untyped-def]
+    """A score with known weights: a program that agrees makes p 0.95; one that does not, 0.05, which is inside
+    the sampling band, where samples that all agree lift it to 0.99."""
+    import numpy as np
+
+    from smallfleet.verify.score import BASE, FULL, Logistic, ReasoningScore
+
+    wb = np.zeros(len(BASE))
+    wb[BASE.index("program_agree")] = 6.0
+    wb[BASE.index("no_answer")] = wb[BASE.index("arith_wrong")] = -6.0
+    wf = np.concatenate([wb, [8.0, 0.0]])
+    return ReasoningScore(Logistic(wb, -3.0, np.zeros(len(BASE)), np.ones(len(BASE))),
+                          Logistic(wf, -3.0, np.zeros(len(FULL)), np.ones(len(FULL))), 0.9, (0.02, 0.9), samples)
+
+
+def _engine(tmp_path, programs, answers, monkeypatch, score=None, extra: str = ""):  # type: ignore[no-untyped-def]
+    """Scripted models: ``programs`` and ``answers`` by model name (a str for all; a callable gets the request)."""
     from smallfleet.config import load_config
     from smallfleet.engine import Engine
+    from smallfleet.errors import NotAvailableError
     from smallfleet.fleet import Fleet
     from smallfleet.models import FunctionBackend
     from smallfleet.verify.program import PROGRAM_PROMPT
+    from smallfleet.verify.score import ReasoningScore
     from tests.conftest import write_config
 
-    cfg = load_config(write_config(tmp_path, '\n[verify]\nprogram = true\n[routing.reasoning]\nstart = "small"\nchecks = ["nonempty"]\n'),
-                      env={})
+    def load(cls, path=None):  # type: ignore[no-untyped-def]
+        if score is None:
+            raise NotAvailableError("no score in this test")
+        return score
+
+    monkeypatch.setattr(ReasoningScore, "load", classmethod(load))
+    cfg = load_config(write_config(tmp_path, '\n[verify]\nprogram = true\n' + extra +
+                                   '[routing.reasoning]\nstart = "small"\nchecks = ["nonempty"]\n'), env={})
+
+    def pick(table, name, req):  # type: ignore[no-untyped-def]
+        v = table if isinstance(table, str) else table[name]
+        return v(req) if callable(v) else v
 
     def answer_for(name: str):  # type: ignore[no-untyped-def]
         def fn(req):  # type: ignore[no-untyped-def]
             if req["messages"][0].get("content") == PROGRAM_PROMPT:
-                return program_code
-            return answers[name]
+                return pick(programs, name, req)
+            return pick(answers, name, req)
         return fn
 
     backends = {n: FunctionBackend(s, answer_for(n)) for n, s in cfg.models.items() if not s.stands_in_for}
@@ -149,26 +177,90 @@ def _run(eng, step_kind: str = "reasoning"):  # type: ignore[no-untyped-def]
     return asyncio.run(go())
 
 
-def test_an_answer_the_program_agrees_with_stays_on_the_small_tier(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    out = _run(_engine(tmp_path, CODE, {"smollm2": "4 * 3 = 12; 20 - 12 = 8\n#### 8", "qwen05": "#### 8"}))
-    v = next(v for v in out.attempts[0].verdicts if v.check == "program")
+def _verdict(att, name):  # type: ignore[no-untyped-def]
+    return next(v for v in att.verdicts if v.check == name)
+
+
+# without a fitted score the program's agreement decides alone
+def test_an_answer_the_program_agrees_with_stays_on_the_small_tier(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    out = _run(_engine(tmp_path, CODE, {"smollm2": "4 * 3 = 12; 20 - 12 = 8\n#### 8", "qwen05": "#### 8"}, monkeypatch))
+    v = _verdict(out.attempts[0], "program")
     assert v.passed and "agrees (8)" in v.reason and "20 - 4 * 3" in v.reason
     assert [a.tier for a in out.attempts] == ["small"]
 
 
-def test_an_answer_the_program_contradicts_escalates(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    out = _run(_engine(tmp_path, CODE, {"smollm2": "4 * 3 = 12; 20 - 12 = 9\n#### 9", "qwen05": "#### 8"}))
-    first = next(v for v in out.attempts[0].verdicts if v.check == "program")
-    assert not first.passed and "computes 8" in first.reason and "says 9" in first.reason
+def test_an_answer_the_program_contradicts_escalates(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    out = _run(_engine(tmp_path, CODE, {"smollm2": "4 * 3 = 12; 20 - 12 = 9\n#### 9", "qwen05": "#### 8"}, monkeypatch))
+    first = _verdict(out.attempts[0], "program")
+    assert not first.passed and not first.advisory and "computes 8" in first.reason and "says 9" in first.reason
     assert [a.tier for a in out.attempts][:2] == ["small", "large"] and out.final.result.content == "#### 8"
 
 
-def test_a_program_that_fails_is_recorded_not_fatal(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    out = _run(_engine(tmp_path, "def solve():\n    while True:\n        pass", {"smollm2": "#### 8", "qwen05": "#### 8"}))
-    v = next(v for v in out.attempts[0].verdicts if v.check == "program")
+def test_a_program_that_fails_is_recorded_not_fatal(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    out = _run(_engine(tmp_path, "def solve():\n    while True:\n        pass", {"smollm2": "#### 8", "qwen05": "#### 8"}, monkeypatch))
+    v = _verdict(out.attempts[0], "program")
     assert v.passed and "not cross-checked: the program failed" in v.reason and [a.tier for a in out.attempts] == ["small"]
 
 
-def test_other_step_kinds_are_not_cross_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    out = _run(_engine(tmp_path, CODE, {"smollm2": "#### 9", "qwen05": "#### 9"}), step_kind="generation")
-    assert all(v.check != "program" for a in out.attempts for v in a.verdicts)
+def test_other_step_kinds_are_not_cross_checked(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    out = _run(_engine(tmp_path, CODE, {"smollm2": "#### 9", "qwen05": "#### 9"}, monkeypatch, hand_score()), step_kind="generation")
+    assert all(v.check not in ("program", "reasoning") for a in out.attempts for v in a.verdicts)
+
+
+# with the combined score: one `reasoning` verdict decides, the signals it weighed stay advisory
+def test_the_score_accepts_an_answer_its_program_agrees_with(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    eng = _engine(tmp_path, CODE, {"smollm2": "4 * 3 = 12\n20 - 12 = 8\n#### 8", "qwen05": "#### 8"}, monkeypatch, hand_score())
+    small = eng.fleet.get("smollm2")
+    out = _run(eng)
+    a = out.attempts[0]
+    r = _verdict(a, "reasoning")
+    assert r.passed and r.score is not None and r.score > 0.9 and "program agree (8)" in r.reason
+    assert _verdict(a, "program").advisory and [x.tier for x in out.attempts] == ["small"]
+    assert not any(c.get("seed") is not None for c in small.calls), "a decided score draws no samples"
+
+
+def test_samples_in_the_band_decide_when_the_program_disagrees(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # the program says 8, the answer 9; three samples all say 9: the full score accepts
+    eng = _engine(tmp_path, CODE, {"smollm2": "She gets 9 back.\n#### 9", "qwen05": "#### 8"}, monkeypatch, hand_score())
+    small = eng.fleet.get("smollm2")
+    out = _run(eng)
+    r = _verdict(out.attempts[0], "reasoning")
+    assert r.passed and "3/3 samples agree" in r.reason and [a.tier for a in out.attempts] == ["small"]
+    assert sorted(c["seed"] for c in small.calls if c.get("seed") is not None) == [0, 1, 2]
+
+
+def test_samples_that_disagree_escalate(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def unsure(req):  # type: ignore[no-untyped-def]
+        return f"#### {9 + (req.get('seed') or 0)}"  # greedy 9, samples 9, 10, 11
+
+    out = _run(_engine(tmp_path, CODE, {"smollm2": unsure, "qwen05": "#### 8"}, monkeypatch, hand_score()))
+    r = _verdict(out.attempts[0], "reasoning")
+    assert not r.passed and "1/3 samples agree" in r.reason
+    assert [a.tier for a in out.attempts][:2] == ["small", "large"] and out.final.passed
+
+
+def test_no_samples_when_configured_off(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    eng = _engine(tmp_path, CODE, {"smollm2": "#### 9", "qwen05": "#### 8"}, monkeypatch, hand_score(), extra="samples = 0\n")
+    small = eng.fleet.get("smollm2")
+    out = _run(eng)
+    assert not _verdict(out.attempts[0], "reasoning").passed and "samples" not in _verdict(out.attempts[0], "reasoning").reason
+    assert not any(c.get("seed") is not None for c in small.calls)
+
+
+def test_an_unverified_top_tier_offers_the_cross_checked_figure(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # the small model says 9 and its program 8; the large one says 7 and its program 9: no tier verifies, and
+    # the large model's program agrees with the small model's answer
+    progs = {"smollm2": "def solve():\n    return 8", "qwen05": "def solve():\n    return 9"}
+    out = _run(_engine(tmp_path, progs, {"smollm2": "#### 9", "qwen05": "#### 7"}, monkeypatch, hand_score(),
+                       extra="samples = 0\n"))
+    assert not out.final.passed and out.verdict.startswith("fail:reasoning")
+    assert out.crosschecked == "9 (a program by qwen05 agrees with the answer of smollm2)"
+    assert "cross-checked figure 9" in out.reason and "return 9" in out.reason
+    from smallfleet.server.render import headers
+
+    assert headers(out)["x-smallfleet-crosschecked"] == out.crosschecked
+
+
+def test_a_verified_answer_offers_no_figure(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    out = _run(_engine(tmp_path, CODE, {"smollm2": "#### 8", "qwen05": "#### 8"}, monkeypatch, hand_score()))
+    assert out.final.passed and out.crosschecked is None

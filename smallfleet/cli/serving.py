@@ -169,13 +169,18 @@ def run(ctx: click.Context, prompt: str | None, json_in: Any, model: str, step_k
 @click.option("--limit", type=int, default=None, help="Only the first N e-mails (default: all).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write per-step results as JSON.")
 @click.option("--ledger", type=click.Path(dir_okay=False), default=None, help="Ledger file for this demo (default: the configured one).")
+@click.option("--crosscheck/--no-crosscheck", default=True, show_default=True,
+              help="Cross-check the reasoning steps with a program a local model writes, decided by the combined "
+                   "reasoning score ([verify] program for this run).")
 @click.pass_context
-def demo(ctx: click.Context, limit: int | None, json_out: str | None, ledger: str | None) -> None:
+def demo(ctx: click.Context, limit: int | None, json_out: str | None, ledger: str | None, crosscheck: bool) -> None:
     """Run the shipped support-inbox agent workflow on the fleet.
 
-    Each e-mail goes through four agent steps: classify (closed label set), extract the order
-    fields (JSON schema), choose a tool (function calling) and draft a reply. One e-mail is a
-    genuinely hard case. Prints a per-step table and the total against every step on the frontier.
+    Each e-mail goes through the steps of a support agent: classify (closed label set), extract the
+    order fields (JSON schema), work out the amount owed for refund and billing mail (reasoning,
+    cross-checked by a program), choose a tool (function calling), answer from the tool's result.
+    One e-mail is a genuinely hard case. Prints a per-step table, what each reasoning step was
+    cross-checked with, and the total against every step on the frontier.
     """
     from dataclasses import replace
 
@@ -184,6 +189,7 @@ def demo(ctx: click.Context, limit: int | None, json_out: str | None, ledger: st
     cfg = _config(ctx)
     if ledger:
         cfg = replace(cfg, ledger_path=Path(ledger))
+    cfg = replace(cfg, verify=replace(cfg.verify, program=crosscheck))
     run_demo(cfg, out, console, limit=limit, json_out=json_out, load=lambda e: _load_models(e, cfg))
 
 

@@ -108,7 +108,24 @@ class StepRecord:
                 "tier": o.final.tier, "checks": " ".join(dict.fromkeys(checks)).replace("_valid", "").replace("confidence", "conf"),
                 "escalated": o.escalated,
                 "latency_s": round(self.seconds, 2), "cost_usd": o.cost_usd, "frontier_cost_usd": o.frontier_cost_usd,
-                "answer": answer.strip(), "reason": o.reason, "verified": o.final.passed}
+                "answer": answer.strip(), "reason": o.reason, "verified": o.final.passed,
+                "crosscheck": crosschecked(o)}
+
+
+def crosschecked(o: Outcome) -> str:
+    """What a reasoning step was cross-checked with, per attempt: the program's verdict and the combined score."""
+    parts = []
+    for a in o.attempts:
+        prog = next((v for v in a.verdicts if v.check == "program"), None)
+        score = next((v for v in a.verdicts if v.check == "reasoning"), None)
+        if prog is None:
+            continue
+        said = prog.reason.split(":")[0]
+        parts.append(f"{a.tier}: {said}" + (f", p_right {score.score:.2f} {'passed' if score.passed else 'failed'}"
+                                              if score is not None and score.score is not None else ""))
+    if o.crosschecked:
+        parts.append(f"cross-checked figure {o.crosschecked}")
+    return "; ".join(parts)
 
 
 async def process_email(engine: Engine, company: str, mail: dict[str, Any], run_id: str,
@@ -145,9 +162,12 @@ async def process_email(engine: Engine, company: str, mail: dict[str, Any], run_
                                                              "Calculate it step by step and end with 'Total: $X.XX'."}],
             "max_tokens": 220})
         totals = _TOTAL.findall(calc.final.result.content if calc.final.result else "")
-        # Only a verified figure is passed on; an unverified one would steer the refund tool wrongly.
+        # Only a verified figure is passed on; an unverified one would steer the refund tool wrongly. When no
+        # tier verified, a figure a program and an answer agree on is the next best thing, and says so.
         if totals and calc.final.passed:
             note = f"\n\n(Amount owed, as worked out: ${totals[-1]})"
+        elif calc.crosschecked:
+            note = f"\n\n(Amount owed, cross-checked by a program: ${calc.crosschecked.split()[0]})"
     ask = [system, {"role": "user", "content": "Handle this support e-mail: call exactly one tool, then use its result to write "
                                                f"the reply to the customer (at most 3 sentences).\n\n{email_text}{note}"}]
     o = await step("choose tool", {"messages": ask, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120})
@@ -220,6 +240,11 @@ def run_demo(config: Config, out: Console, err: Console, *, limit: int | None = 
     for r in rows:
         if r["escalated"]:
             out.print(f"  ↑ {r['email']} {r['step']}: {r['reason']}")
+    checked = [r for r in rows if r["crosscheck"]]
+    if checked:
+        out.print("reasoning steps, cross-checked by a program:")
+        for r in checked:
+            out.print(f"  {r['email']} {r['step']}: {r['crosscheck']}")
     unverified = [f"{r['email']} {r['step']}" for r in rows if not r["verified"]]
     if unverified:
         out.print(f"[yellow]not verified even at the top tier (for a human, or a real frontier model):[/] {', '.join(unverified)}")

@@ -189,7 +189,7 @@ async def replay(engine: Engine, traces: Sequence[Trace], clusters: Sequence[Clu
         try:
             out = await engine.complete(request, step_kind=t.kind, capture=False)
             msg = sur.restore(dict(out.message)) if sur else dict(out.message)
-            failed = [f"{v.check}: {v.reason}" for v in out.final.verdicts if not v.passed]
+            failed = [f"{v.check}: {v.reason}" for v in out.final.verdicts if v.blocks]
             agree, why = compare(t.final, msg, t.kind, wants_json=wants_json(t.request), failed_checks=failed)
             res = out.final.result
             sr = StepReplay(id=t.id, trace=t.trace, cluster=of[t.id], original=t.final, replayed=msg, agree=agree, why=why,

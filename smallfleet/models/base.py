@@ -43,6 +43,24 @@ class ChatResult:
         return sum(math.exp(lp) for lp in self.token_logprobs) / len(self.token_logprobs)
 
 
+@dataclass
+class Samples:
+    """k answers to one prompt (temperature > 0), for agreement between samples."""
+
+    texts: list[str]
+    tokens_in: int
+    tokens_out: int
+    latency_ms: float
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A backend that can draw several answers to one prompt in one call (llama.cpp, OpenAI-compatible servers):
+    the prompt is processed once and the answers decode side by side."""
+
+    async def samples(self, request: dict[str, Any], k: int) -> Samples: ...
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A model behind one small async interface: the cascade never sees which kind it is."""

@@ -34,7 +34,7 @@ from ..assets import ProgressFn, ensure_packaged, verify_file
 from ..errors import BackendError, ContextLengthError, InvalidRequestError, ModelUnavailableError
 from ..spec import ModelSpec
 from ._toolcalls import after_tool_result, answered_calls, call_schema, next_call, next_step_schema, parse_tool_calls, with_result_nudge
-from .base import ChatResult
+from .base import ChatResult, Samples
 
 log = logging.getLogger("smallfleet")
 
@@ -194,6 +194,26 @@ class LlamaCppBackend:
                           for c in toks] if any(c.get("top_logprobs") for c in toks) else None,
             extra={"timings": res.get("timings", {})},
         )
+
+    async def samples(self, request: dict[str, Any], k: int) -> Samples:
+        """k answers to one prompt in one call: llama.cpp processes the prompt once and decodes the answers on
+        parallel slots. Sampled (temperature 0.7 unless the request sets one above 0), without tools."""
+        req, _ = self._prepare({**request, "tools": None, "tool_choice": None})
+        req.pop("tools", None)
+        req.pop("top_logprobs", None)
+        if not req.get("temperature"):
+            req["temperature"] = 0.7
+        req.update(n=k, stream=False, logprobs=True)  # one logprob per token: the count of each answer's tokens
+        t0 = time.perf_counter()
+        res = await asyncio.to_thread(self._call, req)
+        self._raise_for(res)
+        choices = [c for c in res.get("choices") or [] if isinstance(c, dict)]
+        texts = [str((c.get("message") or {}).get("content") or "") for c in choices]
+        # llama.cpp's usage counts one answer's tokens when n > 1; the logprobs count each
+        out = sum(len((c.get("logprobs") or {}).get("content") or []) for c in choices)
+        usage = res.get("usage") or {}
+        return Samples(texts, int(usage.get("prompt_tokens", 0)), out or int(usage.get("completion_tokens", 0)),
+                       (time.perf_counter() - t0) * 1000)
 
     async def _next_call(self, req: dict[str, Any], names: set[str], messages: list[dict[str, Any]],
                          t0: float) -> tuple[ChatResult | None, int]:

@@ -26,7 +26,7 @@ import orjson
 from ..errors import BackendError, BackendTimeoutError, ContextLengthError, InvalidRequestError
 from ..spec import ModelSpec
 from ._toolcalls import parse_tool_calls
-from .base import ChatResult
+from .base import ChatResult, Samples
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 BREAKER_FAILURES = 5
@@ -237,6 +237,24 @@ class OpenAIHTTPBackend:
             token_texts=[c.get("token", "") for c in toks] or None, raw_text=msg.get("content") or "",
             extra={k.lower(): v for k, v in resp.headers.items() if k.lower().startswith("x-smallfleet-")},
         )
+
+    async def samples(self, request: dict[str, Any], k: int) -> Samples:
+        """k sampled answers in one request (``n``), as vLLM, llama.cpp's server and OpenAI serve it."""
+        req = {key: v for key, v in request.items() if key not in ("tools", "tool_choice")}
+        req["n"] = k
+        if not req.get("temperature"):
+            req["temperature"] = 0.7
+        t0 = time.perf_counter()
+        resp = await self._post(self._body(req, False))
+        try:
+            data = orjson.loads(resp.body)
+            choices = [c for c in data["choices"] if isinstance(c, dict)]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+            raise BackendError(f"{self.spec.name} returned an unreadable response: {resp.body[:200]!r}") from e
+        usage = data.get("usage") or {}
+        texts = [str((c.get("message") or {}).get("content") or "") for c in choices]
+        return Samples(texts, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
+                       (time.perf_counter() - t0) * 1000)
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         self.breaker.allow()

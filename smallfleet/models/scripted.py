@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..spec import ModelSpec
-from .base import ChatResult
+from .base import ChatResult, Samples
 
 Answer = str | dict[str, Any] | ChatResult
 
@@ -61,6 +61,13 @@ class FunctionBackend:
         return ChatResult(model=self.spec.name, message=msg, finish_reason="tool_calls" if msg.get("tool_calls") else "stop",
                           tokens_in=tokens_in, tokens_out=len(text) // 4 + 1, latency_ms=(time.perf_counter() - t0) * 1000,
                           raw_text=text)
+
+    async def samples(self, request: dict[str, Any], k: int) -> Samples:
+        """k calls of the function, each told its sample number as ``seed``."""
+        t0 = time.perf_counter()
+        outs = [await self.chat({**request, "temperature": request.get("temperature") or 0.7, "seed": i}) for i in range(k)]
+        return Samples([o.content for o in outs], sum(o.tokens_in for o in outs), sum(o.tokens_out for o in outs),
+                       (time.perf_counter() - t0) * 1000)
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         res = await self.chat(request)

@@ -26,6 +26,7 @@ _NER_MAP = {"PERSON": ("PERSON", 0.85), "GPE": ("LOCATION", 0.8), "LOC": ("LOCAT
 _YEAR = re.compile(r"(?:1[89]|20)\d{2}")  # a bare number is a date only when it looks like a year
 _DATEISH = re.compile(r"\d")  # "the weekend", "a year" are dates to spaCy but identify nobody
 _STRUCTURED = frozenset({"EMAIL_ADDRESS", "URL", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "PHONE_NUMBER",
+                         "SECRET", "ID_NUMBER", "USERNAME", "APP_ID",
                          "STREET_ADDRESS", "US_DRIVER_LICENSE", "ZIP_CODE"})
 CHUNK_CHARS = 20_000
 MAX_BATCH = 32  # texts per shared spaCy pass
@@ -64,10 +65,10 @@ def resolve(entities: Iterable[Entity], text: str) -> list[Entity]:
                     nxt.append((ce, e))
             pieces = nxt
         for s, e in pieces:
-            # trim separators; drop fragments with no letters or digits left
-            while s < e and not (text[s].isalnum() or text[s] in "+(<"):
+            # trim separators; drop fragments with no letters or digits left (a secret is kept whole: "pa55w0rd!")
+            while s < e and not (text[s].isalnum() or text[s] in "+(<") and ent.type != "SECRET":
                 s += 1
-            while e > s and not (text[e - 1].isalnum() or text[e - 1] in ".)>"):
+            while e > s and not (text[e - 1].isalnum() or text[e - 1] in ".)>") and ent.type != "SECRET":
                 e -= 1
             if e - s >= 2 or (e > s and ent.type in ("AGE",)):
                 out.append(Entity(ent.type, s, e, text[s:e], ent.score, ent.source))
@@ -88,6 +89,8 @@ class Detector:
         if unknown:
             raise ValueError(f"unknown entity type(s): {', '.join(sorted(unknown))}; known: {', '.join(ENTITY_TYPES)}")
         self.entities = frozenset(entities or ENTITY_TYPES)
+        # one recognizer may find several types (user names and app ids): each runs once, its types filtered
+        self._recognizers = tuple(rec for kinds, rec in RECOGNIZERS if kinds & self.entities)
         self.threshold = threshold
         self.thresholds = dict(thresholds or {})
         self.use_ner = ner
@@ -156,7 +159,7 @@ class Detector:
         return self._nlp
 
     def _patterns(self, text: str) -> list[Entity]:
-        return [e for kind, rec in RECOGNIZERS.items() if kind in self.entities for e in rec(text)]
+        return [e for rec in self._recognizers for e in rec(text) if e.type in self.entities]
 
     def _ner(self, doc: Any, patterns: list[Entity]) -> list[Entity]:
         structured = [(p.start, p.end) for p in patterns if p.type in _STRUCTURED and p.score >= 0.6]
@@ -178,6 +181,16 @@ class Detector:
     def _finish(self, text: str, ents: list[Entity]) -> list[Entity]:
         keep = [e for e in ents if e.score >= self.thresholds.get(e.type, self.threshold)]
         return resolve(keep, text)
+
+    def augment(self, text: str, extra: Sequence[Entity]) -> list[Entity]:
+        """The text's entities with ``extra`` ones merged in (a local model's finds), remembered for the text so
+        the redaction that follows sees them. Texts too long to cache are not augmented."""
+        merged = resolve([*self.detect(text), *extra], text)
+        if len(text) <= CHUNK_CHARS:
+            with self._lock:
+                self._cache[text] = merged
+                self._cache.move_to_end(text)
+        return merged
 
     def detect(self, text: str) -> list[Entity]:
         return self.detect_batch([text])[0]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 ENTITY_TYPES: tuple[str, ...] = (
     "PERSON", "LOCATION", "ORGANIZATION", "NRP", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE",
     "US_SSN", "US_DRIVER_LICENSE", "IP_ADDRESS", "URL", "DATE_TIME", "STREET_ADDRESS", "ZIP_CODE", "AGE", "TITLE",
+    "SECRET", "ID_NUMBER", "USERNAME", "APP_ID",
 )
 
 

@@ -22,9 +22,11 @@ from typing import Any
 
 from ..shared import SharedState
 from ..spec import ModelSpec
-from .detector import Detector
+from .detector import CHUNK_CHARS, Detector
+from .localpass import LocalPass, occurrences
 from .pseudonymize import Pseudonymizer, Restoration, message_texts
 from .recognizers import RECOGNIZERS
+from .rewrite import Rewriter
 from .shared import SharedVaults
 from .vault import Vault
 
@@ -37,6 +39,9 @@ class PrivacySettings:
     threshold: float = 0.5
     ner: bool = True
     max_sessions: int = 4096
+    local_pass: str = ""  # a local model that lists private spans the patterns and NER missed ("" = off)
+    rewrite: tuple[str, ...] = ()  # step kinds whose requests a local model rewrites for remote models (rewrite mode)
+    rewrite_model: str = ""  # the local model that rewrites and composes
 
 
 class PrivacyGuard:
@@ -47,6 +52,8 @@ class PrivacyGuard:
         self._vaults: OrderedDict[str, Vault] = OrderedDict()
         self._lock = threading.Lock()
         self.shared = SharedVaults(shared, cache=self.settings.max_sessions) if shared is not None else None
+        self.local_pass: LocalPass | None = None  # set by the engine when [privacy] local_pass names a model
+        self.rewriter: Rewriter | None = None  # set by the engine when [privacy] rewrite names step kinds
 
     @property
     def enabled(self) -> bool:
@@ -89,6 +96,12 @@ class PrivacyGuard:
             out.extend(tc.get("function", {}).get("arguments", "") for tc in m.get("tool_calls") or [])
         return [t for t in out if t]
 
+    def rewrites(self, kind: str, request: dict[str, Any]) -> bool:
+        """Rewrite mode for this step: its kind is listed, and it is plain text (no tools, no JSON answer)."""
+        rf = request.get("response_format")
+        return (self.rewriter is not None and kind in self.settings.rewrite and not request.get("tools")
+                and not (isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")))
+
     def has_pii(self, request: dict[str, Any]) -> bool:
         texts = self.texts(request)
         return bool(texts) and any(self.detector.detect_batch(texts))
@@ -109,9 +122,21 @@ class PrivacyGuard:
         """:meth:`outbound`, with the texts' detection shared with concurrent requests in the detector's
         worker thread, and off the event loop when the session's vault is across the network."""
         await self.prefetch(request)
+        if self.local_pass is not None:
+            await self._local_pass(request)
         if self.shared is not None and self.shared.remote:
             return await asyncio.to_thread(self.outbound, request, key)
         return self.outbound(request, key)
+
+    async def _local_pass(self, request: dict[str, Any]) -> None:
+        """The local model's finds merged into each text's detected entities before redaction."""
+        assert self.local_pass is not None
+        for text in message_texts(request.get("messages") or []):
+            if len(text) > CHUNK_CHARS:
+                continue  # too long to keep its augmented entities: patterns and NER only
+            found = await self.local_pass.spans(text)
+            if found:
+                self.detector.augment(text, occurrences(text, found))
 
     @staticmethod
     def _redact(request: dict[str, Any], pz: Pseudonymizer) -> tuple[dict[str, Any], Pseudonymizer, int]:
@@ -131,7 +156,7 @@ class PrivacyGuard:
             vault = self.shared.cached(key) if self.shared is not None else self._vaults.get(key)
             for ph, value in vault.items() if vault else ():
                 text = text.replace(value, ph)
-        spans = sorted((e.start, e.end, e.type) for rec in RECOGNIZERS.values() for e in rec(text) if e.score >= 0.6)
+        spans = sorted((e.start, e.end, e.type) for _, rec in RECOGNIZERS for e in rec(text) if e.score >= 0.6)
         out, pos = [], 0
         for s, e, kind in spans:
             if s < pos:

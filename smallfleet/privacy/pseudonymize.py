@@ -33,6 +33,17 @@ _MANGLED = re.compile(rf"(?i:[<\[{{(]\s*({_TYPES})[\s_-]?(\d+)\s*[>\]}})]?)|\b({
 _PARTIAL_TAIL = re.compile(rf"(?:<[A-Za-z_]*\d*|[\[{{(]?\s*(?:{_TYPES})[\s_-]?\d*)$", re.I)
 
 
+_NAME_PART = re.compile(r"(?<![\w-])[A-ZÀ-ÖØ-Þ][\w'’-]{2,}")  # a capitalised word of 3+ letters in a name
+# words of organisation names that name no one: a later "Software" or "Bank" alone is not the company
+_GENERIC_WORDS = """inc ltd llc gmbh corp plc group games software robotics analytics services solutions systems
+technologies tech labs bank savings insurance university college school academy institute hospital clinic apartments
+hotel cafe café restaurant press studio studios partners consulting logistics automotive pharmacy dental veterinary realty
+properties motors airlines media foods bakery fitness credit union capital holdings ventures agency international global
+national american british european north south east west new the and of for de la del los las der die das und"""
+_GENERIC_PARTS = frozenset(_GENERIC_WORDS.split())
+_COMMON_CAPS = frozenset({"The", "This", "That", "Dear", "Best", "Senior", "Junior", "Team", "Customer", "Service", "Support"})
+
+
 # JSON keys whose string value is personal data of a known type, whatever the NER reads in it
 _KEYED: dict[str, str] = {
     **{k: "PERSON" for k in ("name", "customer_name", "customer", "full_name", "fullname", "first_name", "firstname",
@@ -107,6 +118,7 @@ class Pseudonymizer:
         for ent in (self.detector.detect(text) if entities is None else entities):
             if not any(ent.start < e and s < ent.end for s, e in claimed):
                 spans.append((ent.start, ent.end, ent.type))
+        self._learn_parts(text, spans)
         for ks, ke, kind in self.vault.find_known(text):  # values this vault already holds, wherever detection missed them
             if not any(ks < e and s < ke for s, e, _ in spans) and not any(ks < e and s < ke for s, e in keys):
                 spans.append((ks, ke, kind))
@@ -120,6 +132,24 @@ class Pseudonymizer:
             pos = e
         out.append(text[pos:])
         return Redaction("".join(out), ents, len(chunk_text(text)))
+
+    def _learn_parts(self, text: str, spans: list[tuple[int, int, str]]) -> None:
+        """A name said once in full is often said again in part: "Tidepool Robotics", then "before Tidepool";
+        "Jane Doe", then "Ms. Doe". The distinctive words of a detected person or organisation that occur on their
+        own elsewhere in the text become vault values too, so the known-values pass below replaces them."""
+        for s, e, kind in spans:
+            if kind not in ("PERSON", "ORGANIZATION"):
+                continue
+            words = _NAME_PART.findall(text[s:e])
+            if len(words) < 2:
+                continue
+            for w in words:
+                if w.lower() in _GENERIC_PARTS or w in _COMMON_CAPS:
+                    continue
+                for m in re.finditer(rf"(?<!\w){re.escape(w)}(?!\w)", text):
+                    if not any(a <= m.start() < b for a, b, _ in spans):
+                        self.vault.placeholder_for(kind, w)
+                        break
 
     def restore(self, text: str) -> Restoration:
         res = Restoration(text)

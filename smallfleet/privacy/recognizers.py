@@ -9,7 +9,11 @@ from collections.abc import Callable, Iterator
 
 import phonenumbers
 
+from .affiliations import affiliations
 from .entities import Entity
+from .gazetteer import cities
+from .identifiers import handles, ids
+from .secrets import secrets
 
 Recognizer = Callable[[str], Iterator[Entity]]
 
@@ -42,12 +46,32 @@ def _valid_ip(v: str) -> bool:
         return False
 
 
+_USERINFO = re.compile(r"://[^\s/@]{0,64}:$")  # "scheme://user:" before it: a password and a host, not an e-mail
+
+
 def emails(text: str) -> Iterator[Entity]:
-    yield from _ents("EMAIL_ADDRESS", _EMAIL, text, 1.0)
+    for e in _ents("EMAIL_ADDRESS", _EMAIL, text, 1.0):
+        if not _USERINFO.search(text, max(0, e.start - 80), e.start):
+            yield e
+
+
+# a host name without a scheme: "priyaraghu.design", "github.com/kwh-dev", "staging-api.fernbrook-tea.co.uk"
+_BARE = re.compile(r"(?<![\w@./:-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,5}(?:com|net|org|io|dev|app|me|co|design|art|"
+                   r"blog|page|site|xyz|info|tech|ai|studio|photo|photography|online|store|shop|email|link|uk|de|fr|es|it|"
+                   r"nl|pt|br|au|ca|us|eu|ch|at|be|se|no|dk|fi|pl|cz|jp|cn|in|mx|ar|cl|nz|ie|internal|local|lan|corp|home)"
+                   r"(?:/[^\s<>\"'()\[\]{}]*[^\s<>\"'()\[\]{}.,;:!?])?)(?![\w-]|\.\w|@)", re.I)
+# hosts everyone uses: no one's site unless a path names someone ("github.com/kwh-dev")
+_PUBLIC_HOSTS = re.compile(r"(?i)^(?:(?:www|docs|api|en|m)\.)?(?:github|gitlab|bitbucket|google|youtube|microsoft|apple|amazon|"
+                           r"facebook|instagram|twitter|x|linkedin|stackoverflow|wikipedia|python|pypi|npmjs|example|"
+                           r"mozilla|w3|cloudflare|openai|anthropic|docker|kubernetes|readthedocs)\.(?:com|org|io|net|dev)$")
 
 
 def urls(text: str) -> Iterator[Entity]:
     yield from _ents("URL", _URL, text, 0.9)
+    for m in _BARE.finditer(text):
+        v = m.group(1)
+        if not _PUBLIC_HOSTS.match(v) and not re.fullmatch(r"[\d.]+", v):
+            yield Entity("URL", m.start(1), m.end(1), v, 0.6, "pattern")
 
 
 def ips(text: str) -> Iterator[Entity]:
@@ -150,20 +174,28 @@ _DATE = re.compile(
     rf"|{_MONTH}\s+\d{{4}})\b", re.I)
 _YEAR_CTX = re.compile(r"\b(?:in|since|of|from|until|born|year|founded|established|circa|by)\s+((?:19|20)\d{2})\b", re.I)
 _AGE = re.compile(r"\b(\d{1,3})(?=[ -]years?[ -]old\b|\s*(?:yo|y/o)\b)"
-                  r"|\b(?:aged?|turn(?:ed|s|ing)?|i'?ll turn|i am|i'm)\s+(\d{1,3})\b(?!\s*(?:%|dollars|\$|am|pm|:))", re.I)
+                  r"|\b(?:aged?|turn(?:ed|s|ing)?|i'?ll turn|i am|i'm)\s+(\d{1,3})\b(?!\s*(?:%|dollars|\$|am|pm|:))"
+                  r"|\b(\d{1,3})\s*(?:ans|años|anos|jahre|jahren|jaar|anni|歳|岁)\b"
+                  r"|\b(?:cumple|cumplió|cumplirá|faz|fez|fará|fête ses|wird|compie|wordt)\s+(\d{1,3})\b", re.I)
 _TITLE = re.compile(r"(?<!\w)(Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau)(?:\.|\b)(?=\s+\w)", re.I)
 _ZIP_CTX = re.compile(r"\b(?:zip(?:\s*code)?|postal\s*code|post\s*code|postcode)\b\s*(?:is|:)?\s*([A-Z0-9]{2,5}(?:[ -][A-Z0-9]{2,4})?)\b", re.I)
 
 
+_CJK_DATE = re.compile(r"\d{4}\s?年\s?\d{1,2}\s?月(?:\s?\d{1,2}\s?[日号])?")
+_LABELLED_ADDRESS = re.compile(r"(?:现住址|住址|地址|户籍地址|通讯地址|家庭住址|收货地址|العنوان|Adresse du logement|Endereço|Dirección|Domicilio|"
+                               r"Anschrift|Wohnadresse)[ \t]*[：:][ \t]*([^\n]{4,80})")
+
+
 def dates(text: str) -> Iterator[Entity]:
     yield from _ents("DATE_TIME", _DATE, text, 0.85)
+    yield from _ents("DATE_TIME", _CJK_DATE, text, 0.85)
     for m in _YEAR_CTX.finditer(text):
         yield Entity("DATE_TIME", m.start(1), m.end(1), m.group(1), 0.6, "context")
 
 
 def ages(text: str) -> Iterator[Entity]:
     for m in _AGE.finditer(text):
-        g = 1 if m.group(1) else 2
+        g = next(i for i in range(1, 5) if m.group(i))
         if 0 < int(m.group(g)) < 125:
             yield Entity("AGE", m.start(g), m.end(g), m.group(g), 0.8, "context")
 
@@ -259,6 +291,9 @@ def street_addresses(text: str) -> Iterator[Entity]:
         yield Entity("STREET_ADDRESS", m.start(), m.end(), m.group(), 0.7, "pattern")
     for m in _CORNER.finditer(text):
         yield Entity("STREET_ADDRESS", m.start(1), m.end(1), m.group(1), 0.8, "context")
+    for m in _LABELLED_ADDRESS.finditer(text):
+        v = m.group(1).rstrip(" ,;")
+        yield Entity("STREET_ADDRESS", m.start(1), m.start(1) + len(v), v, 0.8, "context")
 
 
 # -- places ------------------------------------------------------------------------------------------
@@ -283,24 +318,79 @@ def places(text: str) -> Iterator[Entity]:
 
 
 # -- names from context -----------------------------------------------------------------------------
+_NAMEW = rf"(?-i:[A-ZÀ-ÖØ-ÞĀ-ſΑ-ΩА-Я]){_U}+(?:[-'’](?-i:[A-ZÀ-ÖØ-ÞΑ-ΩА-Я]){_U}+)?\.?"  # "Okafor-Reyes", "O'Neil"
+_GREETING = (r"my name is|i am|i'm|this is|name\s*:|dear|hi|hello|hey|thanks|regards|sincerely|cheers|from|signed|"
+             r"contact|ask for|speak to|talk to|mr\.?|mrs\.?|ms\.?|miss|dr\.?|prof\.?|"
+             # Spanish, Portuguese, French, German, Italian, Dutch salutations and self-introductions
+             r"hola|querid[oa]|estimad[oa]|sr\.?|sra\.?|srta\.?|don|doña|me llamo|mi nombre es|soy|"
+             r"olá|ola|prezad[oa]|car[oa]|meu nome é|chamo-me|eu sou|"
+             r"bonjour|cher|chère|madame|monsieur|mme\.?|mlle\.?|je m'appelle|je suis|"
+             r"hallo|liebe[rs]?|sehr geehrte[rs]?|herr|frau|ich heiße|ich bin|mein name ist|"
+             r"ciao|gentile|egregio|mi chiamo|sono|beste|geachte|ik ben|mijn naam is")
 _NAME_CTX = re.compile(
-    rf"(?:\b(?:my name is|i am|i'm|this is|name\s*:|dear|hi|hello|thanks|regards|sincerely|cheers|from|signed|"
-    rf"contact|ask for|speak to|talk to|mr\.?|mrs\.?|ms\.?|miss|dr\.?|prof\.?)[ \t,:]+)({_CAPW}(?:[ \t]+{_CAPW}){{0,2}})", re.I)
-_NAME_LINE = re.compile(rf"^[ \t>*-]*({_CAPW}(?:[ \t]+(?:[A-Z]\.?|{_CAPW})){{1,3}})[ \t]*$", re.M)
+    rf"(?:\b(?:{_GREETING})[ \t,:]+)(?:(?:Mag|Dr|Ing|Prof|Dipl|Lic|Ma)\.[ \t]+)?({_NAMEW}(?:[ \t]+\(?{_NAMEW}\)?){{0,2}})", re.I)
+_NAME_LINE = re.compile(rf"^[ \t>*-]*({_NAMEW}(?:[ \t]+(?:[A-Z]\.?|{_NAMEW})){{1,3}})[ \t]*$", re.M)
+# relatives, friends and colleagues named in passing: "my sister Leni", "mi abuela Carmen", "ma fille Inès"
+_KIN = (r"mother|mom|mum|father|dad|sister|brother|son|daughter|wife|husband|partner|girlfriend|boyfriend|fianc[ée]e?|"
+        r"grandma|grandmother|granny|grandpa|grandfather|grandson|granddaughter|aunt|uncle|cousin|niece|nephew|"
+        r"friend|best friend|boss|manager|colleague|coworker|co-worker|neighbou?r|landlord|landlady|roommate|flatmate|"
+        r"teacher|doctor|kid|baby|"
+        r"madre|mamá|padre|papá|hermana|hermano|hija|hijo|esposa|esposo|mujer|marido|novia|novio|abuela|abuelo|tía|tío|"
+        r"prima|primo|amiga|amigo|jefa|jefe|vecina|vecino|"
+        r"mãe|pai|irmã|irmão|filha|filho|avó|avô|namorada|namorado|chefe|"
+        r"mère|père|sœur|soeur|frère|fille|fils|femme|mari|copine|copain|grand-mère|grand-père|tante|oncle|amie|ami|"
+        r"mutter|vater|schwester|bruder|tochter|sohn|frau|mann|freundin|freund|oma|opa|tante|onkel|chefin|chef|"
+        r"madre|sorella|fratello|figlia|figlio|moglie|marito|nonna|nonno|zia|zio")
+_KIN_NAME = re.compile(rf"(?i)\b(?:my|our|mi|mis|mia|mio|ma|mon|mes|mein|meine|meinem|meiner|minha|meu|nossa|nosso|mijn|onze)"
+                       rf"[ \t]+(?:(?:little|older|younger|big|late|best|old|new|pequeña|pequeño|petite|petit|kleine|kleiner)[ \t]+)?"
+                       rf"(?:{_KIN})[ \t,]+({_NAMEW}(?:[ \t]+{_NAMEW})?)")
+# form fields: "Surname: KARIMOVA", "Given names: DILNOZA", "Owner: Siobhan Keane", "Nome completo: ..."
+_FORM_NAME = re.compile(
+    r"(?im)^[ \t>*-]*(?:(?:full|legal|first|last|given|family|middle|maiden|sur|pre|nick)[ \t]*names?|names?|surnames?|"
+    r"owner|applicant|co-applicant|tenant|guarantor|patient|guest|passenger|traveller|traveler|employee|student|"
+    r"emergency contact|contact person|next of kin|spouse|account holder|cardholder|beneficiary|signed|signature|"
+    r"nombre(?:s)?(?: completo)?|apellidos?|titular|nome(?: completo)?|sobrenome|nom(?: de famille)?|prénoms?|"
+    r"vorname|nachname|name des|cognome|naam|achternaam|voornaam)[ \t]*(?:\(s\))?[ \t]*[:：][ \t]*"
+    rf"({_NAMEW}(?:[ \t]+(?:[A-Z]\.?|{_NAMEW})){{0,3}})[ \t]*(?:,|\(|$)")
+_ARABIC_NAME = re.compile(r"(?:اسمي|أنا|انا|أخي|أختي|أمي|أبي|صديقي|صديقتي|زوجي|زوجتي|ابني|ابنتي|السيد|السيدة|عزيزي|عزيزتي)"
+                          r"[ \t]+((?!و)[\u0621-\u064a]{2,}(?:[ \t]+(?:ال|بن[ \t]|ابن[ \t]|عبد)[\u0621-\u064a]{2,}){0,2})")
+_ARABIC_PLACE = re.compile(r"(?:أعيش في|اعيش في|أسكن في|اسكن في|من مدينة|في مدينة)[ \t]+([\u0621-\u064a]{2,}(?:[ \t]+[\u0621-\u064a]{2,})?)")
+_CJK_NAME = re.compile(r"(?:姓名|名字是|名字叫|我叫|我是|联系人|紧急联系人|老板|经理|老师|同事|朋友|妈妈|爸爸|哥哥|姐姐|弟弟|妹妹|"
+                       r"先生|女士|收件人|申请人|户主)[：:\s]{0,3}([\u4e00-\u9fff]{2,4}|[A-Z][a-z]+(?: [A-Z][a-z]+){1,2})")
+_NOT_A_NAME = frozenset({"The", "This", "That", "Thanks", "Thank", "Please", "Hi", "Hello", "Dear", "Regards", "Sorry",
+                         "Yes", "No", "Ok", "Okay", "Here", "There", "Best", "Kind", "All", "Team", "Sir", "Madam",
+                         "Experience", "Education", "Summary", "Skills", "Profile", "Languages", "Idiomas", "Experiencia"})
+_JOB_WORDS = re.compile(r"(?i)\b(?:senior|junior|lead|head|chief|analyst|engineer|developer|manager|designer|director|"
+                        r"assistant|consultant|specialist|officer|intern|programmer|scientist|architect|technician|nurse|"
+                        r"teacher|student|summary|experience|education|skills|profile|objective|references|contact|"
+                        r"address|phone|email|dear|subject|re|fwd)\b")
 
 
 def names(text: str) -> Iterator[Entity]:
-    """Names that NER misses, found by where they stand: after "my name is", "Dear", a title; or a
-    line that is nothing but two to four capitalised words (a signature or an address label)."""
-    for m in _NAME_CTX.finditer(text):
-        yield Entity("PERSON", m.start(1), m.end(1), m.group(1), 0.6, "context")
+    """Names that NER misses, found by where they stand: after "my name is", "Dear", "Hola", a title; after a
+    relative ("my sister Leni"); in a form field ("Surname: KARIMOVA"); or a line that is nothing but two to
+    four capitalised words (a signature, a résumé's header or an address label). Also Arabic and Chinese cues."""
+    for pat, score in ((_NAME_CTX, 0.6), (_KIN_NAME, 0.7), (_FORM_NAME, 0.75)):
+        for m in pat.finditer(text):
+            v = m.group(1).rstrip(".")
+            if v.split()[0] not in _NOT_A_NAME:
+                yield Entity("PERSON", m.start(1), m.start(1) + len(v), v, score, "context")
     for m in _NAME_LINE.finditer(text):
-        yield Entity("PERSON", m.start(1), m.end(1), m.group(1), 0.55, "context")
+        if m.group(1).split()[0] not in _NOT_A_NAME and not _JOB_WORDS.search(m.group(1)):
+            yield Entity("PERSON", m.start(1), m.end(1), m.group(1), 0.55, "context")
+    for m in _ARABIC_NAME.finditer(text):
+        yield Entity("PERSON", m.start(1), m.end(1), m.group(1), 0.7, "context")
+    for m in _ARABIC_PLACE.finditer(text):
+        yield Entity("LOCATION", m.start(1), m.end(1), m.group(1), 0.7, "context")
+    for m in _CJK_NAME.finditer(text):
+        yield Entity("PERSON", m.start(1), m.end(1), m.group(1), 0.7, "context")
 
 
-RECOGNIZERS: dict[str, Recognizer] = {
-    "EMAIL_ADDRESS": emails, "URL": urls, "IP_ADDRESS": ips, "CREDIT_CARD": cards, "IBAN_CODE": ibans,
-    "US_SSN": ssns, "US_DRIVER_LICENSE": licenses, "PHONE_NUMBER": phones, "DATE_TIME": dates, "AGE": ages,
-    "TITLE": titles, "ZIP_CODE": zips, "STREET_ADDRESS": street_addresses, "LOCATION": places,
-    "PERSON": names,
-}
+# Each recognizer with the types it finds; the detector runs those that find a type it was asked for.
+RECOGNIZERS: tuple[tuple[frozenset[str], Recognizer], ...] = tuple((frozenset(kinds.split()), rec) for kinds, rec in (
+    ("EMAIL_ADDRESS", emails), ("URL", urls), ("IP_ADDRESS", ips), ("CREDIT_CARD", cards), ("IBAN_CODE", ibans),
+    ("US_SSN", ssns), ("US_DRIVER_LICENSE", licenses), ("PHONE_NUMBER", phones), ("DATE_TIME", dates), ("AGE", ages),
+    ("TITLE", titles), ("ZIP_CODE", zips), ("STREET_ADDRESS", street_addresses), ("LOCATION", places),
+    ("PERSON LOCATION", names), ("SECRET", secrets), ("ID_NUMBER", ids), ("USERNAME APP_ID", handles),
+    ("ORGANIZATION LOCATION", affiliations), ("LOCATION", cities),
+))

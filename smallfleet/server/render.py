@@ -66,6 +66,8 @@ def headers(outcome: Outcome) -> dict[str, str]:
     }
     if step.evidence is not None:
         h["x-smallfleet-citations"] = _ascii(step.evidence.header(), 400)
+    if outcome.crosschecked:
+        h["x-smallfleet-crosschecked"] = _ascii(outcome.crosschecked, 200)
     return h
 
 
