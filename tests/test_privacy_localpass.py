@@ -86,3 +86,9 @@ def test_rewrite_settings(tmp_path: Path) -> None:
     assert load_config(write_config(tmp_path), env={}).privacy.rewrite == ()
     with pytest.raises(ConfigError, match="unknown step kind"):
         load_config(write_config(tmp_path, '\n[privacy]\nrewrite = ["poetry"]\n'), env={})
+
+
+def test_a_listing_cut_off_at_max_tokens_keeps_its_whole_items() -> None:
+    cut = '{"items": [{"text": "Carmen", "type": "PERSON"}, {"text": "王小明", "type": "PERSON"}, {"text": "Zarag'
+    lp = LocalPass(FunctionBackend(ModelSpec(name="local", backend="scripted", tier="small"), lambda req: cut))
+    assert asyncio.run(lp.spans(TEXT)) == [("PERSON", "Carmen"), ("PERSON", "王小明")] and not lp.stats.failures

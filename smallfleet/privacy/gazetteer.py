@@ -35,9 +35,30 @@ Mobile Model Linz Goes Born Essen Hof Wels Weil Laa Gera Zell Windows Office App
 Ruby Rust Docker Unity Jira Slack Zoom Teams Excel Word Notion Figma
 """
 _AMBIGUOUS = frozenset(re.split(r"\s+", _AMBIGUOUS_WORDS.strip()))
+# ordinary words that head sentences and commands ("Say hello", "Split the file"): a one-word place never matches them
+_COMMON_WORDS = """
+help try find call show ask send read write sort split print open close list check note mark add use put keep let tell
+give make take see look start stop run test fix build draft reply thank thanks please sure yes okay hello hi dear best
+kind great good new old big small long short high low first last next top bottom left right home work office school
+summary profile skills experience education contact about note notes update status order total price date time today
+"""
 _SCRIPTS = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff\u0600-\u06ff\u0900-\u097f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 _HAN_ETC = re.compile(r"[\u0590-\u05ff\u0600-\u06ff\u0900-\u097f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+")
 _LATIN = re.compile(r"(?<![\w-])([A-ZÀ-ÖØ-Þ][\w'’.-]*(?:[ \t-](?:de|del|la|le|los|las|am|an|der|sur|upon|on|[A-ZÀ-ÖØ-Þ][\w'’.-]*)){0,3})")
+
+
+def _common() -> frozenset[str]:
+    words = set(_COMMON_WORDS.split())
+    try:
+        from spacy.lang.en.stop_words import STOP_WORDS  # spaCy is a dependency already; its stop words are data
+
+        words |= set(STOP_WORDS)
+    except ImportError:
+        pass
+    return frozenset(words)
+
+
+_COMMON = _common()
 
 
 class Gazetteer:
@@ -79,6 +100,8 @@ class Gazetteer:
             # the longest prefix of the capitalised run that is a known name: "Clermont-Ferrand", "San Luis Obispo"
             for k in range(len(words), 0, -2):
                 cand = "".join(words[:k]).rstrip(".'’")
+                if k == 1 and cand.lower() in _COMMON:
+                    break  # "Say", "Split": a one-word match that is an ordinary word is not taken as a place
                 if cand in names:
                     yield Entity("LOCATION", m.start(1), m.start(1) + len(cand), cand, 0.65, "pattern")
                     break

@@ -32,6 +32,7 @@ class Vault:
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], str] = {}
         self._values: dict[str, str] = {}  # placeholder -> original surface form (first seen)
+        self._by_value: dict[str, str] = {}  # value -> its first placeholder, whatever type it was read as
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._added: list[tuple[str, str]] = []  # (type, value) in the order they came: what the index has not seen
@@ -49,12 +50,18 @@ class Vault:
         key = (kind, value)
         with self._lock:
             ph = self._by_key.get(key)
+            if ph is None and value in self._by_value:
+                # the same text read as another type elsewhere ("Lyon" a person in prose, a place in a tool call):
+                # one value, one placeholder, so the model sees that they are the same
+                ph = self._by_key[key] = self._by_value[value]
+                self._added.append(key)  # the known-values index keeps its "latest type wins" reading
             if ph is None:
                 n = self._counts.get(kind, 0) + 1
                 self._counts[kind] = n
                 ph = f"<{kind}_{n}>"
                 self._values[ph] = value
                 self._by_key[key] = ph
+                self._by_value[value] = ph
                 self._added.append(key)
             return ph
 
@@ -134,6 +141,8 @@ class Vault:
         obj = orjson.loads(data)
         v = cls()
         v._values = dict(obj["values"])
+        for ph, value in v._values.items():
+            v._by_value.setdefault(value, ph)
         v._by_key = {(k, n): ph for k, n, ph in obj["keys"]}
         v._added = list(v._by_key)
         v._counts = dict(obj["counts"])
