@@ -50,7 +50,8 @@ _LATIN = re.compile(r"(?<![\w-])([A-ZÀ-ÖØ-Þ][\w'’.-]*(?:[ \t-](?:de|del|la
 def _common() -> frozenset[str]:
     words = set(_COMMON_WORDS.split())
     try:
-        from spacy.lang.en.stop_words import STOP_WORDS  # spaCy is a dependency already; its stop words are data
+        # spaCy is a dependency already; importing it costs ~2 s, so this runs with the list's loading, not at import
+        from spacy.lang.en.stop_words import STOP_WORDS
 
         words |= set(STOP_WORDS)
     except ImportError:
@@ -58,13 +59,11 @@ def _common() -> frozenset[str]:
     return frozenset(words)
 
 
-_COMMON = _common()
-
-
 class Gazetteer:
     def __init__(self) -> None:
         self._names: frozenset[str] | None = None
         self._scripted: frozenset[str] = frozenset()
+        self._common: frozenset[str] = frozenset()
         self._max_scripted = 0
         self._lock = threading.Lock()
 
@@ -87,6 +86,7 @@ class Gazetteer:
                             if isinstance(n, str) and 2 <= len(n) <= 12 and _SCRIPTS.search(n) and " " not in n:
                                 scripted.add(n)
                     self._scripted = frozenset(scripted)
+                    self._common = _common()
                     self._max_scripted = max((len(n) for n in scripted), default=0)
                     self._names = frozenset(latin)
         return self._names
@@ -100,7 +100,7 @@ class Gazetteer:
             # the longest prefix of the capitalised run that is a known name: "Clermont-Ferrand", "San Luis Obispo"
             for k in range(len(words), 0, -2):
                 cand = "".join(words[:k]).rstrip(".'’")
-                if k == 1 and cand.lower() in _COMMON:
+                if k == 1 and cand.lower() in self._common:
                     break  # "Say", "Split": a one-word match that is an ordinary word is not taken as a place
                 if cand in names:
                     yield Entity("LOCATION", m.start(1), m.start(1) + len(cand), cand, 0.65, "pattern")

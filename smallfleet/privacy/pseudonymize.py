@@ -144,8 +144,8 @@ class Pseudonymizer:
             if len(words) < 2:
                 continue
             for w in words:
-                if w.lower() in _GENERIC_PARTS or w in _COMMON_CAPS:
-                    continue
+                if w.lower() in _GENERIC_PARTS or w in _COMMON_CAPS or text.count(w) < 2:
+                    continue  # (said only once, inside the name itself: nothing to look for)
                 for m in re.finditer(rf"(?<!\w){re.escape(w)}(?!\w)", text):
                     if not any(a <= m.start() < b for a, b, _ in spans):
                         self.vault.placeholder_for(kind, w)

@@ -52,10 +52,10 @@ _KEY_WORDS = (r"(?:api[_ -]?key|apikey|access[_ -]?key(?:[_ -]?id)?|secret[_ -]?
               r"client[_ -]?id|app[_ -]?secret|app[_ -]?key|consumer[_ -]?(?:key|secret)|password|passwd|pwd|pass|"
               r"passphrase|private[_ -]?key|secret[_ -]?key|signing[_ -]?key|webhook[_ -]?secret|account[_ -]?key|"
               r"sas[_ -]?token|session[_ -]?(?:id|token|key)|cookie|credentials?|license[_ -]?key)")
-# KEY = value / KEY: value / "KEY": "value" / KEY => value, the key possibly prefixed (DB_PASSWORD, stripeSecret)
 # the key may carry a prefix: "DB_PASSWORD", "stripe.secret", or glued on: "csrftoken", "storePassword", "apiKey"
 _PREFIX = (r"(?:[A-Za-z0-9]{0,30}[_.-]|(?:csrf|xsrf|session|access|refresh|auth|api|bearer|store|key|db|admin|root|user|"
            r"app|client|master|private|public|mail|smtp|ftp|redis|mongo|pg|mysql))?")
+# KEY = value / KEY: value / "KEY": "value" / KEY => value
 _ASSIGN = re.compile(rf"(?i)(?<![A-Za-z0-9]){_PREFIX}{_KEY_WORDS}[\"']?\s{{0,3}}(?:=>|:=|=|:)\s{{0,3}}"
                      r"(?:[\"'`]([^\"'`\n]{4,300})[\"'`]|([^\s\"'`,;&)}\]]{4,300}))")
 # gradle, nginx, Apache style: the key, a space, a quoted value ("storePassword \"...\"")

@@ -64,7 +64,7 @@ class ReasoningCheck:
             self.score = score or ReasoningScore.load()
         except (NotAvailableError, OSError, ValueError, KeyError):
             self.score = None  # no fitted score: the program's agreement decides alone
-        self.samples = config.verify.samples if self.score is None else min(config.verify.samples, self.score.samples or 0)
+        self.samples = min(config.verify.samples, self.score.samples) if self.score is not None else 0  # only the score samples
         self._programs: dict[int, tuple[float, str, str]] = {}  # id(attempt) -> program value, writer, code
 
     def _writer(self, att: Attempt) -> ModelSpec | None:
