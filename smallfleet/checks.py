@@ -17,7 +17,7 @@ from .guards.trust import parse_tool_output
 from .jsontext import json_value_spans, parse_json_answer, validate_json
 from .models.base import ChatResult
 from .spec import KindPolicy
-from .step import Step, message_text
+from .step import Step, label_set, message_text
 from .verdict import Check, Verdict, register_check, registered_checks, run_checks
 from .verify import checks as verifiers
 
@@ -104,6 +104,32 @@ def check_not_refusal(step: Step, result: ChatResult, policy: KindPolicy) -> Ver
     if _REFUSAL.search(result.content[:200]):
         return Verdict("not_refusal", False, "the model refused")
     return Verdict("not_refusal", True)
+
+
+_ANSWER_PREFIX = re.compile(r"^(?:(?:the )?(?:answer|label|category|class|classification)\s*(?:is)?\s*[:=\-]?\s*)", re.I)
+
+
+def check_label_in_set(step: Step, result: ChatResult, policy: KindPolicy) -> Verdict | None:
+    """A prompt-style classification ("answer with one of: a, b, c"): the answer is one of the labels the
+    prompt named (case and surrounding quotes or a final full stop aside). Abstains when the step has a
+    JSON schema (schema_valid holds it to its enum) or the prompt names no label set."""
+    if result.tool_calls or step.wants_json():
+        return None
+    user = next((m for m in reversed(step.messages) if m.get("role") == "user"), None)
+    labels = label_set(message_text(user)) if user else ()
+    if not labels:
+        system = next((m for m in step.messages if m.get("role") in ("system", "developer")), None)
+        labels = label_set(message_text(system)) if system else ()
+    if not labels:
+        return None
+    text = result.content.strip()
+    first = text.splitlines()[0] if text else ""
+    said = _ANSWER_PREFIX.sub("", first).strip(" \t\"'`*.!").casefold()
+    allowed = {x.casefold() for x in labels}
+    if said in allowed:
+        return Verdict("label_in_set", True)
+    shown = ", ".join(labels[:10]) + (" …" if len(labels) > 10 else "")
+    return Verdict("label_in_set", False, f"the answer {first[:60]!r} is not one of the labels asked for: {shown}")
 
 
 def _enum_keys(schema: dict[str, Any] | None) -> set[str]:
@@ -318,6 +344,7 @@ BUILTIN_CHECKS: dict[str, Check] = {
     "answer_grounded": verifiers.check_answer_grounded,
     "process": verifiers.check_process,
     "label_margin": verifiers.check_label_margin,
+    "label_in_set": check_label_in_set,
 }
 for _name, _check in BUILTIN_CHECKS.items():
     register_check(_name, _check)

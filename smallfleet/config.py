@@ -30,7 +30,8 @@ BACKENDS = ("llamacpp", "openai", "anthropic")
 #: Environment variables read by :func:`load_config` (documented in the README and `--help`).
 ENV_VARS: dict[str, str] = {
     "SMALLFLEET_CONFIG": "path of a smallfleet.toml to load",
-    "SMALLFLEET_LEDGER": "path of the SQLite ledger (default: ~/.local/share/smallfleet/ledger.db)",
+    "SMALLFLEET_LEDGER": "path of the SQLite ledger (default: .smallfleet/ledger.db beside the config file when there is one, "
+                         "else ~/.local/share/smallfleet/ledger.db)",
     "SMALLFLEET_DATABASE_URL": "postgresql://user:password@host:port/db: the ledger, runs and budgets in PostgreSQL, shared by every "
                                "gateway process and command that uses it (instead of the SQLite file)",
     "SMALLFLEET_HOST": "gateway bind address (default 127.0.0.1)",
@@ -60,6 +61,8 @@ ENV_VARS: dict[str, str] = {
     "SMALLFLEET_REASONING_SAMPLES": "0-16 (default 3): answers sampled when the reasoning score is undecided; 0 never samples",
     "SMALLFLEET_ALLOWED_HOSTS": "Host values (NAME:PORT, comma-separated) a gateway without keys accepts besides its own loopback "
                                 "address, e.g. a load balancer on this machine",
+    "SMALLFLEET_CORS_ORIGINS": "browser origins allowed to call the API (comma-separated scheme://host[:port], or *); "
+                               "default: none (CORS off)",
     "SMALLFLEET_SESSION_KEY": "Fernet key for that shared session state (required on PostgreSQL, the same on every replica)",
     "SMALLFLEET_STREAM": "verified (default: run the cascade, then stream) or live (text steps stream as generated)",
     "SMALLFLEET_GUARD": "block (default), flag, confirm or off: what happens to a tool call the policy denies",
@@ -185,6 +188,7 @@ class Config:
     session_key: str | None = field(default=None, repr=False)  # $SMALLFLEET_SESSION_KEY
     otlp_endpoint: str | None = None  # OpenTelemetry: spans per step and attempt go to this collector (opt-in)
     allowed_hosts: tuple[str, ...] = ()  # Host values a keyless gateway also accepts (a local balancer's NAME:PORT)
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*": any); empty: CORS off
     host: str = "127.0.0.1"
     port: int = 8088
     run_budget_usd: float | None = None
@@ -287,7 +291,7 @@ DEFAULT_ROUTING: dict[StepKind, KindPolicy] = {
     StepKind.TOOL_CHOICE: KindPolicy("small", ("tool_call_valid", "loop_answer", "args_grounded", "answer_grounded", "nonempty",
                                                "confidence"), True, 0.45),
     StepKind.EXTRACTION: KindPolicy("small", ("schema_valid", "extraction_grounded", "confidence"), True, 0.45),
-    StepKind.CLASSIFICATION: KindPolicy("small", ("schema_valid", "label_margin"), True, 0.60),
+    StepKind.CLASSIFICATION: KindPolicy("small", ("schema_valid", "label_margin", "label_in_set"), True, 0.60),
     # after a tool result: a new call (checked like any call) or an answer in words (loop_answer)
     StepKind.RESHAPING: KindPolicy("small", ("tool_call_valid", "loop_answer", "args_grounded", "answer_grounded", "nonempty",
                                              "not_refusal"), True, 0.0),
@@ -395,7 +399,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "ledger": {"path": str, "url": str, "run_budget_usd": float},
     # the limits are ServerLimits' fields, typed as the dataclass declares them
     "server": {"host": str, "port": int, "stream": str, "keys": str, "access_log": bool, "session_store": str,
-               "allowed_hosts": list[str],
+               "allowed_hosts": list[str], "cors_origins": list[str],
                **{f.name: {"int": int, "float": float}[str(f.type)] for f in fields(ServerLimits)}},
     "privacy": {"enabled": bool, "prefer_local": bool, "entities": list[str], "threshold": float, "ner": bool, "local_pass": str,
                 "rewrite": list[str], "rewrite_model": str},
@@ -776,7 +780,9 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     ref_in, ref_out = _parse_price(",".join(str(x) for x in fleet.get("reference_price", [2.5, 10.0])))
     ledger = data.get("ledger", {})
     server = data.get("server", {})
-    ledger_path = Path(env.get("SMALLFLEET_LEDGER") or ledger.get("path", "") or default_data_dir() / "ledger.db").expanduser()
+    # a project with a config file keeps its own ledger beside it: runs of other projects stay out of its reports
+    project_dir = Path(source).expanduser().resolve().parent / ".smallfleet" if path else default_data_dir()
+    ledger_path = Path(env.get("SMALLFLEET_LEDGER") or ledger.get("path", "") or project_dir / "ledger.db").expanduser()
     database_url = (env.get("SMALLFLEET_DATABASE_URL") or ledger.get("url", "") or "").strip() or None
     if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("the ledger's database URL must start with postgresql://.",
@@ -826,8 +832,19 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         session_key=env.get("SMALLFLEET_SESSION_KEY") or None,
         allowed_hosts=tuple(h.strip().lower() for h in (env["SMALLFLEET_ALLOWED_HOSTS"].split(",") if env.get("SMALLFLEET_ALLOWED_HOSTS")
                                                          else server.get("allowed_hosts", [])) if h.strip()),
+        cors_origins=_cors(env.get("SMALLFLEET_CORS_ORIGINS"), server.get("cors_origins", [])),
         otlp_endpoint=_otlp(env.get("SMALLFLEET_OTLP_ENDPOINT") or data.get("telemetry", {}).get("otlp_endpoint") or None),
     )
+
+
+def _cors(env_value: str | None, listed: list[str]) -> tuple[str, ...]:
+    origins = [o.strip() for o in (env_value.split(",") if env_value is not None else listed) if o.strip()]
+    for o in origins:
+        if o != "*" and (not o.startswith(("http://", "https://")) or o.count("/") != 2 or len(o) > 200):
+            raise ConfigError(f"CORS origin {o[:200]!r} is not an origin.",
+                              hint="[server] cors_origins / SMALLFLEET_CORS_ORIGINS: scheme://host[:port] with no path, e.g. "
+                                   "http://localhost:3000, or \"*\" for any")
+    return tuple(o.rstrip("/") for o in origins)
 
 
 def _otlp(value: str | None) -> str | None:

@@ -49,6 +49,12 @@ class StepKind(str, Enum):
 
 
 _LABEL_SET = re.compile(r"\b(?:one of|choose from|pick one of|label(?:s)?:|categor(?:y|ies):|answer (?:with|only with))\b[^\n]{0,200}[,|/]", re.I)
+# the labels themselves, after the cue: up to the end of the line or sentence
+_LABELS_AFTER = re.compile(r"\b(?:answer (?:only )?with(?: one of)?|choose from|pick one of|one of|labels?|categor(?:y|ies))"
+                           r"(?!\s+(?:these|those|the|them|us|you|my|our|your|their|its|his|her)\b)\s*[:\-]?\s*"
+                           r"(?:the (?:following|labels?|categories)\s*[:\-]?\s*)?([^\n]{1,300})", re.I)
+_QUOTED = re.compile(r"[\"'`\u201c\u2018]([^\"'`\u201d\u2019\n]{1,40})[\"'`\u201d\u2019]")
+_LABEL_SPLIT = re.compile(r"\s*(?:,|\||/|;|\bor\b)\s*", re.I)
 _PLAN = re.compile(r"\b(step[- ]by[- ]step|plan|how many|how much|calculate|compute|prove|derive|figure out|what is the total)\b", re.I)
 _SCAN = 64_000  # characters of the last user message the wording rules read
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?")
@@ -145,6 +151,19 @@ def classify_step(request: dict[str, Any], override: str | None = None) -> StepK
         return StepKind.REASONING
     return StepKind.GENERATION
 
+
+
+def label_set(text: str) -> tuple[str, ...]:
+    """The closed answer set a prompt names ("answer with one of: billing, shipping or returns"), as
+    written; empty when it names none that reads as a list of 2-30 short labels."""
+    for m in _LABELS_AFTER.finditer(text[:_SCAN]):
+        tail = re.split(r"(?<=[^\s.])\.(?:\s|$)|\s[-\u2014]\s|\. (?=[A-Z])", m.group(1), maxsplit=1)[0]
+        quoted = _QUOTED.findall(tail)
+        parts = quoted if len(quoted) >= 2 else [p.strip(" \t\"'`*()[]{}<>.?!").strip() for p in _LABEL_SPLIT.split(tail)]
+        labels = tuple(dict.fromkeys(p for p in parts if p))
+        if 2 <= len(labels) <= 30 and all(len(x) <= 40 and len(x.split()) <= 4 for x in labels):
+            return labels
+    return ()
 
 
 def wants_json(request: dict[str, Any]) -> bool:

@@ -104,3 +104,27 @@ def test_judge_decides_only_where_the_verifier_is_unsure(tiny_config, shared_fle
     asyncio.run(eng.cascade.judge.review(att, step))
     assert not att.verdicts[0].passed and "not judged: the judge qwen05 wrote it" in att.verdicts[0].reason
     assert att.cost_usd == 1e-6
+
+
+def test_prompt_style_classification_escalates_an_answer_outside_its_labels(scripted_gateway) -> None:
+    """'answer with one of …' with no schema: a small model's off-list answer is caught and escalated."""
+    import httpx
+
+    def answer(req):
+        return "a late parcel" if answer.calls == 0 else "shipping"  # type: ignore[attr-defined]
+
+    def counted(req):
+        out = answer(req)
+        answer.calls += 1  # type: ignore[attr-defined]
+        return out
+
+    answer.calls = 0  # type: ignore[attr-defined]
+    gw = scripted_gateway(answer=counted)
+    r = httpx.post(gw.base + "/v1/chat/completions", json={"model": "auto", "messages": [
+        {"role": "user", "content": "Route this ticket. Answer with one of: billing, shipping, returns.\n\nTicket: my parcel is late"}]},
+        timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-smallfleet-step-kind"] == "classification"
+    assert r.headers["x-smallfleet-escalated"] == "true" and r.json()["choices"][0]["message"]["content"] == "shipping"
+    first = r.json()["smallfleet"]["attempts"][0]
+    assert any(c["check"] == "label_in_set" and not c["passed"] for c in first["checks"])

@@ -225,3 +225,33 @@ def test_next_call_takes_only_a_new_call_of_an_offered_tool() -> None:
     assert moved["properties"]["p"] == {"$ref": "#/$defs/tool_1/$defs/P"} and moved["properties"]["self"] == {"$ref": "#/$defs/tool_1"}
     assert moved["$defs"]["Node"]["properties"]["next"] == {"$ref": "#/$defs/tool_1/$defs/Node"}
     assert share["function"]["parameters"]["properties"]["p"] == {"$ref": "#/$defs/P"}  # the client's tools are not touched
+
+
+def test_label_set_is_read_from_the_prompt() -> None:
+    from smallfleet.step import label_set
+
+    assert label_set("Classify this ticket. Answer with one of: billing, shipping, returns.\n\nTicket: late") == (
+        "billing", "shipping", "returns")
+    assert label_set("Sentiment? Answer with one of positive, negative or neutral.") == ("positive", "negative", "neutral")
+    assert label_set('Choose from "urgent", "normal", "low" and reply with the word only.') == ("urgent", "normal", "low")
+    assert label_set("Label: spam|ham. Text: win money now") == ("spam", "ham")
+    assert label_set("Which one of these is bigger, 3 or 4?") == ()
+    assert label_set("Write a poem about the sea.") == ()
+
+
+def test_label_in_set_holds_a_prompt_style_classification_to_its_labels() -> None:
+    ask = "Route this ticket. Answer with one of: billing, shipping, returns.\n\nTicket: my parcel is late"
+    st = Step({"messages": [{"role": "user", "content": ask}]}, StepKind.CLASSIFICATION)
+    for answer in ("shipping", "Shipping.", "  'shipping'\n", "Category: shipping", "The answer is: SHIPPING"):
+        assert verdict("label_in_set", st, result(answer)).passed, answer
+    for answer in ("delivery", "shipping and billing", "I think it is about a late parcel", ""):
+        v = verdict("label_in_set", st, result(answer))
+        assert not v.passed and "billing, shipping, returns" in v.reason, answer
+    # the labels may be in the system prompt; a schema step or a prompt with no label set: no verdict
+    sys_st = Step({"messages": [{"role": "system", "content": "Reply with one of: yes, no"},
+                                {"role": "user", "content": "Is water wet?"}]}, StepKind.CLASSIFICATION)
+    assert verdict("label_in_set", sys_st, result("yes")).passed
+    assert not verdict("label_in_set", sys_st, result("maybe")).passed
+    assert verdict("label_in_set", step(), result("anything")) is None
+    assert verdict("label_in_set", step(response_format=SCHEMA, messages=[{"role": "user", "content": ask}]),
+                   result('{"n": 1}')) is None

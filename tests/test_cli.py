@@ -173,3 +173,55 @@ def test_hoist_config_moves_it_before_the_command() -> None:
     assert _hoist_config([]) == [] and _hoist_config(["--help"]) == ["--help"]
     with pytest.raises(click.UsageError, match="requires an argument"):
         _hoist_config(["doctor", "--config"])
+
+
+def test_serve_on_a_busy_port_says_which_and_how_to_pick_another(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = sf("serve", "--port", str(port), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "Errno" not in r.stderr
+    assert f"port 127.0.0.1:{port} is in use" in r.stderr and f"--port {port + 1}" in r.stderr
+
+
+def test_models_and_doctor_ask_the_gateway_at_host_and_port(scripted_gateway_shared, tmp_path: Path) -> None:
+    gw = scripted_gateway_shared
+    r = sf("models", "--port", str(gw.port), cwd=tmp_path)
+    assert r.returncode == 0 and "no gateway answering" not in r.stdout
+    r = sf("models", "--host", "127.0.0.1", "--port", "1", cwd=tmp_path)
+    assert "no gateway answering at 127.0.0.1:1" in r.stdout
+    r = sf("doctor", "--no-load", "--port", str(gw.port), cwd=tmp_path)
+    assert f"a smallfleet gateway already answers on 127.0.0.1:{gw.port}" in r.stdout
+    for cmd in ("models", "doctor"):
+        assert "--port" in sf(cmd, "--help").stdout and "--host" in sf(cmd, "--help").stdout
+
+
+def test_a_slow_check_is_named_and_doctor_goes_on() -> None:
+    import time
+
+    from smallfleet.cli._checks import SlowCheck, load_in_child, within
+
+    t0 = time.monotonic()
+    with pytest.raises(SlowCheck, match="opening the ledger did not finish in 0.2 s"):
+        within(0.2, "opening the ledger", lambda: time.sleep(5))
+    assert time.monotonic() - t0 < 2
+    assert within(5, "quick", lambda: 42) == 42
+    with pytest.raises(ZeroDivisionError):
+        within(5, "raises", lambda: 1 / 0)
+    from smallfleet.config import load_config
+
+    spec = load_config(None, env={}).tier_model("small")
+    t0 = time.monotonic()
+    with pytest.raises(SlowCheck):  # a child process cannot even start Python in 50 ms: killed, reported
+        load_in_child(spec, 0.05)
+    assert time.monotonic() - t0 < 10
+
+
+def test_the_ledger_lives_beside_the_projects_config(tmp_path: Path) -> None:
+    (tmp_path / "smallfleet.toml").write_text("[fleet]\nmax_escalations = 1\n")
+    r = sf("doctor", "--no-load", cwd=tmp_path, env={"SMALLFLEET_LEDGER": ""})
+    assert f"ledger writable at {tmp_path / '.smallfleet' / 'ledger.db'}" in r.stdout
+    assert (tmp_path / ".smallfleet" / "ledger.db").is_file()

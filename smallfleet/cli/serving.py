@@ -55,12 +55,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
     from ..server import serve as run_server
 
     cfg = _config(ctx)
+    h, p = host or cfg.host, port if port is not None else cfg.port
+    _port_or_exit(h, p)  # before loading anything: a busy port is known in a millisecond
     engine = Engine(cfg)
     if cfg.memory.enabled:  # a fact store that cannot be opened (encrypted, key missing or wrong) fails here, not per request
         from ..memory.store import open_store
 
         open_store(cfg.memory).close()
-    h, p = host or cfg.host, port if port is not None else cfg.port
     where = engine.ledger.where if engine.ledger is not None else "off"
     console.print(f"smallfleet gateway on [bold]http://{h}:{p}/v1[/] (dashboard http://{h}:{p}/) · ledger {where}")
     from ..db import redact_url
@@ -90,6 +91,20 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
     if preload:
         _load_models(engine, cfg)
     run_server(engine, h, p, preload=False, log_level=log_level)
+
+
+def _port_or_exit(host: str, port: int) -> None:
+    from ..errors import ConfigError
+    from ._checks import port_free
+    from .fleet import _gateway_health
+
+    if port_free(host, port):
+        return
+    who = (f"a smallfleet gateway already runs there (its dashboard: http://{host}:{port}/)"
+           if _gateway_health(host, port) is not None else "another program holds it")
+    raise ConfigError(f"port {host}:{port} is in use: {who}.",
+                      hint=f"pick another: smallfleet serve --port {port + 1} (or SMALLFLEET_PORT, or [server] port in "
+                           "smallfleet.toml)")
 
 
 def _load_models(engine: Any, cfg: Config) -> None:

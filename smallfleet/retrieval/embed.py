@@ -63,16 +63,22 @@ class Embedder:
 
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """(n, 384) float32, unit length rows."""
+        return self.embed_counted(texts, batch_size)[0]
+
+    def embed_counted(self, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, int]:
+        """:meth:`embed`, and the tokens it read (after truncation to ``max_tokens`` per text)."""
         self._load()
         assert self._tok is not None and self._session is not None
         out = np.zeros((len(texts), DIM), dtype=np.float32)
+        tokens = 0
         for i in range(0, len(texts), batch_size):
             enc = self._tok.encode_batch([t or " " for t in texts[i:i + batch_size]])
             ids = np.array([e.ids for e in enc], dtype=np.int64)
             mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+            tokens += int(mask.sum())
             hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
                                               "token_type_ids": np.zeros_like(ids)})[0]
             summed = (hidden * mask[..., None]).sum(axis=1)
             vec = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
             out[i:i + len(enc)] = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
-        return out
+        return out, tokens

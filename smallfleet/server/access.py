@@ -80,8 +80,10 @@ def _host_name(value: str) -> tuple[str, int | None]:
 
 
 class Access:
-    def __init__(self, ring: KeyRing, bind_host: str, allowed_hosts: tuple[str, ...] = ()) -> None:
+    def __init__(self, ring: KeyRing, bind_host: str, allowed_hosts: tuple[str, ...] = (),
+                 cors_origins: tuple[str, ...] = ()) -> None:
         self.ring = ring
+        self.cors = frozenset(cors_origins)  # origins the operator lets browser pages call from ("*": any, with a key)
         self.bind_host = bind_host.lower()
         self.allowed_hosts = frozenset(allowed_hosts)  # exact Host values, e.g. a balancer in front of replicas
 
@@ -97,12 +99,16 @@ class Access:
         return names
 
     def check_site(self, headers: dict[str, str]) -> None:
-        """Refuse cross-site browser requests (keys or not)."""
+        """Refuse cross-site browser requests (keys or not), but from the origins CORS allows: a listed one,
+        or any when "*" is listed and the request carries its own key (a page cannot borrow a local
+        gateway's loopback trust, nor the dashboard's cookie, which is SameSite=Strict)."""
+        origin = headers.get("origin")
+        if self.cors and origin and (origin.rstrip("/") in self.cors or ("*" in self.cors and _bearer(headers) is not None)):
+            return
         site = headers.get("sec-fetch-site", "")
         if site in ("cross-site", "same-site"):
             raise ForbiddenError("cross-site browser requests are refused.",
                                  hint="call the gateway from your own code, not from a web page on another site")
-        origin = headers.get("origin")
         if origin and origin != "null":
             o = urlsplit(origin)
             oname, oport = _host_name(o.netloc)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -50,14 +51,30 @@ Scope = dict[str, Any]
 ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/chat/completions": ("POST",), "/chat/completions": ("POST",), "/v1/responses": ("POST",), "/responses": ("POST",),
     "/v1/smallfleet/extract": ("POST",), "/v1/smallfleet/feedback": ("POST",),
-    "/v1/models": ("GET",), "/models": ("GET",),
+    "/v1/models": ("GET",), "/models": ("GET",), "/v1/models/{id}": ("GET",), "/models/{id}": ("GET",),
+    "/v1/embeddings": ("POST",), "/embeddings": ("POST",),
     "/health": ("GET",), "/v1/smallfleet/report": ("GET",), "/metrics": ("GET",), "/openapi.json": ("GET",),
     "/": ("GET",), "/dashboard": ("GET",), "/login": ("POST",), "/logout": ("POST", "GET"),
 }
+# paths with one parameter after a fixed prefix: the route's name is the prefix + "{id}"
+_PREFIXES = ("/v1/models/", "/models/")
 _METHODS = {"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"}
 access_log = logging.getLogger("smallfleet.access")
-_STEP_ROUTES = {"/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses", "/v1/smallfleet/extract"}
+_STEP_ROUTES = {"/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses", "/v1/smallfleet/extract",
+                "/v1/embeddings", "/embeddings"}
+_CORS_ALLOW_HEADERS = b"authorization, content-type"
+_HEADER_LIST = re.compile(rb"[A-Za-z0-9_\-, ]{1,2000}")  # a preflight's access-control-request-headers, echoed when it is only names
 _DASHBOARD = {"/", "/dashboard", "/v1/smallfleet/report", "/login", "/logout"}
+
+
+def match(path: str) -> tuple[str | None, str]:
+    """The route a path names and its parameter: ``("/v1/models/{id}", "gpt-4o")``; ``(None, "")`` for none."""
+    if path in ROUTES:
+        return path, ""
+    for prefix in _PREFIXES:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return prefix + "{id}", path[len(prefix):]
+    return None, ""
 
 
 class ClientGone(Exception):
@@ -75,11 +92,13 @@ class Gateway:
         self.started = time.time()
         cfg = engine.config
         self.limits = cfg.limits
-        self.access = Access(keys or KeyRing(cfg.key_store), cfg.host, cfg.allowed_hosts)
+        self.access = Access(keys or KeyRing(cfg.key_store), cfg.host, cfg.allowed_hosts, cfg.cors_origins)
         self.inflight = 0
         self._local_rate = LocalRate()
         self.responses = responses.ResponseStore(shared=engine.shared)
         self.metrics = Metrics()
+        self.cors = cfg.cors_origins
+        self._embedder: Any = None  # the MiniLM embedder, loaded by the first /v1/embeddings request
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -108,19 +127,25 @@ class Gateway:
         t0 = time.perf_counter()
         status = 499  # unless a response starts: the client went away first
         sent = 0
+        head = scope["method"] == "HEAD"
+        cors = self._cors_headers(scope) if self.cors else None
 
         async def counted(msg: dict[str, Any]) -> None:
             nonlocal status, sent
             if msg["type"] == "http.response.start":
                 status = int(msg["status"])
+                if cors:
+                    msg = {**msg, "headers": [*msg.get("headers", []), *cors]}
             elif msg["type"] == "http.response.body":
+                if head:  # the headers GET would send, no body
+                    msg = {**msg, "body": b""}
                 sent += len(msg.get("body", b""))
             await send(msg)
 
         try:
             await self._route(scope, receive, counted)
         finally:  # a route the gateway knows, never the raw path or query: no request text in labels or logs
-            route = scope["path"] if scope["path"] in ROUTES else "other"
+            route = match(scope["path"])[0] or "other"
             secs = time.perf_counter() - t0
             self.metrics.request(route, status, secs)
             if self.engine.config.access_log:
@@ -140,9 +165,12 @@ class Gateway:
             await send(msg)
 
         try:
-            methods = ROUTES.get(path)
-            if methods is None:
-                raise NotFoundError(f"no route {path[:100]}; see /v1/chat/completions, /v1/models, /health")
+            route, param = match(path)
+            if route is None:
+                raise NotFoundError(f"no route {path[:100]}; see /v1/chat/completions, /v1/models, /health, /openapi.json")
+            methods = ROUTES[route]
+            if method == "OPTIONS" and self.cors:  # a browser's CORS preflight: no key needed, nothing runs
+                return await self._preflight(scope, tracked, methods)
             if method == "HEAD" and "GET" in methods:
                 method = "GET"
             elif method not in methods:
@@ -173,6 +201,10 @@ class Gateway:
                 return await self._feedback(receive, tracked, who)
             if path in ("/v1/models", "/models"):
                 return await self._json(tracked, 200, self._models())
+            if route in ("/v1/models/{id}", "/models/{id}"):
+                return await self._json(tracked, 200, self._model(param))
+            if route in ("/v1/embeddings", "/embeddings"):
+                return await self._limited(self._embeddings(receive, tracked), tracked)
             if path == "/v1/smallfleet/report":
                 qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
                 run = (qs.get("run") or [None])[0]
@@ -452,6 +484,50 @@ class Gateway:
                                     [_HTML, *_NOSNIFF])
         await self._send(send, 303, b"", [(b"location", b"/"), _cookie_header(key, 8 * 3600)])
 
+    def _model(self, name: str) -> dict[str, Any]:
+        for m in self._models()["data"]:
+            if m["id"] == name:
+                return dict(m)
+        raise NotFoundError(f"no model {name[:100]!r} in this fleet.", param="model",
+                            hint="GET /v1/models lists them; 'auto' lets the cascade choose")
+
+    async def _embeddings(self, receive: Any, send: Any) -> None:
+        """Sentence embeddings from the local MiniLM (the one grounding and clustering use)."""
+        from . import embeddings
+
+        texts, encoding = embeddings.parse((await self._body(receive))[0])
+        if self._embedder is None:
+            from ..retrieval.embed import Embedder
+
+            self._embedder = Embedder()
+        vectors, tokens = await self._until_gone(receive, asyncio.to_thread(self._embedder.embed_counted, texts))
+        await self._json(send, 200, embeddings.response(vectors, tokens, encoding))
+
+    def _cors_headers(self, scope: Scope) -> list[tuple[bytes, bytes]] | None:
+        """CORS response headers when the request's Origin is one the operator allowed."""
+        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is None:
+            return None
+        if "*" in self.cors:
+            allow = b"*"
+        elif origin.decode("latin-1").rstrip("/") in self.cors:
+            allow = origin
+        else:
+            return None
+        return [(b"access-control-allow-origin", allow), (b"vary", b"origin"),
+                (b"access-control-expose-headers", b"x-smallfleet-step-id, x-smallfleet-model, x-smallfleet-tier, "
+                 b"x-smallfleet-escalated, x-smallfleet-verdict, x-smallfleet-cost, x-smallfleet-reason, retry-after")]
+
+    async def _preflight(self, scope: Scope, send: Any, methods: tuple[str, ...]) -> None:
+        if self._cors_headers(scope) is None:  # an origin the operator did not allow: no CORS headers, so the browser refuses
+            return await self._send(send, 204, b"", [])
+        allow = ", ".join(sorted({*methods, "OPTIONS"} | ({"HEAD"} if "GET" in methods else set())))
+        asked = next((v for k, v in scope["headers"] if k == b"access-control-request-headers"), b"")
+        await self._send(send, 204, b"", [(b"access-control-allow-methods", allow.encode()),
+                                          (b"access-control-allow-headers",
+                                           asked if _HEADER_LIST.fullmatch(asked) else _CORS_ALLOW_HEADERS),
+                                          (b"access-control-max-age", b"600")])
+
     def _models(self) -> dict[str, Any]:
         data = [{"id": "auto", "object": "model", "created": int(self.started), "owned_by": "smallfleet"}]
         for m in self.engine.config.models.values():
@@ -459,6 +535,8 @@ class Gateway:
                          "smallfleet": {"tier": m.tier, "price_in": m.price_in, "price_out": m.price_out,
                                         "context": m.context, "stands_in_for": m.stands_in_for or None,
                                         "loaded": self.engine.fleet.loaded(m.name)}})
+        data.append({"id": "all-MiniLM-L6-v2", "object": "model", "created": int(self.started), "owned_by": "smallfleet",
+                     "smallfleet": {"kind": "embedding", "dimensions": 384, "endpoint": "/v1/embeddings"}})
         return {"object": "list", "data": data}
 
     async def _health(self, send: Any, headers: dict[str, str], client: str | None, port: int | None) -> None:

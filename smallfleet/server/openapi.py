@@ -98,6 +98,18 @@ def document() -> dict[str, Any]:
                           **_errors(400, 401, 403, 404, 413, 429, 502, 503, 504)}}
     models = {"summary": "auto plus every fleet model (tier, prices, context, loaded)",
               "responses": {"200": _json({"$ref": "#/components/schemas/ModelList"}), **_errors(401, 403)}}
+    model = {"summary": "one model of the list", "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+             "responses": {"200": _json({"type": "object", "required": ["id", "object"],
+                                         "properties": {"id": {"type": "string"}, "object": {"const": "model"}}}),
+                           **_errors(401, 403, 404)}}
+    emb = {"summary": "sentence embeddings from the local all-MiniLM-L6-v2 (384 dimensions)",
+           "requestBody": {"required": True, "content": {"application/json": {"schema": {
+               "type": "object", "required": ["model", "input"],
+               "properties": {"model": {"type": "string"}, "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                              "encoding_format": {"enum": ["float", "base64"]}, "dimensions": {"type": "integer"}}}}}},
+           "responses": {"200": _json({"type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array"},
+                                                                         "model": {"type": "string"}, "usage": {"type": "object"}}}),
+                         **_errors(400, 401, 403, 404, 413, 503)}}
     paths: dict[str, Any] = {
         "/v1/chat/completions": {"post": {**chat, "operationId": "chatCompletions"}},
         "/chat/completions": {"post": {**chat, "operationId": "chatCompletionsNoPrefix"}},
@@ -105,6 +117,10 @@ def document() -> dict[str, Any]:
         "/responses": {"post": {**resp, "operationId": "responsesNoPrefix"}},
         "/v1/models": {"get": {**models, "operationId": "models"}},
         "/models": {"get": {**models, "operationId": "modelsNoPrefix"}},
+        "/v1/models/{id}": {"get": {**model, "operationId": "model"}},
+        "/models/{id}": {"get": {**model, "operationId": "modelNoPrefix"}},
+        "/v1/embeddings": {"post": {**emb, "operationId": "embeddings"}},
+        "/embeddings": {"post": {**emb, "operationId": "embeddingsNoPrefix"}},
         "/v1/smallfleet/extract": {"post": {
             "operationId": "extract", "summary": "quarantined reading of untrusted text into a schema",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Extract"}}}},
