@@ -149,6 +149,7 @@ class Cascade:
         await self.recorder.reserve(step, spec)
         backend = self.fleet.get(spec.name)
         request, pz, hidden = step.request, None, -1
+        types: dict[str, int] = {}
         if step.examples is not None and step.examples[0] == tier:  # a learned route's worked examples, for its tier
             request = with_examples(request, step.examples[1])
         local_cost, rewritten = 0.0, False
@@ -165,14 +166,15 @@ class Cascade:
                 request, rewritten = rw.request, True
                 local_cost += writer.cost(rw.call.tokens_in, rw.call.tokens_out)
             request, pz, hidden = await self.privacy.outbound_async(request, step.privacy_key)
+            types = dict(pz.types)
         if self.router.datamarks(step):  # after pseudonymising: the detector reads the text as written
             request = _datamarked(request)
         try:
             res = await backend.chat(request)
         except ContextLengthError as e:
-            return Attempt(spec, tier, None, error=f"context: {e.message}", pseudonymised=hidden)
+            return Attempt(spec, tier, None, error=f"context: {e.message}", pseudonymised=hidden, pseudonymised_types=types)
         except BackendError as e:
-            return Attempt(spec, tier, None, error=f"backend: {e.message}", pseudonymised=hidden)
+            return Attempt(spec, tier, None, error=f"backend: {e.message}", pseudonymised=hidden, pseudonymised_types=types)
         note = ""
         if pz is not None:
             res.message, rep = pz.restore_message(res.message)
@@ -185,14 +187,15 @@ class Cascade:
             try:
                 final = await self.privacy.rewriter.compose(step.request, res.content)
             except BackendError as e:
-                return Attempt(spec, tier, None, error=f"backend: the local compose failed: {e.message}", pseudonymised=hidden)
+                return Attempt(spec, tier, None, error=f"backend: the local compose failed: {e.message}", pseudonymised=hidden,
+                               pseudonymised_types=types)
             local_cost += self.privacy.rewriter.backend.spec.cost(final.tokens_in, final.tokens_out)
             res.message = {"role": "assistant", "content": final.content}
             res.raw_text, res.token_logprobs, res.token_texts = final.content, final.token_logprobs, final.token_texts
             note = (note + "; " if note else "") + "rewrite mode: the remote model answered a request rewritten locally"
         att = Attempt(spec, tier, res, cost_usd=spec.cost(res.tokens_in, res.tokens_out) + local_cost,
                       frontier_cost_usd=self.config.frontier_cost(res.tokens_in, res.tokens_out),
-                      pseudonymised=hidden, restore_note=note)
+                      pseudonymised=hidden, pseudonymised_types=types, restore_note=note)
         att.verdicts = run_checks(self.router.checks(step), step, res, self.router.policy(step))
         if self.judge is not None:
             await self.judge.review(att, step)

@@ -120,7 +120,17 @@ CREATE TABLE IF NOT EXISTS rate_windows (
 );
 UPDATE meta SET value = '3' WHERE key = 'schema_version'
 """
-MIGRATIONS: dict[Dialect, list[str]] = {d: [ddl(_V1, d), ddl(_V2, d), ddl(_V3, d)] for d in ("sqlite", "postgresql")}
+# what the dashboard shows of a step besides its attempts: the API key it ran under, the trust label of
+# its context, and the personal data pseudonymised before a remote call (types and counts, never values)
+_V4 = """
+ALTER TABLE attempts ADD COLUMN account TEXT;
+ALTER TABLE attempts ADD COLUMN trust TEXT;
+ALTER TABLE attempts ADD COLUMN privacy TEXT;
+CREATE INDEX IF NOT EXISTS attempts_ts ON attempts(ts);
+CREATE INDEX IF NOT EXISTS guard_ts ON guard_events(ts);
+UPDATE meta SET value = '4' WHERE key = 'schema_version'
+"""
+MIGRATIONS: dict[Dialect, list[str]] = {d: [ddl(_V1, d), ddl(_V2, d), ddl(_V3, d), ddl(_V4, d)] for d in ("sqlite", "postgresql")}
 HOLD_S = 900.0  # a reservation lapses after this long (its process died mid-step)
 
 
@@ -157,6 +167,9 @@ class AttemptRow:
     error: str | None = None
     reason: str | None = None
     guard: tuple[dict[str, Any], ...] = ()  # policy decisions on the final answer's tool calls (and flags)
+    account: str | None = None  # the API key's ledger account (None: a keyless gateway)
+    trust: str | None = None  # the trust label of the step's context, when the guard reviewed it
+    privacy: dict[str, int] | None = None  # entities pseudonymised before this attempt's remote call, per type
 
 
 Charge = tuple[list[AttemptRow], "float | None", float, "str | None"]  # rows, client budget, reserved, key account
@@ -358,7 +371,8 @@ class Ledger:
         now = time.time()
         vals = [(now, r.step_id, r.run_id, r.session_id, r.step_kind, r.attempt, r.model, r.tier, int(r.stand_in),
                  r.tokens_in, r.tokens_out, r.cached_tokens, r.cost_usd, r.frontier_cost_usd, r.latency_ms,
-                 orjson.dumps(r.checks).decode(), int(r.passed), int(r.escalated), int(r.final), r.error, r.reason)
+                 orjson.dumps(r.checks).decode(), int(r.passed), int(r.escalated), int(r.final), r.error, r.reason,
+                 r.account, r.trust, orjson.dumps(r.privacy).decode() if r.privacy is not None else None)
                 for rows, _, _, _ in steps for r in rows]
         runs = [(rows[0].run_id, budget, sum(r.cost_usd for r in rows)) for rows, budget, _, _ in steps if rows[0].run_id]
         # a key's spend goes to its own row; its budget is the operator's alone, so never touched here
@@ -371,7 +385,8 @@ class Ledger:
             cur.executemany(
                 "INSERT INTO attempts (ts, step_id, run_id, session_id, step_kind, attempt, model, tier, stand_in, "
                 "tokens_in, tokens_out, cached_tokens, cost_usd, frontier_cost_usd, latency_ms, checks, passed, "
-                "escalated, final, error, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vals)
+                "escalated, final, error, reason, account, trust, privacy) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vals)
             if runs:
                 cur.executemany(
                     "INSERT INTO runs (run_id, budget_usd, spent_usd, steps, created, updated) VALUES (?,?,?,1,?,?) "

@@ -35,11 +35,13 @@ class LiveStream:
         """The model's ``chat.completion.chunk`` dicts, named after this step; recorded when it ends."""
         step, spec = self.step, self.spec
         request, restorer, hidden = step.request, None, -1
+        types: dict[str, int] = {}
         if step.examples is not None and step.examples[0] == spec.tier:  # a learned route's worked examples
             request = with_examples(request, step.examples[1])
         if self.router.pseudonymises(spec):
             assert self.privacy is not None  # pseudonymises() is false without it
             request, pz, hidden = await self.privacy.outbound_async(request, step.privacy_key)
+            types = dict(pz.types)
             restorer = pz.stream_restorer()
         cid = completion_id(step)
         parts: list[str] = []
@@ -71,7 +73,8 @@ class LiveStream:
             res = ChatResult(spec.name, {"role": "assistant", "content": "".join(parts)}, finish, tin,
                              tout or len(parts), (time.perf_counter() - t0) * 1000)
             att = Attempt(spec, spec.tier, res, error=error, cost_usd=spec.cost(tin, res.tokens_out),
-                          frontier_cost_usd=self.config.frontier_cost(tin, res.tokens_out), pseudonymised=hidden)
+                          frontier_cost_usd=self.config.frontier_cost(tin, res.tokens_out), pseudonymised=hidden,
+                          pseudonymised_types=types)
             policy = self.router.policy(step)
             att.verdicts = run_checks(policy.checks, step, res, policy)
             self.outcome = Outcome(step, [att])

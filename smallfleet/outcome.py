@@ -37,6 +37,7 @@ class Attempt:
     frontier_cost_usd: float = 0.0
     escalated: bool = False
     pseudonymised: int = -1  # entities replaced before a remote call; -1 = sent as is (local model)
+    pseudonymised_types: dict[str, int] = field(default_factory=dict)  # those entities per type (never values)
     restore_note: str = ""  # mangled / unknown placeholders met when restoring the answer
     started: float = 0.0  # wall-clock seconds, for tracing
     ended: float = 0.0

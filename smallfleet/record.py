@@ -72,7 +72,8 @@ class Recorder:
     def row(step: Step, spec: ModelSpec, tier: str, result: ChatResult | None, *, step_id: str | None = None,
             step_kind: str | None = None, attempt: int = 0, cost_usd: float = 0.0, frontier_cost_usd: float = 0.0,
             checks: list[dict[str, Any]] | None = None, passed: bool = True, escalated: bool = False, final: bool = True,
-            error: str | None = None, reason: str | None = None, guard: tuple[dict[str, Any], ...] = ()) -> AttemptRow:
+            error: str | None = None, reason: str | None = None, guard: tuple[dict[str, Any], ...] = (),
+            trust: str | None = None, privacy: dict[str, int] | None = None) -> AttemptRow:
         r = result
         return AttemptRow(
             step_id=step_id or step.step_id, run_id=step.run_id, session_id=step.session_id,
@@ -80,7 +81,7 @@ class Recorder:
             stand_in=bool(spec.stands_in_for), tokens_in=r.tokens_in if r else 0, tokens_out=r.tokens_out if r else 0,
             cached_tokens=r.cached_tokens if r else 0, cost_usd=cost_usd, frontier_cost_usd=frontier_cost_usd,
             latency_ms=r.latency_ms if r else 0.0, checks=checks or [], passed=passed, escalated=escalated, final=final,
-            error=error, reason=reason, guard=guard)
+            error=error, reason=reason, guard=guard, account=step.account, trust=trust, privacy=privacy)
 
     async def record(self, outcome: Outcome) -> None:
         """Write all attempts of the step in one transaction; the writer releases the reservation once
@@ -93,16 +94,18 @@ class Recorder:
         last = len(outcome.attempts) - 1
         rows = [self._attempt_row(step, a, i, final=i == last,
                                   reason=final_reason if i == last else self._scrub(a.failed_reason, step) or None,
-                                  guard=self._guard_rows(outcome) if i == last else ())
+                                  guard=self._guard_rows(outcome) if i == last else (),
+                                  trust=outcome.guard.label.name.lower() if outcome.guard is not None else None)
                 for i, a in enumerate(outcome.attempts)]
         reserved, step.reserved, step.account_reserved = step.reserved, 0.0, 0.0
         await self.ledger.record_step_async(rows, step.budget_usd, reserved, step.account)
 
     def _attempt_row(self, step: Step, a: Attempt, i: int, *, final: bool, reason: str | None,
-                     guard: tuple[dict[str, Any], ...]) -> AttemptRow:
+                     guard: tuple[dict[str, Any], ...], trust: str | None = None) -> AttemptRow:
         return self.row(step, a.spec, a.tier, a.result, attempt=i, cost_usd=a.cost_usd, frontier_cost_usd=a.frontier_cost_usd,
                         checks=[v.as_dict() for v in a.verdicts], passed=a.passed, escalated=a.escalated, final=final,
-                        error=self._scrub(a.error, step), reason=reason, guard=guard)
+                        error=self._scrub(a.error, step), reason=reason, guard=guard, trust=trust,
+                        privacy=a.pseudonymised_types if a.pseudonymised >= 0 else None)
 
     def _guard_rows(self, outcome: Outcome) -> tuple[dict[str, Any], ...]:
         g, step = outcome.guard, outcome.step

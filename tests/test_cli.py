@@ -205,7 +205,7 @@ def test_a_slow_check_is_named_and_doctor_goes_on() -> None:
     from smallfleet.cli._checks import SlowCheck, load_in_child, within
 
     t0 = time.monotonic()
-    with pytest.raises(SlowCheck, match="opening the ledger did not finish in 0.2 s"):
+    with pytest.raises(SlowCheck, match=r"opening the ledger did not finish in 0\.2 s"):
         within(0.2, "opening the ledger", lambda: time.sleep(5))
     assert time.monotonic() - t0 < 2
     assert within(5, "quick", lambda: 42) == 42

@@ -95,6 +95,7 @@ class Pseudonymizer:
     def __init__(self, detector: Detector | None = None, vault: Vault | None = None) -> None:
         self.detector = detector or Detector()
         self.vault = vault if vault is not None else Vault()
+        self.types: dict[str, int] = {}  # entities replaced by redact_messages, per type (no values): for the ledger
 
     # -- text ---------------------------------------------------------------------------------
     def redact(self, text: str, entities: list[Entity] | None = None) -> Redaction:
@@ -213,6 +214,8 @@ class Pseudonymizer:
             nonlocal count
             r = self.redact(t, found.get(t))
             count += len(r.entities)
+            for e in r.entities:
+                self.types[e["type"]] = self.types.get(e["type"], 0) + 1
             return r.text
 
         for m in out:

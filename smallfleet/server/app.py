@@ -1,9 +1,11 @@
 """The OpenAI-compatible gateway as a bare ASGI app.
 
 No framework and no middleware: the hot path is admit → parse → validate → cascade → serialise, with
-the ledger write off the event loop. Endpoints: ``POST /v1/chat/completions``,
-``POST /v1/smallfleet/extract``, ``GET /v1/models``, ``GET /health``, ``GET /v1/smallfleet/report``
-and the dashboard at ``GET /`` (with ``POST /login`` and ``/logout`` when the gateway has keys).
+the ledger write off the event loop. Endpoints: ``POST /v1/chat/completions``, ``POST /v1/responses``,
+``POST /v1/embeddings``, ``POST /v1/smallfleet/extract``, ``GET /v1/models[/{id}]``, ``GET /health``,
+``GET /v1/smallfleet/report``, ``/metrics``, ``/openapi.json``, and the dashboard's pages (``/``,
+``/runs``, ``/steps``, ``/unverified``, ``/tool-calls``, ``/injections``, ``/clusters``; with
+``POST /login`` and ``/logout`` when the gateway has keys).
 
 Every request may be hostile: a client error is a 4xx in OpenAI's shape, a 5xx is a real fault and
 carries an error id instead of internals, model work stops when the client goes away, and at most
@@ -24,6 +26,8 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from ..dashboard import Dashboard
+from ..dashboard.pages import login_page
 from ..engine import Engine
 from ..errors import AuthError, InvalidRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, RateLimitError, SmallfleetError
 from ..keys import KeyInfo, KeyRing, LocalRate
@@ -31,7 +35,6 @@ from ..metrics import Metrics
 from ..step import Step
 from . import openapi, render, responses
 from .access import COOKIE, LOCAL, Access, Principal
-from .dashboard import render_dashboard, render_login
 from .sse import event, word_pieces
 
 log = logging.getLogger("smallfleet.gateway")
@@ -40,7 +43,10 @@ T = TypeVar("T")
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _HTML = (b"content-type", b"text/html; charset=utf-8")
-_NOSNIFF = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+_NOSTORE = (b"cache-control", b"no-store")  # dashboard pages: fresh on every visit, never kept by a shared cache
+# same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" with the sign-in form's POST,
+# which the cross-site check refuses (found by the browser test); other sites still get no referrer
+_NOSNIFF = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin")]
 MAX_HEADER = 512  # characters in one x-smallfleet-* value
 WATCH_AFTER = 0.05  # seconds of work before the gateway starts listening for the client to leave
 OFF_LOOP = 256 << 10  # bodies larger than this are parsed and validated in a worker thread, not on the event loop
@@ -55,16 +61,19 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/embeddings": ("POST",), "/embeddings": ("POST",),
     "/health": ("GET",), "/v1/smallfleet/report": ("GET",), "/metrics": ("GET",), "/openapi.json": ("GET",),
     "/": ("GET",), "/dashboard": ("GET",), "/login": ("POST",), "/logout": ("POST", "GET"),
+    "/runs": ("GET",), "/runs/{id}": ("GET",), "/steps": ("GET",), "/steps/{id}": ("GET",), "/unverified": ("GET",),
+    "/tool-calls": ("GET",), "/injections": ("GET",), "/clusters": ("GET",),
 }
 # paths with one parameter after a fixed prefix: the route's name is the prefix + "{id}"
-_PREFIXES = ("/v1/models/", "/models/")
+_PREFIXES = ("/v1/models/", "/models/", "/runs/", "/steps/")
 _METHODS = {"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"}
 access_log = logging.getLogger("smallfleet.access")
 _STEP_ROUTES = {"/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses", "/v1/smallfleet/extract",
                 "/v1/embeddings", "/embeddings"}
 _CORS_ALLOW_HEADERS = b"authorization, content-type"
 _HEADER_LIST = re.compile(rb"[A-Za-z0-9_\-, ]{1,2000}")  # a preflight's access-control-request-headers, echoed when it is only names
-_DASHBOARD = {"/", "/dashboard", "/v1/smallfleet/report", "/login", "/logout"}
+_PAGES = {"/", "/dashboard", "/runs", "/runs/{id}", "/steps", "/steps/{id}", "/unverified", "/tool-calls", "/injections", "/clusters"}
+_DASHBOARD = _PAGES | {"/v1/smallfleet/report", "/login", "/logout"}  # may use the dashboard's cookie
 
 
 def match(path: str) -> tuple[str | None, str]:
@@ -98,6 +107,7 @@ class Gateway:
         self.responses = responses.ResponseStore(shared=engine.shared)
         self.metrics = Metrics()
         self.cors = cfg.cors_origins
+        self.dashboard = Dashboard(engine.ledger, cfg)
         self._embedder: Any = None  # the MiniLM embedder, loaded by the first /v1/embeddings request
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -186,7 +196,7 @@ class Gateway:
                 self.access.check_site(headers)
                 return await self._login(scope, receive, tracked)
             who = self.access.admit(headers, client[0] if client else None, server[1] if server else None,
-                                    dashboard=path in _DASHBOARD and method == "GET")
+                                    dashboard=route in _DASHBOARD and method == "GET")
             if who.key is not None:
                 scope["smallfleet.key"] = who.key.id  # the key's id (not the secret), for the access log
             if who.key is not None and who.key.rpm is not None and path in _STEP_ROUTES:
@@ -214,12 +224,13 @@ class Gateway:
             if path == "/metrics":
                 return await self._send(tracked, 200, self.metrics.render().encode(),
                                         [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
-            if path in ("/", "/dashboard"):
-                html = await asyncio.to_thread(lambda: render_dashboard(self._report(who, None)))
-                return await self._send(tracked, 200, html.encode(), [_HTML, *_NOSNIFF])
+            if route in _PAGES:
+                code, html = await asyncio.to_thread(self.dashboard.page, route, param, scope.get("query_string", b""),
+                                                     None if who.admin else who.key.account if who.key else None)
+                return await self._send(tracked, code, html.encode(), [_HTML, *_NOSNIFF, _NOSTORE])
         except AuthError as e:
-            if path in ("/", "/dashboard") and not started:
-                return await self._send(tracked, 401, render_login().encode(), [_HTML, *_NOSNIFF])
+            if route in _PAGES and not started:
+                return await self._send(tracked, 401, login_page().encode(), [_HTML, *_NOSNIFF])
             await self._error(tracked, started, e.status, e.to_openai())
         except SmallfleetError as e:
             await self._error(tracked, started, e.status, e.to_openai(), e.http_headers())
@@ -480,7 +491,7 @@ class Gateway:
         form = parse_qs(raw[:4096].decode("utf-8", "replace"))
         key = (form.get("key") or [""])[0].strip()
         if not self.access.ring.check(key):
-            return await self._send(send, 401, render_login("That key is not valid (unknown or revoked).").encode(),
+            return await self._send(send, 401, login_page("That key is not valid (unknown or revoked).").encode(),
                                     [_HTML, *_NOSNIFF])
         await self._send(send, 303, b"", [(b"location", b"/"), _cookie_header(key, 8 * 3600)])
 

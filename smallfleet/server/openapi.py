@@ -147,6 +147,20 @@ def document() -> dict[str, Any]:
                       "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
         "/dashboard": {"get": {"operationId": "dashboardAlias", "summary": "the dashboard",
                                "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        **{p: {"get": {"operationId": op, "summary": summary,
+                       **({"parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]}
+                          if "{id}" in p else {}),
+                       "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                                     **_errors(400, 401, 403, 404)}}}
+           for p, op, summary in (
+               ("/runs", "dashboardRuns", "the dashboard: runs with spend, budget, steps and outcome"),
+               ("/runs/{id}", "dashboardRun", "the dashboard: one run and its steps"),
+               ("/steps", "dashboardSteps", "the dashboard: recent steps"),
+               ("/steps/{id}", "dashboardStep", "the dashboard: one step's attempts, checks, guard decisions"),
+               ("/unverified", "dashboardUnverified", "the dashboard: answers that failed their checks"),
+               ("/tool-calls", "dashboardToolCalls", "the dashboard: tool calls the guard blocked, flagged or held"),
+               ("/injections", "dashboardInjections", "the dashboard: injections flagged in tool output"),
+               ("/clusters", "dashboardClusters", "the dashboard: learned clusters and their routing decisions"))},
         "/login": {"post": {"operationId": "login", "summary": "the dashboard's key form: a valid key becomes a cookie",
                             "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {
                                 "type": "object", "properties": {"key": {"type": "string"}}}}}},
