@@ -115,3 +115,13 @@ def test_cors_any_origin_needs_a_key_of_its_own(scripted_gateway) -> None:
     body = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
     r = httpx.post(gw.base + "/v1/chat/completions", headers={"origin": "http://anywhere.example"}, json=body)
     assert r.status_code == 403 and r.headers["access-control-allow-origin"] == "*"
+
+
+def test_the_readme_lists_every_header_the_gateway_reads_or_sends() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    src = {h for p in (root / "smallfleet").rglob("*.py") for h in re.findall(r"x-smallfleet-[a-z][a-z-]*[a-z]", p.read_text())}
+    readme = set(re.findall(r"x-smallfleet-[a-z][a-z-]*[a-z]", (root / "README.md").read_text()))
+    assert src and not src - readme, sorted(src - readme)

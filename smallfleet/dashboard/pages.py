@@ -46,7 +46,7 @@ form.filters input,form.filters select{font:inherit;padding:3px 4px;min-width:7e
 .card .v{font-size:20px;font-weight:600}.card .k{font-size:12px;color:#495057}
 table{border-collapse:collapse;margin:6px 0 14px;background:#fff}
 td,th{border:1px solid #dee2e6;padding:4px 8px;text-align:right;vertical-align:top}
-th{background:#f1f3f5}td.l,th.l{text-align:left}
+th{background:#f1f3f5}td.l,th.l{text-align:left}td:first-child{white-space:nowrap}
 .bad{color:#c92a2a;font-weight:600}.ok{color:#2b8a3e}.muted{color:#868e96}
 .chart{background:#fff;border:1px solid #dee2e6;border-radius:6px;margin:4px 0 10px;max-width:100%;height:auto}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:0 18px}
