@@ -70,6 +70,8 @@ class RemoteServer:
 
 
 def config(tmp: Path, port: int, location: str, rewrite: bool) -> Path:
+    # prefer_local off: with it, a request holding personal data starts (and here ends) on the local tier,
+    # and neither mode would reach the remote model at all
     cfg = tmp / f"rewrite-{int(rewrite)}.toml"
     cfg.write_text(f"""
 [fleet]
@@ -89,6 +91,7 @@ timeout_s = 600
 start = "frontier"
 checks = ["nonempty"]
 [privacy]
+prefer_local = false
 {'rewrite = ["generation"]' if rewrite else ''}
 [ledger]
 path = "{tmp / 'ledger.db'}"

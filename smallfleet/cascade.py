@@ -163,6 +163,7 @@ class Cascade:
                     rw = await self.privacy.rewriter.rewrite(request)
                 except BackendError as e:
                     return Attempt(spec, tier, None, error=f"backend: the local rewrite failed: {e.message}")
+                await self.privacy.carry(request, rw.request)  # what the rewrite copied of the original stays hidden
                 request, rewritten = rw.request, True
                 local_cost += writer.cost(rw.call.tokens_in, rw.call.tokens_out)
             request, pz, hidden = await self.privacy.outbound_async(request, step.privacy_key)

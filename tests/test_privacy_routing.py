@@ -234,6 +234,37 @@ def test_rewrite_mode_sends_a_locally_rewritten_request_and_composes_the_answer_
     assert "rewrite mode" in out.reason
 
 
+def test_what_a_rewrite_copies_of_the_original_is_still_hidden(tmp_path, proxy) -> None:
+    """The 0.5B sometimes answers instead of rewriting, or keeps a name ("Happy birthday to Carmen!"): no cue
+    there says Carmen is a person, but the original request said so, and that is carried over."""
+    from smallfleet.privacy.rewrite import COMPOSE, REWRITE
+
+    text = "Write a two-line birthday wish for my grandmother Carmen, who turns 80 in Zaragoza on Sunday."
+
+    def local(req):
+        system = req["messages"][0].get("content")
+        if system == REWRITE:
+            return "Happy birthday to Carmen! Greetings from Zaragoza."
+        if system == COMPOSE:
+            return "Happy birthday, Carmen!"
+        return "ok"
+
+    eng = engine(tmp_path, proxy, ("small", "frontier"), ["nonempty", "remote_only"],
+                 env={"SMALLFLEET_PRIVACY_REWRITE": "generation"}, scripted=local)
+    before = len(proxy.bodies)
+
+    async def go():
+        try:
+            return await eng.complete({"messages": [{"role": "user", "content": text}], "max_tokens": 40}, step_kind="generation")
+        finally:
+            await eng.aclose()
+
+    out = asyncio.run(go())
+    body = b"".join(proxy.bodies[before:]).decode()
+    assert body and "Carmen" not in body and "Zaragoza" not in body and "<PERSON_1>" in body
+    assert out.message["content"] == "Happy birthday, Carmen!"
+
+
 def test_rewrite_mode_leaves_tool_steps_in_placeholder_mode(tmp_path, proxy) -> None:
     from smallfleet.privacy.guard import PrivacyGuard, PrivacySettings
     from smallfleet.privacy.rewrite import Rewriter

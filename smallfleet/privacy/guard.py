@@ -128,6 +128,23 @@ class PrivacyGuard:
             return await asyncio.to_thread(self.outbound, request, key)
         return self.outbound(request, key)
 
+    async def carry(self, original: dict[str, Any], rewritten: dict[str, Any]) -> int:
+        """Rewrite mode's second net: a private value detected in the original request stays private in the
+        local model's rewrite of it. Wherever the rewrite copied one ("Happy birthday to Carmen!", where no
+        cue says Carmen is a name), it becomes an entity of the rewritten text, so the pseudonymisation
+        that follows replaces it. Returns how many places were marked."""
+        await self.prefetch(original)
+        texts = message_texts(original.get("messages") or [])
+        found = sorted({(e.type, t[e.start:e.end]) for t, ents in zip(texts, self.detector.detect_batch(texts))
+                        for e in ents if e.end - e.start >= 2})
+        marked = 0
+        for text in message_texts(rewritten.get("messages") or []) if found else ():
+            extra = occurrences(text, found)
+            if extra and len(text) <= CHUNK_CHARS:
+                self.detector.augment(text, extra)
+                marked += len(extra)
+        return marked
+
     async def _local_pass(self, request: dict[str, Any]) -> None:
         """The local model's finds merged into each text's detected entities before redaction."""
         assert self.local_pass is not None

@@ -21,11 +21,15 @@ from typing import Any
 from ..models.base import Backend, ChatResult
 from .pseudonymize import message_texts
 
-REWRITE = ("You protect the user's privacy. Rewrite the user's last request so that it contains no personal details: "
+REWRITE = ("You protect the user's privacy. You get a request the user wants to send to an assistant. Do not answer it "
+           "and do not carry it out: write the same request again, as the user would ask it, with no personal details: "
            "no names of people, organisations, shops or schools, no towns, streets or addresses, no account, order "
            "or other identifying numbers, no contact details, no passwords or keys. Use generic words instead "
            "(\"my grandmother\", \"a bank\", \"a town in Spain\"). Keep everything else the answer needs: the task, "
-           "constraints, tone, language and non-identifying facts. Write only the rewritten request.")
+           "constraints, tone, language and non-identifying facts.\n"
+           "Example. Request: \"Write a thank-you note to my neighbour Olga Petrova at 5 Birch Lane for feeding my cat.\" "
+           "Rewritten: \"Write a thank-you note to my neighbour for feeding my cat.\"\n"
+           "Write only the rewritten request.")
 COMPOSE = ("You write the final answer for the user. You get the user's original request and an answer that an "
            "assistant wrote to an anonymised version of it. Adapt that answer to the original request: put the "
            "user's real details back where they belong, keep the answer's content and language, add nothing else. "
@@ -58,7 +62,8 @@ class Rewriter:
     async def rewrite(self, request: dict[str, Any]) -> Rewritten:
         messages = request.get("messages") or []
         res = await self.backend.chat({"messages": [{"role": "system", "content": REWRITE},
-                                                    {"role": "user", "content": conversation(messages)}],
+                                                    {"role": "user", "content": "Request to rewrite (do not answer it):\n"
+                                                                                + conversation(messages)}],
                                        "max_tokens": 400, "temperature": 0})
         system = [m for m in messages if m.get("role") in ("system", "developer")][:1]
         out = {k: v for k, v in request.items() if k != "messages"}
