@@ -275,3 +275,63 @@ def test_rewrite_mode_leaves_tool_steps_in_placeholder_mode(tmp_path, proxy) -> 
     assert not g.rewrites("generation", {"messages": [], "response_format": {"type": "json_object"}})
     assert not g.rewrites("tool_choice", {"messages": [], "tools": [{"type": "function", "function": {"name": "f"}}]})
     assert not g.rewrites("classification", {"messages": []})
+
+
+def test_local_pass_and_rewrite_mode_through_the_http_gateway(tmp_path, proxy) -> None:
+    """The whole way a user meets them: the official client → `smallfleet serve` (local pass and rewrite mode
+    on, the local SmolLM2 doing both) → a remote model behind a real HTTP server that keeps what it receives."""
+    from openai import OpenAI
+
+    from .conftest import start_serve, stop_serve
+
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text(f"""
+[fleet]
+tiers = ["small", "frontier"]
+[models.smollm2]
+path = "package:smollm2-135m"
+tier = "small"
+context = 2048
+threads = 2
+[models.remote]
+backend = "openai"
+url = "{proxy.url}"
+model = "whatever"
+tier = "frontier"
+price_in = 2.5
+price_out = 10.0
+[routing.generation]
+start = "frontier"
+checks = ["nonempty"]
+[routing.tool_choice]
+start = "frontier"
+checks = ["tool_call_valid"]
+[privacy]
+prefer_local = false
+local_pass = "small"
+rewrite = ["generation"]
+[memory]
+enabled = false
+[ledger]
+path = "{tmp_path / 'ledger.db'}"
+""")
+    proc, base = start_serve(cfg, tmp_path / "serve.log")
+    try:
+        client = OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300)
+        before = len(proxy.bodies)
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", max_tokens=40, messages=[{"role": "user", "content": PROMPT}])
+        assert raw.headers["x-smallfleet-tier"] == "frontier" and "rewrite mode" in raw.headers["x-smallfleet-reason"]
+        assert raw.parse().choices[0].message.content
+        # a tool step stays in placeholder mode; the local pass read it first
+        tools = [{"type": "function", "function": {"name": "send_refund", "parameters": {
+            "type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]}}}]
+        tool = client.chat.completions.with_raw_response.create(
+            model="auto", max_tokens=40, tools=tools, tool_choice="required", messages=[{"role": "user", "content": PROMPT}])
+        assert tool.headers["x-smallfleet-tier"] == "frontier" and "rewrite mode" not in tool.headers["x-smallfleet-reason"]
+        sent = b"\n".join(proxy.bodies[before:]).decode()
+        assert len(proxy.bodies) - before == 2
+        for value in PII.values():
+            assert value not in sent, f"{value!r} left the machine"
+    finally:
+        stop_serve(proc)

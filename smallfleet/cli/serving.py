@@ -43,7 +43,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
     x-smallfleet-step-kind (override the derived kind), x-smallfleet-kb (a knowledge base
     declared as [knowledge.NAME]).
     Response headers: x-smallfleet-model, -tier, -step-kind, -escalated, -cost, -verdict, -reason.
-    Dashboard at http://HOST:PORT/ .
+    Dashboard at http://HOST:PORT/ (over time, runs, steps with their attempts and verdicts,
+    unverified answers, stopped tool calls, injections, learned clusters).
 
     \b
     Access: with no API keys the gateway serves loopback clients only; once
