@@ -32,6 +32,56 @@ CHUNK_CHARS = 20_000
 MAX_BATCH = 32  # texts per shared spaCy pass
 
 
+# a line the English NER can find something in: a Title-case word, two upper-case words in a row, or a
+# letter outside ASCII (names in other scripts). Other lines (log lines, code, tables of numbers) are left
+# to the patterns: over a pasted log the NER was most of the detector's time, for nothing
+_NER_LINE = re.compile(r"[A-Z][a-z]|[A-Z]{2,}[ \t]+[A-Z]{2,}|[^\x00-\x7f]")
+_MACHINE_LINE = re.compile(r"\d{2}|[=;{}<>\[\]\\|_]|^\s*$")  # numbers, code punctuation, or blank: not lower-case prose
+_THIN_MIN = 2000  # characters: a shorter chunk is cheap to read whole
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def ner_view(chunk: str) -> tuple[str, list[tuple[int, int, int]] | None]:
+    """The text the NER reads for a chunk, and (view start, chunk start, length) segments mapping it back;
+    None when it reads the whole chunk (the usual case). Only a chunk that is mostly machine text (60 % of
+    it in lines with nothing for the NER) is thinned: dropping a form's or a letter's other lines changes
+    what the NER sees around a name, and it misses names it found with them."""
+    if _SURROGATE.search(chunk):  # a lone surrogate (from a file read with surrogateescape) crashes spaCy
+        chunk = _SURROGATE.sub("\ufffd", chunk)  # one character for one: offsets hold
+    if len(chunk) < _THIN_MIN:
+        return chunk, None
+    lines = chunk.splitlines(keepends=True)
+    keep = [bool(_NER_LINE.search(ln)) or not _MACHINE_LINE.search(ln) for ln in lines]
+    dropped = sum(len(ln) for ln, k in zip(lines, keep) if not k)
+    if dropped < 0.6 * len(chunk):  # mostly prose, a form, a chat: the NER reads it all (its neighbours are its context)
+        return chunk, None
+    parts, segments, pos, at = [], [], 0, 0
+    for ln, k in zip(lines, keep):
+        if k:
+            segments.append((at, pos, len(ln)))
+            parts.append(ln if ln.endswith(("\n", "\r")) else ln + "\n")
+            at += len(parts[-1])
+        pos += len(ln)
+    return "".join(parts), segments
+
+
+def _unview(segments: list[tuple[int, int, int]], s: int, e: int) -> tuple[int, int] | None:
+    """A span of the NER's view as a span of the chunk (None if it crosses from one kept line to another)."""
+    lo, hi = 0, len(segments) - 1
+    while lo < hi:  # the segment holding s
+        mid = (lo + hi + 1) // 2
+        if segments[mid][0] <= s:
+            lo = mid
+        else:
+            hi = mid - 1
+    vs, cs, n = segments[lo]
+    if not (vs <= s and e <= vs + n):
+        return None
+    return cs + s - vs, cs + e - vs
+
+
 def chunk_text(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, str]]:
     """Split long text at line or sentence ends into (offset, piece) chunks of at most ``size`` chars."""
     if len(text) <= size:
@@ -161,7 +211,7 @@ class Detector:
     def _patterns(self, text: str) -> list[Entity]:
         return [e for rec in self._recognizers for e in rec(text) if e.type in self.entities]
 
-    def _ner(self, doc: Any, patterns: list[Entity]) -> list[Entity]:
+    def _ner(self, doc: Any, patterns: list[Entity], segments: list[tuple[int, int, int]] | None, chunk: str) -> list[Entity]:
         structured = [(p.start, p.end) for p in patterns if p.type in _STRUCTURED and p.score >= 0.6]
         out = []
         for ent in doc.ents:
@@ -170,12 +220,17 @@ class Detector:
                 continue
             kind, score = mapped
             s, e = ent.start_char, ent.end_char
+            if segments is not None:  # the NER read only some lines: back to the chunk's offsets
+                at = _unview(segments, s, e)
+                if at is None:
+                    continue
+                s, e = at
             if any(ps <= s and e <= pe for ps, pe in structured):
                 continue  # a street name or a number inside an address, phone or card
             if kind == "DATE_TIME" and (not _DATEISH.search(ent.text) or " old" in ent.text
                                         or (ent.text.isdigit() and not _YEAR.fullmatch(ent.text))):
                 continue  # spaCy calls many bare numbers dates
-            out.append(Entity(kind, s, e, ent.text, score, "ner"))
+            out.append(Entity(kind, s, e, chunk[s:e], score, "ner"))
         return out
 
     def _finish(self, text: str, ents: list[Entity]) -> list[Entity]:
@@ -226,9 +281,10 @@ class Detector:
             pieces.extend((i, off, chunk) for off, chunk in chunk_text(t))
         found: list[list[Entity]] = [[] for _ in texts]
         pats = [self._patterns(chunk) for _, _, chunk in pieces]
+        views = [ner_view(chunk) for _, _, chunk in pieces] if self.use_ner else []
         docs: Iterable[Any] = ([None] * len(pieces) if not self.use_ner
-                               else self._load().pipe((c for _, _, c in pieces), batch_size=batch_size))
-        for (i, off, chunk), p, doc in zip(pieces, pats, docs):
-            ents = p + (self._ner(doc, p) if doc is not None else [])
+                               else self._load().pipe((v[0] for v in views), batch_size=batch_size))
+        for k, ((i, off, chunk), p, doc) in enumerate(zip(pieces, pats, docs)):
+            ents = p + (self._ner(doc, p, views[k][1], chunk) if doc is not None else [])
             found[i].extend(e.shifted(off) for e in self._finish(chunk, ents))
         return found

@@ -157,11 +157,15 @@ class Pseudonymizer:
         if not text:
             return res
 
+        # unknown placeholders are shielded from the mangled pass below by a character the text does not
+        # hold (it was NUL, which turned a user's real NUL characters into "<")
+        shield = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in text)
+
         def exact(m: re.Match[str]) -> str:
             val = self.vault.value(m.group())
             if val is None:
                 res.unknown.append(m.group())
-                return "\x00" + m.group()[1:]  # shield it from the mangled pass below
+                return shield + m.group()[1:]
             res.restored += 1
             return val
 
@@ -178,7 +182,7 @@ class Pseudonymizer:
             return val
 
         # Only forms carrying a type and number the vault knows are repaired; plain words stay words.
-        text = _MANGLED.sub(mangled, text).replace("\x00", "<")
+        text = _MANGLED.sub(mangled, text).replace(shield, "<")
         res.text = text
         return res
 

@@ -142,13 +142,37 @@ _PHONE_CTX = re.compile(r"\b(?:phone|tel|telephone|mobile|cell|fax|desk|call|cal
 _REGIONS = ("US", "GB", "DE", "FR", "IT", "ES", "NL", "AU", "IN", "BR")
 
 
+# where a phone number could be: 5+ digits with the separators numbers are written with. libphonenumber's
+# matcher runs only on these windows: over a whole number-dense text (a pasted log) it took half of the
+# detector's time, 25 s for 200 kB
+_PHONE_WINDOW = re.compile(r"[+(]?\d[\d ().\-/\u00a0]{3,30}\d(?:\s?(?:x|ext\.?)\s?\d{1,5})?", re.I)
+
+
+def _phone_windows(text: str) -> Iterator[tuple[int, int]]:
+    last_s, last_e = -1, -1
+    for m in _PHONE_WINDOW.finditer(text):
+        if sum(c.isdigit() for c in m.group()) < 5:
+            continue
+        s, e = max(0, m.start() - 4), min(len(text), m.end() + 4)  # the matcher looks at the characters around
+        if s <= last_e:
+            last_e = e
+            continue
+        if last_e >= 0:
+            yield last_s, last_e
+        last_s, last_e = s, e
+    if last_e >= 0:
+        yield last_s, last_e
+
+
 def phones(text: str) -> Iterator[Entity]:
     seen: set[tuple[int, int]] = set()
-    for region in _REGIONS:  # libphonenumber's matcher validates against real numbering plans
-        for pm in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
-            if (pm.start, pm.end) not in seen:
-                seen.add((pm.start, pm.end))
-                yield Entity("PHONE_NUMBER", pm.start, pm.end, pm.raw_string, 0.9, "pattern")
+    for ws, we in _phone_windows(text):
+        window = text[ws:we]
+        for region in _REGIONS:  # libphonenumber's matcher validates against real numbering plans
+            for pm in phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.VALID):
+                if (ws + pm.start, ws + pm.end) not in seen:
+                    seen.add((ws + pm.start, ws + pm.end))
+                    yield Entity("PHONE_NUMBER", ws + pm.start, ws + pm.end, pm.raw_string, 0.9, "pattern")
     for m in _PHONE.finditer(text):
         v = m.group()
         digits = sum(c.isdigit() for c in v)
