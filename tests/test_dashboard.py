@@ -198,3 +198,9 @@ def test_the_dashboard_reads_a_ledger_on_postgresql(pg_url, tmp_path) -> None:
         assert "1 PERSON" in get(gw, "/steps/" + seen["unverified"]).text
     finally:
         gw.stop()
+
+
+def test_an_empty_range_says_where_the_steps_are(day) -> None:
+    gw, _ = day
+    page = get(gw, "/?from=2001-01-01&to=2001-01-02").text
+    assert "No steps in this range" in page and 'href="/?range=all"' in page

@@ -165,6 +165,10 @@ def overview(sc: Scope, size: float, buckets: list[Bucket], by_kind: list[tuple[
     body = [filter_form(sc.filters, "/", kinds, tiers), truncated_note(sc), cards(t),
             f"<p><small>{esc(basis)}. At parity, a step whose final answer failed its checks, or whose task the agent reported "
             "failed, counts its spend as a loss.</small></p>"]
+    if not sc.steps:
+        everything = link("/?" + sc.filters.query(range="all", **{"from": None, "to": None}), "All time")
+        body.append(f'<p class="muted">No steps in this range. {everything} shows every step in the ledger; '
+                    "<code>smallfleet demo</code> or any request to the gateway makes some.</p>")
     if buckets:
         every = f"one bar per {_span(size)}"
         body.append('<div class="charts"><div>')
