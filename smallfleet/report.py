@@ -119,25 +119,47 @@ def _parity(ledger: Ledger, rep: Report, where: str, params: tuple[Any, ...]) ->
         "SELECT a.step_id, MAX(a.run_id), SUM(a.cost_usd), MAX(CASE WHEN a.final=1 THEN a.frontier_cost_usd END), "
         "MAX(CASE WHEN a.final=1 THEN a.passed END), MAX(a.step_kind) FROM attempts a "
         f"{where.replace('run_id', 'a.run_id')} GROUP BY a.step_id", params)
-    fb_step = {s: bool(v) for s, v in ledger.query(
-        "SELECT step_id, success FROM feedback WHERE step_id IS NOT NULL ORDER BY id")}
-    fb_run = {r: bool(v) for r, v in ledger.query("SELECT run_id, success FROM feedback WHERE run_id IS NOT NULL ORDER BY id")}
+    fb_step, fb_run = feedback(ledger)
     total = 0.0
     for step_id, run_id, spend, cf, passed, kind in rows:
-        if kind == "memory":  # bookkeeping calls of session memory: cost only, as in the plain figure
-            total -= spend or 0.0
+        ok, outcome = step_outcome(step_id, run_id, bool(passed), fb_step, fb_run)
+        total += parity_saving(kind, ok, spend or 0.0, cf or 0.0)
+        if kind == "memory":
             continue
-        ok = fb_step.get(step_id, fb_run.get(run_id) if run_id is not None else None)
-        if ok is None:
-            ok = bool(passed)
-            if ok:
-                rep.verified_steps += 1
-            else:
-                rep.unverified_steps += 1
+        if ok:
+            rep.verified_steps += 1
+        elif outcome == "unverified":
+            rep.unverified_steps += 1
         else:
-            if ok:
-                rep.verified_steps += 1
-            else:
-                rep.failed_steps += 1
-        total += ((cf or 0.0) - (spend or 0.0)) if ok else -(spend or 0.0)
+            rep.failed_steps += 1
     rep.parity_savings_usd = total
+
+
+def feedback(ledger: Ledger) -> tuple[dict[str, bool], dict[str, bool]]:
+    """The agent's latest word per step and per run (a feedback row names one or the other)."""
+    fb_step: dict[str, bool] = {}
+    fb_run: dict[str, bool] = {}
+    for step_id, run_id, success in ledger.query("SELECT step_id, run_id, success FROM feedback ORDER BY id"):
+        if step_id is not None:
+            fb_step[step_id] = bool(success)
+        elif run_id is not None:
+            fb_run[run_id] = bool(success)
+    return fb_step, fb_run
+
+
+def step_outcome(step_id: str, run_id: str | None, passed: bool, fb_step: dict[str, bool],
+                 fb_run: dict[str, bool]) -> tuple[bool, str]:
+    """(a success at parity?, its outcome): the agent's word on the step, else on its run, else its final
+    answer's checks."""
+    said = fb_step.get(step_id, fb_run.get(run_id) if run_id is not None else None)
+    if said is None:
+        return passed, "verified" if passed else "unverified"
+    return said, "reported ok" if said else "reported failed"
+
+
+def parity_saving(kind: str, ok: bool, spend: float, frontier: float) -> float:
+    """A step's saving at parity: all-frontier cost minus spend when it succeeded, its spend lost when it
+    did not; session memory's bookkeeping calls only cost (as in the plain figure)."""
+    if kind == "memory":
+        return -spend
+    return frontier - spend if ok else -spend

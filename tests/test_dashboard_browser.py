@@ -33,7 +33,9 @@ VIEWS = {"overview": "/", "runs": "/runs", "steps": "/steps", "unverified": "/un
 def day(tmp_path_factory: pytest.TempPathFactory):
     from .conftest import ThreadGateway
 
-    gw = ThreadGateway(tmp_path_factory.mktemp("browser"), extra=REMOTE)
+    tmp = tmp_path_factory.mktemp("browser")
+    # its own routing table: the session's data dir is shared, and other tests expect none there
+    gw = ThreadGateway(tmp, extra=REMOTE + f'\n[learn]\nroutes = "{tmp / "routes.json"}"\n')
     seen = populate(gw)
     # a learned routing table, as `smallfleet learn apply` writes it, for the clusters view (after the traffic:
     # no step above was routed by it)

@@ -103,6 +103,17 @@ path = "{tmp_path / 'ledger.db'}"
     return Engine(config, fleet=Fleet(config, backends={"smollm2": FunctionBackend(config.models["smollm2"], scripted)}))
 
 
+def complete(eng: Engine, request: dict, **kw):  # type: ignore[type-arg]
+    """One step through the engine, which is closed after it."""
+    async def go():
+        try:
+            return await eng.complete(request, **kw)
+        finally:
+            await eng.aclose()
+
+    return asyncio.run(go())
+
+
 def test_only_pseudonymised_text_reaches_the_remote_model_and_the_ledger_keeps_no_pii(tmp_path, proxy) -> None:
     eng = engine(tmp_path, proxy, ("small", "frontier"), ["nonempty", "remote_only"])
     before = len(proxy.bodies)
@@ -177,13 +188,7 @@ def test_the_local_pass_hides_what_patterns_and_ner_miss_from_the_remote_server(
                  env={"SMALLFLEET_PRIVACY_LOCAL_PASS": "smollm2"}, scripted=local)
     before = len(proxy.bodies)
 
-    async def go():
-        try:
-            return await eng.complete({"messages": [{"role": "user", "content": text}], "max_tokens": 24}, run_id="pass-run")
-        finally:
-            await eng.aclose()
-
-    out = asyncio.run(go())
+    out = complete(eng, {"messages": [{"role": "user", "content": text}], "max_tokens": 24}, run_id="pass-run")
     sent = [b.decode() for b in proxy.bodies[before:]]
     assert sent and out.final.spec.name == "remote"
     for body in sent:
@@ -214,14 +219,7 @@ def test_rewrite_mode_sends_a_locally_rewritten_request_and_composes_the_answer_
                  env={"SMALLFLEET_PRIVACY_REWRITE": "generation"}, scripted=local)
     before = len(proxy.bodies)
 
-    async def go():
-        try:
-            return await eng.complete({"messages": [{"role": "user", "content": text}], "max_tokens": 40},
-                                      run_id="rewrite-run", step_kind="generation")
-        finally:
-            await eng.aclose()
-
-    out = asyncio.run(go())
+    out = complete(eng, {"messages": [{"role": "user", "content": text}], "max_tokens": 40}, run_id="rewrite-run", step_kind="generation")
     sent = [orjson.loads(b) for b in proxy.bodies[before:]]
     assert len(sent) == 1
     body = orjson.dumps(sent[0]).decode()
@@ -253,13 +251,7 @@ def test_what_a_rewrite_copies_of_the_original_is_still_hidden(tmp_path, proxy) 
                  env={"SMALLFLEET_PRIVACY_REWRITE": "generation"}, scripted=local)
     before = len(proxy.bodies)
 
-    async def go():
-        try:
-            return await eng.complete({"messages": [{"role": "user", "content": text}], "max_tokens": 40}, step_kind="generation")
-        finally:
-            await eng.aclose()
-
-    out = asyncio.run(go())
+    out = complete(eng, {"messages": [{"role": "user", "content": text}], "max_tokens": 40}, step_kind="generation")
     body = b"".join(proxy.bodies[before:]).decode()
     assert body and "Carmen" not in body and "Zaragoza" not in body and "<PERSON_1>" in body
     assert out.message["content"] == "Happy birthday, Carmen!"

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import orjson
+
 from ..errors import NotAvailableError
 from ..spec import ModelSpec
 
@@ -85,3 +87,15 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def gateway_health(host: str, port: int) -> dict[str, bool] | None:
+    """The loaded-model map of a smallfleet gateway answering at host:port, or None (nothing there, or not ours)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=0.5) as r:
+            models: dict[str, bool] | None = orjson.loads(r.read()).get("models")
+            return models
+    except Exception:  # nothing there, or not a smallfleet gateway
+        return None

@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import orjson
 from rich.markup import escape
 from rich.table import Table
 
 from .. import assets
 from ..errors import SmallfleetError
 from ._app import _config, byte_progress, cli, console, gateway_address, out
-from ._checks import SlowCheck, load_in_child, port_free, within
+from ._checks import SlowCheck, gateway_health, load_in_child, port_free, within
 
 
 # -- models ------------------------------------------------------------------------------------------
@@ -27,7 +26,7 @@ def models(ctx: click.Context, install: bool, load: bool, host: str | None, port
     """List the fleet: installed? sha256 verified? loaded in a running gateway (at --host/--port)?"""
     cfg = _config(ctx)
     h, p = host or cfg.host, port if port is not None else cfg.port
-    gateway = _gateway_health(h, p)
+    gateway = gateway_health(h, p)
     if install or load:
         for spec in cfg.models.values():
             if spec.is_local and spec.location.startswith("package:") and not spec.stands_in_for:
@@ -70,17 +69,6 @@ def _model_state(spec: Any) -> tuple[str, str]:
         return "yes", "[green]ok[/]" if st.verified else ("not checked" if st.assembled else "not assembled")
     p = Path(loc).expanduser()
     return ("yes" if p.is_file() else "[red]missing[/]"), "no pin"
-
-
-def _gateway_health(host: str, port: int) -> dict[str, bool] | None:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=0.5) as r:
-            models: dict[str, bool] | None = orjson.loads(r.read()).get("models")
-            return models
-    except Exception:  # nothing there, or not a smallfleet gateway
-        return None
 
 
 # -- doctor ------------------------------------------------------------------------------------------
@@ -251,7 +239,7 @@ def doctor(ctx: click.Context, load: bool, timeout: float, host: str | None, por
     h, p = host or cfg.host, port if port is not None else cfg.port
     if port_free(h, p):
         ok(f"port {h}:{p} is free for `smallfleet serve`")
-    elif _gateway_health(h, p) is not None:
+    elif gateway_health(h, p) is not None:
         ok(f"a smallfleet gateway already answers on {h}:{p}")
     else:
         bad(f"port {h}:{p} is in use by another program", "smallfleet serve --port N, or set SMALLFLEET_PORT")

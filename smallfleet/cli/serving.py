@@ -96,13 +96,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None, preload: bool,
 
 def _port_or_exit(host: str, port: int) -> None:
     from ..errors import ConfigError
-    from ._checks import port_free
-    from .fleet import _gateway_health
+    from ._checks import gateway_health, port_free
 
     if port_free(host, port):
         return
     who = (f"a smallfleet gateway already runs there (its dashboard: http://{host}:{port}/)"
-           if _gateway_health(host, port) is not None else "another program holds it")
+           if gateway_health(host, port) is not None else "another program holds it")
     raise ConfigError(f"port {host}:{port} is in use: {who}.",
                       hint=f"pick another: smallfleet serve --port {port + 1} (or SMALLFLEET_PORT, or [server] port in "
                            "smallfleet.toml)")

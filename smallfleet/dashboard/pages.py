@@ -25,6 +25,7 @@ from .queries import (
     StepRow,
     StepView,
     Totals,
+    totals,
 )
 
 NAV = [("/", "Overview"), ("/runs", "Runs"), ("/steps", "Steps"), ("/unverified", "Unverified"),
@@ -156,9 +157,7 @@ def _label(ts: float, size: float) -> str:
 def overview(sc: Scope, size: float, buckets: list[Bucket], by_kind: list[tuple[str, Totals]], by_tier: list[tuple[str, Totals]],
              by_model: list[tuple[str, Totals]], privacy: tuple[int, dict[str, int]], guard: dict[str, int], basis: str,
              kinds: Sequence[str], tiers: Sequence[str]) -> str:
-    t = Totals()
-    for s in sc.steps:
-        t.add(s)
+    t = totals(sc.steps)
     xs = [_label(b.start, size) for b in buckets]
     tier_names = [x for x in sc.tiers if any(b.by_tier.get(x) for b in buckets)]
     tier_names += sorted({k for b in buckets for k in b.by_tier} - set(tier_names))

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..ledger import Ledger
+from ..report import feedback, parity_saving, step_outcome
 
 MAX_STEPS = 50_000  # newest steps a view reads; more are left out and the page says so
 MAX_ID = 200  # characters of a run, step or key id a filter may name
@@ -177,23 +178,12 @@ def scope(ledger: Ledger, f: Filters, account: str | None = None, tiers: list[st
 
 
 def _outcomes(ledger: Ledger, steps: list[StepRow]) -> None:
-    """Each step's outcome: the agent's word (on the step, else on its run) when there is one, else its
-    final answer's checks. The latest feedback wins."""
+    """Each step's outcome, by report.py's rule (the agent's word, else the final answer's checks)."""
     if not steps:
         return
-    fb_step: dict[str, bool] = {}
-    fb_run: dict[str, bool] = {}
-    for step_id, run_id, success in ledger.query("SELECT step_id, run_id, success FROM feedback ORDER BY id"):
-        if step_id is not None:
-            fb_step[step_id] = bool(success)
-        elif run_id is not None:
-            fb_run[run_id] = bool(success)
+    fb_step, fb_run = feedback(ledger)
     for s in steps:
-        said = fb_step.get(s.step_id, fb_run.get(s.run_id) if s.run_id is not None else None)
-        if said is None:
-            s.ok, s.outcome = s.passed, "verified" if s.passed else "unverified"
-        else:
-            s.ok, s.outcome = said, "reported ok" if said else "reported failed"
+        s.ok, s.outcome = step_outcome(s.step_id, s.run_id, s.passed, fb_step, fb_run)
 
 
 @dataclass
@@ -213,11 +203,10 @@ class Totals:
         self.spend += s.spend
         self.escalated += s.escalated
         self.latency_ms += s.latency_ms
-        if s.kind == "memory":  # bookkeeping calls of session memory: cost only (as report.py counts them)
-            self.parity_saved -= s.spend
+        self.parity_saved += parity_saving(s.kind, s.ok, s.spend, s.frontier)
+        if s.kind == "memory":  # bookkeeping calls of session memory: no answer to count
             return
         self.frontier += s.frontier
-        self.parity_saved += (s.frontier - s.spend) if s.ok else -s.spend
         if s.outcome in ("verified", "reported ok"):
             self.verified += 1
         elif s.outcome == "unverified":
@@ -324,10 +313,7 @@ def runs(ledger: Ledger, sc: Scope) -> list[RunRow]:
         return []
     budgets = {r: (b, sp) for r, b, sp in ledger.query("SELECT run_id, budget_usd, spent_usd FROM runs")
                if r in groups}
-    said: dict[str, bool] = {}
-    for run_id, success in ledger.query("SELECT run_id, success FROM feedback WHERE step_id IS NULL ORDER BY id"):
-        if run_id in groups:
-            said[run_id] = bool(success)
+    said = feedback(ledger)[1]
     out = []
     for run_id, steps in groups.items():
         b, sp = budgets.get(run_id, (None, None))
