@@ -294,6 +294,28 @@ class ReplicaGateway:
 REPLICAS = os.environ.get("SMALLFLEET_TEST_REPLICAS") == "2"  # `make test-replicas`: the scripted suites on two replicas
 
 
+def create_key(gw: ThreadGateway | ReplicaGateway, name: str, *extra: str) -> str:
+    """``smallfleet keys create`` through the CLI, then wait until the running gateway sees the key (it
+    re-reads its key store at most once a second: a request sent sooner is still served as keyless)."""
+    import re
+
+    r = subprocess.run([sys.executable, "-m", "smallfleet.cli", "--config", str(gw.cfg.source), "keys", "create", name,
+                        *extra], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"sf-[A-Za-z0-9_\-]+", r.stdout)
+    assert m, r.stdout
+    key = m.group(0)
+    deadline, seen = time.monotonic() + 10, 0
+    while seen < 4:  # in a row: behind the balancer each replica has its own view
+        ok = (httpx.get(gw.base + "/v1/models", timeout=10).status_code == 401
+              and httpx.get(gw.base + "/v1/models", headers={"authorization": f"Bearer {key}"}, timeout=10).status_code == 200)
+        seen = seen + 1 if ok else 0
+        assert time.monotonic() < deadline, "the gateway did not see the new key within 10 s"
+        if not ok:
+            time.sleep(0.1)
+    return key
+
+
 @pytest.fixture
 def scripted_gateway(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     """A scripted gateway per test; ``scripted_gateway(answer=..., delay=..., extra=toml)`` to customise.

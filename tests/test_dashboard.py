@@ -5,8 +5,6 @@ and no page shows personal data. The same pages in a real browser: test_dashboar
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 
@@ -18,6 +16,7 @@ from smallfleet.dashboard.queries import parse_filters
 from smallfleet.ledger import Ledger
 from smallfleet.report import build_report
 
+from .conftest import create_key
 from .dashboard_day import PRIVATE, REMOTE, populate
 
 
@@ -135,15 +134,8 @@ def test_bad_parameters_are_4xx_pages(day, query: str, status: int, words: str) 
 
 def test_a_key_sees_only_its_own_steps(scripted_gateway, tmp_path) -> None:
     gw = scripted_gateway(extra=REMOTE)
-    cfg = gw.cfg.source
 
-    def key(name: str, *extra: str) -> str:
-        r = subprocess.run([sys.executable, "-m", "smallfleet.cli", "--config", cfg, "keys", "create", name, *extra],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        return re.search(r"sf-[A-Za-z0-9_\-]+", r.stdout).group(0)
-
-    alice, admin = key("alice"), key("ops", "--admin")
+    alice, admin = create_key(gw, "alice"), create_key(gw, "ops", "--admin")
     body = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
     mine = httpx.post(gw.base + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {alice}"}, timeout=30)
     other = httpx.post(gw.base + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {admin}"}, timeout=30)

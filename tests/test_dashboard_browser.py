@@ -148,15 +148,12 @@ def test_the_filter_form_narrows_the_view(day, page) -> None:
 
 
 def test_a_keyed_gateway_asks_for_the_key_then_shows_its_steps(scripted_gateway, browser) -> None:
-    import subprocess
-    import sys
-
     import httpx
 
+    from .conftest import create_key
+
     gw = scripted_gateway()
-    r = subprocess.run([sys.executable, "-m", "smallfleet.cli", "--config", gw.cfg.source, "keys", "create", "ops", "--admin"],
-                       capture_output=True, text=True, timeout=120)
-    key = re.search(r"sf-[A-Za-z0-9_\-]+", r.stdout).group(0)
+    key = create_key(gw, "ops", "--admin")
     step = httpx.post(gw.base + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, timeout=30,
                       json={"model": "auto", "messages": [{"role": "user", "content": "hello"}]}).headers["x-smallfleet-step-id"]
     ctx = browser.new_context()
