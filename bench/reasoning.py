@@ -262,6 +262,21 @@ def play(small: list[dict[str, Any]], large: dict[int, dict[str, Any]], escalate
             "precision_of_verified": round(sum(verified) / len(verified), 3) if verified else None}
 
 
+def bounds(both: list[dict[str, Any]], large: dict[int, dict[str, Any]]) -> dict[str, float | None]:
+    """The least escalation that reaches the large model's accuracy for two ideal rules, so a goal can be read
+    against what these two models allow: an oracle that knows both answers escalates only where the small one is
+    wrong and the large one right; a perfect verifier of the small answer escalates only where it is wrong, but
+    cannot tell which of those the large model gets right (so on average it needs that share of them)."""
+    n = len(both)
+    sw_lr = sum(1 for s in both if not s["right"] and large[s["id"]]["right"])
+    sr_lw = sum(1 for s in both if s["right"] and not large[s["id"]]["right"])
+    sw = sum(1 for s in both if not s["right"])
+    if not n or sw_lr <= sr_lw:
+        return {"oracle": 0.0, "perfect_small_verifier": 0.0}
+    return {"oracle": round((sw_lr - sr_lw) / n, 3),
+            "perfect_small_verifier": round(sw * (1 - sr_lw / sw_lr) / n, 3)}
+
+
 def report(small_tier: str, large_tier: str, score_path: Path | None, out: Path) -> None:
     cfg = load_config(env={})
     small_m, large_m = cfg.tier_model(small_tier).name, cfg.tier_model(large_tier).name
@@ -287,6 +302,7 @@ def report(small_tier: str, large_tier: str, score_path: Path | None, out: Path)
         reach = [c for c in curve if c["accuracy"] >= large_acc - 1e-9]
         res["escalation_to_large_accuracy"] = min(c["escalated"] for c in reach) if reach else None
         res["random_escalation_to_large_accuracy"] = 1.0 if large_acc > small_acc else 0.0
+        res["bounds_to_large_accuracy"] = bounds(both, large)
         res["curve"] = curve
     res["setup"] = {"small": small_m, "large": large_m, "data": "GSM8K test, the same seeded shuffle for both tiers",
                     "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -299,7 +315,8 @@ def report(small_tier: str, large_tier: str, score_path: Path | None, out: Path)
     for name, c in res.get("cascade", {}).items():
         print(f"cascade [{name}]: {c}")
     if "escalation_to_large_accuracy" in res:
-        print(f"escalation needed to reach the large model's accuracy: {res['escalation_to_large_accuracy']}")
+        print(f"escalation needed to reach the large model's accuracy: {res['escalation_to_large_accuracy']} "
+              f"(ideal rules: {res['bounds_to_large_accuracy']})")
     if curve:
         plot(res, out.with_suffix(".png"))
 
@@ -318,6 +335,10 @@ def plot(res: dict[str, Any], path: Path) -> None:
     for name, mark in (("score", "o"), ("program agrees", "s")):
         ax.plot([c[name]["escalated"]], [c[name]["accuracy"]], mark, label=f"{name} (operating point)")
     ax.axhline(large["accuracy"], color="black", lw=0.6)
+    b = res.get("bounds_to_large_accuracy") or {}
+    for name, mark in (("oracle", "^"), ("perfect_small_verifier", "v")):
+        if b.get(name) is not None:
+            ax.plot([b[name]], [large["accuracy"]], mark, color="grey", label=f"ideal: {name.replace('_', ' ')}")
     ax.set_xlabel("share of steps escalated to the large model")
     ax.set_ylabel("accuracy (GSM8K test)")
     ax.set_title(f"{res['setup']['small']} → {res['setup']['large']}, {c['score']['problems']} problems")
