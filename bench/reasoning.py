@@ -262,7 +262,7 @@ def play(small: list[dict[str, Any]], large: dict[int, dict[str, Any]], escalate
             "precision_of_verified": round(sum(verified) / len(verified), 3) if verified else None}
 
 
-def bounds(both: list[dict[str, Any]], large: dict[int, dict[str, Any]]) -> dict[str, float | None]:
+def bounds(both: list[dict[str, Any]], large: dict[int, dict[str, Any]]) -> dict[str, float]:
     """The least escalation that reaches the large model's accuracy for two ideal rules, so a goal can be read
     against what these two models allow: an oracle that knows both answers escalates only where the small one is
     wrong and the large one right; a perfect verifier of the small answer escalates only where it is wrong, but

@@ -294,17 +294,19 @@ class ReplicaGateway:
 REPLICAS = os.environ.get("SMALLFLEET_TEST_REPLICAS") == "2"  # `make test-replicas`: the scripted suites on two replicas
 
 
+def sf(*args: str, cfg: Path | str) -> subprocess.CompletedProcess[str]:
+    """The CLI on one config file, wide enough that tables are not folded."""
+    return subprocess.run([sys.executable, "-m", "smallfleet.cli", "--config", str(cfg), *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+
+
 def create_key(gw: ThreadGateway | ReplicaGateway, name: str, *extra: str) -> str:
     """``smallfleet keys create`` through the CLI, then wait until the running gateway sees the key (it
     re-reads its key store at most once a second: a request sent sooner is still served as keyless)."""
-    import re
-
-    r = subprocess.run([sys.executable, "-m", "smallfleet.cli", "--config", str(gw.cfg.source), "keys", "create", name,
-                        *extra], capture_output=True, text=True, timeout=120)
+    r = sf("keys", "create", name, *extra, cfg=gw.cfg.source)
     assert r.returncode == 0, r.stderr
-    m = re.search(r"sf-[A-Za-z0-9_\-]+", r.stdout)
-    assert m, r.stdout
-    key = m.group(0)
+    key = r.stdout.strip().splitlines()[-1]
+    assert key.startswith("sf-"), r.stdout
     deadline, seen = time.monotonic() + 10, 0
     while seen < 4:  # in a row: behind the balancer each replica has its own view
         ok = (httpx.get(gw.base + "/v1/models", timeout=10).status_code == 401

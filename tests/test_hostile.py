@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from smallfleet.errors import InvalidRequestError
 from smallfleet.guards.trust import parse_tool_output, tool_segments
 from smallfleet.ledger import Ledger
 from smallfleet.schemas import check_schema
+from tests.conftest import sf
 
 OK = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
 U = [{"role": "user", "content": "hi"}]
@@ -161,11 +159,6 @@ def test_a_request_cannot_open_a_file(scripted_gateway, tmp_path: Path) -> None:
 
 
 # -- 4. Keys, Host, cross-site ---------------------------------------------------------------------
-def sf(*args: str, cfg: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smallfleet.cli", "--config", str(cfg), *args], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
-
-
 def test_keys_end_to_end_api_report_dashboard(scripted_gateway) -> None:
     gw = scripted_gateway()
     cfg = Path(gw.cfg.source)

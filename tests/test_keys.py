@@ -13,7 +13,8 @@ import pytest
 from smallfleet.errors import InvalidRequestError
 from smallfleet.keys import KeyRing, KeyStore, LocalRate, account, sliding_wait
 from smallfleet.ledger import Ledger, account_holder
-from tests.test_hostile import OK, post, sf
+from tests.conftest import create_key, sf
+from tests.test_hostile import OK, post
 from tests.test_ledger import burst, row
 
 
@@ -93,30 +94,16 @@ def test_requests_per_minute_are_counted_in_the_shared_database(pg_url: str) -> 
     b.close()
 
 
-def _key(gw, *args: str) -> str:  # type: ignore[no-untyped-def]
-    made = sf("keys", "create", *args, cfg=Path(gw.cfg.source))
-    assert made.returncode == 0, made.stderr
-    return made.stdout.strip().splitlines()[-1]
-
-
 def _bearer(key: str) -> dict[str, str]:
     return {"authorization": "Bearer " + key}
-
-
-def _wait_keyed(gw, key: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.time() + 5
-    while post(gw, OK).status_code != 401:  # a running gateway sees the keys within seconds
-        assert time.time() < deadline
-        time.sleep(0.1)
 
 
 def test_per_key_limits_through_the_gateway_and_the_cli(scripted_gateway) -> None:  # type: ignore[no-untyped-def]
     gw = scripted_gateway()
     cfg = Path(gw.cfg.source)
-    limited = _key(gw, "limited", "--rpm", "3")
-    small_only = _key(gw, "small-only", "--models", "small")
-    budgeted = _key(gw, "budgeted", "--budget", "0")
-    _wait_keyed(gw, limited)
+    limited = create_key(gw, "limited", "--rpm", "3")  # waiting for the key asks /v1/models: not counted
+    small_only = create_key(gw, "small-only", "--models", "small")
+    budgeted = create_key(gw, "budgeted", "--budget", "0")
     # rate: three pass, the fourth is a 429 that says when to retry
     codes = [post(gw, OK, _bearer(limited)).status_code for _ in range(3)]
     r = post(gw, OK, _bearer(limited))
@@ -153,9 +140,8 @@ def test_per_key_limits_through_the_gateway_and_the_cli(scripted_gateway) -> Non
 
 def test_a_key_revoked_mid_run_is_refused_and_its_steps_are_whole(scripted_gateway) -> None:  # type: ignore[no-untyped-def]
     gw = scripted_gateway(delay=0.3)
-    key = _key(gw, "short-lived")
-    _key(gw, "stays")  # with no key left the gateway would serve loopback without one
-    _wait_keyed(gw, key)
+    key = create_key(gw, "short-lived")
+    create_key(gw, "stays")  # with no key left the gateway would serve loopback without one
     h = {**_bearer(key), "x-smallfleet-run": "r"}
     assert post(gw, OK, h).status_code == 200
     assert sf("keys", "revoke", "short-lived", cfg=Path(gw.cfg.source)).returncode == 0
