@@ -9,6 +9,7 @@ Three subcommands, run in this order:
     python bench/reasoning.py sample     # samples for the test rows in the score's sampling band
     python bench/reasoning.py report     # the cascade on the test rows: table, JSON and plot
     python bench/reasoning.py latency    # what the checks add to a step, one problem at a time (quiet machine)
+    python bench/reasoning.py label      # step labels for the process verifier from completions (Math-Shepherd)
 
 ``collect`` asks a local model each problem the way a reasoning step does (step by step, ending on
 '#### <number>'), has it write ``solve()`` for the same problem (run in smallfleet's sandbox), and with
@@ -23,6 +24,13 @@ writes it where the package ships it. ``report`` scores the test rows and plays 
 small model, accept when the score clears the threshold, else escalate to the large one; the large one's
 answer is "verified" when its own score clears the threshold. It writes bench/results/reasoning.json
 and reasoning.png.
+
+``label`` (item 4) labels the first wrong step of the small model's own GSM8K-*train* answers with
+smallfleet.verify.shepherd: from a step's prefix, do k sampled continuations of the completer model (default
+the large tier) still reach the known answer? Steps are the answer's paragraphs, as in ProcessBench; binary
+search over them; a problem the completer cannot solve from scratch is skipped. Rows go to
+``reasoning_rows/labels-TRACES-by-COMPLETER.jsonl`` (resumable), in ProcessBench's shape, for
+``smallfleet verifier train --labels`` and ``python bench/verifier.py --labels``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -45,6 +54,7 @@ from smallfleet.models.base import Sampler
 from smallfleet.verify.checks import split_steps
 from smallfleet.verify.program import ProgramResult, extract_code, final_number, program_request, run_program
 from smallfleet.verify.score import ARTIFACT, ReasoningScore, Signals, auroc, fit_score, signals
+from smallfleet.verify.shepherd import label_trace, sampler_completer
 
 SHIPPED = Path(__file__).resolve().parents[1] / "smallfleet" / "verify" / "data" / ARTIFACT
 
@@ -391,6 +401,48 @@ async def latency(tier: str, n: int, k: int, seed: int) -> None:
     print(json.dumps({k_: v for k_, v in out.items() if k_ != "rows"}, indent=1))
 
 
+def paragraphs(text: str) -> list[str]:
+    """A written-out answer as steps the way ProcessBench cuts its traces: paragraphs, so a displayed
+    equation stays with its lines (a line split would make each "\\[" a step)."""
+    paras = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return paras if len(paras) >= 2 else split_steps(text)
+
+
+async def label(traces: str, completer_tier: str, k: int, n: int, max_tokens: int) -> None:
+    cfg = load_config(env={})
+    spec = cfg.tier_model(completer_tier)
+    out = ROWS / f"labels-{traces}-by-{spec.name}.jsonl"
+    done = {json.loads(x)["id"] for x in out.read_text().splitlines() if x.strip()} if out.exists() else set()
+    rows = load_rows("train", traces)[:n]
+    if not rows:
+        raise SystemExit(f"no train rows of {traces}: run `collect --split train` first")
+    todo = [r for r in rows if r["id"] not in done]
+    print(f"labelling {len(todo)} of {len(rows)} {traces} traces by completions of {spec.name} (k={k}); "
+          f"{len(done)} done", file=sys.stderr)
+    qs = questions("train")
+    cut = int(cot_request("")["max_tokens"])  # an answer this long was cut off, not finished
+    fleet = Fleet(cfg)
+    backend = fleet.get(spec.name)
+    backend.load()
+    assert isinstance(backend, Sampler)
+    complete = sampler_completer(backend, COT, max_tokens=max_tokens)
+    t0 = time.perf_counter()
+    try:
+        for i, r in enumerate(todo, 1):
+            steps = paragraphs(r["text"])
+            if not steps:
+                continue
+            lab = await label_trace(qs[r["id"]], steps, r["gold"], complete, k, finished=int(r["tokens_out"]) < cut)
+            with out.open("a") as f:
+                f.write(json.dumps({"id": r["id"], "gold": r["gold"], "answer_right": right(r), **lab.as_dict(),
+                                    "traces": traces, "completer": spec.name, "k": k}) + "\n")
+            print(f"{i}/{len(todo)} id={r['id']} steps={len(steps)} label={lab.label} probes={len(lab.probes)} "
+                  f"{lab.seconds:.0f} s ({(time.perf_counter() - t0) / i:.0f} s a trace): {lab.reason}",
+                  file=sys.stderr, flush=True)
+    finally:
+        await fleet.aclose()
+
+
 def main() -> None:
     ap = parser(__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -422,8 +474,16 @@ def main() -> None:
     lat.add_argument("--n", type=int, default=10)
     lat.add_argument("--samples", type=int, default=3)
     lat.add_argument("--seed", type=int, default=11)
+    lb = sub.add_parser("label", help="first-wrong-step labels of the train rows from completions (Math-Shepherd)")
+    lb.add_argument("--traces", default="qwen2.5-coder-0.5b", help="model whose train rows are labelled")
+    lb.add_argument("--completer", default="large", help="tier whose model continues the prefixes")
+    lb.add_argument("--k", type=int, default=4, help="continuations per prefix, drawn in one call")
+    lb.add_argument("--n", type=int, default=100, help="label the first N train rows")
+    lb.add_argument("--max-tokens", type=int, default=300, help="tokens per continuation")
     a = ap.parse_args()
-    if a.cmd == "latency":
+    if a.cmd == "label":
+        asyncio.run(label(a.traces, a.completer, a.k, a.n, a.max_tokens))
+    elif a.cmd == "latency":
         asyncio.run(latency(a.tier, a.n, a.samples, a.seed))
     elif a.cmd == "collect":
         asyncio.run(collect(a.split, a.tier, a.n, a.seed, a.samples, a.concurrency))

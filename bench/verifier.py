@@ -43,6 +43,12 @@ Protocol and splits
    loads -- timed apart, not counted). Speed-up = judge median / verifier median on the same subset. The judge's
    ProcessBench F1 on that subset is printed beside the held-out (holdout="gsm8k") verifier's F1 on the same subset.
 
+5. Step labels from completions (--labels FILE, written by ``python bench/reasoning.py label``; #18 item 4): the
+   held-out models of part 1 are trained again with the labelled traces added (each labelled step weighted by
+   each of --label-weights) and tested the same way, beside part 1's numbers. The labels are also checked against
+   recomputed arithmetic: where a step of a labelled trace holds a wrong equation, the first wrong step should be
+   that one or an earlier one.
+
 Every result is also checked against the API contract (len(step_scores) == len(steps), scores and p_flawed in
 [0, 1], first_error_step in [-1, len(steps)) and consistent with step_scores and threshold); violations are
 counted and printed, not hidden. If the shipped artifact cannot be loaded, the run says so and uses the
@@ -385,6 +391,76 @@ def part_rwr(data: dict[str, list[dict]], kept: dict[str, tuple[Any, list[Pred]]
     return res
 
 
+# ---------------------------------------------------------------- part 5: step labels from completions
+
+def label_vs_arithmetic(rows: list[dict]) -> dict[str, Any]:
+    """Where a labelled wrong trace holds a wrong equation at step j, its label should be j or earlier."""
+    from smallfleet.verify.arith import equations
+
+    at = before = after = without = 0
+    for r in rows:
+        if r.get("label") in (None, -1):
+            continue
+        j = next((i for i, st in enumerate(r["steps"]) if any(e.ok is False for e in equations(st))), None)
+        if j is None:
+            without += 1
+        elif r["label"] == j:
+            at += 1
+        elif r["label"] < j:
+            before += 1
+        else:
+            after += 1
+    n = at + before + after
+    return {"with_wrong_equation": n, "label_at_it": at, "label_before_it": before, "label_after_it": after,
+            "consistent": (at + before) / n if n else None, "without_wrong_equation": without}
+
+
+def part_labels(pv: Any, train: Callable[..., dict], args: argparse.Namespace, data: dict[str, list[dict]],
+                pb: dict[str, Any], rwr: dict[str, Any]) -> dict[str, Any]:
+    import tempfile
+
+    print(f"\n== 5. Step labels from completions ({args.labels}) ==")
+    rows = [json.loads(x) for x in args.labels.read_text().splitlines() if x.strip()]
+    used = [r for r in rows if r.get("label") is not None]
+    out: dict[str, Any] = {
+        "labels": str(args.labels), "sha256": sha256(args.labels), "traces": len(rows),
+        "first_error_found": sum(r["label"] not in (None, -1) for r in rows), "no_error": sum(r["label"] == -1 for r in rows),
+        "skipped": len(rows) - len(used), "completer": sorted({r.get("completer", "?") for r in rows}),
+        "k": sorted({r.get("k", 0) for r in rows}), "probes_per_trace": float(np.mean([len(r["probes"]) for r in rows])),
+        "seconds_per_trace": float(np.mean([r["seconds"] for r in rows])), "seconds_total": float(sum(r["seconds"] for r in rows)),
+        "vs_arithmetic": label_vs_arithmetic(rows), "variants": []}
+    print(f"  {len(rows)} traces: first error found {out['first_error_found']}, no error {out['no_error']}, skipped "
+          f"{out['skipped']}; {out['probes_per_trace']:.1f} probes, {out['seconds_per_trace']:.0f} s a trace")
+    print(f"  against recomputed arithmetic: {out['vs_arithmetic']}")
+    base = {"weight": 0, "gsm8k_f1": pb["gsm8k"]["f1"], "math_f1": pb["math"]["f1"],
+            "gsm8k_auroc": pb["gsm8k"]["auroc_p_flawed"], "math_auroc": pb["math"]["auroc_p_flawed"],
+            "rwr_pooled_caught_at_10pct": (rwr["pooled"].get("sweep_best") or {}).get("caught")}
+    out["variants"].append(base)
+    with tempfile.TemporaryDirectory() as tmp:
+        for w in args.label_weights:
+            v: dict[str, Any] = {"weight": w}
+            preds_all: list[Pred] = []
+            for test in SUBSETS:
+                art = Path(tmp) / f"{test}-{w:g}.json"
+                train(holdout=test, out=art, labels=args.labels, label_weight=w)
+                preds = run_verify(pv.load(art).verify, data[test], f"labels w={w:g} {test}")
+                labels = [x["label"] for x in data[test]]
+                v[f"{test}_f1"] = pb_metrics(labels, [p.first_error_step for p in preds])["f1"]
+                v[f"{test}_auroc"] = auroc([p.p_flawed for lab, p in zip(labels, preds) if lab != -1],
+                                           [p.p_flawed for lab, p in zip(labels, preds) if lab == -1])
+                preds_all += preds
+            v["rwr_pooled_caught_at_10pct"] = (rwr_stats(data["gsm8k"] + data["math"], preds_all).get("sweep_best") or {}).get("caught")
+            out["variants"].append(v)
+    print(f"\n{'label weight':>13}{'GSM8K F1':>10}{'MATH F1':>9}{'AUROC GSM8K':>13}{'AUROC MATH':>12}{'RWR caught':>12}")
+    for v in out["variants"]:
+        name = "none" if v["weight"] == 0 else f"{v['weight']:g}"
+        print(f"{name:>13}{v['gsm8k_f1']:>10.1f}{v['math_f1']:>9.1f}{v['gsm8k_auroc'] or 0:>13.3f}{v['math_auroc'] or 0:>12.3f}"
+              f"{pct(v['rwr_pooled_caught_at_10pct']):>12}")
+    print(f"  goals: F1 >= {GOAL_F1['gsm8k']:.0f} / >= {GOAL_F1['math']:.0f}; RWR caught >= {GOAL_RWR_CAUGHT:.0%} at "
+          f"<= {GOAL_RWR_FALSE_MAX:.0%} false flags")
+    return out
+
+
 # ---------------------------------------------------------------- part 3: cascade
 
 def cascade_curves(p: Sequence[float], weak: Sequence[bool], strong: Sequence[bool]) -> dict[str, Any]:
@@ -695,6 +771,10 @@ def main() -> int:
     ap.add_argument("--calc-annotations", choices=("strip", "keep"), default="strip",
                     help="GSM8K <<expr=value>> annotations in the cascade's weak solutions")
     ap.add_argument("--artifact-dir", type=Path, default=RESULTS, help="where held-out artifacts are cached")
+    ap.add_argument("--labels", type=Path, default=None,
+                    help="step labels from completions (bench/reasoning.py label): part 5 trains with them too")
+    ap.add_argument("--label-weights", type=lambda v: [float(w) for w in v.split(",") if w.strip()], default=[1.0, 3.0, 10.0],
+                    help="weights of a labelled step to try in part 5, comma-separated (default 1,3,10)")
     ap.add_argument("--out", type=Path, default=RESULTS / "verifier.json",
                     help="default bench/results/verifier.json; verifier_cascade.png goes beside it")
     args = ap.parse_args()
@@ -719,6 +799,9 @@ def main() -> int:
 
     pb, kept = part_processbench(ProcessVerifier, train_verifier, args, data)
     rwr = part_rwr(data, kept)
+    if args.labels is not None and not args.labels.is_file():
+        raise SystemExit(f"--labels {args.labels} does not exist: write it with `python bench/reasoning.py label`")
+    step_labels = part_labels(ProcessVerifier, train_verifier, args, data, pb, rwr) if args.labels else None
     t0 = time.perf_counter()
     try:
         shipped, shipped_error = ProcessVerifier.load(), None
@@ -759,7 +842,8 @@ def main() -> int:
                      "cascade_share_to_match_strong_max": GOAL_CASCADE_SHARE_MAX, "speedup_min": GOAL_SPEEDUP,
                      "ms_per_trace_max": GOAL_MS},
            "summary": {k: {"value": val, "goal": g, "met": ok} for k, (val, g, ok) in summary.items()},
-           "processbench": pb, "right_for_wrong_reasons": rwr, "cascade": cascade, "speed": speed}
+           "processbench": pb, "right_for_wrong_reasons": rwr, "cascade": cascade, "speed": speed,
+           "step_labels": step_labels}
     print()
     write_json(args.out, out, text=dump_json(out))
     return 0

@@ -72,12 +72,18 @@ def verifier() -> None:
               help="Data folder with processbench/ and gsm8k/ (default: ../shared/data beside the checkout).")
 @click.option("--synthetic", type=int, default=3000, show_default=True, help="GSM8K-train problems to perturb.")
 @click.option("--seed", type=int, default=1234, show_default=True)
-def verifier_train(holdout: str, out: str, data_dir: str | None, synthetic: int, seed: int) -> None:
-    """Train reproducibly from ProcessBench + synthetic flawed GSM8K-train traces; write the artifact."""
+@click.option("--labels", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="More labelled traces, JSONL in ProcessBench's shape (problem, steps, label): e.g. step labels "
+                   "from completions, written by `python bench/reasoning.py label`.")
+@click.option("--label-weight", type=click.FloatRange(0.0, 100.0), default=1.0, show_default=True,
+              help="Weight of each step of a --labels trace against a ProcessBench or synthetic step.")
+def verifier_train(holdout: str, out: str, data_dir: str | None, synthetic: int, seed: int, labels: str | None,
+                   label_weight: float) -> None:
+    """Train reproducibly from ProcessBench + synthetic flawed GSM8K-train traces (+ --labels); write the artifact."""
     from ..verify import train_verifier
 
     with console.status("extracting features and training …"):
-        meta = train_verifier(None if holdout == "none" else holdout, out, data_dir, synthetic, seed)
+        meta = train_verifier(None if holdout == "none" else holdout, out, data_dir, synthetic, seed, labels, label_weight)
     m = meta["train_metrics"]
     console.print(f"wrote {out}: {meta['training_traces']} traces ({meta['training_steps']} steps), threshold "
                   f"{meta['threshold']}, on ProcessBench training traces acc_err {m['acc_erroneous']:.3f} acc_ok "

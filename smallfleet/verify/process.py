@@ -100,11 +100,14 @@ class ProcessVerifier:
 
 
 # -- training ---------------------------------------------------------------------------------------
-def _rows(traces: list[dict[str, Any]], raw: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Step rows with labels (``raw``: each trace's trace_features): steps before the first error are 0,
-    the first error is 1, later steps are left out (ProcessBench labels nothing after the first error)."""
-    xs, ys = [], []
+def _rows(traces: list[dict[str, Any]], raw: list[np.ndarray],
+          label_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step rows with labels and weights (``raw``: each trace's trace_features): steps before the first
+    error are 0, the first error is 1, later steps are left out (ProcessBench labels nothing after the
+    first error). Rows of a ``labelled`` trace weigh ``label_weight``, the others 1."""
+    xs, ys, ws = [], [], []
     for t, r in zip(traces, raw):
+        w = label_weight if t.get("labelled") else 1.0
         feats = model_features(r)
         label = t["label"]
         for i, f in enumerate(feats):
@@ -112,7 +115,8 @@ def _rows(traces: list[dict[str, Any]], raw: list[np.ndarray]) -> tuple[np.ndarr
                 break
             xs.append(f)
             ys.append(1.0 if i == label else 0.0)
-    return np.array(xs, dtype=float), np.array(ys)
+            ws.append(w)
+    return np.array(xs, dtype=float), np.array(ys), np.array(ws)
 
 
 def processbench_f1(pred: list[int], gold: list[int]) -> tuple[float, float, float]:
@@ -124,7 +128,25 @@ def processbench_f1(pred: list[int], gold: list[int]) -> tuple[float, float, flo
     return acc_err, acc_ok, f1
 
 
-def training_traces(data_dir: Path, holdout: str | None, n_synthetic: int, seed: int) -> list[dict[str, Any]]:
+def read_labels(path: Path) -> list[dict[str, Any]]:
+    """Labelled traces from a JSONL file (smallfleet.verify.shepherd's output, or any in ProcessBench's shape);
+    skipped traces (label null) are left out."""
+    out: list[dict[str, Any]] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        t = json.loads(line)
+        if not (isinstance(t, dict) and isinstance(t.get("problem"), str) and isinstance(t.get("steps"), list)
+                and all(isinstance(s, str) for s in t["steps"]) and (t.get("label") is None or isinstance(t.get("label"), int))):
+            raise InvalidRequestError(f"{path}:{n}: a labelled trace is {{\"problem\": str, \"steps\": [str], \"label\": int}}")
+        if t["label"] is not None and t["steps"] and -1 <= t["label"] < len(t["steps"]):
+            out.append({"problem": t["problem"], "steps": [s[:MAX_STEP_CHARS] for s in t["steps"][:MAX_STEPS]],
+                        "label": t["label"], "labelled": True})
+    return out
+
+
+def training_traces(data_dir: Path, holdout: str | None, n_synthetic: int, seed: int,
+                    labels: Path | None = None) -> list[dict[str, Any]]:
     from .synthetic import synthetic_traces
 
     traces: list[dict[str, Any]] = []
@@ -136,12 +158,17 @@ def training_traces(data_dir: Path, holdout: str | None, n_synthetic: int, seed:
             raise NotAvailableError(f"training data {path} is missing.", hint="run from a checkout with ../shared/data")
         traces += [{"problem": t["problem"], "steps": t["steps"], "label": t["label"]} for t in json.loads(path.read_text())]
     traces += [{**t, "synthetic": True} for t in synthetic_traces(data_dir / "gsm8k" / "train.jsonl", n_synthetic, seed)]
+    if labels is not None:
+        traces += read_labels(labels)
     return traces
 
 
 def train_verifier(holdout: str | None, out: str | Path, data_dir: str | Path | None = None,
-                   n_synthetic: int = 3000, seed: int = 1234) -> dict[str, Any]:
-    """Train on ProcessBench (minus ``holdout``: "gsm8k" or "math") + synthetic GSM8K-train traces; write the artifact."""
+                   n_synthetic: int = 3000, seed: int = 1234, labels: str | Path | None = None,
+                   label_weight: float = 1.0) -> dict[str, Any]:
+    """Train on ProcessBench (minus ``holdout``: "gsm8k" or "math") + synthetic GSM8K-train traces + the
+    labelled traces in ``labels`` (JSONL, e.g. from smallfleet.verify.shepherd; each step row weighted
+    ``label_weight``); write the artifact."""
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as e:
@@ -150,20 +177,20 @@ def train_verifier(holdout: str | None, out: str | Path, data_dir: str | Path | 
         raise InvalidRequestError(f"holdout {holdout!r}: use gsm8k, math or none.")
     t0 = time.time()
     data_dir = Path(data_dir) if data_dir else default_data_dir()
-    traces = training_traces(data_dir, holdout, n_synthetic, seed)
+    traces = training_traces(data_dir, holdout, n_synthetic, seed, Path(labels) if labels else None)
     digest = hashlib.sha256(json.dumps([[t["problem"], t["steps"], t["label"]] for t in traces]).encode()).hexdigest()
     raw = [np.array(trace_features(t["problem"], t["steps"]), dtype=float) for t in traces]  # once: fit and threshold
-    x, y = _rows(traces, raw)
+    x, y, weight = _rows(traces, raw, label_weight)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     mean[0], scale[0] = 0.0, 1.0  # the bias column stays 1
     scale[scale == 0] = 1.0
     clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, fit_intercept=False)
-    clf.fit((x - mean) / scale, y)
+    clf.fit((x - mean) / scale, y, sample_weight=weight)
     w = clf.coef_[0]
     v = ProcessVerifier(w, mean, scale, 0.5)
     # The decision threshold: best ProcessBench-style F1 on the *real* (ProcessBench) training traces;
     # the synthetic ones are easier and would push it too high.
-    real = [i for i, t in enumerate(traces) if not t.get("synthetic")] or list(range(len(traces)))
+    real = [i for i, t in enumerate(traces) if not t.get("synthetic") and not t.get("labelled")] or list(range(len(traces)))
     scored = [(v._scores(raw[i]), traces[i]["label"]) for i in real]
     best = max(((processbench_f1([first_error(s, th) for s, _ in scored], [g for _, g in scored])[2], th)
                 for th in np.linspace(0.3, 0.95, 27)), key=lambda r: r[0])
@@ -171,7 +198,8 @@ def train_verifier(holdout: str | None, out: str | Path, data_dir: str | Path | 
     meta = {
         "version": 1, "features": list(MODEL_NAMES), "weights": w.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
         "threshold": round(float(best[1]), 4), "holdout": holdout, "training_traces": len(traces), "training_steps": len(y),
-        "positive_steps": int(y.sum()), "n_synthetic_problems": n_synthetic, "seed": seed, "training_data_sha256": digest,
+        "positive_steps": int(y.sum()), "n_synthetic_problems": n_synthetic, "seed": seed,
+        "labelled_traces": sum(1 for t in traces if t.get("labelled")), "label_weight": label_weight, "training_data_sha256": digest,
         "train_metrics": {"acc_erroneous": round(acc_err, 4), "acc_correct": round(acc_ok, 4), "f1": round(f1, 4),
                           "on": "the ProcessBench part of the training data"},
         "trained": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.time() - t0, 1), "model": "logistic regression",
