@@ -21,7 +21,6 @@ Its tokens, and the samples', are the attempt's cost.
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -34,7 +33,7 @@ from ..record import Recorder
 from ..step import Step, StepKind
 from ..verdict import Verdict
 from .checks import split_steps
-from .program import ProgramResult, agreement, extract_code, final_number, program_request, run_program
+from .program import ProgramResult, agreement, extract_code, final_number, program_request, run_program, same_number
 from .score import ReasoningScore, signals
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ class ReasoningCheck:
         for _, _, writer, value, code in reversed(checks):
             if value is None:
                 continue
-            agreeing = [m for m, answer, _, _, _ in reversed(checks) if math.isclose(answer, value, rel_tol=1e-6, abs_tol=1e-6)]
+            agreeing = [m for m, answer, _, _, _ in reversed(checks) if same_number(answer, value)]
             if agreeing:
                 fig = Figure(value, writer, agreeing[0], code)
                 outcome.step.notes.append(f"cross-checked figure {fig.header()}; program: {' '.join(code.split())[:300]}")

@@ -225,11 +225,15 @@ def final_number(text: str) -> float | None:
         return None
 
 
+def same_number(a: float | None, b: float | None) -> bool:
+    """Two answers are the same figure: equal up to float noise (a program's 0.1 + 0.2 is 0.3)."""
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+
+
 def agreement(answer: float | None, program: ProgramResult) -> str:
     """What the program says about an answer: agree | disagree | program failed | no answer."""
     if not program.ok:
         return "program failed"
     if answer is None:
         return "no answer"
-    assert program.value is not None
-    return "agree" if math.isclose(answer, program.value, rel_tol=1e-6, abs_tol=1e-6) else "disagree"
+    return "agree" if same_number(answer, program.value) else "disagree"

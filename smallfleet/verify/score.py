@@ -29,7 +29,7 @@ import numpy as np
 
 from .arith import equations
 from .artifacts import read_artifact
-from .program import ProgramResult, agreement
+from .program import ProgramResult, agreement, same_number
 
 ARTIFACT = "reasoning-score-v1.json"
 BASE = ("program_agree", "program_failed", "no_answer", "arith_wrong", "p_flawed", "p_wrong", "mean_prob",
@@ -59,8 +59,8 @@ class Signals:
              math.log1p(self.tokens) / 6]
         if full:
             s = self.samples or []
-            v.append(sum(_same(x, self.answer) for x in s) / len(s) if s else 0.0)
-            v.append(sum(_same(x, self.program_value) for x in s) / len(s) if s else 0.0)
+            v.append(sum(same_number(x, self.answer) for x in s) / len(s) if s else 0.0)
+            v.append(sum(same_number(x, self.program_value) for x in s) / len(s) if s else 0.0)
         return v
 
     def describe(self) -> str:
@@ -70,12 +70,8 @@ class Signals:
         parts.append(f"verifier p_flawed {self.p_flawed:.2f}, p_wrong {self.p_wrong:.2f}")
         parts.append(f"token confidence {self.mean_prob:.2f}")
         if self.samples is not None:
-            parts.append(f"{sum(_same(x, self.answer) for x in self.samples)}/{len(self.samples)} samples agree")
+            parts.append(f"{sum(same_number(x, self.answer) for x in self.samples)}/{len(self.samples)} samples agree")
         return "; ".join(parts)
-
-
-def _same(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
 
 
 def signals(problem: str, steps: list[str], logprobs: list[float] | None, answer: float | None,

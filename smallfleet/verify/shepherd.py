@@ -20,7 +20,6 @@ wrong step or -1), so :func:`smallfleet.verify.train_verifier` can train on them
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 
 from ..errors import InvalidRequestError
 from ..models.base import Sampler
-from .program import final_number
+from .program import final_number, same_number
 
 #: (problem, prefix steps, k) -> the final answers of k completions (None where one gave no number)
 Completer = Callable[[str, list[str], int], Awaitable[list[float | None]]]
@@ -52,10 +51,6 @@ class Labelled:
                 "probes": [list(p) for p in self.probes], "seconds": round(self.seconds, 2)}
 
 
-def same(a: float | None, b: float) -> bool:
-    return a is not None and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
-
-
 async def label_trace(problem: str, steps: list[str], gold: float, complete: Completer, k: int = 4,
                       finished: bool = True) -> Labelled:
     """The first wrong step of a trace by completions from its prefixes (see the module docstring).
@@ -69,7 +64,7 @@ async def label_trace(problem: str, steps: list[str], gold: float, complete: Com
 
     async def reaches(last: int) -> bool:
         answers = await complete(problem, steps[: last + 1], k)
-        hits = sum(same(a, gold) for a in answers)
+        hits = sum(same_number(a, gold) for a in answers)
         probes.append((last, hits, len(answers)))
         return hits > 0
 
@@ -79,7 +74,7 @@ async def label_trace(problem: str, steps: list[str], gold: float, complete: Com
     if len(steps) > MAX_STEPS:
         return done(None, f"skipped: {len(steps)} steps (more than {MAX_STEPS})")
     own = final_number("\n".join(steps)) if finished else None
-    if same(own, gold):
+    if same_number(own, gold):
         # The trace itself is a completion from each of its prefixes that reaches the answer.
         return done(-1, "the trace's own answer is right")
     if not await reaches(-1):
