@@ -75,6 +75,7 @@ import random
 import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -417,8 +418,6 @@ def label_vs_arithmetic(rows: list[dict]) -> dict[str, Any]:
 
 def part_labels(pv: Any, train: Callable[..., dict], args: argparse.Namespace, data: dict[str, list[dict]],
                 pb: dict[str, Any], rwr: dict[str, Any]) -> dict[str, Any]:
-    import tempfile
-
     print(f"\n== 5. Step labels from completions ({args.labels}) ==")
     rows = [json.loads(x) for x in args.labels.read_text().splitlines() if x.strip()]
     used = [r for r in rows if r.get("label") is not None]

@@ -122,7 +122,9 @@ def test_training_on_labelled_traces(tmp_path: Path) -> None:
     assert one["training_traces"] == base["training_traces"] + 2 and one["training_data_sha256"] != base["training_data_sha256"]
     assert one["weights"] != base["weights"] and heavy["weights"] != one["weights"]
     ProcessVerifier.load(tmp_path / "c.json")
-    for bad in ('{"problem": "p", "steps": "not a list", "label": 0}', '["no"]', '{"problem": 1, "steps": [], "label": 0}'):
+    for bad in ('{"problem": "p", "steps": "not a list", "label": 0}', '["no"]', '{"problem": 1, "steps": [], "label": 0}',
+                '{"problem": "p", "steps": ["a"], "label": 1}', '{"problem": "p", "steps": ["a"], "label": true}',
+                '{"problem": "p", "steps": [], "label": null}', '{"problem": "p", "steps": ["a"], "lab'):
         labels.write_text(bad + "\n")
         with pytest.raises(InvalidRequestError, match="labelled trace"):
             train_verifier("math", tmp_path / "d.json", data, n_synthetic=60, labels=labels)

@@ -131,17 +131,23 @@ def processbench_f1(pred: list[int], gold: list[int]) -> tuple[float, float, flo
 def read_labels(path: Path) -> list[dict[str, Any]]:
     """Labelled traces from a JSONL file (smallfleet.verify.shepherd's output, or any in ProcessBench's shape);
     skipped traces (label null) are left out."""
+    shape = 'a labelled trace is {"problem": str, "steps": [str, ...], "label": -1, a step index or null}'
     out: list[dict[str, Any]] = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        t = json.loads(line)
+        try:
+            t = json.loads(line)
+        except ValueError as e:
+            raise InvalidRequestError(f"{path}:{n}: not JSON ({e}); {shape}") from e
+        label = t.get("label") if isinstance(t, dict) else None
         if not (isinstance(t, dict) and isinstance(t.get("problem"), str) and isinstance(t.get("steps"), list)
-                and all(isinstance(s, str) for s in t["steps"]) and (t.get("label") is None or isinstance(t.get("label"), int))):
-            raise InvalidRequestError(f"{path}:{n}: a labelled trace is {{\"problem\": str, \"steps\": [str], \"label\": int}}")
-        if t["label"] is not None and t["steps"] and -1 <= t["label"] < len(t["steps"]):
+                and t["steps"] and all(isinstance(s, str) for s in t["steps"])
+                and (label is None or (type(label) is int and -1 <= label < len(t["steps"])))):
+            raise InvalidRequestError(f"{path}:{n}: {shape}")
+        if label is not None and label < MAX_STEPS:  # a first error past the cut cannot be trained on
             out.append({"problem": t["problem"], "steps": [s[:MAX_STEP_CHARS] for s in t["steps"][:MAX_STEPS]],
-                        "label": t["label"], "labelled": True})
+                        "label": label, "labelled": True})
     return out
 
 
